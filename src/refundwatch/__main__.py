@@ -1,0 +1,3 @@
+from refundwatch.cli import main
+
+main()

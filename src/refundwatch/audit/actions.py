@@ -1,0 +1,36 @@
+"""Who did something, and the names of what they did (``source:subject:action``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    type: str  # user | api_key | system | processor
+    id: str
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+SYSTEM = Actor("system", "refundwatch")
+WORKER = Actor("system", "worker")
+
+
+def processor_actor(connection_name: str) -> Actor:
+    return Actor("processor", connection_name)
+
+
+# The actions refundwatch records. Kept in one place so the audit page can explain them.
+API_PAYMENT_CREATE = "api:payment:create"
+API_REFUND_CREATE = "api:refund:create"
+API_REFUND_CANCEL = "api:refund:cancel"
+API_REFUND_RETRY = "api:refund:retry"
+API_REFUND_SYNC = "api:refund:sync"
+REFUND_TRANSITION = "{source}:refund:transition"
+WEBHOOK_ACCEPTED = "webhook:event:accepted"
+WEBHOOK_REJECTED = "webhook:event:rejected"
+CLI_CONNECTION_CREATE = "cli:connection:create"
+CLI_CONNECTION_UPDATE = "cli:connection:update"
+CLI_PAYMENTS_IMPORT = "cli:payments:import"
+CLI_APIKEY_CREATE = "cli:apikey:create"

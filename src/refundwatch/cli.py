@@ -1,0 +1,227 @@
+"""`refundwatch …` (CONTRACT §3). Bad input: one line on stderr and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from refundwatch.audit.actions import Actor
+from refundwatch.config import ConfigError, get_settings
+from refundwatch.lib.exceptions import RefundwatchError
+
+T = TypeVar("T")
+CLI_ACTOR = Actor("system", "cli")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"refundwatch: {message}", err=True)
+    sys.exit(code)
+
+
+def friendly(fn: Callable[..., T]) -> Callable[..., T]:
+    """Turn every expected failure into one clear line on stderr."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except (RefundwatchError, ConfigError) as exc:
+            _fail(str(exc))
+        except (OSError, ConnectionError) as exc:
+            _fail(f"cannot reach a service: {exc.__class__.__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - the last line of defence against a traceback
+            from sqlalchemy.exc import SQLAlchemyError
+
+            if isinstance(exc, SQLAlchemyError):
+                _fail(f"database error: {str(exc.__cause__ or exc).splitlines()[0][:300]}")
+            if exc.__class__.__name__ == "ValidationError":  # pydantic settings
+                _fail(f"invalid configuration: {str(exc).splitlines()[0:3]}")
+            raise
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+def run(coro_fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+    return asyncio.run(coro_fn(*args, **kwargs))
+
+
+async def _with_runtime(work: Callable[[Any], Awaitable[T]], *, redis: bool = False) -> T:
+    from refundwatch.runtime import Runtime
+
+    rt = Runtime.build()
+    try:
+        if redis:
+            await rt.open(redis=True, http=False)
+        return await work(rt)
+    finally:
+        await rt.close()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """refundwatch: execute refunds through payment processors, exactly once, and watch them."""
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@friendly
+def db_upgrade() -> None:
+    """Apply all migrations to REFUNDWATCH_DATABASE_URL."""
+    from refundwatch.db.migrate import upgrade
+
+    upgrade(get_settings().database_url)
+    click.echo("database is up to date")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
+@friendly
+def serve(host: str, port: int, workers: int) -> None:
+    """The web server."""
+    from refundwatch.server import serve as run_server
+
+    get_settings().check_required()
+    run_server(host, port, workers)
+
+
+@main.command()
+@friendly
+def worker() -> None:
+    """The arq worker: refund execution, webhooks, health checks, sync, audit sealing."""
+    from refundwatch.worker import run_worker
+
+    get_settings().check_required()
+    run_worker()
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8900, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--connections", "connections_path", type=click.Path(path_type=Path), default=None)
+@click.option("--webhook-url", default=None, help="template with {connection}")
+@friendly
+def simulator(host: str, port: int, connections_path: Path | None, webhook_url: str | None) -> None:
+    """The gateway simulator (CONTRACT §7)."""
+    from refundwatch.simulator import serve as run_simulator
+
+    if connections_path is not None and not connections_path.is_file():
+        _fail(f"{connections_path}: no such file")
+    run_simulator(host, port, connections_path, webhook_url)
+
+
+@main.group()
+def connections() -> None:
+    """Gateway connections."""
+
+
+@connections.command("import")
+@click.argument("file", type=click.Path(path_type=Path))
+@friendly
+def connections_import(file: Path) -> None:
+    """Create or update gateway connections from a TOML file; secrets are stored encrypted."""
+    from refundwatch.connections.services import import_connections
+    from refundwatch.connections.spec import load_connections_file
+
+    specs = load_connections_file(file)
+
+    async def work(rt: Any) -> tuple[int, int]:
+        return await import_connections(rt.db, rt.cipher, specs, CLI_ACTOR)
+
+    created, updated = run(_with_runtime, work)
+    click.echo(f"connections: {created} created, {updated} updated, {len(specs) - created - updated} unchanged")
+
+
+@main.group()
+def payments() -> None:
+    """Original transactions."""
+
+
+@payments.command("import")
+@click.argument("file", type=click.Path(path_type=Path))
+@friendly
+def payments_import(file: Path) -> None:
+    """Register original transactions from CSV (all rows or none)."""
+    from refundwatch.payments.services import import_payments
+
+    async def work(rt: Any) -> tuple[int, int]:
+        return await import_payments(rt.db, rt.connections, file, CLI_ACTOR)
+
+    created, unchanged = run(_with_runtime, work)
+    click.echo(f"payments: {created} created, {unchanged} already present")
+
+
+@main.group()
+def apikeys() -> None:
+    """API keys for internal systems."""
+
+
+@apikeys.command("create")
+@click.option("--name", required=True)
+@click.option("--scopes", required=True, help="comma-separated: refunds:read,refunds:write,payments:write")
+@friendly
+def apikeys_create(name: str, scopes: str) -> None:
+    """Print a new API key once; only its hash is stored."""
+    from refundwatch.auth.apikeys import create_api_key, parse_scopes
+
+    scope_list = parse_scopes(scopes)
+
+    async def work(rt: Any) -> str:
+        return await create_api_key(rt.db, name, scope_list, CLI_ACTOR)
+
+    click.echo(run(_with_runtime, work))
+
+
+@main.group()
+def audit() -> None:
+    """The tamper-evident audit log."""
+
+
+@audit.command("verify")
+@friendly
+def audit_verify() -> None:
+    """Check the audit chain: exit 0 with a count when intact, non-zero naming the first bad entry."""
+    from refundwatch.audit.services import verify
+
+    async def work(rt: Any) -> Any:
+        return await verify(rt.db)
+
+    report = run(_with_runtime, work)
+    if not report.ok:
+        _fail(f"audit chain broken: {report.problem}", code=1)
+    click.echo(f"audit chain intact: {report.sealed} entries verified, {report.pending} awaiting their seal")
+
+
+@audit.command("seal")
+@friendly
+def audit_seal() -> None:
+    """Chain entries not sealed yet (the worker does this every second)."""
+    from refundwatch.audit.services import seal
+
+    async def work(rt: Any) -> int:
+        return await seal(rt.db)
+
+    click.echo(f"sealed {run(_with_runtime, work)} entries")
+
+
+@main.command()
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--no-traffic", is_flag=True, help="do not generate demo traffic")
+@friendly
+def demo(port: int, no_traffic: bool) -> None:
+    """Everything at once on this machine: what `make demo` runs."""
+    from refundwatch.demo import run_demo
+
+    run_demo(port=port, traffic=not no_traffic)

@@ -1,0 +1,108 @@
+"""Typed settings, read once from the REFUNDWATCH_* environment (CONTRACT §2)."""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Mode = Literal["production", "demo", "test"]
+
+# Only used when REFUNDWATCH_MODE is demo or test; production refuses to start without real values.
+_DEV_SECRET = "refundwatch-dev-secret-not-for-production"
+_DEV_ENCRYPTION_KEY = "cmVmdW5kd2F0Y2gtZGV2LWtleS1ub3QtZm9yLXByb2Q="
+
+
+class ConfigError(Exception):
+    """Start-up cannot continue: the message names what is missing."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REFUNDWATCH_", extra="ignore")
+
+    mode: Mode = "production"
+    database_url: str = "sqlite+aiosqlite:///var/refundwatch.db"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    secret_key: str = ""
+    encryption_keys: str = ""
+    base_url: str = "http://127.0.0.1:8000"
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: str = ""
+    oidc_roles_claim: str = "groups"
+    role_map: str = ""
+    api_audience: str = "urn:refundwatch:api"
+    approval_threshold: str = "50000"
+
+    # Operational knobs beyond the contract; the defaults suit one worker on a small machine.
+    worker_max_jobs: int = Field(default=200, ge=1)
+    worker_poll_delay: float = Field(default=0.05, gt=0)
+    job_timeout_seconds: int = Field(default=60, ge=2)
+    max_attempts: int = Field(default=6, ge=1)
+    retry_base_seconds: float = Field(default=1.0, ge=0)
+    retry_max_seconds: float = Field(default=60.0, ge=0)
+    sync_interval_seconds: int = Field(default=30, ge=1)
+    sweep_interval_seconds: int = Field(default=15, ge=1)
+    sweep_grace_seconds: int = Field(default=10, ge=0)
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_driver(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def effective_secret_key(self) -> str:
+        return self.secret_key or _DEV_SECRET
+
+    @property
+    def encryption_key_list(self) -> list[str]:
+        keys = [k.strip() for k in self.encryption_keys.split(",") if k.strip()]
+        return keys or [_DEV_ENCRYPTION_KEY]
+
+    def approval_threshold_for(self, currency: str) -> int:
+        """Minor-unit threshold at or above which a refund needs a second person."""
+        value = self.approval_threshold.strip()
+        if ":" not in value:
+            return int(value)
+        table = dict(part.split(":", 1) for part in value.split(",") if part.strip())
+        return int(table.get(currency, table.get("*", "50000")))
+
+    def check_required(self) -> None:
+        """Outside demo/test, refuse to start without the secrets (names them all at once)."""
+        if self.mode != "production":
+            return
+        missing = [
+            name
+            for name, value in (
+                ("REFUNDWATCH_SECRET_KEY", self.secret_key),
+                ("REFUNDWATCH_ENCRYPTION_KEYS", self.encryption_keys),
+            )
+            if not value.strip()
+        ]
+        if missing:
+            raise ConfigError(f"missing required settings: {', '.join(missing)}")
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Tests change the environment; they call this so the next read sees it."""
+    get_settings.cache_clear()
+
+
+def env_mode() -> str:
+    return os.environ.get("REFUNDWATCH_MODE", "production")

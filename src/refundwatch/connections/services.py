@@ -1,0 +1,138 @@
+"""Gateway connections: import (encrypted at rest), and a per-process cache of decrypted credentials."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from uuid import UUID
+
+from sqlalchemy import select
+
+from refundwatch.audit import actions
+from refundwatch.audit.actions import Actor
+from refundwatch.audit.services import record
+from refundwatch.connections.spec import ConnectionSpec
+from refundwatch.db.engine import Database
+from refundwatch.db.models import Connection
+from refundwatch.gateways.base import Credentials
+from refundwatch.lib.crypto import FieldCipher, Secret
+
+DEFAULT_BASE_URLS = {
+    "stripe": "https://api.stripe.com",
+    "adyen": "https://checkout-test.adyen.com",
+    "paypal": "https://api-m.sandbox.paypal.com",
+    "checkout": "https://api.sandbox.checkout.com",
+    "square": "https://connect.squareupsandbox.com",
+    "braintree": "https://api.sandbox.braintreegateway.com",
+}
+
+
+def _blob(spec: ConnectionSpec) -> str:
+    return json.dumps({"secrets": spec.secrets, "options": spec.options}, sort_keys=True)
+
+
+async def import_connections(
+    db: Database, cipher: FieldCipher, specs: list[ConnectionSpec], actor: Actor
+) -> tuple[int, int]:
+    """Create or update every connection in one transaction. Returns (created, updated)."""
+    created = updated = 0
+    async with db.session() as session:
+        existing = {
+            c.name: c
+            for c in (
+                await session.scalars(select(Connection).where(Connection.name.in_([s.name for s in specs])))
+            ).all()
+        }
+        for spec in specs:
+            row = existing.get(spec.name)
+            fields = {
+                "processor": spec.processor,
+                "base_url": spec.base_url,
+                "enabled": spec.enabled,
+                "rate_limit_per_second": spec.rate_limit_per_second,
+                "health_check_interval_seconds": spec.health_check_interval_seconds,
+                "timeout_seconds": spec.timeout_seconds,
+            }
+            if row is None:
+                row = Connection(name=spec.name, credentials_encrypted=cipher.encrypt(_blob(spec)), **fields)
+                session.add(row)
+                created += 1
+                action = actions.CLI_CONNECTION_CREATE
+            else:
+                changed = sorted(k for k, v in fields.items() if getattr(row, k) != v)
+                if json.loads(cipher.decrypt(row.credentials_encrypted)) != json.loads(_blob(spec)):
+                    changed.append("credentials")
+                    row.credentials_encrypted = cipher.encrypt(_blob(spec))
+                if not changed:
+                    continue
+                for key, value in fields.items():
+                    setattr(row, key, value)
+                updated += 1
+                action = actions.CLI_CONNECTION_UPDATE
+            # Field names only: the audit log never holds a secret.
+            record(session, actor, action, target_type="connection", target_id=spec.name,
+                   details={"processor": spec.processor, "fields": sorted({*fields, *spec.options})})
+        await session.commit()
+    return created, updated
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    id: UUID
+    name: str
+    processor: str
+    enabled: bool
+    health_check_interval_seconds: int
+    credentials: Credentials
+
+
+def _info(row: Connection, cipher: FieldCipher) -> ConnectionInfo:
+    blob = json.loads(cipher.decrypt(row.credentials_encrypted))
+    creds = Credentials(
+        connection_name=row.name,
+        processor=row.processor,
+        base_url=(row.base_url or DEFAULT_BASE_URLS[row.processor]).rstrip("/"),
+        secrets={k: Secret(v) for k, v in blob["secrets"].items()},
+        options=blob["options"],
+        timeout_seconds=float(row.timeout_seconds),
+    )
+    return ConnectionInfo(row.id, row.name, row.processor, row.enabled, row.health_check_interval_seconds, creds)
+
+
+class ConnectionCache:
+    """Decrypted connections, reloaded at most every ``ttl`` seconds or when a name is unknown."""
+
+    def __init__(self, db: Database, cipher: FieldCipher, ttl: float = 10.0) -> None:
+        self._db, self._cipher, self._ttl = db, cipher, ttl
+        self._by_name: dict[str, ConnectionInfo] = {}
+        self._by_id: dict[UUID, ConnectionInfo] = {}
+        self._loaded_at = 0.0
+
+    async def reload(self) -> None:
+        async with self._db.read_session() as session:
+            rows = (await session.scalars(select(Connection))).all()
+        infos = [_info(row, self._cipher) for row in rows]
+        self._by_name = {i.name: i for i in infos}
+        self._by_id = {i.id: i for i in infos}
+        self._loaded_at = time.monotonic()
+
+    async def _fresh(self) -> None:
+        if time.monotonic() - self._loaded_at > self._ttl:
+            await self.reload()
+
+    async def by_name(self, name: str) -> ConnectionInfo | None:
+        await self._fresh()
+        if name not in self._by_name and time.monotonic() - self._loaded_at > 1.0:
+            await self.reload()
+        return self._by_name.get(name)
+
+    async def by_id(self, connection_id: UUID) -> ConnectionInfo | None:
+        await self._fresh()
+        if connection_id not in self._by_id:
+            await self.reload()
+        return self._by_id.get(connection_id)
+
+    async def all(self) -> list[ConnectionInfo]:
+        await self._fresh()
+        return list(self._by_name.values())

@@ -1,0 +1,106 @@
+"""The gateway connections file (CONTRACT §6): parsing and validation, nothing persisted here."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from refundwatch.lib.exceptions import BadInput
+
+# Per processor: (secret fields, plain required fields). Secrets are encrypted at rest.
+PROCESSOR_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "stripe": (("api_key", "webhook_secret"), ()),
+    "adyen": (("api_key", "hmac_key"), ("merchant_account",)),
+    "paypal": (("client_secret",), ("client_id", "webhook_id")),
+    "checkout": (("secret_key", "webhook_signature_key"), ()),
+    "square": (("access_token", "webhook_signature_key"), ("notification_url",)),
+    "braintree": (("private_key",), ("merchant_id", "public_key")),
+}
+_OPTIONAL = {"enabled", "rate_limit_per_second", "health_check_interval_seconds", "timeout_seconds", "base_url"}
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSpec:
+    name: str
+    processor: str
+    base_url: str | None
+    secrets: dict[str, str]
+    options: dict[str, str]
+    enabled: bool = True
+    rate_limit_per_second: int | None = None
+    health_check_interval_seconds: int = 60
+    timeout_seconds: int = 30
+
+
+def _positive_int(name: str, field: str, value: Any, *, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise BadInput(f"connection {name!r}: {field} must be a whole number from 1 to {maximum}")
+    return value
+
+
+def parse_connection(table: Any, index: int) -> ConnectionSpec:
+    if not isinstance(table, dict):
+        raise BadInput(f"connection #{index}: must be a table")
+    name = table.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise BadInput(f"connection #{index}: name must be lower-case letters, digits, - or _ (max 64)")
+    processor = table.get("processor")
+    if processor not in PROCESSOR_FIELDS:
+        raise BadInput(f"connection {name!r}: processor must be one of {', '.join(PROCESSOR_FIELDS)}")
+    secret_fields, plain_fields = PROCESSOR_FIELDS[processor]
+    unknown = set(table) - {"name", "processor", *secret_fields, *plain_fields, *_OPTIONAL}
+    if unknown:
+        raise BadInput(f"connection {name!r}: unknown field(s) {', '.join(sorted(unknown))}")
+    values: dict[str, str] = {}
+    for field in (*secret_fields, *plain_fields):
+        value = table.get(field)
+        if not isinstance(value, str) or not value.strip():
+            raise BadInput(f"connection {name!r}: {processor} needs a non-empty {field}")
+        values[field] = value.strip()
+    if processor == "adyen" and not re.fullmatch(r"(?:[0-9a-fA-F]{2})+", values["hmac_key"]):
+        raise BadInput(f"connection {name!r}: hmac_key must be hex")
+    base_url = table.get("base_url")
+    if base_url is not None and (not isinstance(base_url, str) or not base_url.startswith(("http://", "https://"))):
+        raise BadInput(f"connection {name!r}: base_url must be an http(s) URL")
+    enabled = table.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise BadInput(f"connection {name!r}: enabled must be true or false")
+    rate = table.get("rate_limit_per_second")
+    return ConnectionSpec(
+        name=name,
+        processor=processor,
+        base_url=base_url.rstrip("/") if base_url else None,
+        secrets={k: values[k] for k in secret_fields},
+        options={k: values[k] for k in plain_fields},
+        enabled=enabled,
+        rate_limit_per_second=None if rate is None else _positive_int(name, "rate_limit_per_second", rate,
+                                                                         maximum=100_000),
+        health_check_interval_seconds=_positive_int(
+            name, "health_check_interval_seconds", table.get("health_check_interval_seconds", 60), maximum=86_400
+        ),
+        timeout_seconds=_positive_int(name, "timeout_seconds", table.get("timeout_seconds", 30), maximum=300),
+    )
+
+
+def load_connections_file(path: Path) -> list[ConnectionSpec]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInput(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path}: cannot read ({exc.__class__.__name__})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BadInput(f"{path}: not valid TOML ({exc})") from None
+    tables = data.get("connection")
+    if not isinstance(tables, list) or not tables:
+        raise BadInput(f"{path}: expected one or more [[connection]] tables")
+    specs = [parse_connection(table, i + 1) for i, table in enumerate(tables)]
+    names = [s.name for s in specs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise BadInput(f"{path}: connection name(s) used twice: {', '.join(duplicates)}")
+    return specs

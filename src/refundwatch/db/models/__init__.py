@@ -1,0 +1,24 @@
+"""All tables; importing this module registers them on the shared metadata (Alembic reads it)."""
+
+from advanced_alchemy.base import orm_registry
+
+from refundwatch.db.models._apikey import ApiKey
+from refundwatch.db.models._audit import AuditEntry
+from refundwatch.db.models._connection import Connection, HealthCheck
+from refundwatch.db.models._payment import Payment
+from refundwatch.db.models._refund import Refund, RefundEvent
+from refundwatch.db.models._webhook import WebhookEvent
+
+metadata = orm_registry.metadata
+
+__all__ = [
+    "ApiKey",
+    "AuditEntry",
+    "Connection",
+    "HealthCheck",
+    "Payment",
+    "Refund",
+    "RefundEvent",
+    "WebhookEvent",
+    "metadata",
+]

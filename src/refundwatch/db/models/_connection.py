@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import datetime as dt
+from uuid import UUID
+
+from advanced_alchemy.base import BigIntBase, UUIDv7AuditBase
+from advanced_alchemy.types import DateTimeUTC
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+
+class Connection(UUIDv7AuditBase):
+    """A configured account at one processor. Credentials are one encrypted JSON blob."""
+
+    __tablename__ = "connections"
+
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    processor: Mapped[str] = mapped_column(String(32))
+    base_url: Mapped[str | None] = mapped_column(String(500), default=None)
+    credentials_encrypted: Mapped[str] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    rate_limit_per_second: Mapped[int | None] = mapped_column(Integer, default=None)
+    health_check_interval_seconds: Mapped[int] = mapped_column(Integer, default=60)
+    timeout_seconds: Mapped[int] = mapped_column(Integer, default=30)
+
+
+class HealthCheck(BigIntBase):
+    """One gateway health probe run by the worker: the data behind "gateway uptime"."""
+
+    __tablename__ = "health_checks"
+    __table_args__ = (Index("ix_health_checks_connection_at", "connection_id", "at"),)
+
+    connection_id: Mapped[UUID] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    at: Mapped[dt.datetime] = mapped_column(DateTimeUTC(timezone=True))
+    ok: Mapped[bool] = mapped_column(Boolean)
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(500), default=None)

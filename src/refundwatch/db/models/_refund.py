@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+from uuid import UUID
+
+from advanced_alchemy.base import BigIntBase, UUIDv7AuditBase
+from advanced_alchemy.types import DateTimeUTC, JsonB
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+
+class Refund(UUIDv7AuditBase):
+    __tablename__ = "refunds"
+    __table_args__ = (
+        # Stripe-style request idempotency, scoped to the client that sent the key.
+        UniqueConstraint("client_scope", "idempotency_key", name="uq_refunds_client_idempotency"),
+        Index("ix_refunds_status_updated", "status", "updated_at"),
+        Index("ix_refunds_connection_created", "connection_id", "created_at"),
+        Index("ix_refunds_created", "created_at"),
+    )
+
+    payment_id: Mapped[UUID] = mapped_column(ForeignKey("payments.id"), index=True)
+    connection_id: Mapped[UUID] = mapped_column(ForeignKey("connections.id"))
+    payment_reference: Mapped[str] = mapped_column(String(255), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    reason: Mapped[str] = mapped_column(String(32))
+    order_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    invoice_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JsonB, default=dict)
+    status: Mapped[str] = mapped_column(String(32))
+    # Written and committed before the first processor call; every retry reuses it.
+    gateway_idempotency_key: Mapped[str] = mapped_column(String(255))
+    gateway_refund_id: Mapped[str | None] = mapped_column(String(255), default=None, index=True)
+    gateway_status: Mapped[str | None] = mapped_column(String(64), default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error_code: Mapped[str | None] = mapped_column(String(64), default=None)
+    error_message: Mapped[str | None] = mapped_column(String(500), default=None)
+    processor_code: Mapped[str | None] = mapped_column(String(128), default=None)
+    client_scope: Mapped[str] = mapped_column(String(128))
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    request_fingerprint: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(255))
+    submitted_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    accepted_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    finalized_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+
+
+class RefundEvent(BigIntBase):
+    """One step of a refund's timeline: a transition, an attempt, or an exchange with the processor."""
+
+    __tablename__ = "refund_events"
+    __table_args__ = (Index("ix_refund_events_refund", "refund_id", "id"),)
+
+    refund_id: Mapped[UUID] = mapped_column(ForeignKey("refunds.id", ondelete="CASCADE"))
+    at: Mapped[dt.datetime] = mapped_column(DateTimeUTC(timezone=True))
+    status: Mapped[str] = mapped_column(String(32))
+    from_status: Mapped[str | None] = mapped_column(String(32), default=None)
+    source: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(Text)

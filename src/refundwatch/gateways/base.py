@@ -1,0 +1,200 @@
+"""The gateway layer's contract: one protocol, one result type, one error vocabulary.
+
+Adapters are stateless (STYLE rule 1): they build requests, parse responses, verify and parse webhooks
+and scrub secrets. They never touch the database or Redis; the refunds core persists everything.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx2
+
+from refundwatch.lib.crypto import Secret
+
+
+class GatewayStatus(enum.StrEnum):
+    """Where the processor says a refund is. Unknown or ambiguous maps to PENDING, never SUCCEEDED."""
+
+    PENDING = "pending"  # accepted, final outcome still to come
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    REVERSED = "reversed"  # had succeeded, later failed or reversed
+    REQUIRES_ACTION = "requires_action"  # a person must act (maps to manual_review)
+
+
+class ErrorCode(enum.StrEnum):
+    """The standard error vocabulary every adapter maps its processor's codes into."""
+
+    AMOUNT_EXCEEDS_REFUNDABLE = "amount_exceeds_refundable"
+    ALREADY_REFUNDED = "already_refunded"
+    PAYMENT_NOT_FOUND = "payment_not_found"
+    CURRENCY_MISMATCH = "currency_mismatch"
+    INVALID_REQUEST = "invalid_request"
+    AUTH_FAILED = "auth_failed"
+    RATE_LIMITED = "rate_limited"
+    GATEWAY_UNAVAILABLE = "gateway_unavailable"
+    TIMEOUT = "timeout"
+    CONNECTION_ERROR = "connection_error"
+    DECLINED = "declined"
+    IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+    RESPONSE_MISMATCH = "response_mismatch"  # processor reported a different amount/currency
+    PROCESSOR_ERROR = "processor_error"
+
+
+# Codes whose outcome is unknown or temporary: retry with the same idempotency key.
+RETRYABLE_CODES = frozenset(
+    {
+        ErrorCode.RATE_LIMITED,
+        ErrorCode.GATEWAY_UNAVAILABLE,
+        ErrorCode.TIMEOUT,
+        ErrorCode.CONNECTION_ERROR,
+        ErrorCode.IDEMPOTENCY_CONFLICT,  # e.g. the same key is still being processed
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """A connection's decrypted settings. Secret values are wrapped so they never print."""
+
+    connection_name: str
+    processor: str
+    base_url: str
+    secrets: Mapping[str, Secret]
+    options: Mapping[str, str] = field(default_factory=dict)
+    timeout_seconds: float = 30.0
+
+    def secret(self, name: str) -> str:
+        return self.secrets[name].reveal()
+
+
+@dataclass(frozen=True, slots=True)
+class RefundRequest:
+    refund_id: str  # refundwatch's id, sent as metadata so webhooks can find the refund
+    payment_reference: str
+    amount: int  # minor units
+    currency: str  # ISO 4217, upper case
+    reason: str  # refundwatch reason: requested_by_customer, duplicate, fraudulent, return, other
+    idempotency_key: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """One HTTP exchange with the processor, scrubbed, for the refund's timeline."""
+
+    method: str
+    path: str
+    status_code: int | None
+    latency_ms: int
+    excerpt: str
+
+
+@dataclass(frozen=True, slots=True)
+class RefundResult:
+    status: GatewayStatus
+    gateway_refund_id: str | None
+    raw_status: str  # the processor's own status word, for the timeline
+    amount: int | None = None
+    currency: str | None = None
+    failure_code: ErrorCode | None = None
+    failure_message: str | None = None
+    processor_code: str | None = None
+    exchange: Exchange | None = None
+
+
+class GatewayError(Exception):
+    """A call did not produce a result. ``retryable`` means the outcome is unknown or temporary."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        processor_code: str | None = None,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+        exchange: Exchange | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.processor_code = processor_code
+        self.status_code = status_code
+        self.retry_after = retry_after
+        self.exchange = exchange
+
+    @property
+    def retryable(self) -> bool:
+        return self.code in RETRYABLE_CODES
+
+
+class WebhookVerificationError(Exception):
+    """Signature missing, malformed, stale or wrong. The message is safe to show."""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEvent:
+    """A verified notification, reduced to what the refunds core needs."""
+
+    event_id: str  # unique per connection: the dedupe key
+    event_type: str
+    gateway_refund_id: str | None
+    refund_id: str | None  # refundwatch id from metadata, when the processor echoes it
+    status: GatewayStatus | None  # None: the event does not change a refund's status
+    raw_status: str | None = None
+    amount: int | None = None
+    currency: str | None = None
+    failure_code: ErrorCode | None = None
+    failure_message: str | None = None
+    processor_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HealthResult:
+    ok: bool
+    latency_ms: int
+    error: str | None = None
+
+
+class Gateway(Protocol):
+    """What every processor package provides (see gateways/registry.py)."""
+
+    processor: str
+    default_base_url: str
+    secret_fields: tuple[str, ...]  # credential names from the connections file that are secrets
+    option_fields: tuple[str, ...]  # non-secret required fields (e.g. merchant_account)
+
+    async def create_refund(
+        self, client: httpx2.AsyncClient, creds: Credentials, request: RefundRequest
+    ) -> RefundResult: ...
+
+    async def get_refund(
+        self, client: httpx2.AsyncClient, creds: Credentials, gateway_refund_id: str
+    ) -> RefundResult: ...
+
+    async def health_check(self, client: httpx2.AsyncClient, creds: Credentials) -> HealthResult: ...
+
+    def verify_webhook(
+        self, creds: Credentials, headers: Mapping[str, str], body: bytes, *, now: float | None = None
+    ) -> None:
+        """Raise WebhookVerificationError unless the body carries a valid signature."""
+
+    def parse_webhook(self, body: bytes) -> list[WebhookEvent]: ...
+
+    def scrub(self, text: str) -> str:
+        """Mask every credential, token and card-like value in a log line or body excerpt."""
+
+
+def as_json(response: httpx2.Response) -> dict[str, Any]:
+    """The response body as a JSON object, or {} when it is not one (never raises)."""
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}

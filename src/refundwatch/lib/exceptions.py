@@ -1,0 +1,54 @@
+"""The error hierarchy every layer raises; the HTTP layer maps it to status + machine-readable code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RefundwatchError(Exception):
+    """Base: carries a stable machine-readable code and a human message."""
+
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None, extra: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.extra = extra or {}
+
+
+class ValidationFailed(RefundwatchError):
+    status_code = 422
+    code = "validation_error"
+
+
+class NotFound(RefundwatchError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(RefundwatchError):
+    status_code = 409
+    code = "conflict"
+
+
+class InvalidTransition(Conflict):
+    code = "invalid_transition"
+
+
+class AuthenticationFailed(RefundwatchError):
+    status_code = 401
+    code = "unauthenticated"
+
+
+class PermissionDenied(RefundwatchError):
+    status_code = 403
+    code = "insufficient_scope"
+
+
+class BadInput(RefundwatchError):
+    """Bad CLI input or file: one line, non-zero exit."""
+
+    code = "bad_input"

@@ -1,0 +1,209 @@
+"""Original transactions: registration (API and CSV), and the guarded refundable balance."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import UUID
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from refundwatch.audit import actions
+from refundwatch.audit.actions import Actor
+from refundwatch.audit.services import record
+from refundwatch.connections.services import ConnectionCache
+from refundwatch.db.engine import Database
+from refundwatch.db.models import Payment
+from refundwatch.lib.exceptions import BadInput, Conflict, ValidationFailed
+from refundwatch.lib.money import is_known_currency
+
+CSV_COLUMNS = ["connection", "payment_reference", "amount", "currency", "captured_at", "order_id", "invoice_id"]
+MAX_AMOUNT = 10**15  # far beyond any real payment; keeps sums inside BIGINT
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentInput:
+    connection: str
+    payment_reference: str
+    amount: int
+    currency: str
+    captured_at: dt.datetime
+    order_id: str | None = None
+    invoice_id: str | None = None
+
+
+def check_payment(data: PaymentInput) -> None:
+    if not data.payment_reference.strip() or len(data.payment_reference) > 255:
+        raise ValidationFailed("payment_reference must be 1 to 255 characters", code="validation_error")
+    if isinstance(data.amount, bool) or not 0 < data.amount <= MAX_AMOUNT:
+        raise ValidationFailed("amount must be a positive whole number of minor units", code="invalid_amount")
+    if not is_known_currency(data.currency):
+        raise ValidationFailed(f"unknown currency {data.currency!r}", code="invalid_currency")
+    if data.captured_at.tzinfo is None:
+        raise ValidationFailed("captured_at must include a time zone", code="validation_error")
+
+
+def _same(row: Payment, data: PaymentInput) -> bool:
+    return (
+        row.amount == data.amount
+        and row.currency == data.currency
+        and row.order_id == data.order_id
+        and row.invoice_id == data.invoice_id
+        and abs((row.captured_at - data.captured_at).total_seconds()) < 1
+    )
+
+
+async def _upsert(session: AsyncSession, connection_id: UUID, data: PaymentInput) -> tuple[Payment, bool]:
+    existing = await session.scalar(
+        select(Payment).where(
+            Payment.connection_id == connection_id, Payment.payment_reference == data.payment_reference
+        )
+    )
+    if existing is not None:
+        if not _same(existing, data):
+            raise Conflict(
+                f"payment {data.payment_reference} already exists with different data", code="payment_conflict"
+            )
+        return existing, False
+    payment = Payment(
+        connection_id=connection_id,
+        payment_reference=data.payment_reference,
+        amount=data.amount,
+        currency=data.currency,
+        captured_at=data.captured_at,
+        order_id=data.order_id,
+        invoice_id=data.invoice_id,
+        reserved_amount=0,
+        refunded_amount=0,
+    )
+    session.add(payment)
+    return payment, True
+
+
+async def create_payment(
+    db: Database, connections: ConnectionCache, data: PaymentInput, actor: Actor
+) -> tuple[Payment, bool]:
+    check_payment(data)
+    conn = await connections.by_name(data.connection)
+    if conn is None:
+        raise ValidationFailed(f"unknown connection {data.connection!r}", code="unknown_connection")
+    for _ in range(2):  # a concurrent insert of the same payment: read it back and compare
+        try:
+            async with db.session() as session:
+                payment, created = await _upsert(session, conn.id, data)
+                if created:
+                    await session.flush()
+                    record(session, actor, actions.API_PAYMENT_CREATE, target_type="payment",
+                           target_id=str(payment.id),
+                           details={"connection": data.connection, "reference": data.payment_reference,
+                                    "amount": data.amount, "currency": data.currency})
+                    await session.commit()
+                return payment, created
+        except IntegrityError:
+            continue
+    raise Conflict("payment is being created concurrently; retry", code="payment_conflict")
+
+
+def parse_payments_csv(text: str, source: str) -> list[PaymentInput]:
+    reader = csv.DictReader(io.StringIO(text))
+    if reader.fieldnames is None or [f.strip() for f in reader.fieldnames] != CSV_COLUMNS:
+        raise BadInput(f"{source}: header must be exactly {','.join(CSV_COLUMNS)}")
+    rows: list[PaymentInput] = []
+    for line_no, raw in enumerate(reader, start=2):
+        where = f"{source}:{line_no}"
+        if None in raw or any(v is None for v in raw.values()):
+            raise BadInput(f"{where}: expected {len(CSV_COLUMNS)} columns")
+        row = {k.strip(): (v or "").strip() for k, v in raw.items()}
+        try:
+            amount = int(row["amount"])
+        except ValueError:
+            raise BadInput(f"{where}: amount {row['amount']!r} is not a whole number of minor units") from None
+        try:
+            captured = dt.datetime.fromisoformat(row["captured_at"].replace("Z", "+00:00"))
+        except ValueError:
+            raise BadInput(f"{where}: captured_at {row['captured_at']!r} is not an ISO 8601 time") from None
+        if captured.tzinfo is None:
+            captured = captured.replace(tzinfo=dt.UTC)
+        data = PaymentInput(
+            connection=row["connection"],
+            payment_reference=row["payment_reference"],
+            amount=amount,
+            currency=row["currency"].upper(),
+            captured_at=captured,
+            order_id=row["order_id"] or None,
+            invoice_id=row["invoice_id"] or None,
+        )
+        try:
+            check_payment(data)
+        except ValidationFailed as exc:
+            raise BadInput(f"{where}: {exc.message}") from None
+        rows.append(data)
+    if not rows:
+        raise BadInput(f"{source}: no payments in file")
+    return rows
+
+
+async def import_payments(
+    db: Database, connections: ConnectionCache, path: Path, actor: Actor
+) -> tuple[int, int]:
+    """All rows or none: validates the whole file, then writes it in one transaction."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path}: cannot read ({exc.__class__.__name__})") from None
+    rows = parse_payments_csv(text, str(path))
+    created = existing = 0
+    async with db.session() as session:
+        for i, data in enumerate(rows, start=2):
+            conn = await connections.by_name(data.connection)
+            if conn is None:
+                raise BadInput(f"{path}:{i}: unknown connection {data.connection!r}")
+            try:
+                _, was_created = await _upsert(session, conn.id, data)
+            except Conflict as exc:
+                raise BadInput(f"{path}:{i}: {exc.message}") from None
+            created += was_created
+            existing += not was_created
+            await session.flush()
+        record(session, actor, actions.CLI_PAYMENTS_IMPORT, target_type="file", target_id=path.name,
+               details={"created": created, "unchanged": existing})
+        await session.commit()
+    return created, existing
+
+
+async def reserve(session: AsyncSession, payment_id: UUID, amount: int) -> bool:
+    """Count ``amount`` against the payment, atomically, only if it still fits under the captured amount.
+
+    One guarded UPDATE: PostgreSQL re-checks the condition on the locked row and SQLite runs it under
+    its write lock, so concurrent requests can never reserve more than was captured.
+    """
+    result = await session.execute(
+        update(Payment)
+        .where(Payment.id == payment_id, Payment.reserved_amount + amount <= Payment.amount)
+        .values(reserved_amount=Payment.reserved_amount + amount)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def release(session: AsyncSession, payment_id: UUID, amount: int) -> None:
+    await session.execute(
+        update(Payment)
+        .where(Payment.id == payment_id)
+        .values(reserved_amount=Payment.reserved_amount - amount)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def add_refunded(session: AsyncSession, payment_id: UUID, delta: int) -> None:
+    await session.execute(
+        update(Payment)
+        .where(Payment.id == payment_id)
+        .values(refunded_amount=Payment.refunded_amount + delta)
+        .execution_options(synchronize_session=False)
+    )

@@ -1,0 +1,136 @@
+"""HTTP API for refunds and payments (CONTRACT §4). Handlers parse, call one service, render."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+from uuid import UUID
+
+from litestar import Controller, Request, Response, get, post
+from litestar.di import Provide
+from litestar.params import Parameter
+
+from refundwatch.auth.apikeys import Principal
+from refundwatch.db.models import Payment, Refund
+from refundwatch.payments.services import PaymentInput, create_payment
+from refundwatch.refunds import services
+from refundwatch.refunds.execution import sync_refund
+from refundwatch.refunds.queries import RefundFilter, list_refunds
+from refundwatch.refunds.schemas import PaymentCreate, PaymentOut, RefundCreate, RefundList, RefundOut
+from refundwatch.refunds.states import Source, Trigger
+from refundwatch.refunds.views import refund_out
+from refundwatch.runtime import Runtime
+from refundwatch.web.auth import client_ip, principal, require_idempotency_key, require_scopes
+from refundwatch.web.state import runtime_of
+
+READ, WRITE, PAY = {"scopes": ["refunds:read"]}, {"scopes": ["refunds:write"]}, {"scopes": ["payments:write"]}
+
+
+async def _name(rt: Runtime, connection_id: UUID) -> str:
+    info = await rt.connections.by_id(connection_id)
+    return info.name if info else "?"
+
+
+async def _out(rt: Runtime, refund: Refund) -> RefundOut:
+    refund, events = await services.get_refund(rt, refund.id)
+    return refund_out(refund, events, await _name(rt, refund.connection_id))
+
+
+def _actor(request: Request[Any, Any, Any], who: Principal) -> Any:
+    return who.actor(client_ip(request), request.headers.get("user-agent"))
+
+
+class RefundController(Controller):
+    path = "/api/v1"
+    dependencies = {"who": Provide(principal)}
+    guards = [require_scopes]
+    tags = ["refunds"]
+
+    @post("/refunds", opt=WRITE, status_code=201, guards=[require_idempotency_key])
+    async def create(
+        self,
+        request: Request[Any, Any, Any],
+        who: Principal,
+        data: RefundCreate,
+        idempotency_key: Annotated[str, Parameter(header="Idempotency-Key")],
+    ) -> Response[RefundOut]:
+        rt = runtime_of(request)
+        intake = await services.create_refund(rt, data, scope=who.scope_key, idempotency_key=idempotency_key,
+                                              actor=_actor(request, who), source=Source.API)
+        headers = {} if intake.created else {"Idempotent-Replayed": "true"}
+        return Response(await _out(rt, intake.refund), status_code=201 if intake.created else 200,
+                        headers=headers)
+
+    @get("/refunds/{refund_id:uuid}", opt=READ)
+    async def read(self, request: Request[Any, Any, Any], who: Principal, refund_id: UUID) -> RefundOut:
+        rt = runtime_of(request)
+        refund, events = await services.get_refund(rt, refund_id)
+        return refund_out(refund, events, await _name(rt, refund.connection_id))
+
+    @get("/refunds", opt=READ)
+    async def index(
+        self,
+        request: Request[Any, Any, Any],
+        who: Principal,
+        status: str | None = None,
+        connection: str | None = None,
+        payment_reference: str | None = None,
+        created_after: dt.datetime | None = None,
+        created_before: dt.datetime | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> RefundList:
+        rt = runtime_of(request)
+        page = await list_refunds(rt, RefundFilter(status, connection, payment_reference, created_after,
+                                                   created_before, cursor, limit))
+        data = [refund_out(r, page.events.get(r.id, []), await _name(rt, r.connection_id)) for r in page.refunds]
+        return RefundList(data=data, next_cursor=page.next_cursor, has_more=page.next_cursor is not None)
+
+    @post("/refunds/{refund_id:uuid}/cancel", opt=WRITE, status_code=200)
+    async def cancel(self, request: Request[Any, Any, Any], who: Principal, refund_id: UUID) -> RefundOut:
+        rt = runtime_of(request)
+        refund = await services.command(rt, refund_id, Trigger.CANCEL, actor=_actor(request, who),
+                                        source=Source.API)
+        return await _out(rt, refund)
+
+    @post("/refunds/{refund_id:uuid}/retry", opt=WRITE, status_code=200)
+    async def retry(self, request: Request[Any, Any, Any], who: Principal, refund_id: UUID) -> RefundOut:
+        rt = runtime_of(request)
+        refund = await services.command(rt, refund_id, Trigger.RETRY, actor=_actor(request, who),
+                                        source=Source.API)
+        return await _out(rt, refund)
+
+    @post("/refunds/{refund_id:uuid}/sync", opt=WRITE, status_code=200)
+    async def sync(self, request: Request[Any, Any, Any], who: Principal, refund_id: UUID) -> RefundOut:
+        rt = runtime_of(request)
+        refund, _ = await services.get_refund(rt, refund_id)  # 404 before touching the processor
+        await sync_refund(rt, refund_id, source=Source.SYNC, forced=True)
+        return await _out(rt, refund)
+
+
+def payment_out(payment: Payment, connection: str) -> PaymentOut:
+    return PaymentOut(
+        id=str(payment.id), connection=connection, payment_reference=payment.payment_reference,
+        amount=payment.amount, currency=payment.currency, captured_at=payment.captured_at,
+        order_id=payment.order_id, invoice_id=payment.invoice_id, refunded_amount=payment.refunded_amount,
+        refundable_amount=payment.amount - payment.reserved_amount, created_at=payment.created_at,
+    )
+
+
+class PaymentController(Controller):
+    path = "/api/v1"
+    dependencies = {"who": Provide(principal)}
+    guards = [require_scopes]
+    tags = ["payments"]
+
+    @post("/payments", opt=PAY, status_code=201)
+    async def create(self, request: Request[Any, Any, Any], who: Principal, data: PaymentCreate) -> Response[PaymentOut]:
+        rt = runtime_of(request)
+        captured = data.captured_at if data.captured_at.tzinfo else data.captured_at.replace(tzinfo=dt.UTC)
+        payment, created = await create_payment(
+            rt.db, rt.connections,
+            PaymentInput(data.connection, data.payment_reference, data.amount, data.currency.upper(), captured,
+                         data.order_id, data.invoice_id),
+            _actor(request, who),
+        )
+        return Response(payment_out(payment, data.connection), status_code=201 if created else 200)

@@ -1,0 +1,193 @@
+"""Running refunds at the processor, as the worker does: exactly once, retried, synced, swept.
+
+The order is always: lock the refund, record the attempt and commit, then call the processor with
+the idempotency key stored on the refund, then lock again and record what came back. A crash at any
+point leaves the refund ``queued`` or ``submitting``; the sweeper re-enqueues it, and the re-sent call
+carries the same key, so the processor replays instead of paying twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+from dataclasses import dataclass
+from uuid import UUID
+
+from sqlalchemy import or_, select
+
+from refundwatch.audit.actions import WORKER
+from refundwatch.db.models import Refund
+from refundwatch.gateways.base import ErrorCode, Exchange, GatewayError, GatewayStatus, RefundRequest, RefundResult
+from refundwatch.gateways.registry import get_gateway
+from refundwatch.refunds.services import apply, enqueue_execution, lock_refund, utcnow
+from refundwatch.refunds.states import Source, Status, Trigger
+from refundwatch.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+TRIGGER_FOR = {
+    GatewayStatus.SUCCEEDED: Trigger.SUCCEEDED,
+    GatewayStatus.PENDING: Trigger.ACCEPTED,
+    GatewayStatus.FAILED: Trigger.FAILED,
+    GatewayStatus.CANCELED: Trigger.FAILED,
+    GatewayStatus.REVERSED: Trigger.REVERSED,
+    GatewayStatus.REQUIRES_ACTION: Trigger.NEEDS_REVIEW,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RetryLater:
+    """The call failed in a way worth retrying: run the job again after ``delay`` seconds."""
+
+    delay: float
+
+
+def backoff(attempt: int, base: float, cap: float, retry_after: float | None) -> float:
+    """Exponential backoff with jitter; never sooner than the processor's Retry-After."""
+    delay = min(cap, base * (2 ** max(attempt - 1, 0)))
+    delay = delay / 2 + random.uniform(0, delay / 2)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, cap * 5))
+    return round(delay, 3)
+
+
+def describe(exchange: Exchange | None) -> str:
+    if exchange is None:
+        return ""
+    status = exchange.status_code if exchange.status_code is not None else "no answer"
+    return f" [{exchange.method} {exchange.path} → {status} in {exchange.latency_ms} ms]"
+
+
+async def execute_refund(rt: Runtime, refund_id: UUID) -> str | RetryLater:
+    async with rt.db.session() as session:
+        refund = await session.scalar(select(Refund).where(Refund.id == refund_id).with_for_update())
+        if refund is None:
+            return "missing"
+        if refund.status not in (Status.QUEUED, Status.SUBMITTING):
+            return f"skipped: {refund.status}"
+        conn = await rt.connections.by_id(refund.connection_id)
+        if conn is None:
+            return "connection missing"
+        attempt = refund.attempts + 1
+        resend = " (re-sent: earlier outcome unknown)" if refund.status == Status.SUBMITTING else ""
+        await apply(session, refund, Trigger.SUBMIT, source=Source.WORKER, actor=WORKER,
+                    detail=f"attempt {attempt}: refund sent to {conn.name}{resend}",
+                    attempts=attempt, submitted_at=refund.submitted_at or utcnow(), next_attempt_at=None)
+        request = RefundRequest(
+            refund_id=str(refund.id),
+            payment_reference=refund.payment_reference,
+            amount=refund.amount,
+            currency=refund.currency,
+            reason=refund.reason,
+            idempotency_key=refund.gateway_idempotency_key,
+            metadata={k: str(v) for k, v in (refund.metadata_ or {}).items()},
+        )
+        await session.commit()  # the attempt and its key are durable before the processor hears of it
+    gateway = get_gateway(conn.processor)
+    try:
+        result = await gateway.create_refund(rt.require_http(), conn.credentials, request)
+    except GatewayError as err:
+        return await _failed_attempt(rt, refund_id, attempt, err)
+    return await record_result(rt, refund_id, result, source=Source.WORKER)
+
+
+async def _failed_attempt(rt: Runtime, refund_id: UUID, attempt: int, err: GatewayError) -> str | RetryLater:
+    settings = rt.settings
+    where = describe(err.exchange)
+    async with rt.db.session() as session:
+        refund = await lock_refund(session, refund_id)
+        if refund.status != Status.SUBMITTING:
+            return f"skipped: {refund.status}"
+        fields = {"error_code": err.code.value, "error_message": err.message[:500],
+                  "processor_code": err.processor_code}
+        if err.retryable and attempt < settings.max_attempts:
+            delay = backoff(attempt, settings.retry_base_seconds, settings.retry_max_seconds, err.retry_after)
+            unknown = " — outcome unknown" if err.code in (ErrorCode.TIMEOUT, ErrorCode.CONNECTION_ERROR) else ""
+            await apply(session, refund, Trigger.SUBMIT, source=Source.WORKER, actor=WORKER,
+                        detail=f"attempt {attempt} failed: {err.code.value}{unknown}; retrying in {delay:.1f}s "
+                               f"with the same idempotency key{where}",
+                        next_attempt_at=utcnow() + dt.timedelta(seconds=delay), **fields)
+            await session.commit()
+            return RetryLater(delay)
+        if err.retryable:
+            trigger, detail = Trigger.NEEDS_REVIEW, f"gave up after {attempt} attempts: {err.code.value}"
+        elif err.code is ErrorCode.RESPONSE_MISMATCH:
+            trigger, detail = Trigger.NEEDS_REVIEW, f"processor's answer does not match: {err.message}"
+        else:
+            trigger, detail = Trigger.FAILED, f"processor refused: {err.code.value}: {err.message}"
+        await apply(session, refund, trigger, source=Source.WORKER, actor=WORKER, detail=detail + where,
+                    **fields)
+        await session.commit()
+    return f"{trigger.value}: {err.code.value}"
+
+
+async def record_result(
+    rt: Runtime, refund_id: UUID, result: RefundResult, *, source: Source, quiet: bool = False
+) -> str:
+    """Move the refund to what the processor reported (forward only)."""
+    trigger = TRIGGER_FOR[result.status]
+    async with rt.db.session() as session:
+        refund = await lock_refund(session, refund_id)
+        fields: dict[str, object] = {"gateway_status": result.raw_status}
+        if result.gateway_refund_id:
+            fields["gateway_refund_id"] = result.gateway_refund_id
+        if result.failure_code is not None:
+            fields.update(error_code=result.failure_code.value, error_message=(result.failure_message or "")[:500],
+                          processor_code=result.processor_code)
+        detail = f"{source.value}: processor status {result.raw_status}{describe(result.exchange)}"
+        decision = await apply(session, refund, trigger, source=source, actor=WORKER, detail=detail,
+                               event_always=not quiet, **fields)
+        await session.commit()
+    return f"{refund.status} ({decision})"
+
+
+async def sync_refund(rt: Runtime, refund_id: UUID, *, source: Source = Source.SYNC, forced: bool = False) -> str:
+    """Ask the processor where a refund stands. Allowed even for refunds that look final."""
+    async with rt.db.read_session() as session:
+        refund = await session.get(Refund, refund_id)
+        if refund is None:
+            return "missing"
+        gateway_refund_id, connection_id, status = refund.gateway_refund_id, refund.connection_id, refund.status
+    if status in (Status.QUEUED, Status.SUBMITTING):
+        await enqueue_execution(rt, refund_id)  # re-sending with the same key is how these resolve
+        return "execution re-enqueued"
+    if not gateway_refund_id:
+        return "nothing to sync: the processor never gave this refund an id"
+    conn = await rt.connections.by_id(connection_id)
+    if conn is None:
+        return "connection missing"
+    try:
+        result = await get_gateway(conn.processor).get_refund(rt.require_http(), conn.credentials, gateway_refund_id)
+    except GatewayError as err:
+        log.info("sync of %s failed: %s", refund_id, err.code)
+        return f"sync failed: {err.code.value}"
+    return await record_result(rt, refund_id, result, source=source, quiet=not forced)
+
+
+async def due_for_sync(rt: Runtime, *, older_than_seconds: int, limit: int = 500) -> list[UUID]:
+    cutoff = utcnow() - dt.timedelta(seconds=older_than_seconds)
+    async with rt.db.read_session() as session:
+        rows = await session.scalars(
+            select(Refund.id).where(Refund.status == Status.PROCESSING, Refund.updated_at < cutoff)
+            .order_by(Refund.updated_at).limit(limit)
+        )
+        return list(rows)
+
+
+async def stranded(rt: Runtime, *, grace_seconds: int, limit: int = 1000) -> list[UUID]:
+    """Refunds that should be moving but may have lost their job (crash, Redis restart)."""
+    now = utcnow()
+    cutoff = now - dt.timedelta(seconds=grace_seconds)
+    async with rt.db.read_session() as session:
+        rows = await session.scalars(
+            select(Refund.id)
+            .where(
+                Refund.status.in_([Status.QUEUED, Status.SUBMITTING]),
+                Refund.updated_at <= cutoff,
+                or_(Refund.next_attempt_at.is_(None), Refund.next_attempt_at <= now),
+            )
+            .order_by(Refund.updated_at)
+            .limit(limit)
+        )
+        return list(rows)

@@ -1,0 +1,55 @@
+"""Bearer authentication for the API (API keys now; OIDC client-credential tokens come with sign-in).
+
+Authentication runs as a guard, before Litestar parses the body, so an anonymous or unauthorised
+caller gets 401/403 whatever it sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.handlers import BaseRouteHandler
+
+from refundwatch.auth.apikeys import Principal
+from refundwatch.lib.exceptions import AuthenticationFailed, PermissionDenied, RefundwatchError
+from refundwatch.web.state import authenticator
+
+
+class MissingIdempotencyKey(RefundwatchError):
+    status_code = 400
+    code = "idempotency_key_missing"
+
+
+async def require_scopes(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """Guard: authenticate the bearer token and check the scopes the route declares in ``opt``."""
+    header = connection.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationFailed("send Authorization: Bearer <API key>", code="unauthenticated")
+    found = await authenticator(connection.app).authenticate(token.strip())
+    if found is None:
+        raise AuthenticationFailed("the token is invalid, expired or revoked", code="invalid_token")
+    missing = set(handler.opt.get("scopes", ())) - found.scopes
+    if missing:
+        raise PermissionDenied(f"this call needs scope {', '.join(sorted(missing))}", code="insufficient_scope")
+    connection.state.principal = found
+
+
+async def require_idempotency_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    key = connection.headers.get("idempotency-key", "")
+    if not key.strip():
+        raise MissingIdempotencyKey("send an Idempotency-Key header (at most 255 characters)")
+    if len(key) > 255:
+        raise MissingIdempotencyKey("Idempotency-Key must be at most 255 characters", code="idempotency_key_invalid")
+
+
+async def principal(request: Request[Any, Any, Any]) -> Principal:
+    """Dependency: the caller the guard authenticated."""
+    found: Principal = request.state.principal
+    return found
+
+
+def client_ip(request: Request[Any, Any, Any]) -> str | None:
+    return request.client.host if request.client else None

@@ -1,0 +1,53 @@
+"""Every error leaves as JSON with a machine-readable ``code``; nothing ever shows a stack trace."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from refundwatch.lib.exceptions import RefundwatchError
+
+log = logging.getLogger("refundwatch.web")
+
+
+def _body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"code": code, "message": message, **extra}
+
+
+def refundwatch_error(_: Request[Any, Any, Any], exc: RefundwatchError) -> Response[dict[str, Any]]:
+    return Response(_body(exc.code, exc.message, **exc.extra), status_code=exc.status_code)
+
+
+def validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
+    details = exc.extra if isinstance(exc.extra, list) else None
+    message = exc.detail or "the request body is not valid"
+    return Response(_body("validation_error", message, errors=details or []), status_code=422)
+
+
+def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    codes = {NotFoundException: "not_found", NotAuthorizedException: "unauthenticated"}
+    code = codes.get(type(exc), "http_error" if exc.status_code < 500 else "internal_error")
+    status = exc.status_code
+    if status == 400:  # Litestar's 400s are undecodable bodies and bad parameters: malformed input
+        code, status = "validation_error", 422
+    headers = dict(exc.headers or {})
+    return Response(_body(code, exc.detail), status_code=status, headers=headers)
+
+
+def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log.error("unhandled error on %s %s: %s", request.method, request.scope.get("path"), exc.__class__.__name__,
+              exc_info=exc)
+    return Response(_body("internal_error", "something went wrong; it has been logged"),
+                    status_code=HTTP_500_INTERNAL_SERVER_ERROR)
+
+
+EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
+    RefundwatchError: refundwatch_error,
+    ValidationException: validation_error,
+    HTTPException: http_error,
+    Exception: internal_error,
+}

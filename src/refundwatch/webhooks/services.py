@@ -1,0 +1,180 @@
+"""Processor webhooks: verify, store raw (unique per connection and event), commit, then enqueue.
+
+Applying an event happens in the worker, in the same transaction that marks the stored event
+processed, so a duplicate delivery or a re-run job changes nothing twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from uuid import UUID
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from refundwatch.audit import actions
+from refundwatch.audit.actions import Actor, processor_actor
+from refundwatch.audit.services import record
+from refundwatch.db.models import Refund
+from refundwatch.db.models import WebhookEvent as StoredEvent
+from refundwatch.gateways.base import WebhookEvent, WebhookVerificationError
+from refundwatch.gateways.registry import get_gateway
+from refundwatch.lib.exceptions import AuthenticationFailed, NotFound, ValidationFailed
+from refundwatch.refunds.execution import TRIGGER_FOR
+from refundwatch.refunds.services import apply
+from refundwatch.refunds.states import Source, Trigger
+from refundwatch.runtime import Runtime
+
+log = logging.getLogger(__name__)
+PROCESS_JOB = "process_webhook_event"
+REJECTED_COUNTER = "refundwatch:webhooks:rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    stored: int
+    duplicates: int
+
+
+async def _reject(rt: Runtime, connection: str, reason: str, actor: Actor) -> None:
+    """Count and audit a rejected delivery; never let this bookkeeping hide the rejection itself."""
+    try:
+        async with rt.db.session() as session:
+            record(session, actor, actions.WEBHOOK_REJECTED, target_type="connection", target_id=connection,
+                   details={"reason": reason})
+            await session.commit()
+        if rt.redis is not None:
+            await rt.redis.hincrby(REJECTED_COUNTER, connection, 1)
+    except Exception:  # noqa: BLE001
+        log.warning("could not record a rejected webhook for %s", connection, exc_info=True)
+
+
+async def receive(
+    rt: Runtime, connection_name: str, headers: Mapping[str, str], body: bytes, *, ip: str | None,
+    user_agent: str | None,
+) -> Receipt:
+    actor = Actor("processor", connection_name, ip, user_agent)
+    conn = await rt.connections.by_name(connection_name)
+    if conn is None:
+        raise NotFound(f"no connection {connection_name!r}", code="unknown_connection")
+    gateway = get_gateway(conn.processor)
+    try:
+        gateway.verify_webhook(conn.credentials, headers, body)
+        events = gateway.parse_webhook(body)
+    except WebhookVerificationError as exc:
+        await _reject(rt, connection_name, str(exc), actor)
+        raise AuthenticationFailed(f"webhook signature rejected: {exc}", code="invalid_signature") from None
+    except ValueError as exc:
+        await _reject(rt, connection_name, f"malformed: {exc}", actor)
+        raise ValidationFailed(f"malformed webhook body: {exc}", code="malformed_webhook") from None
+    stored: list[UUID] = []
+    duplicates = 0
+    now = dt.datetime.now(dt.UTC)
+    for event in events:
+        try:
+            async with rt.db.session() as session:
+                row = StoredEvent(connection_id=conn.id, event_id=event.event_id, event_type=event.event_type,
+                                  payload=body.decode("utf-8", "replace"), received_at=now)
+                session.add(row)
+                await session.flush()
+                record(session, actor, actions.WEBHOOK_ACCEPTED, target_type="webhook_event",
+                       target_id=event.event_id, details={"type": event.event_type, "connection": conn.name})
+                await session.commit()
+                stored.append(row.id)
+        except IntegrityError:
+            duplicates += 1  # already stored: acknowledged again, applied once
+    for event_id in stored:
+        await enqueue_processing(rt, event_id)
+    return Receipt(len(stored), duplicates)
+
+
+async def enqueue_processing(rt: Runtime, event_id: UUID) -> None:
+    if rt.redis is None:
+        return
+    try:
+        await rt.redis.enqueue_job(PROCESS_JOB, str(event_id), _job_id=f"webhook:{event_id}")
+    except Exception:  # noqa: BLE001 - stored already; the sweeper enqueues it later
+        log.warning("could not enqueue webhook event %s", event_id, exc_info=True)
+
+
+async def _find_refund(session: AsyncSession, connection_id: UUID, event: WebhookEvent) -> Refund | None:
+    if event.refund_id:
+        try:
+            refund_id = UUID(event.refund_id)
+        except ValueError:
+            refund_id = None
+        if refund_id is not None:
+            refund = await session.scalar(
+                select(Refund).where(Refund.id == refund_id, Refund.connection_id == connection_id)
+                .with_for_update()
+            )
+            if refund is not None:
+                return refund
+    if event.gateway_refund_id:
+        return await session.scalar(
+            select(Refund).where(Refund.connection_id == connection_id,
+                                 Refund.gateway_refund_id == event.gateway_refund_id).with_for_update()
+        )
+    return None
+
+
+async def process_event(rt: Runtime, stored_id: UUID) -> str:
+    async with rt.db.session() as session:
+        row = await session.scalar(select(StoredEvent).where(StoredEvent.id == stored_id).with_for_update())
+        if row is None:
+            return "missing"
+        if row.processed_at is not None:
+            return f"already processed: {row.outcome}"
+        conn = await rt.connections.by_id(row.connection_id)
+        if conn is None:
+            return "connection missing"
+        outcomes: list[str] = []
+        for event in get_gateway(conn.processor).parse_webhook(row.payload.encode()):
+            outcomes.append(await _apply_event(session, conn.id, conn.name, event))
+        row.processed_at = dt.datetime.now(dt.UTC)
+        row.outcome = "; ".join(outcomes)[:255]
+        await session.commit()
+    return row.outcome or ""
+
+
+async def _apply_event(
+    session: AsyncSession, connection_id: UUID, connection_name: str, event: WebhookEvent
+) -> str:
+    if event.status is None:
+        return f"{event.event_type}: not a refund status change"
+    refund = await _find_refund(session, connection_id, event)
+    if refund is None:
+        return f"{event.event_type}: no matching refund"
+    trigger = TRIGGER_FOR[event.status]
+    detail = f"webhook {event.event_type} ({event.event_id}): processor status {event.raw_status}"
+    mismatch = (event.amount is not None and event.amount != refund.amount) or (
+        event.currency is not None and event.currency.upper() != refund.currency
+    )
+    if mismatch:
+        trigger = Trigger.NEEDS_REVIEW
+        detail += f" — reported {event.amount} {event.currency}, expected {refund.amount} {refund.currency}"
+    fields: dict[str, object] = {}
+    if event.gateway_refund_id and not refund.gateway_refund_id:
+        fields["gateway_refund_id"] = event.gateway_refund_id
+    if event.raw_status:
+        fields["gateway_status"] = event.raw_status
+    if event.failure_code is not None and trigger in (Trigger.FAILED, Trigger.REVERSED):
+        fields.update(error_code=event.failure_code.value, error_message=(event.failure_message or "")[:500],
+                      processor_code=event.processor_code)
+    decision = await apply(session, refund, trigger, source=Source.WEBHOOK, actor=processor_actor(connection_name),
+                           detail=detail, **fields)
+    return f"{event.event_type}: {refund.status} ({getattr(decision, 'name', 'moved')})"
+
+
+async def unprocessed(rt: Runtime, *, grace_seconds: int, limit: int = 1000) -> list[UUID]:
+    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=grace_seconds)
+    async with rt.db.read_session() as session:
+        rows = await session.scalars(
+            select(StoredEvent.id).where(StoredEvent.processed_at.is_(None), StoredEvent.received_at <= cutoff)
+            .order_by(StoredEvent.received_at).limit(limit)
+        )
+        return list(rows)

@@ -1,0 +1,141 @@
+"""The arq worker: refund execution, webhook processing, sync, sweeping, health checks, audit sealing.
+
+arq is only the delivery mechanism; the database is the source of truth (STYLE: arq is in maintenance
+mode). Every job can run twice safely: job id = refund id, the processor idempotency key lives on the
+refund, and transitions happen under row locks.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from uuid import UUID
+
+from arq import Retry, cron, func
+from arq.connections import RedisSettings
+from arq.worker import Worker
+
+from refundwatch.audit.services import seal
+from refundwatch.config import get_settings
+from refundwatch.health.checks import run_due_checks
+from refundwatch.logs import configure_logging
+from refundwatch.refunds import execution
+from refundwatch.refunds.execution import RetryLater
+from refundwatch.refunds.services import enqueue_execution
+from refundwatch.runtime import QUEUE_NAME, Runtime, redis_settings
+from refundwatch.webhooks import services as webhooks
+
+log = logging.getLogger("refundwatch.worker")
+SYNC_JOB = "sync_refund"
+_EVERY_SECOND = set(range(60))
+
+
+def _rt(ctx: dict[str, Any]) -> Runtime:
+    runtime: Runtime = ctx["rt"]
+    return runtime
+
+
+async def execute_refund(ctx: dict[str, Any], refund_id: str) -> str:
+    outcome = await execution.execute_refund(_rt(ctx), UUID(refund_id))
+    if isinstance(outcome, RetryLater):
+        raise Retry(defer=outcome.delay)
+    return outcome
+
+
+async def sync_refund(ctx: dict[str, Any], refund_id: str) -> str:
+    return await execution.sync_refund(_rt(ctx), UUID(refund_id))
+
+
+async def process_webhook_event(ctx: dict[str, Any], event_id: str) -> str:
+    return await webhooks.process_event(_rt(ctx), UUID(event_id))
+
+
+async def sweep(ctx: dict[str, Any], *, grace_seconds: int | None = None) -> str:
+    """Re-enqueue what should be moving: a lost job message never loses a refund."""
+    rt = _rt(ctx)
+    grace = rt.settings.sweep_grace_seconds if grace_seconds is None else grace_seconds
+    refunds = await execution.stranded(rt, grace_seconds=grace)
+    for refund_id in refunds:
+        await enqueue_execution(rt, refund_id)
+    events = await webhooks.unprocessed(rt, grace_seconds=grace)
+    for event_id in events:
+        await webhooks.enqueue_processing(rt, event_id)
+    return f"swept {len(refunds)} refunds, {len(events)} webhook events"
+
+
+async def sweep_cron(ctx: dict[str, Any]) -> str:
+    return await sweep(ctx)
+
+
+async def schedule_syncs(ctx: dict[str, Any]) -> int:
+    rt = _rt(ctx)
+    ids = await execution.due_for_sync(rt, older_than_seconds=rt.settings.sync_interval_seconds)
+    for refund_id in ids:
+        await rt.require_redis().enqueue_job(SYNC_JOB, str(refund_id), _job_id=f"sync:{refund_id}")
+    return len(ids)
+
+
+async def health_checks(ctx: dict[str, Any]) -> int:
+    return await run_due_checks(_rt(ctx))
+
+
+async def seal_audit(ctx: dict[str, Any]) -> int:
+    return await seal(_rt(ctx).db)
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings = get_settings()
+    configure_logging(settings)
+    rt = Runtime.build(settings, pool_size=min(settings.worker_max_jobs, 40))
+    rt.redis = ctx["redis"]
+    await rt.open(redis=False, http=True)
+    ctx["rt"] = rt
+    # Start-up sweep: pick up whatever a crashed worker left queued or submitting, right away.
+    log.info("start-up sweep: %s", await sweep(ctx, grace_seconds=0))
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    rt: Runtime | None = ctx.get("rt")
+    if rt is not None:
+        rt.redis = None  # arq owns and closes its pool
+        await rt.close()
+
+
+def worker_settings() -> dict[str, Any]:
+    settings = get_settings()
+    timeout = settings.job_timeout_seconds
+    sweep_seconds = set(range(0, 60, max(1, min(settings.sweep_interval_seconds, 59))))
+    sync_seconds = set(range(0, 60, max(1, min(settings.sync_interval_seconds, 59))))
+    return {
+        "functions": [
+            # keep_result=0: no result key, so the same job id can be enqueued again for a retry.
+            func(execute_refund, name="execute_refund", keep_result=0, max_tries=10_000, timeout=timeout),
+            func(sync_refund, name=SYNC_JOB, keep_result=0, max_tries=3, timeout=timeout),
+            func(process_webhook_event, name=webhooks.PROCESS_JOB, keep_result=0, max_tries=20, timeout=timeout),
+        ],
+        "cron_jobs": [
+            cron(sweep_cron, second=sweep_seconds, run_at_startup=False, timeout=timeout),
+            cron(schedule_syncs, second=sync_seconds, timeout=timeout),
+            cron(health_checks, second=_EVERY_SECOND, timeout=timeout, unique=True),
+            cron(seal_audit, second=_EVERY_SECOND, timeout=timeout, unique=True),
+        ],
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "redis_settings": redis_settings(settings.redis_url),
+        "queue_name": QUEUE_NAME,
+        "max_jobs": settings.worker_max_jobs,
+        "poll_delay": settings.worker_poll_delay,
+        # arq reads at most this many jobs per poll; too low caps throughput (STYLE.md, library traps).
+        "queue_read_limit": max(settings.worker_max_jobs * 2, 100),
+        "job_timeout": timeout,
+        "keep_result": 0,
+        "health_check_interval": 10,
+        "handle_signals": True,
+    }
+
+
+def run_worker() -> None:
+    settings = worker_settings()
+    redis: RedisSettings = settings.pop("redis_settings")
+    worker = Worker(redis_settings=redis, **settings)
+    worker.run()
