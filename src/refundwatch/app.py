@@ -52,7 +52,9 @@ def create_app() -> Litestar:
             readyz,
             metrics,
             status_page,
-            create_static_files_router(path="/static", directories=[ROOT / "static"], include_in_schema=False),
+            create_static_files_router(
+                path="/static", directories=[ROOT / "static"], include_in_schema=False
+            ),
         ],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,7 +35,7 @@ def friendly(fn: Callable[..., T]) -> Callable[..., T]:
             _fail(str(exc))
         except (OSError, ConnectionError) as exc:
             _fail(f"cannot reach a service: {exc.__class__.__name__}: {exc}")
-        except Exception as exc:  # noqa: BLE001 - the last line of defence against a traceback
+        except Exception as exc:
             from sqlalchemy.exc import SQLAlchemyError
 
             if isinstance(exc, SQLAlchemyError):
@@ -48,7 +48,7 @@ def friendly(fn: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-def run(coro_fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+def run(coro_fn: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> T:
     return asyncio.run(coro_fn(*args, **kwargs))
 
 
@@ -141,7 +141,9 @@ def connections_import(file: Path) -> None:
         return await import_connections(rt.db, rt.cipher, specs, CLI_ACTOR)
 
     created, updated = run(_with_runtime, work)
-    click.echo(f"connections: {created} created, {updated} updated, {len(specs) - created - updated} unchanged")
+    click.echo(
+        f"connections: {created} created, {updated} updated, {len(specs) - created - updated} unchanged"
+    )
 
 
 @main.group()

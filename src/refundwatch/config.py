@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 Mode = Literal["production", "demo", "test"]
 
 # Only used when REFUNDWATCH_MODE is demo or test; production refuses to start without real values.
-_DEV_SECRET = "refundwatch-dev-secret-not-for-production"
+_DEV_SECRET = "refundwatch-dev-secret-not-for-production"  # noqa: S105 - public dev default
 _DEV_ENCRYPTION_KEY = "cmVmdW5kd2F0Y2gtZGV2LWtleS1ub3QtZm9yLXByb2Q="
 
 

@@ -111,7 +111,9 @@ def worker_settings() -> dict[str, Any]:
             # keep_result=0: no result key, so the same job id can be enqueued again for a retry.
             func(execute_refund, name="execute_refund", keep_result=0, max_tries=10_000, timeout=timeout),
             func(sync_refund, name=SYNC_JOB, keep_result=0, max_tries=3, timeout=timeout),
-            func(process_webhook_event, name=webhooks.PROCESS_JOB, keep_result=0, max_tries=20, timeout=timeout),
+            func(
+                process_webhook_event, name=webhooks.PROCESS_JOB, keep_result=0, max_tries=20, timeout=timeout
+            ),
         ],
         "cron_jobs": [
             cron(sweep_cron, second=sweep_seconds, run_at_startup=False, timeout=timeout),

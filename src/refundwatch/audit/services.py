@@ -87,9 +87,10 @@ def record(
 async def _chain_head(session: AsyncSession) -> tuple[int, str]:
     row = (
         await session.execute(
-            select(AuditEntry.seq, AuditEntry.hash).where(AuditEntry.seq.is_not(None)).order_by(
-                AuditEntry.seq.desc()
-            ).limit(1)
+            select(AuditEntry.seq, AuditEntry.hash)
+            .where(AuditEntry.seq.is_not(None))
+            .order_by(AuditEntry.seq.desc())
+            .limit(1)
         )
     ).first()
     if row is None:
@@ -159,7 +160,9 @@ async def verify(db: Database, *, chunk: int = 5000) -> VerifyReport:
             for entry in rows:
                 where = f"audit entry #{entry.id} (seq {entry.seq})"
                 if entry.seq != expected_seq:
-                    return VerifyReport(sealed, 0, f"{where}: expected seq {expected_seq}; entries are missing")
+                    return VerifyReport(
+                        sealed, 0, f"{where}: expected seq {expected_seq}; entries are missing"
+                    )
                 if entry.prev_hash != prev:
                     return VerifyReport(sealed, 0, f"{where}: prev_hash does not match the entry before it")
                 if content_hash(entry) != entry.entry_hash:
@@ -170,15 +173,21 @@ async def verify(db: Database, *, chunk: int = 5000) -> VerifyReport:
                 expected_seq += 1
                 sealed += 1
             session.expunge_all()
-        total_sealed = await session.scalar(select(func.count(AuditEntry.id)).where(AuditEntry.seq.is_not(None)))
+        total_sealed = await session.scalar(
+            select(func.count(AuditEntry.id)).where(AuditEntry.seq.is_not(None))
+        )
         if total_sealed != sealed:
-            return VerifyReport(sealed, 0, "sealed entries exist outside the chain (seq gap or inserted rows)")
+            return VerifyReport(
+                sealed, 0, "sealed entries exist outside the chain (seq gap or inserted rows)"
+            )
         pending_rows = (
             await session.scalars(select(AuditEntry).where(AuditEntry.seq.is_(None)).order_by(AuditEntry.id))
         ).all()
         for entry in pending_rows:
             if content_hash(entry) != entry.entry_hash:
                 return VerifyReport(
-                    sealed, len(pending_rows), f"audit entry #{entry.id} (not yet sealed): content was changed"
+                    sealed,
+                    len(pending_rows),
+                    f"audit entry #{entry.id} (not yet sealed): content was changed",
                 )
         return VerifyReport(sealed, len(pending_rows))

@@ -60,8 +60,14 @@ async def create_api_key(db: Database, name: str, scopes: list[str], actor: Acto
         row = ApiKey(name=name, prefix=key[:8], key_hash=sha256_hex(key), scopes=",".join(scopes))
         session.add(row)
         await session.flush()
-        record(session, actor, actions.CLI_APIKEY_CREATE, target_type="api_key", target_id=str(row.id),
-               details={"name": name, "scopes": scopes, "prefix": row.prefix})
+        record(
+            session,
+            actor,
+            actions.CLI_APIKEY_CREATE,
+            target_type="api_key",
+            target_id=str(row.id),
+            details={"name": name, "scopes": scopes, "prefix": row.prefix},
+        )
         await session.commit()
     return key
 

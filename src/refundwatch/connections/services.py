@@ -71,8 +71,14 @@ async def import_connections(
                 updated += 1
                 action = actions.CLI_CONNECTION_UPDATE
             # Field names only: the audit log never holds a secret.
-            record(session, actor, action, target_type="connection", target_id=spec.name,
-                   details={"processor": spec.processor, "fields": sorted({*fields, *spec.options})})
+            record(
+                session,
+                actor,
+                action,
+                target_type="connection",
+                target_id=spec.name,
+                details={"processor": spec.processor, "fields": sorted({*fields, *spec.options})},
+            )
         await session.commit()
     return created, updated
 
@@ -97,7 +103,9 @@ def _info(row: Connection, cipher: FieldCipher) -> ConnectionInfo:
         options=blob["options"],
         timeout_seconds=float(row.timeout_seconds),
     )
-    return ConnectionInfo(row.id, row.name, row.processor, row.enabled, row.health_check_interval_seconds, creds)
+    return ConnectionInfo(
+        row.id, row.name, row.processor, row.enabled, row.health_check_interval_seconds, creds
+    )
 
 
 class ConnectionCache:

@@ -19,7 +19,13 @@ PROCESSOR_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "square": (("access_token", "webhook_signature_key"), ("notification_url",)),
     "braintree": (("private_key",), ("merchant_id", "public_key")),
 }
-_OPTIONAL = {"enabled", "rate_limit_per_second", "health_check_interval_seconds", "timeout_seconds", "base_url"}
+_OPTIONAL = {
+    "enabled",
+    "rate_limit_per_second",
+    "health_check_interval_seconds",
+    "timeout_seconds",
+    "base_url",
+}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
@@ -64,7 +70,9 @@ def parse_connection(table: Any, index: int) -> ConnectionSpec:
     if processor == "adyen" and not re.fullmatch(r"(?:[0-9a-fA-F]{2})+", values["hmac_key"]):
         raise BadInput(f"connection {name!r}: hmac_key must be hex")
     base_url = table.get("base_url")
-    if base_url is not None and (not isinstance(base_url, str) or not base_url.startswith(("http://", "https://"))):
+    if base_url is not None and (
+        not isinstance(base_url, str) or not base_url.startswith(("http://", "https://"))
+    ):
         raise BadInput(f"connection {name!r}: base_url must be an http(s) URL")
     enabled = table.get("enabled", True)
     if not isinstance(enabled, bool):
@@ -77,10 +85,14 @@ def parse_connection(table: Any, index: int) -> ConnectionSpec:
         secrets={k: values[k] for k in secret_fields},
         options={k: values[k] for k in plain_fields},
         enabled=enabled,
-        rate_limit_per_second=None if rate is None else _positive_int(name, "rate_limit_per_second", rate,
-                                                                         maximum=100_000),
+        rate_limit_per_second=None
+        if rate is None
+        else _positive_int(name, "rate_limit_per_second", rate, maximum=100_000),
         health_check_interval_seconds=_positive_int(
-            name, "health_check_interval_seconds", table.get("health_check_interval_seconds", 60), maximum=86_400
+            name,
+            "health_check_interval_seconds",
+            table.get("health_check_interval_seconds", 60),
+            maximum=86_400,
         ),
         timeout_seconds=_positive_int(name, "timeout_seconds", table.get("timeout_seconds", 30), maximum=300),
     )

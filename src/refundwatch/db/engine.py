@@ -61,7 +61,9 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self.engine = make_engine(url, immediate=True, pool_size=pool_size)
-        self.read_engine = make_engine(url, immediate=False, pool_size=pool_size) if self.is_sqlite else self.engine
+        self.read_engine = (
+            make_engine(url, immediate=False, pool_size=pool_size) if self.is_sqlite else self.engine
+        )
         self._writer = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         self._reader = async_sessionmaker(self.read_engine, expire_on_commit=False, autoflush=False)
 

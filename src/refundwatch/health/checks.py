@@ -22,8 +22,13 @@ async def _check(rt: Runtime, conn: ConnectionInfo) -> HealthCheck:
         ok, latency, error = result.ok, result.latency_ms, result.error
     except Exception as exc:  # noqa: BLE001 - a broken adapter must show as down, not stop the checks
         ok, latency, error = False, 0, f"check crashed: {exc.__class__.__name__}"
-    return HealthCheck(connection_id=conn.id, at=dt.datetime.now(dt.UTC), ok=ok, latency_ms=latency,
-                       error=(error or None) and gateway.scrub(error)[:500])
+    return HealthCheck(
+        connection_id=conn.id,
+        at=dt.datetime.now(dt.UTC),
+        ok=ok,
+        latency_ms=latency,
+        error=(error or None) and gateway.scrub(error)[:500],
+    )
 
 
 async def run_due_checks(rt: Runtime) -> int:
@@ -33,7 +38,9 @@ async def run_due_checks(rt: Runtime) -> int:
     for conn in await rt.connections.all():
         if not conn.enabled or conn.processor not in supported_processors():
             continue
-        if await redis.set(_LOCK.format(name=conn.name), b"1", nx=True, ex=conn.health_check_interval_seconds):
+        if await redis.set(
+            _LOCK.format(name=conn.name), b"1", nx=True, ex=conn.health_check_interval_seconds
+        ):
             due.append(conn)
     if not due:
         return 0

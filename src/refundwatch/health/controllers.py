@@ -43,19 +43,28 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
 @get("/metrics", media_type="text/plain; version=0.0.4", include_in_schema=False)
 async def metrics(request: Request[Any, Any, Any]) -> str:
     rt = runtime_of(request)
-    lines = ["# HELP refundwatch_refunds Refunds by connection and status.", "# TYPE refundwatch_refunds gauge"]
+    lines = [
+        "# HELP refundwatch_refunds Refunds by connection and status.",
+        "# TYPE refundwatch_refunds gauge",
+    ]
     async with rt.db.read_session() as session:
-        rows = (await session.execute(
-            select(Refund.connection_id, Refund.status, func.count()).group_by(Refund.connection_id, Refund.status)
-        )).all()
+        rows = (
+            await session.execute(
+                select(Refund.connection_id, Refund.status, func.count()).group_by(
+                    Refund.connection_id, Refund.status
+                )
+            )
+        ).all()
     for connection_id, status, count in rows:
         info = await rt.connections.by_id(connection_id)
         name = info.name if info else "unknown"
         lines.append(f'refundwatch_refunds{{connection="{name}",status="{status}"}} {count}')
-    lines += ["# HELP refundwatch_webhooks_rejected_total Webhook deliveries rejected (bad signature).",
-              "# TYPE refundwatch_webhooks_rejected_total counter"]
+    lines += [
+        "# HELP refundwatch_webhooks_rejected_total Webhook deliveries rejected (bad signature).",
+        "# TYPE refundwatch_webhooks_rejected_total counter",
+    ]
     try:
-        rejected = await rt.require_redis().hgetall(REJECTED_COUNTER)
+        rejected = await rt.require_redis().hgetall(REJECTED_COUNTER)  # type: ignore[misc]
     except Exception:  # noqa: BLE001
         rejected = {}
     for name, count in sorted(rejected.items()):

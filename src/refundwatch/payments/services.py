@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import datetime as dt
 import io
@@ -22,7 +23,15 @@ from refundwatch.db.models import Payment
 from refundwatch.lib.exceptions import BadInput, Conflict, ValidationFailed
 from refundwatch.lib.money import is_known_currency
 
-CSV_COLUMNS = ["connection", "payment_reference", "amount", "currency", "captured_at", "order_id", "invoice_id"]
+CSV_COLUMNS = [
+    "connection",
+    "payment_reference",
+    "amount",
+    "currency",
+    "captured_at",
+    "order_id",
+    "invoice_id",
+]
 MAX_AMOUNT = 10**15  # far beyond any real payment; keeps sums inside BIGINT
 
 
@@ -67,7 +76,8 @@ async def _upsert(session: AsyncSession, connection_id: UUID, data: PaymentInput
     if existing is not None:
         if not _same(existing, data):
             raise Conflict(
-                f"payment {data.payment_reference} already exists with different data", code="payment_conflict"
+                f"payment {data.payment_reference} already exists with different data",
+                code="payment_conflict",
             )
         return existing, False
     payment = Payment(
@@ -98,10 +108,19 @@ async def create_payment(
                 payment, created = await _upsert(session, conn.id, data)
                 if created:
                     await session.flush()
-                    record(session, actor, actions.API_PAYMENT_CREATE, target_type="payment",
-                           target_id=str(payment.id),
-                           details={"connection": data.connection, "reference": data.payment_reference,
-                                    "amount": data.amount, "currency": data.currency})
+                    record(
+                        session,
+                        actor,
+                        actions.API_PAYMENT_CREATE,
+                        target_type="payment",
+                        target_id=str(payment.id),
+                        details={
+                            "connection": data.connection,
+                            "reference": data.payment_reference,
+                            "amount": data.amount,
+                            "currency": data.currency,
+                        },
+                    )
                     await session.commit()
                 return payment, created
         except IntegrityError:
@@ -122,7 +141,9 @@ def parse_payments_csv(text: str, source: str) -> list[PaymentInput]:
         try:
             amount = int(row["amount"])
         except ValueError:
-            raise BadInput(f"{where}: amount {row['amount']!r} is not a whole number of minor units") from None
+            raise BadInput(
+                f"{where}: amount {row['amount']!r} is not a whole number of minor units"
+            ) from None
         try:
             captured = dt.datetime.fromisoformat(row["captured_at"].replace("Z", "+00:00"))
         except ValueError:
@@ -153,7 +174,7 @@ async def import_payments(
 ) -> tuple[int, int]:
     """All rows or none: validates the whole file, then writes it in one transaction."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = await asyncio.to_thread(path.read_text, encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise BadInput(f"{path}: cannot read ({exc.__class__.__name__})") from None
     rows = parse_payments_csv(text, str(path))
@@ -170,8 +191,14 @@ async def import_payments(
             created += was_created
             existing += not was_created
             await session.flush()
-        record(session, actor, actions.CLI_PAYMENTS_IMPORT, target_type="file", target_id=path.name,
-               details={"created": created, "unchanged": existing})
+        record(
+            session,
+            actor,
+            actions.CLI_PAYMENTS_IMPORT,
+            target_type="file",
+            target_id=path.name,
+            details={"created": created, "unchanged": existing},
+        )
         await session.commit()
     return created, existing
 

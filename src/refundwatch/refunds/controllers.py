@@ -55,11 +55,18 @@ class RefundController(Controller):
         idempotency_key: Annotated[str, Parameter(header="Idempotency-Key")],
     ) -> Response[RefundOut]:
         rt = runtime_of(request)
-        intake = await services.create_refund(rt, data, scope=who.scope_key, idempotency_key=idempotency_key,
-                                              actor=_actor(request, who), source=Source.API)
+        intake = await services.create_refund(
+            rt,
+            data,
+            scope=who.scope_key,
+            idempotency_key=idempotency_key,
+            actor=_actor(request, who),
+            source=Source.API,
+        )
         headers = {} if intake.created else {"Idempotent-Replayed": "true"}
-        return Response(await _out(rt, intake.refund), status_code=201 if intake.created else 200,
-                        headers=headers)
+        return Response(
+            await _out(rt, intake.refund), status_code=201 if intake.created else 200, headers=headers
+        )
 
     @get("/refunds/{refund_id:uuid}", opt=READ)
     async def read(self, request: Request[Any, Any, Any], who: Principal, refund_id: UUID) -> RefundOut:
@@ -81,23 +88,29 @@ class RefundController(Controller):
         limit: int = 50,
     ) -> RefundList:
         rt = runtime_of(request)
-        page = await list_refunds(rt, RefundFilter(status, connection, payment_reference, created_after,
-                                                   created_before, cursor, limit))
-        data = [refund_out(r, page.events.get(r.id, []), await _name(rt, r.connection_id)) for r in page.refunds]
+        page = await list_refunds(
+            rt,
+            RefundFilter(status, connection, payment_reference, created_after, created_before, cursor, limit),
+        )
+        data = [
+            refund_out(r, page.events.get(r.id, []), await _name(rt, r.connection_id)) for r in page.refunds
+        ]
         return RefundList(data=data, next_cursor=page.next_cursor, has_more=page.next_cursor is not None)
 
     @post("/refunds/{refund_id:uuid}/cancel", opt=WRITE, status_code=200)
     async def cancel(self, request: Request[Any, Any, Any], who: Principal, refund_id: UUID) -> RefundOut:
         rt = runtime_of(request)
-        refund = await services.command(rt, refund_id, Trigger.CANCEL, actor=_actor(request, who),
-                                        source=Source.API)
+        refund = await services.command(
+            rt, refund_id, Trigger.CANCEL, actor=_actor(request, who), source=Source.API
+        )
         return await _out(rt, refund)
 
     @post("/refunds/{refund_id:uuid}/retry", opt=WRITE, status_code=200)
     async def retry(self, request: Request[Any, Any, Any], who: Principal, refund_id: UUID) -> RefundOut:
         rt = runtime_of(request)
-        refund = await services.command(rt, refund_id, Trigger.RETRY, actor=_actor(request, who),
-                                        source=Source.API)
+        refund = await services.command(
+            rt, refund_id, Trigger.RETRY, actor=_actor(request, who), source=Source.API
+        )
         return await _out(rt, refund)
 
     @post("/refunds/{refund_id:uuid}/sync", opt=WRITE, status_code=200)
@@ -110,10 +123,17 @@ class RefundController(Controller):
 
 def payment_out(payment: Payment, connection: str) -> PaymentOut:
     return PaymentOut(
-        id=str(payment.id), connection=connection, payment_reference=payment.payment_reference,
-        amount=payment.amount, currency=payment.currency, captured_at=payment.captured_at,
-        order_id=payment.order_id, invoice_id=payment.invoice_id, refunded_amount=payment.refunded_amount,
-        refundable_amount=payment.amount - payment.reserved_amount, created_at=payment.created_at,
+        id=str(payment.id),
+        connection=connection,
+        payment_reference=payment.payment_reference,
+        amount=payment.amount,
+        currency=payment.currency,
+        captured_at=payment.captured_at,
+        order_id=payment.order_id,
+        invoice_id=payment.invoice_id,
+        refunded_amount=payment.refunded_amount,
+        refundable_amount=payment.amount - payment.reserved_amount,
+        created_at=payment.created_at,
     )
 
 
@@ -124,13 +144,23 @@ class PaymentController(Controller):
     tags = ["payments"]
 
     @post("/payments", opt=PAY, status_code=201)
-    async def create(self, request: Request[Any, Any, Any], who: Principal, data: PaymentCreate) -> Response[PaymentOut]:
+    async def create(
+        self, request: Request[Any, Any, Any], who: Principal, data: PaymentCreate
+    ) -> Response[PaymentOut]:
         rt = runtime_of(request)
         captured = data.captured_at if data.captured_at.tzinfo else data.captured_at.replace(tzinfo=dt.UTC)
         payment, created = await create_payment(
-            rt.db, rt.connections,
-            PaymentInput(data.connection, data.payment_reference, data.amount, data.currency.upper(), captured,
-                         data.order_id, data.invoice_id),
+            rt.db,
+            rt.connections,
+            PaymentInput(
+                data.connection,
+                data.payment_reference,
+                data.amount,
+                data.currency.upper(),
+                captured,
+                data.order_id,
+                data.invoice_id,
+            ),
             _actor(request, who),
         )
         return Response(payment_out(payment, data.connection), status_code=201 if created else 200)

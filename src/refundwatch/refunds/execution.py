@@ -12,13 +12,21 @@ import datetime as dt
 import logging
 import random
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import or_, select
 
 from refundwatch.audit.actions import WORKER
 from refundwatch.db.models import Refund
-from refundwatch.gateways.base import ErrorCode, Exchange, GatewayError, GatewayStatus, RefundRequest, RefundResult
+from refundwatch.gateways.base import (
+    ErrorCode,
+    Exchange,
+    GatewayError,
+    GatewayStatus,
+    RefundRequest,
+    RefundResult,
+)
 from refundwatch.gateways.registry import get_gateway
 from refundwatch.refunds.services import apply, enqueue_execution, lock_refund, utcnow
 from refundwatch.refunds.states import Source, Status, Trigger
@@ -45,7 +53,7 @@ class RetryLater:
 
 def backoff(attempt: int, base: float, cap: float, retry_after: float | None) -> float:
     """Exponential backoff with jitter; never sooner than the processor's Retry-After."""
-    delay = min(cap, base * (2 ** max(attempt - 1, 0)))
+    delay = min(cap, base * float(2 ** max(attempt - 1, 0)))
     delay = delay / 2 + random.uniform(0, delay / 2)
     if retry_after is not None:
         delay = max(delay, min(retry_after, cap * 5))
@@ -71,9 +79,17 @@ async def execute_refund(rt: Runtime, refund_id: UUID) -> str | RetryLater:
             return "connection missing"
         attempt = refund.attempts + 1
         resend = " (re-sent: earlier outcome unknown)" if refund.status == Status.SUBMITTING else ""
-        await apply(session, refund, Trigger.SUBMIT, source=Source.WORKER, actor=WORKER,
-                    detail=f"attempt {attempt}: refund sent to {conn.name}{resend}",
-                    attempts=attempt, submitted_at=refund.submitted_at or utcnow(), next_attempt_at=None)
+        await apply(
+            session,
+            refund,
+            Trigger.SUBMIT,
+            source=Source.WORKER,
+            actor=WORKER,
+            detail=f"attempt {attempt}: refund sent to {conn.name}{resend}",
+            attempts=attempt,
+            submitted_at=refund.submitted_at or utcnow(),
+            next_attempt_at=None,
+        )
         request = RefundRequest(
             refund_id=str(refund.id),
             payment_reference=refund.payment_reference,
@@ -99,15 +115,27 @@ async def _failed_attempt(rt: Runtime, refund_id: UUID, attempt: int, err: Gatew
         refund = await lock_refund(session, refund_id)
         if refund.status != Status.SUBMITTING:
             return f"skipped: {refund.status}"
-        fields = {"error_code": err.code.value, "error_message": err.message[:500],
-                  "processor_code": err.processor_code}
+        fields: dict[str, Any] = {
+            "error_code": err.code.value,
+            "error_message": err.message[:500],
+            "processor_code": err.processor_code,
+        }
         if err.retryable and attempt < settings.max_attempts:
             delay = backoff(attempt, settings.retry_base_seconds, settings.retry_max_seconds, err.retry_after)
-            unknown = " — outcome unknown" if err.code in (ErrorCode.TIMEOUT, ErrorCode.CONNECTION_ERROR) else ""
-            await apply(session, refund, Trigger.SUBMIT, source=Source.WORKER, actor=WORKER,
-                        detail=f"attempt {attempt} failed: {err.code.value}{unknown}; retrying in {delay:.1f}s "
-                               f"with the same idempotency key{where}",
-                        next_attempt_at=utcnow() + dt.timedelta(seconds=delay), **fields)
+            unknown = (
+                " — outcome unknown" if err.code in (ErrorCode.TIMEOUT, ErrorCode.CONNECTION_ERROR) else ""
+            )
+            await apply(
+                session,
+                refund,
+                Trigger.SUBMIT,
+                source=Source.WORKER,
+                actor=WORKER,
+                detail=f"attempt {attempt} failed: {err.code.value}{unknown}; retrying in {delay:.1f}s "
+                f"with the same idempotency key{where}",
+                next_attempt_at=utcnow() + dt.timedelta(seconds=delay),
+                **fields,
+            )
             await session.commit()
             return RetryLater(delay)
         if err.retryable:
@@ -116,8 +144,9 @@ async def _failed_attempt(rt: Runtime, refund_id: UUID, attempt: int, err: Gatew
             trigger, detail = Trigger.NEEDS_REVIEW, f"processor's answer does not match: {err.message}"
         else:
             trigger, detail = Trigger.FAILED, f"processor refused: {err.code.value}: {err.message}"
-        await apply(session, refund, trigger, source=Source.WORKER, actor=WORKER, detail=detail + where,
-                    **fields)
+        await apply(
+            session, refund, trigger, source=Source.WORKER, actor=WORKER, detail=detail + where, **fields
+        )
         await session.commit()
     return f"{trigger.value}: {err.code.value}"
 
@@ -129,26 +158,43 @@ async def record_result(
     trigger = TRIGGER_FOR[result.status]
     async with rt.db.session() as session:
         refund = await lock_refund(session, refund_id)
-        fields: dict[str, object] = {"gateway_status": result.raw_status}
+        fields: dict[str, Any] = {"gateway_status": result.raw_status}
         if result.gateway_refund_id:
             fields["gateway_refund_id"] = result.gateway_refund_id
         if result.failure_code is not None:
-            fields.update(error_code=result.failure_code.value, error_message=(result.failure_message or "")[:500],
-                          processor_code=result.processor_code)
+            fields.update(
+                error_code=result.failure_code.value,
+                error_message=(result.failure_message or "")[:500],
+                processor_code=result.processor_code,
+            )
         detail = f"{source.value}: processor status {result.raw_status}{describe(result.exchange)}"
-        decision = await apply(session, refund, trigger, source=source, actor=WORKER, detail=detail,
-                               event_always=not quiet, **fields)
+        decision = await apply(
+            session,
+            refund,
+            trigger,
+            source=source,
+            actor=WORKER,
+            detail=detail,
+            event_always=not quiet,
+            **fields,
+        )
         await session.commit()
     return f"{refund.status} ({decision})"
 
 
-async def sync_refund(rt: Runtime, refund_id: UUID, *, source: Source = Source.SYNC, forced: bool = False) -> str:
+async def sync_refund(
+    rt: Runtime, refund_id: UUID, *, source: Source = Source.SYNC, forced: bool = False
+) -> str:
     """Ask the processor where a refund stands. Allowed even for refunds that look final."""
     async with rt.db.read_session() as session:
         refund = await session.get(Refund, refund_id)
         if refund is None:
             return "missing"
-        gateway_refund_id, connection_id, status = refund.gateway_refund_id, refund.connection_id, refund.status
+        gateway_refund_id, connection_id, status = (
+            refund.gateway_refund_id,
+            refund.connection_id,
+            refund.status,
+        )
     if status in (Status.QUEUED, Status.SUBMITTING):
         await enqueue_execution(rt, refund_id)  # re-sending with the same key is how these resolve
         return "execution re-enqueued"
@@ -158,7 +204,9 @@ async def sync_refund(rt: Runtime, refund_id: UUID, *, source: Source = Source.S
     if conn is None:
         return "connection missing"
     try:
-        result = await get_gateway(conn.processor).get_refund(rt.require_http(), conn.credentials, gateway_refund_id)
+        result = await get_gateway(conn.processor).get_refund(
+            rt.require_http(), conn.credentials, gateway_refund_id
+        )
     except GatewayError as err:
         log.info("sync of %s failed: %s", refund_id, err.code)
         return f"sync failed: {err.code.value}"
@@ -169,8 +217,10 @@ async def due_for_sync(rt: Runtime, *, older_than_seconds: int, limit: int = 500
     cutoff = utcnow() - dt.timedelta(seconds=older_than_seconds)
     async with rt.db.read_session() as session:
         rows = await session.scalars(
-            select(Refund.id).where(Refund.status == Status.PROCESSING, Refund.updated_at < cutoff)
-            .order_by(Refund.updated_at).limit(limit)
+            select(Refund.id)
+            .where(Refund.status == Status.PROCESSING, Refund.updated_at < cutoff)
+            .order_by(Refund.updated_at)
+            .limit(limit)
         )
         return list(rows)
 

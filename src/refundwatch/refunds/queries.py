@@ -64,7 +64,9 @@ async def list_refunds(rt: Runtime, f: RefundFilter) -> Page:
         events: dict[UUID, list[RefundEvent]] = defaultdict(list)
         if rows:
             for event in await session.scalars(
-                select(RefundEvent).where(RefundEvent.refund_id.in_([r.id for r in rows])).order_by(RefundEvent.id)
+                select(RefundEvent)
+                .where(RefundEvent.refund_id.in_([r.id for r in rows]))
+                .order_by(RefundEvent.id)
             ):
                 events[event.refund_id].append(event)
     return Page(rows, events, str(rows[-1].id) if more else None)

@@ -13,10 +13,10 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from uuid_utils.compat import uuid7
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from uuid_utils.compat import uuid7
 
 from refundwatch.audit import actions
 from refundwatch.audit.actions import Actor
@@ -68,27 +68,54 @@ async def apply(
     now = utcnow()
     if isinstance(decision, Outcome):
         if event_always:
-            session.add(RefundEvent(refund_id=refund.id, at=now, status=refund.status, source=source.value,
-                                    detail=f"{detail} (no change: refund is already {refund.status})"))
+            session.add(
+                RefundEvent(
+                    refund_id=refund.id,
+                    at=now,
+                    status=refund.status,
+                    source=source.value,
+                    detail=f"{detail} (no change: refund is already {refund.status})",
+                )
+            )
         return decision
     for key, value in changes.items():
         setattr(refund, key, value)
     if decision.changed:
         await _move_money(session, refund, decision)
         refund.status = decision.after.value
-        if decision.after is Status.PROCESSING or (decision.after is Status.SUCCEEDED and not refund.accepted_at):
+        if decision.after is Status.PROCESSING or (
+            decision.after is Status.SUCCEEDED and not refund.accepted_at
+        ):
             refund.accepted_at = refund.accepted_at or now
         if decision.after in FINAL:
             refund.finalized_at = now
         elif decision.after is Status.QUEUED:
             refund.finalized_at = None
-        record(session, actor, actions.REFUND_TRANSITION.format(source=source.value), target_type="refund",
-               target_id=str(refund.id),
-               details={"from": decision.before.value, "to": decision.after.value, "trigger": trigger.value,
-                        "detail": detail}, at=now)
+        record(
+            session,
+            actor,
+            actions.REFUND_TRANSITION.format(source=source.value),
+            target_type="refund",
+            target_id=str(refund.id),
+            details={
+                "from": decision.before.value,
+                "to": decision.after.value,
+                "trigger": trigger.value,
+                "detail": detail,
+            },
+            at=now,
+        )
     refund.updated_at = now
-    session.add(RefundEvent(refund_id=refund.id, at=now, status=refund.status, source=source.value,
-                            detail=detail, from_status=decision.before.value if decision.changed else None))
+    session.add(
+        RefundEvent(
+            refund_id=refund.id,
+            at=now,
+            status=refund.status,
+            source=source.value,
+            detail=detail,
+            from_status=decision.before.value if decision.changed else None,
+        )
+    )
     return decision
 
 
@@ -96,8 +123,10 @@ async def _move_money(session: AsyncSession, refund: Refund, move: Transition) -
     if move.releases_amount:
         await release(session, refund.payment_id, refund.amount)
     if move.reserves_amount and not await reserve(session, refund.payment_id, refund.amount):
-        raise ValidationFailed("the payment no longer has enough refundable balance for this refund",
-                               code="amount_exceeds_refundable")
+        raise ValidationFailed(
+            "the payment no longer has enough refundable balance for this refund",
+            code="amount_exceeds_refundable",
+        )
     if move.after is Status.SUCCEEDED:
         await add_refunded(session, refund.payment_id, refund.amount)
     elif move.before is Status.SUCCEEDED:
@@ -139,8 +168,10 @@ async def _find_payment(session: AsyncSession, rt: Runtime, body: RefundCreate) 
     if not payments:
         raise ValidationFailed(f"no payment {body.payment_reference!r} is registered", code="unknown_payment")
     if len(payments) > 1:
-        raise ValidationFailed("this payment_reference exists on several connections; name the connection",
-                               code="ambiguous_payment")
+        raise ValidationFailed(
+            "this payment_reference exists on several connections; name the connection",
+            code="ambiguous_payment",
+        )
     return payments[0]
 
 
@@ -149,8 +180,10 @@ async def _existing(session: AsyncSession, scope: str, key: str, fingerprint: st
         select(Refund).where(Refund.client_scope == scope, Refund.idempotency_key == key)
     )
     if refund is not None and refund.request_fingerprint != fingerprint:
-        raise Conflict("this Idempotency-Key was already used with a different request body",
-                       code="idempotency_key_reused")
+        raise Conflict(
+            "this Idempotency-Key was already used with a different request body",
+            code="idempotency_key_reused",
+        )
     return refund
 
 
@@ -167,31 +200,55 @@ async def create_refund(
         payment = await _find_payment(session, rt, body)
         conn = await rt.connections.by_id(payment.connection_id)
         if conn is None or conn.processor not in supported_processors():
-            raise ValidationFailed("this payment's connection has no supported processor",
-                                   code="unsupported_processor")
+            raise ValidationFailed(
+                "this payment's connection has no supported processor", code="unsupported_processor"
+            )
         if not conn.enabled:
             raise ValidationFailed(f"connection {conn.name!r} is disabled", code="connection_disabled")
         if body.currency.upper() != payment.currency:
-            raise ValidationFailed(f"payment {payment.payment_reference} is in {payment.currency}, not "
-                                   f"{body.currency.upper()}", code="currency_mismatch")
+            raise ValidationFailed(
+                f"payment {payment.payment_reference} is in {payment.currency}, not {body.currency.upper()}",
+                code="currency_mismatch",
+            )
         for name in ("order_id", "invoice_id"):
             given, known = getattr(body, name), getattr(payment, name)
             if given is not None and known is not None and given != known:
-                raise ValidationFailed(f"{name} {given!r} does not match the payment's {known!r}",
-                                       code="reference_mismatch")
+                raise ValidationFailed(
+                    f"{name} {given!r} does not match the payment's {known!r}", code="reference_mismatch"
+                )
         if not await reserve(session, payment.id, body.amount):
             refundable = payment.amount - payment.reserved_amount
             raise ValidationFailed(
                 f"amount {body.amount} exceeds what is still refundable on {payment.payment_reference}",
-                code="amount_exceeds_refundable", extra={"refundable_amount": max(refundable, 0)})
+                code="amount_exceeds_refundable",
+                extra={"refundable_amount": max(refundable, 0)},
+            )
         refund = _new_refund(body, payment, scope, idempotency_key, fingerprint, actor)
         session.add(refund)
         await session.flush()
-        session.add(RefundEvent(refund_id=refund.id, at=refund.created_at, status=refund.status,
-                                source=source.value, detail=f"requested by {actor.id}: {body.reason}"))
-        record(session, actor, actions.API_REFUND_CREATE, target_type="refund", target_id=str(refund.id),
-               details={"payment": payment.payment_reference, "amount": body.amount,
-                        "currency": payment.currency, "reason": body.reason}, at=refund.created_at)
+        session.add(
+            RefundEvent(
+                refund_id=refund.id,
+                at=refund.created_at,
+                status=refund.status,
+                source=source.value,
+                detail=f"requested by {actor.id}: {body.reason}",
+            )
+        )
+        record(
+            session,
+            actor,
+            actions.API_REFUND_CREATE,
+            target_type="refund",
+            target_id=str(refund.id),
+            details={
+                "payment": payment.payment_reference,
+                "amount": body.amount,
+                "currency": payment.currency,
+                "reason": body.reason,
+            },
+            at=refund.created_at,
+        )
         try:
             await session.commit()
         except IntegrityError:
@@ -205,8 +262,9 @@ async def create_refund(
     return Intake(refund, created=True)
 
 
-def _new_refund(body: RefundCreate, payment: Payment, scope: str, key: str, fingerprint: str,
-                actor: Actor) -> Refund:
+def _new_refund(
+    body: RefundCreate, payment: Payment, scope: str, key: str, fingerprint: str, actor: Actor
+) -> Refund:
     now = utcnow()
     refund = Refund(
         payment_id=payment.id,
@@ -241,9 +299,10 @@ async def enqueue_execution(rt: Runtime, refund_id: UUID, *, defer_seconds: floa
     if rt.redis is None:
         return
     try:
-        await rt.redis.enqueue_job(EXECUTE_JOB, str(refund_id), _job_id=str(refund_id),
-                                   _defer_by=defer_seconds)
-    except Exception:  # noqa: BLE001 - the database already holds the truth
+        await rt.redis.enqueue_job(
+            EXECUTE_JOB, str(refund_id), _job_id=str(refund_id), _defer_by=defer_seconds
+        )
+    except Exception:
         log.warning("could not enqueue refund %s; the sweeper will pick it up", refund_id, exc_info=True)
 
 
@@ -267,8 +326,13 @@ async def command(
 def _retry_changes(refund: Refund) -> dict[str, Any]:
     """A refund the processor refused gets a new idempotency key (the old one would replay the refusal);
     one whose outcome is unknown (manual review) keeps its key, so the processor cannot pay twice."""
-    changes: dict[str, Any] = {"error_code": None, "error_message": None, "processor_code": None,
-                               "next_attempt_at": None, "attempts": 0}
+    changes: dict[str, Any] = {
+        "error_code": None,
+        "error_message": None,
+        "processor_code": None,
+        "next_attempt_at": None,
+        "attempts": 0,
+    }
     if refund.status == Status.FAILED.value:
         generation = 1
         if "_r" in refund.gateway_idempotency_key:
@@ -285,7 +349,8 @@ async def get_refund(rt: Runtime, refund_id: UUID) -> tuple[Refund, list[RefundE
         if refund is None:
             raise NotFound(f"no refund {refund_id}", code="refund_not_found")
         events = (
-            await session.scalars(select(RefundEvent).where(RefundEvent.refund_id == refund_id)
-                                  .order_by(RefundEvent.id))
+            await session.scalars(
+                select(RefundEvent).where(RefundEvent.refund_id == refund_id).order_by(RefundEvent.id)
+            )
         ).all()
     return refund, list(events)

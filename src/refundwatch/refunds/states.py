@@ -133,5 +133,8 @@ def decide(current: Status | str, trigger: Trigger) -> Transition | Outcome:
 
 def allowed_commands(current: Status | str) -> list[Trigger]:
     status = Status(current)
-    return [t for t in (Trigger.APPROVE, Trigger.REJECT, Trigger.CANCEL, Trigger.RETRY)
-            if isinstance(TABLE[status, t], Status)]
+    return [
+        t
+        for t in (Trigger.APPROVE, Trigger.REJECT, Trigger.CANCEL, Trigger.RETRY)
+        if isinstance(TABLE[status, t], Status)
+    ]

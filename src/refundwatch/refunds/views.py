@@ -19,8 +19,10 @@ def refund_out(refund: Refund, events: list[RefundEvent], connection: str) -> Re
         attempts=refund.attempts,
         created_at=refund.created_at,
         updated_at=refund.updated_at,
-        events=[EventOut(at=e.at, status=e.status, source=e.source, detail=e.detail, from_status=e.from_status)
-                for e in events],
+        events=[
+            EventOut(at=e.at, status=e.status, source=e.source, detail=e.detail, from_status=e.from_status)
+            for e in events
+        ],
         order_id=refund.order_id,
         invoice_id=refund.invoice_id,
         metadata=dict(refund.metadata_ or {}),

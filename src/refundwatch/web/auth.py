@@ -33,16 +33,22 @@ async def require_scopes(connection: ASGIConnection[Any, Any, Any, Any], handler
         raise AuthenticationFailed("the token is invalid, expired or revoked", code="invalid_token")
     missing = set(handler.opt.get("scopes", ())) - found.scopes
     if missing:
-        raise PermissionDenied(f"this call needs scope {', '.join(sorted(missing))}", code="insufficient_scope")
+        raise PermissionDenied(
+            f"this call needs scope {', '.join(sorted(missing))}", code="insufficient_scope"
+        )
     connection.state.principal = found
 
 
-async def require_idempotency_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def require_idempotency_key(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
     key = connection.headers.get("idempotency-key", "")
     if not key.strip():
         raise MissingIdempotencyKey("send an Idempotency-Key header (at most 255 characters)")
     if len(key) > 255:
-        raise MissingIdempotencyKey("Idempotency-Key must be at most 255 characters", code="idempotency_key_invalid")
+        raise MissingIdempotencyKey(
+            "Idempotency-Key must be at most 255 characters", code="idempotency_key_invalid"
+        )
 
 
 async def principal(request: Request[Any, Any, Any]) -> Principal:

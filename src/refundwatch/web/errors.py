@@ -29,7 +29,10 @@ def validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Res
 
 
 def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
-    codes = {NotFoundException: "not_found", NotAuthorizedException: "unauthenticated"}
+    codes: dict[type[HTTPException], str] = {
+        NotFoundException: "not_found",
+        NotAuthorizedException: "unauthenticated",
+    }
     code = codes.get(type(exc), "http_error" if exc.status_code < 500 else "internal_error")
     status = exc.status_code
     if status == 400:  # Litestar's 400s are undecodable bodies and bad parameters: malformed input
@@ -39,10 +42,17 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[s
 
 
 def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    log.error("unhandled error on %s %s: %s", request.method, request.scope.get("path"), exc.__class__.__name__,
-              exc_info=exc)
-    return Response(_body("internal_error", "something went wrong; it has been logged"),
-                    status_code=HTTP_500_INTERNAL_SERVER_ERROR)
+    log.error(
+        "unhandled error on %s %s: %s",
+        request.method,
+        request.scope.get("path"),
+        exc.__class__.__name__,
+        exc_info=exc,
+    )
+    return Response(
+        _body("internal_error", "something went wrong; it has been logged"),
+        status_code=HTTP_500_INTERNAL_SERVER_ERROR,
+    )
 
 
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {

@@ -16,6 +16,12 @@ MAX_BODY = 1024 * 1024  # processors send small JSON; anything larger is not a w
 @post("/webhooks/{connection:str}", status_code=200, request_max_body_size=MAX_BODY, tags=["webhooks"])
 async def webhook(request: Request[Any, Any, Any], connection: str) -> Response[dict[str, Any]]:
     body = await request.body()
-    receipt = await receive(runtime_of(request), connection, request.headers, body, ip=client_ip(request),
-                            user_agent=request.headers.get("user-agent"))
+    receipt = await receive(
+        runtime_of(request),
+        connection,
+        request.headers,
+        body,
+        ip=client_ip(request),
+        user_agent=request.headers.get("user-agent"),
+    )
     return Response({"received": True, "stored": receipt.stored, "duplicates": receipt.duplicates})

@@ -10,6 +10,7 @@ import datetime as dt
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import select
@@ -44,17 +45,28 @@ async def _reject(rt: Runtime, connection: str, reason: str, actor: Actor) -> No
     """Count and audit a rejected delivery; never let this bookkeeping hide the rejection itself."""
     try:
         async with rt.db.session() as session:
-            record(session, actor, actions.WEBHOOK_REJECTED, target_type="connection", target_id=connection,
-                   details={"reason": reason})
+            record(
+                session,
+                actor,
+                actions.WEBHOOK_REJECTED,
+                target_type="connection",
+                target_id=connection,
+                details={"reason": reason},
+            )
             await session.commit()
         if rt.redis is not None:
-            await rt.redis.hincrby(REJECTED_COUNTER, connection, 1)
-    except Exception:  # noqa: BLE001
+            await rt.redis.hincrby(REJECTED_COUNTER, connection, 1)  # type: ignore[misc]
+    except Exception:
         log.warning("could not record a rejected webhook for %s", connection, exc_info=True)
 
 
 async def receive(
-    rt: Runtime, connection_name: str, headers: Mapping[str, str], body: bytes, *, ip: str | None,
+    rt: Runtime,
+    connection_name: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    ip: str | None,
     user_agent: str | None,
 ) -> Receipt:
     actor = Actor("processor", connection_name, ip, user_agent)
@@ -77,12 +89,23 @@ async def receive(
     for event in events:
         try:
             async with rt.db.session() as session:
-                row = StoredEvent(connection_id=conn.id, event_id=event.event_id, event_type=event.event_type,
-                                  payload=body.decode("utf-8", "replace"), received_at=now)
+                row = StoredEvent(
+                    connection_id=conn.id,
+                    event_id=event.event_id,
+                    event_type=event.event_type,
+                    payload=body.decode("utf-8", "replace"),
+                    received_at=now,
+                )
                 session.add(row)
                 await session.flush()
-                record(session, actor, actions.WEBHOOK_ACCEPTED, target_type="webhook_event",
-                       target_id=event.event_id, details={"type": event.event_type, "connection": conn.name})
+                record(
+                    session,
+                    actor,
+                    actions.WEBHOOK_ACCEPTED,
+                    target_type="webhook_event",
+                    target_id=event.event_id,
+                    details={"type": event.event_type, "connection": conn.name},
+                )
                 await session.commit()
                 stored.append(row.id)
         except IntegrityError:
@@ -97,7 +120,7 @@ async def enqueue_processing(rt: Runtime, event_id: UUID) -> None:
         return
     try:
         await rt.redis.enqueue_job(PROCESS_JOB, str(event_id), _job_id=f"webhook:{event_id}")
-    except Exception:  # noqa: BLE001 - stored already; the sweeper enqueues it later
+    except Exception:
         log.warning("could not enqueue webhook event %s", event_id, exc_info=True)
 
 
@@ -109,16 +132,19 @@ async def _find_refund(session: AsyncSession, connection_id: UUID, event: Webhoo
             refund_id = None
         if refund_id is not None:
             refund = await session.scalar(
-                select(Refund).where(Refund.id == refund_id, Refund.connection_id == connection_id)
+                select(Refund)
+                .where(Refund.id == refund_id, Refund.connection_id == connection_id)
                 .with_for_update()
             )
             if refund is not None:
                 return refund
     if event.gateway_refund_id:
-        return await session.scalar(
-            select(Refund).where(Refund.connection_id == connection_id,
-                                 Refund.gateway_refund_id == event.gateway_refund_id).with_for_update()
+        found: Refund | None = await session.scalar(
+            select(Refund)
+            .where(Refund.connection_id == connection_id, Refund.gateway_refund_id == event.gateway_refund_id)
+            .with_for_update()
         )
+        return found
     return None
 
 
@@ -157,16 +183,26 @@ async def _apply_event(
     if mismatch:
         trigger = Trigger.NEEDS_REVIEW
         detail += f" — reported {event.amount} {event.currency}, expected {refund.amount} {refund.currency}"
-    fields: dict[str, object] = {}
+    fields: dict[str, Any] = {}
     if event.gateway_refund_id and not refund.gateway_refund_id:
         fields["gateway_refund_id"] = event.gateway_refund_id
     if event.raw_status:
         fields["gateway_status"] = event.raw_status
     if event.failure_code is not None and trigger in (Trigger.FAILED, Trigger.REVERSED):
-        fields.update(error_code=event.failure_code.value, error_message=(event.failure_message or "")[:500],
-                      processor_code=event.processor_code)
-    decision = await apply(session, refund, trigger, source=Source.WEBHOOK, actor=processor_actor(connection_name),
-                           detail=detail, **fields)
+        fields.update(
+            error_code=event.failure_code.value,
+            error_message=(event.failure_message or "")[:500],
+            processor_code=event.processor_code,
+        )
+    decision = await apply(
+        session,
+        refund,
+        trigger,
+        source=Source.WEBHOOK,
+        actor=processor_actor(connection_name),
+        detail=detail,
+        **fields,
+    )
     return f"{event.event_type}: {refund.status} ({getattr(decision, 'name', 'moved')})"
 
 
@@ -174,7 +210,9 @@ async def unprocessed(rt: Runtime, *, grace_seconds: int, limit: int = 1000) -> 
     cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=grace_seconds)
     async with rt.db.read_session() as session:
         rows = await session.scalars(
-            select(StoredEvent.id).where(StoredEvent.processed_at.is_(None), StoredEvent.received_at <= cutoff)
-            .order_by(StoredEvent.received_at).limit(limit)
+            select(StoredEvent.id)
+            .where(StoredEvent.processed_at.is_(None), StoredEvent.received_at <= cutoff)
+            .order_by(StoredEvent.received_at)
+            .limit(limit)
         )
         return list(rows)

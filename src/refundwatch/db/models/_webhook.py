@@ -13,7 +13,9 @@ class WebhookEvent(UUIDv7Base):
     """A verified processor notification, stored raw before anything is applied (unique per event)."""
 
     __tablename__ = "webhook_events"
-    __table_args__ = (UniqueConstraint("connection_id", "event_id", name="uq_webhook_events_connection_event"),)
+    __table_args__ = (
+        UniqueConstraint("connection_id", "event_id", name="uq_webhook_events_connection_event"),
+    )
 
     connection_id: Mapped[UUID] = mapped_column(ForeignKey("connections.id"))
     event_id: Mapped[str] = mapped_column(String(255))

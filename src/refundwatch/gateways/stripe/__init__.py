@@ -1,0 +1,273 @@
+"""The Stripe adapter: refunds through ``/v1/refunds``, webhooks signed with ``Stripe-Signature``.
+
+Stateless (STYLE rule 1): it builds requests, reads answers through the tables in ``transformers``,
+verifies and parses webhooks and scrubs secrets. Persistence and retries belong to the refunds core.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import time
+from collections.abc import Callable, Mapping
+from urllib.parse import quote
+
+import httpx2
+
+from refundwatch.gateways.base import (
+    Credentials,
+    ErrorCode,
+    Exchange,
+    GatewayError,
+    HealthResult,
+    RefundRequest,
+    RefundResult,
+    WebhookEvent,
+    WebhookVerificationError,
+    as_json,
+)
+from refundwatch.gateways.stripe import transformers as tx
+from refundwatch.gateways.stripe.transformers import STRIPE_API_VERSION
+from refundwatch.lib.crypto import constant_time_equals
+from refundwatch.lib.http import send
+
+__all__ = ["STRIPE_API_VERSION", "WEBHOOK_TOLERANCE_SECONDS", "StripeGateway"]
+
+WEBHOOK_TOLERANCE_SECONDS = 300  # the SDK's Webhook.DEFAULT_TOLERANCE
+EXCERPT_CHARS = 500
+_MESSAGE_CHARS = 300
+
+
+def _mask_key(match: re.Match[str]) -> str:
+    kind, mode = match.group(1), match.group(2)
+    return f"{kind}_{mode}_****" if mode else f"{kind}_****"
+
+
+_SCRUB_RULES: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
+    # Secret and restricted API keys, including Stripe's own partly masked echoes of them.
+    (re.compile(r"(?<![A-Za-z0-9])(sk|rk)_(?:(live|test)_)?[A-Za-z0-9*]+"), _mask_key),
+    (re.compile(r"(?<![A-Za-z0-9])whsec_[A-Za-z0-9+/=*]+"), "whsec_****"),
+    (re.compile(r"(?i)\bbearer\s+[^\s\"',;]+"), "Bearer [REDACTED]"),
+    # 13-19 digits, optionally grouped by spaces or dashes: card-number-like.
+    (re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)"), "[REDACTED]"),
+)
+
+
+def _elapsed_ms(started: float) -> int:
+    return int((time.perf_counter() - started) * 1000)
+
+
+class StripeGateway:
+    processor: str = "stripe"
+    default_base_url: str = "https://api.stripe.com"
+    secret_fields: tuple[str, ...] = ("api_key", "webhook_secret")
+    option_fields: tuple[str, ...] = ()
+
+    # --- refunds --------------------------------------------------------------------------------------
+
+    async def create_refund(
+        self, client: httpx2.AsyncClient, creds: Credentials, request: RefundRequest
+    ) -> RefundResult:
+        try:
+            form = tx.build_refund_form(request)
+        except ValueError as exc:
+            raise GatewayError(ErrorCode.INVALID_REQUEST, f"not sent to Stripe: {exc}") from None
+        response, exchange = await self._call(
+            client, creds, "POST", "/v1/refunds", data=form, idempotency_key=request.idempotency_key
+        )
+        refund = self._refund_from(response, exchange, payment_lookup=True)
+        mismatch = tx.refund_mismatch(refund, request)
+        if mismatch is not None:
+            # The refund may exist in a shape nobody asked for: a person must look, never a retry.
+            raise GatewayError(
+                ErrorCode.RESPONSE_MISMATCH,
+                self.scrub(f"{mismatch} (Stripe refund {refund.id})"),
+                status_code=response.status_code,
+                exchange=exchange,
+            )
+        return self._result(refund, exchange)
+
+    async def get_refund(
+        self, client: httpx2.AsyncClient, creds: Credentials, gateway_refund_id: str
+    ) -> RefundResult:
+        if not gateway_refund_id:
+            raise GatewayError(ErrorCode.INVALID_REQUEST, "no Stripe refund id to read")
+        # Quoted so an id can never walk to another path (``../balance``).
+        path = f"/v1/refunds/{quote(gateway_refund_id, safe='')}"
+        response, exchange = await self._call(client, creds, "GET", path)
+        return self._result(self._refund_from(response, exchange, payment_lookup=False), exchange)
+
+    async def health_check(self, client: httpx2.AsyncClient, creds: Credentials) -> HealthResult:
+        started = time.perf_counter()
+        try:
+            response, exchange = await self._call(client, creds, "GET", "/v1/balance")
+            if response.is_success:
+                return HealthResult(ok=True, latency_ms=exchange.latency_ms)
+            error = self._error(response, exchange, payment_lookup=False)
+            return HealthResult(ok=False, latency_ms=exchange.latency_ms, error=error.message)
+        except GatewayError as exc:
+            latency = exc.exchange.latency_ms if exc.exchange else _elapsed_ms(started)
+            return HealthResult(ok=False, latency_ms=latency, error=exc.message)
+        except Exception as exc:  # noqa: BLE001 - a health probe reports, it never raises
+            return HealthResult(ok=False, latency_ms=_elapsed_ms(started), error=type(exc).__name__)
+
+    # --- webhooks -------------------------------------------------------------------------------------
+
+    def verify_webhook(
+        self, creds: Credentials, headers: Mapping[str, str], body: bytes, *, now: float | None = None
+    ) -> None:
+        secret = creds.secrets.get("webhook_secret")
+        if secret is None or not secret.reveal():
+            raise WebhookVerificationError("no Stripe webhook secret is configured")
+        values = [value for name, value in headers.items() if name.lower() == "stripe-signature"]
+        if not values or not values[0].strip():
+            raise WebhookVerificationError("missing Stripe-Signature header")
+        if len(values) > 1:
+            raise WebhookVerificationError("more than one Stripe-Signature header")
+        timestamp, signatures = _parse_signature_header(values[0])
+        signed = f"{timestamp}.".encode() + body
+        expected = hmac.new(secret.reveal().encode("utf-8"), signed, hashlib.sha256).hexdigest()
+        matched = False
+        for candidate in signatures:  # every v1 is compared: during secret rotation any may be ours
+            matched |= constant_time_equals(expected, candidate)
+        if not matched:
+            raise WebhookVerificationError("Stripe-Signature does not match the body")
+        current = time.time() if now is None else now
+        if abs(current - timestamp) > WEBHOOK_TOLERANCE_SECONDS:
+            raise WebhookVerificationError("Stripe-Signature timestamp is outside the 300 s tolerance")
+
+    def parse_webhook(self, body: bytes) -> list[WebhookEvent]:
+        return [tx.parse_event(body)]
+
+    # --- secrets --------------------------------------------------------------------------------------
+
+    def scrub(self, text: str) -> str:
+        for pattern, replacement in _SCRUB_RULES:
+            text = pattern.sub(replacement, text)
+        return text
+
+    # --- internals ------------------------------------------------------------------------------------
+
+    async def _call(
+        self,
+        client: httpx2.AsyncClient,
+        creds: Credentials,
+        method: str,
+        path: str,
+        *,
+        data: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[httpx2.Response, Exchange]:
+        """One timed request. Every httpx2 failure becomes a GatewayError carrying an Exchange."""
+        api_key = creds.secrets.get("api_key")
+        if api_key is None or not api_key.reveal():
+            raise GatewayError(ErrorCode.AUTH_FAILED, "no Stripe api_key is configured")
+        headers = {
+            "Authorization": f"Bearer {api_key.reveal()}",
+            "Stripe-Version": STRIPE_API_VERSION,
+            "Accept": "application/json",
+        }
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        url = creds.base_url.rstrip("/") + path
+        started = time.perf_counter()
+
+        def failed(code: ErrorCode, message: str) -> GatewayError:
+            exchange = Exchange(method, path, None, _elapsed_ms(started), "")
+            return GatewayError(code, self.scrub(message)[:_MESSAGE_CHARS], exchange=exchange)
+
+        # ``from None`` everywhere: httpx2 exceptions hold the request, Authorization header included.
+        try:
+            timed = await send(
+                client, method, url, timeout_seconds=creds.timeout_seconds, headers=headers, data=data
+            )
+        except httpx2.TimeoutException as exc:
+            raise failed(
+                ErrorCode.TIMEOUT,
+                f"Stripe did not answer within {creds.timeout_seconds:g} s ({type(exc).__name__}); "
+                "the outcome is unknown",
+            ) from None
+        except (httpx2.UnsupportedProtocol, httpx2.InvalidURL) as exc:
+            # A configuration mistake: retrying cannot help.
+            raise failed(ErrorCode.PROCESSOR_ERROR, f"bad Stripe base URL ({type(exc).__name__})") from None
+        except httpx2.TransportError as exc:
+            raise failed(
+                ErrorCode.CONNECTION_ERROR, f"could not talk to Stripe ({type(exc).__name__}: {exc})"
+            ) from None
+        except (httpx2.HTTPError, httpx2.StreamError) as exc:
+            raise failed(
+                ErrorCode.PROCESSOR_ERROR, f"unreadable answer from Stripe ({type(exc).__name__})"
+            ) from None
+        response = timed.response
+        excerpt = self.scrub(response.text[: EXCERPT_CHARS * 8])[:EXCERPT_CHARS]
+        return response, Exchange(method, path, response.status_code, timed.latency_ms, excerpt)
+
+    def _refund_from(
+        self, response: httpx2.Response, exchange: Exchange, *, payment_lookup: bool
+    ) -> tx.StripeRefund:
+        if not response.is_success:
+            raise self._error(response, exchange, payment_lookup=payment_lookup)
+        try:
+            return tx.parse_refund(json.loads(response.content))
+        except (ValueError, RecursionError) as exc:
+            reason = str(exc) if isinstance(exc, tx.MalformedError) else "not JSON"
+            # The refund may exist: not retryable, the core decides (usually manual review).
+            raise GatewayError(
+                ErrorCode.PROCESSOR_ERROR,
+                self.scrub(f"Stripe answered {response.status_code} with a malformed refund: {reason}"),
+                status_code=response.status_code,
+                exchange=exchange,
+            ) from None
+
+    def _error(self, response: httpx2.Response, exchange: Exchange, *, payment_lookup: bool) -> GatewayError:
+        error = tx.parse_error(as_json(response))
+        code = tx.map_error(response.status_code, error, payment_lookup=payment_lookup)
+        detail = error.message or response.reason_phrase or "no message"
+        label = "/".join(filter(None, (error.code, error.decline_code))) or error.type or "http"
+        return GatewayError(
+            code,
+            self.scrub(f"Stripe answered {response.status_code} ({label}): {detail}")[:_MESSAGE_CHARS],
+            processor_code=error.code or error.type,
+            status_code=response.status_code,
+            retry_after=tx.parse_retry_after(response.headers.get("Retry-After"), now=time.time()),
+            exchange=exchange,
+        )
+
+    @staticmethod
+    def _result(refund: tx.StripeRefund, exchange: Exchange) -> RefundResult:
+        status = tx.map_status(refund.status)
+        failure_code, failure_message = tx.failure_details(refund, status)
+        return RefundResult(
+            status=status,
+            gateway_refund_id=refund.id,
+            raw_status=refund.status,
+            amount=refund.minor_amount,
+            currency=refund.currency,
+            failure_code=failure_code,
+            failure_message=failure_message,
+            processor_code=refund.failure_reason if failure_code else None,
+            exchange=exchange,
+        )
+
+
+def _parse_signature_header(value: str) -> tuple[int, list[str]]:
+    """``t=<unix>,v1=<hex>[,v1=...]`` -> (t, v1 values). Other schemes (v0) are ignored, as the SDK does."""
+    timestamps: list[str] = []
+    signatures: list[str] = []
+    for item in value.split(","):
+        key, sep, val = item.strip().partition("=")
+        if not sep:
+            continue
+        if key == "t":
+            timestamps.append(val.strip())
+        elif key == "v1":
+            signatures.append(val.strip())
+    if len(timestamps) != 1 or not timestamps[0].isascii() or not timestamps[0].isdigit():
+        raise WebhookVerificationError("malformed Stripe-Signature header: needs one numeric t")
+    if len(timestamps[0]) > 12:
+        raise WebhookVerificationError("malformed Stripe-Signature header: t is not a unix time")
+    if not signatures:
+        raise WebhookVerificationError("Stripe-Signature header has no v1 signature")
+    return int(timestamps[0]), signatures
