@@ -49,9 +49,9 @@ def make_engine(url: str, *, immediate: bool = True, pool_size: int = 20) -> Asy
         engine = create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=60)
         _configure_sqlite(engine, immediate=immediate)
         return engine
-    return create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
-    )
+    # No pool_pre_ping: it costs a round trip per transaction on the hot path. A connection the server
+    # dropped fails its transaction once and is discarded; pool_recycle retires idle ones early.
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=900)
 
 
 class Database:
