@@ -114,18 +114,19 @@ async def seal(db: Database, *, batch: int = _SEAL_BATCH) -> int:
                 select(AuditEntry).where(AuditEntry.seq.is_(None)).order_by(AuditEntry.id).limit(batch)
             )
         ).all()
+        rows: list[dict[str, Any]] = []
         for entry in pending:
             if content_hash(entry) != entry.entry_hash:
                 break
             seq += 1
             digest = chain_hash(seq, prev, entry.entry_hash)
-            await session.execute(
-                update(AuditEntry)
-                .where(AuditEntry.id == entry.id, AuditEntry.seq.is_(None))
-                .values(seq=seq, prev_hash=prev, hash=digest)
-            )
+            rows.append({"id": entry.id, "seq": seq, "prev_hash": prev, "hash": digest})
             prev = digest
-            sealed += 1
+        if rows:
+            # One executemany by primary key; the advisory lock (or SQLite's write lock) keeps this the
+            # only sealer, so no entry can be sealed twice.
+            await session.execute(update(AuditEntry), rows)
+            sealed = len(rows)
         await session.commit()
     return sealed
 
