@@ -2,11 +2,15 @@
 
 Transactions are explicit everywhere: services commit, then cause side effects (STYLE rule 7).
 On SQLite, write sessions start with BEGIN IMMEDIATE so two writers queue on the database lock up
-front instead of failing on a lock upgrade halfway through; reads use a plain deferred BEGIN.
+front instead of failing on a lock upgrade halfway through; reads use a plain deferred BEGIN. Within a
+process, write sessions also queue on an asyncio lock: SQLite's busy handler polls with growing sleeps
+and is unfair, so dozens of pooled writers polling for the lock can starve one past any timeout, while
+a FIFO queue in the process keeps every wait as short as the transactions ahead of it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -66,11 +70,19 @@ class Database:
         )
         self._writer = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         self._reader = async_sessionmaker(self.read_engine, expire_on_commit=False, autoflush=False)
+        self._write_turn = asyncio.Lock() if self.is_sqlite else None
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
-        """A write session; the caller commits. Anything not committed is rolled back."""
-        async with self._writer() as session:
+        """A write session; the caller commits. Anything not committed is rolled back.
+
+        Never open a write session inside another one: on SQLite the second would wait for the first.
+        """
+        if self._write_turn is None:
+            async with self._writer() as session:
+                yield session
+            return
+        async with self._write_turn, self._writer() as session:
             yield session
 
     @contextlib.asynccontextmanager
