@@ -1,0 +1,498 @@
+"""`refundwatch demo` (what `make demo` runs): the whole system on this machine, seeded and busy.
+
+Redis (found or started), the database under ``var/``, the gateway simulator, the web server and the
+worker as child processes, ~200 demo payments, some history, then live traffic. Ctrl-C (or SIGTERM)
+stops everything it started and exits 0; a child that dies on its own is reported with its log tail
+and the demo exits non-zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import redis
+import redis.asyncio as aioredis
+
+from refundwatch.audit.actions import Actor
+from refundwatch.config import get_settings, reset_settings
+from refundwatch.demo_traffic import DemoPayment, DemoTraffic
+from refundwatch.lib.exceptions import RefundwatchError
+
+VAR = Path("var")
+LOG_DIR = VAR / "log"
+CONNECTIONS_FILE = VAR / "demo-connections.toml"
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/refundwatch.db"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+SIMULATOR_PORT = 8900
+CONNECTIONS = {"stripe-eu": "EUR", "stripe-us": "USD"}
+SEED_PAYMENTS = 200
+SEED_REFUNDS = 36
+STOP_GRACE_SECONDS = 5.0
+READY_TIMEOUT_SECONDS = 60.0
+DEMO_ACTOR = Actor("system", "demo")
+LABELS = {"web": "web server", "redis": "private redis-server"}
+SCOPES = ["payments:write", "refunds:read", "refunds:write"]
+
+
+BANNER = """
+refundwatch demo is running
+
+  Dashboard    {web}/
+  API docs     {web}/schema
+  API key      {key}
+               scopes: {scopes}
+{logins}
+  Simulator    {sim}  (faults: {sim}/_control/faults, ledger: {sim}/_control/ledger)
+  Traffic      {traffic}
+  Database     {database}
+  Redis        {redis}
+  Logs         {logs}
+
+  Create a refund (send it twice: same Idempotency-Key, same refund):
+    curl -s -X POST {web}/api/v1/refunds {auth} \\
+      -H 'Idempotency-Key: my-first-refund' -H 'Content-Type: application/json' \\
+      -d '{body}'
+  Read it (the id is in the answer):
+    curl -s {web}/api/v1/refunds/<id> {auth}
+  List the ones that succeeded:
+    curl -s '{web}/api/v1/refunds?status=succeeded' {auth}
+
+Press Ctrl-C to stop everything the demo started.
+"""
+
+
+class DemoError(RefundwatchError):
+    """The demo cannot go on; the CLI prints the message as one line and exits non-zero."""
+
+    code = "demo_failed"
+
+
+def _say(line: str = "") -> None:
+    print(line, flush=True)  # flushed: the banner must show up even when stdout is a pipe
+
+
+# ------------------------------------------------------------------------------------ processes
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def label(self) -> str:
+        return LABELS.get(self.name, self.name)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def tail(self, lines: int = 25) -> str:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """Linux: the child gets SIGTERM if the demo itself is killed (-9), so nothing is left behind."""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before fork: no imports in the child
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+
+    return preexec
+
+
+@dataclass
+class Supervisor:
+    children: list[Child] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str]) -> Child:
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        log = LOG_DIR / f"{name}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                # Own process group: a terminal's Ctrl-C reaches only the demo, which then stops the
+                # children in order (apps before Redis), and the group can be killed as a whole.
+                start_new_session=True,
+                preexec_fn=_die_with_parent(),  # noqa: PLW1509 - only prctl, set up before the fork
+            )
+        child = Child(name, proc, log)
+        self.children.append(child)
+        return child
+
+    def first_dead(self) -> Child | None:
+        return next((c for c in self.children if not c.alive()), None)
+
+    def stop_all(self) -> None:
+        """Apps first (the worker still needs Redis to shut down cleanly), then Redis."""
+        previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self._stop([c for c in self.children if c.name != "redis"])
+            self._stop([c for c in self.children if c.name == "redis"])
+            self.children.clear()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    @staticmethod
+    def _stop(children: list[Child]) -> None:
+        for child in children:
+            if child.alive():
+                child.proc.terminate()
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        while any(c.alive() for c in children) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for child in children:
+            if child.alive():
+                _say(f"  {child.label} still busy after {STOP_GRACE_SECONDS:g} s; killed it")
+            # Also reaps helpers the child started (granian's workers) that outlived it.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.proc.pid, signal.SIGKILL)
+            child.proc.wait()
+
+
+class ChildDiedError(Exception):
+    def __init__(self, child: Child) -> None:
+        super().__init__(child.name)
+        self.child = child
+
+
+def _died(child: Child) -> DemoError:
+    _say(f"\nrefundwatch demo: the {child.label} stopped unexpectedly (exit code {child.proc.returncode}).")
+    tail = child.tail()
+    if tail:
+        _say(f"last lines of {child.log}:")
+        _say("\n".join(f"  | {line}" for line in tail.splitlines()))
+    return DemoError(f"the {child.label} stopped unexpectedly; full log: {child.log}")
+
+
+# ----------------------------------------------------------------------------------------- setup
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers do not count
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _redis_answers(url: str) -> bool:
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except (redis.RedisError, OSError, ValueError):
+        return False
+
+
+def _ensure_redis(sup: Supervisor) -> tuple[str, bool]:
+    """The Redis URL to use, and whether the demo started it."""
+    url = os.environ.get("REFUNDWATCH_REDIS_URL") or DEFAULT_REDIS_URL
+    if _redis_answers(url):
+        return url, False
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise DemoError(
+            f"no Redis answers at {url} and there is no redis-server to start one: install it "
+            "(Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis) "
+            "or set REFUNDWATCH_REDIS_URL"
+        )
+    _say(f"no Redis answers at {url}; starting a private redis-server")
+    for _attempt in range(3):  # the free port can be taken before redis binds it
+        port = _free_port()
+        options = f"--bind 127.0.0.1 --port {port} --appendonly no --daemonize no".split()
+        child = sup.start("redis", [binary, *options, "--save", "", "--dir", str(VAR.resolve())])
+        private = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + 10
+        while child.alive() and time.monotonic() < deadline:
+            if _redis_answers(private):
+                return private, True
+            time.sleep(0.05)
+        sup.stop_all()
+    raise DemoError(f"the private redis-server did not start; see {LOG_DIR / 'redis.log'}")
+
+
+def _write_connections_file(simulator_port: int) -> None:
+    tables = []
+    for name in CONNECTIONS:
+        tables.append(
+            "[[connection]]\n"
+            f'name = "{name}"\n'
+            'processor = "stripe"\n'
+            f'base_url = "http://127.0.0.1:{simulator_port}/stripe"\n'
+            f'api_key = "sk_test_demo_{secrets.token_hex(12)}"\n'
+            f'webhook_secret = "whsec_demo_{secrets.token_hex(16)}"\n'
+            "health_check_interval_seconds = 5\n"
+            "timeout_seconds = 10\n"
+        )
+    CONNECTIONS_FILE.write_text(
+        "# Written by `refundwatch demo` for the gateway simulator; rewritten on every run.\n\n"
+        + "\n".join(tables),
+        encoding="utf-8",
+    )
+
+
+async def _prepare_database() -> tuple[str, int]:
+    """Import the demo connections, create an API key; returns it and the next free payment number."""
+    from sqlalchemy import select
+
+    from refundwatch.auth.apikeys import create_api_key
+    from refundwatch.connections.services import import_connections
+    from refundwatch.connections.spec import load_connections_file
+    from refundwatch.db.models import Payment
+    from refundwatch.runtime import Runtime
+
+    rt = Runtime.build(get_settings(), pool_size=2)
+    try:
+        await import_connections(rt.db, rt.cipher, load_connections_file(CONNECTIONS_FILE), DEMO_ACTOR)
+        key = await create_api_key(rt.db, "demo", SCOPES, DEMO_ACTOR)
+        async with rt.db.read_session() as session:
+            references = (
+                await session.scalars(
+                    select(Payment.payment_reference).where(Payment.payment_reference.like("pi_demo_%"))
+                )
+            ).all()
+    finally:
+        await rt.close()
+    # A re-run keeps the earlier history and numbers its new payments after it.
+    numbers = [int(r[len("pi_demo_") :]) for r in references if r[len("pi_demo_") :].isdigit()]
+    return key, max(numbers, default=0) + 1
+
+
+# ------------------------------------------------------------------------------------- live part
+
+
+@dataclass
+class Demo:
+    port: int
+    simulator_port: int
+    api_key: str
+    first_payment: int
+    redis_url: str
+    private_redis: bool
+    traffic: bool
+    sup: Supervisor
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def simulator_url(self) -> str:
+        return f"http://127.0.0.1:{self.simulator_port}"
+
+
+async def _wait_ready(demo: Demo, child: Child, check: Callable[[], Awaitable[bool]]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while True:
+        dead = demo.sup.first_dead()
+        if dead is not None:
+            raise ChildDiedError(dead)
+        try:
+            if await check():
+                return
+        except (httpx2.HTTPError, redis.RedisError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise DemoError(
+                f"the {child.label} did not answer within {READY_TIMEOUT_SECONDS:g} s; see {child.log}"
+            )
+        await asyncio.sleep(0.2)
+
+
+async def _start_children(demo: Demo, client: httpx2.AsyncClient) -> None:
+    from refundwatch.runtime import QUEUE_NAME
+
+    me = [sys.executable, "-m", "refundwatch"]
+    hooks = f"{demo.web_url}/webhooks/{{connection}}"
+    simulator_args = f"simulator --port {demo.simulator_port} --connections {CONNECTIONS_FILE}".split()
+    simulator = demo.sup.start("simulator", [*me, *simulator_args, "--webhook-url", hooks])
+    web = demo.sup.start("web", [*me, "serve", "--port", str(demo.port)])
+    worker = demo.sup.start("worker", [*me, "worker"])
+
+    async def answers(url: str) -> bool:
+        return (await client.get(url)).status_code == 200
+
+    await _wait_ready(demo, simulator, lambda: answers(f"{demo.simulator_url}/_control/faults"))
+    await _wait_ready(demo, web, lambda: answers(f"{demo.web_url}/healthz"))
+    # arq writes this key from its poll loop: once it exists, the worker is taking jobs.
+    queue = aioredis.Redis.from_url(demo.redis_url, socket_connect_timeout=1, socket_timeout=2)
+    try:
+        await _wait_ready(demo, worker, lambda: _exists(queue, f"{QUEUE_NAME}:health-check"))
+    finally:
+        await queue.aclose()
+
+
+async def _exists(client: aioredis.Redis, key: str) -> bool:
+    return bool(await client.exists(key))
+
+
+def _demo_logins() -> list[str]:
+    # DEMO LOGINS: the local OpenID Connect provider with demo users comes in a later issue; return one
+    # line per user here ("alice / alice-password  (operator)") and the banner shows them.
+    return []
+
+
+def _banner(demo: Demo, showcase: DemoPayment) -> str:
+    body = {"payment_reference": showcase.reference, "connection": showcase.connection, "amount": 500,
+            "currency": showcase.currency, "reason": "requested_by_customer"}  # fmt: skip
+    logins = _demo_logins() or ["(not yet: sign-in with demo users arrives with the OIDC provider)"]
+    return BANNER.format(
+        web=demo.web_url,
+        sim=demo.simulator_url,
+        key=demo.api_key,
+        auth=f"-H 'Authorization: Bearer {demo.api_key}'",
+        body=json.dumps(body),
+        scopes=", ".join(SCOPES),
+        logins="\n".join(f"  Demo login   {line}" for line in logins),
+        traffic="about 2-5 refunds per second, with injected gateway faults" if demo.traffic else "off",
+        database=get_settings().database_url,
+        redis=demo.redis_url + (" (private, stopped with the demo)" if demo.private_redis else ""),
+        logs=", ".join(str(c.log) for c in demo.sup.children),
+    )
+
+
+async def _work(demo: Demo) -> None:
+    """Start, seed, print the banner, then drive traffic and watch the children until cancelled."""
+    async with httpx2.AsyncClient(timeout=httpx2.Timeout(30.0, connect=2.0)) as client:
+        _say("starting the gateway simulator, the web server and the worker")
+        await _start_children(demo, client)
+        traffic = DemoTraffic(
+            client,
+            api_url=demo.web_url,
+            api_key=demo.api_key,
+            simulator_url=demo.simulator_url,
+            currencies=CONNECTIONS,
+            approval_threshold=get_settings().approval_threshold_for,
+            first_number=demo.first_payment,
+        )
+        _say(f"seeding {SEED_PAYMENTS} payments and {SEED_REFUNDS} refunds")
+        try:
+            showcase = await traffic.seed(SEED_PAYMENTS, SEED_REFUNDS, faults=demo.traffic)
+        except (httpx2.HTTPError, RuntimeError) as exc:
+            dead = demo.sup.first_dead()
+            if dead is not None:
+                raise ChildDiedError(dead) from exc
+            raise DemoError(f"seeding failed: {exc}") from exc
+        _say(_banner(demo, showcase))
+        runner = asyncio.create_task(traffic.run(report=_say)) if demo.traffic else None
+        try:
+            while True:
+                dead = demo.sup.first_dead()
+                if dead is not None:
+                    raise ChildDiedError(dead)
+                if runner is not None and runner.done():
+                    raise DemoError(f"demo traffic stopped: {runner.exception()!r}")
+                await asyncio.sleep(0.5)
+        finally:
+            if runner is not None:
+                runner.cancel()
+                await asyncio.gather(runner, return_exceptions=True)
+
+
+async def _live(demo: Demo) -> None:
+    """Run ``_work`` until it fails or a signal asks to stop."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    work = asyncio.create_task(_work(demo))
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if work.done():
+            work.result()  # only ever ends with an error
+    except ChildDiedError as exc:
+        raise _died(exc.child) from None
+    finally:
+        for task in (work, stopper):
+            task.cancel()
+        await asyncio.gather(work, stopper, return_exceptions=True)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM during set-up: unwind like Ctrl-C, through the clean-up
+
+
+def run_demo(*, port: int = 8000, traffic: bool = True) -> None:
+    """Run the demo in the current directory until Ctrl-C or SIGTERM."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    sup = Supervisor()
+    try:
+        _run(sup, port, traffic)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if sup.children:
+            _say("\nstopping the demo: " + ", ".join(c.label for c in sup.children))
+        sup.stop_all()
+    _say("the demo has stopped")
+
+
+def _run(sup: Supervisor, port: int, traffic: bool) -> None:
+    os.environ["REFUNDWATCH_MODE"] = "demo"
+    os.environ.setdefault("REFUNDWATCH_DATABASE_URL", DEFAULT_DATABASE_URL)
+    os.environ.setdefault("REFUNDWATCH_BASE_URL", f"http://127.0.0.1:{port}")
+    os.environ.setdefault("REFUNDWATCH_LOG_JSON", "false")  # people read these logs, not a collector
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    if not _port_free(port):
+        raise DemoError(
+            f"port {port} is already in use (another demo still running?); "
+            f"pick another one: refundwatch demo --port {port + 1}  (make demo DEMO_ARGS='--port {port + 1}')"
+        )
+    redis_url, private = _ensure_redis(sup)
+    os.environ["REFUNDWATCH_REDIS_URL"] = redis_url
+    reset_settings()
+    settings = get_settings()
+
+    from refundwatch.db.migrate import upgrade
+
+    _say(f"migrating {settings.database_url}")
+    upgrade(settings.database_url)
+    simulator_port = SIMULATOR_PORT if _port_free(SIMULATOR_PORT) else _free_port()
+    _write_connections_file(simulator_port)
+    api_key, first_payment = asyncio.run(_prepare_database())
+    demo = Demo(port, simulator_port, api_key, first_payment, redis_url, private, traffic, sup)
+    asyncio.run(_live(demo))
