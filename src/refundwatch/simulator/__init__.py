@@ -1,0 +1,35 @@
+"""The gateway simulator (CONTRACT §7): a fake payment processor at the HTTP level.
+
+It is an independent witness (STYLE rule 12): it never imports refundwatch's gateway adapters and
+speaks each processor's wire protocol as written from the processor's docs and official SDK.
+
+Processors (one module each): ``/stripe`` (``POST /v1/refunds``, ``GET /v1/refunds[/{id}]``,
+``GET /v1/balance``).
+
+Control API (no authentication, JSON):
+
+- ``POST /_control/faults`` ``{processor?, latency_ms, jitter_ms, error_rate, timeout_rate,
+  reset_rate, outage, pending_rate, fail_later_rate, settle_ms, timeout_ms,
+  webhook_duplicate_rate}``: every field optional; without ``processor`` it applies to all
+  processors; fields not given keep their value. Answers every processor's config, as does
+  ``GET /_control/faults``. Per request, one roll picks: ``error_rate`` (5xx, nothing executed),
+  ``reset_rate`` (connection dropped; half after executing, half before), ``timeout_rate``
+  (executed, then the answer hangs ``timeout_ms``). ``outage`` answers 503 at once.
+  ``pending_rate`` of refunds start pending and settle after ``settle_ms``; ``fail_later_rate`` of
+  refunds end up failed after ``settle_ms`` (pending → failed, or succeeded → failed);
+  ``webhook_duplicate_rate`` of webhook events are delivered twice.
+- ``POST /_control/payments`` ``{processor, payment_reference, amount, currency}`` → 201 (same data
+  again: 201; different data: 409). ``GET /_control/payments?processor=`` lists them with
+  ``refunded`` and ``refundable``.
+- ``GET /_control/ledger?processor=`` → one row per executed refund: ``{processor,
+  payment_reference, gateway_refund_id, idempotency_key, amount, currency, status}``, ``status``
+  being the simulator's generic one (``pending``, ``succeeded``, ``failed``).
+- ``GET /_control/webhooks?processor=&connection=`` → deliveries ``{event_id, type, processor,
+  connection, url, status_code, attempts, state, error, duplicate, created}``.
+- ``POST /_control/reset`` clears payments, refunds, ledger, idempotency keys, pending settlements,
+  webhook deliveries and faults. ``GET /_control/health`` → 200.
+"""
+
+from .app import create_app, serve
+
+__all__ = ["create_app", "serve"]

@@ -1,0 +1,143 @@
+"""The simulator application and its server."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from litestar import Litestar, Request, Response
+from litestar.exceptions import MethodNotAllowedException, NotFoundException
+
+from . import stripe as stripe_processor
+from .asgi import RAW_SEND_KEY, random_id
+from .connections import Connections, load_connections
+from .control import build_control_router
+from .faults import Faults
+from .state import Store
+from .webhooks import WebhookSender
+
+__all__ = [
+    "ENV_CONNECTIONS",
+    "ENV_WEBHOOK_URL",
+    "SimulatorApp",
+    "app_from_environment",
+    "create_app",
+    "serve",
+]
+
+ENV_CONNECTIONS = "REFUNDWATCH_SIMULATOR_CONNECTIONS"
+ENV_WEBHOOK_URL = "REFUNDWATCH_SIMULATOR_WEBHOOK_URL"
+
+ServerName = Literal["auto", "uvicorn", "granian"]
+
+
+class SimulatorApp(Litestar):
+    """Litestar, plus the server's raw ``send`` kept in the scope so a handler can drop the connection."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope[RAW_SEND_KEY] = send
+        await super().__call__(scope, receive, send)
+
+
+def _unknown_route(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Unknown paths: in the processor's own error format under its prefix."""
+    path = request.scope["path"]
+    if path == "/stripe" or path.startswith("/stripe/"):
+        body = stripe_processor.unrecognized_url(request.method, path.removeprefix("/stripe"))
+        return Response(body, status_code=404, headers={"Request-Id": random_id("req_", 14)})
+    status = 405 if isinstance(exc, MethodNotAllowedException) else 404
+    return Response({"error": "not found" if status == 404 else "method not allowed"}, status_code=status)
+
+
+def create_app(connections_path: Path | None = None, webhook_url: str | None = None) -> Litestar:
+    """Build the simulator: every processor under its name, the control API under ``/_control``.
+
+    ``connections_path`` is a TOML connections file (CONTRACT §6): with it, only its credentials are
+    accepted and its webhook secrets sign the webhooks sent to ``webhook_url`` (a template with
+    ``{connection}``). Raises :class:`~.connections.ConnectionsFileError` for a bad file.
+    """
+    connections = load_connections(connections_path) if connections_path is not None else Connections()
+    store = Store()
+    faults = Faults()
+    webhooks = WebhookSender(webhook_url)
+    stripe = stripe_processor.StripeSimulator(store, faults, webhooks, connections)
+    app = SimulatorApp(
+        route_handlers=[stripe.router(), build_control_router(store, faults, webhooks)],
+        on_startup=[webhooks.start],
+        on_shutdown=[webhooks.close],
+        exception_handlers={NotFoundException: _unknown_route, MethodNotAllowedException: _unknown_route},
+        openapi_config=None,
+        debug=False,
+    )
+    app.state.update({"store": store, "faults": faults, "webhooks": webhooks, "connections": connections})
+    return app
+
+
+def app_from_environment() -> Litestar:
+    """Factory for servers that import the app by name (granian): settings come from the environment."""
+    connections = os.environ.get(ENV_CONNECTIONS)
+    return create_app(Path(connections) if connections else None, os.environ.get(ENV_WEBHOOK_URL) or None)
+
+
+def _pick_server(server: ServerName) -> Literal["uvicorn", "granian"]:
+    if server != "auto":
+        return server
+    return "uvicorn" if importlib.util.find_spec("uvicorn") is not None else "granian"
+
+
+def serve(
+    host: str,
+    port: int,
+    connections_path: Path | None,
+    webhook_url: str | None,
+    *,
+    server: ServerName = "auto",
+) -> None:
+    """Run the simulator until interrupted (blocking).
+
+    ``server="auto"`` uses uvicorn when it is installed (it can drop a connection without any
+    answer, which ``reset_rate`` needs), else granian (which cuts the answer short instead).
+    """
+    if connections_path is not None:
+        load_connections(connections_path)  # fail fast, before any server starts
+    if _pick_server(server) == "uvicorn":
+        import uvicorn
+
+        uvicorn.run(
+            create_app(connections_path, webhook_url),
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            backlog=4096,
+            timeout_keep_alive=75,
+            lifespan="on",
+        )
+        return
+    from granian.constants import Interfaces
+    from granian.log import LogLevels
+    from granian.server import Server
+
+    if connections_path is not None:
+        os.environ[ENV_CONNECTIONS] = str(connections_path.resolve())
+    else:
+        os.environ.pop(ENV_CONNECTIONS, None)
+    if webhook_url:
+        os.environ[ENV_WEBHOOK_URL] = webhook_url
+    else:
+        os.environ.pop(ENV_WEBHOOK_URL, None)
+    granian = cast(Any, Server)(
+        f"{__name__}:app_from_environment",
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=1,
+        factory=True,
+        backlog=4096,
+        log_level=LogLevels.warning,
+        log_access=False,
+    )
+    granian.serve()

@@ -1,0 +1,124 @@
+"""The control API under ``/_control`` (CONTRACT §7): faults, payments, ledger, webhooks, reset.
+
+No authentication: the simulator is a loopback test tool.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, Router, get, post
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+
+from .faults import PROCESSORS, FaultConfigError, Faults
+from .state import PaymentConflictError, Store
+from .webhooks import WebhookSender
+
+__all__ = ["build_control_router"]
+
+
+class _BadRequestError(ValueError):
+    pass
+
+
+def _error(status: int, message: str) -> Response[dict[str, Any]]:
+    return Response({"error": message}, status_code=status)
+
+
+async def _json_object(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    body = await request.body()
+    if not body.strip():
+        return {}
+    try:
+        data = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise _BadRequestError(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise _BadRequestError("body must be a JSON object")
+    return data
+
+
+def _payment_fields(data: dict[str, Any]) -> tuple[str, str, int, str]:
+    unknown = set(data) - {"processor", "payment_reference", "amount", "currency"}
+    if unknown:
+        raise _BadRequestError(f"unknown field(s): {', '.join(sorted(unknown))}")
+    processor = data.get("processor")
+    reference = data.get("payment_reference")
+    amount = data.get("amount")
+    currency = data.get("currency")
+    if processor not in PROCESSORS:
+        raise _BadRequestError(f"processor must be one of {', '.join(PROCESSORS)}")
+    if not isinstance(reference, str) or not reference or len(reference) > 255:
+        raise _BadRequestError("payment_reference must be a non-empty string of at most 255 characters")
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+        raise _BadRequestError("amount must be a positive integer in minor units")
+    if (
+        not isinstance(currency, str)
+        or len(currency) != 3
+        or not currency.isalpha()
+        or not currency.isascii()
+    ):
+        raise _BadRequestError("currency must be a three-letter ISO 4217 code")
+    return str(processor), reference, amount, currency
+
+
+def build_control_router(store: Store, faults: Faults, webhooks: WebhookSender) -> Router:
+    @get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @get("/faults")
+    async def get_faults() -> dict[str, dict[str, Any]]:
+        return faults.snapshot()
+
+    @post("/faults", status_code=HTTP_200_OK)
+    async def set_faults(request: Request[Any, Any, Any]) -> Response[Any]:
+        try:
+            return Response(faults.update(await _json_object(request)))
+        except (_BadRequestError, FaultConfigError) as exc:
+            return _error(400, str(exc))
+
+    @post("/payments", status_code=HTTP_201_CREATED)
+    async def register_payment(request: Request[Any, Any, Any]) -> Response[Any]:
+        try:
+            processor, reference, amount, currency = _payment_fields(await _json_object(request))
+            payment = store.register_payment(processor, reference, amount, currency)
+        except _BadRequestError as exc:
+            return _error(400, str(exc))
+        except PaymentConflictError as exc:
+            return _error(409, str(exc))
+        return Response(payment.as_dict(), status_code=HTTP_201_CREATED)
+
+    @get("/payments")
+    async def list_payments(processor: str | None = None) -> list[dict[str, Any]]:
+        return [p.as_dict() for p in store.payments.values() if processor is None or p.processor == processor]
+
+    @get("/ledger")
+    async def ledger(processor: str | None = None) -> list[dict[str, Any]]:
+        return store.ledger_rows(processor)
+
+    @get("/webhooks")
+    async def deliveries(processor: str | None = None, connection: str | None = None) -> list[dict[str, Any]]:
+        return webhooks.list(connection=connection, processor=processor)
+
+    @post("/reset", status_code=HTTP_200_OK)
+    async def reset() -> dict[str, bool]:
+        store.reset()
+        faults.reset()
+        await webhooks.reset()
+        return {"reset": True}
+
+    return Router(
+        path="/_control",
+        route_handlers=[
+            health,
+            get_faults,
+            set_faults,
+            register_payment,
+            list_payments,
+            ledger,
+            deliveries,
+            reset,
+        ],
+    )

@@ -1,0 +1,169 @@
+"""Background webhook delivery, generic over the processor.
+
+A processor module builds the event body and a ``signer`` that returns its signature headers for
+one attempt (signatures carry a timestamp, so each retry is signed afresh); this module posts it
+to the connection's URL in the background, retrying on non-2xx answers and connection errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx2
+
+from .connections import Connection
+
+__all__ = ["Delivery", "Signer", "WebhookSender"]
+
+Signer = Callable[[bytes], Mapping[str, str]]
+
+DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
+
+
+@dataclass(slots=True)
+class Delivery:
+    event_id: str
+    event_type: str
+    processor: str
+    connection: str
+    url: str
+    created: float
+    duplicate: bool = False
+    attempts: int = 0
+    status_code: int | None = None
+    state: str = "pending"  # pending | delivered | failed
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "type": self.event_type,
+            "processor": self.processor,
+            "connection": self.connection,
+            "url": self.url,
+            "status_code": self.status_code,
+            "attempts": self.attempts,
+            "state": self.state,
+            "error": self.error,
+            "duplicate": self.duplicate,
+            "created": self.created,
+        }
+
+
+class WebhookSender:
+    """Posts events through one shared ``httpx2.AsyncClient`` (opened on app start-up)."""
+
+    def __init__(
+        self,
+        url_template: str | None,
+        *,
+        retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+        timeout_seconds: float = 10.0,
+    ) -> None:
+        self.url_template = url_template
+        self.retry_delays = tuple(retry_delays)
+        self.timeout_seconds = timeout_seconds
+        self.deliveries: list[Delivery] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._client: httpx2.AsyncClient | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.url_template is not None
+
+    def url_for(self, connection: Connection) -> str | None:
+        if self.url_template is None:
+            return None
+        return self.url_template.replace("{connection}", quote(connection.name, safe=""))
+
+    async def start(self) -> None:
+        if self._client is None:
+            self._client = httpx2.AsyncClient(
+                timeout=httpx2.Timeout(self.timeout_seconds),
+                limits=httpx2.Limits(max_connections=64, max_keepalive_connections=64),
+                trust_env=False,  # loopback only: never route through an environment proxy
+            )
+
+    async def close(self) -> None:
+        await self._cancel_all()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def send(
+        self,
+        connection: Connection,
+        event_id: str,
+        event_type: str,
+        body: bytes,
+        signer: Signer,
+        *,
+        duplicate: bool = False,
+    ) -> None:
+        """Deliver ``body`` in the background (twice, independently, when ``duplicate``)."""
+        url = self.url_for(connection)
+        if url is None:
+            return
+        for copy in range(2 if duplicate else 1):
+            delivery = Delivery(
+                event_id=event_id,
+                event_type=event_type,
+                processor=connection.processor,
+                connection=connection.name,
+                url=url,
+                created=time.time(),
+                duplicate=copy > 0,
+            )
+            self.deliveries.append(delivery)
+            task = asyncio.get_running_loop().create_task(self._deliver(delivery, body, signer))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def list(self, connection: str | None = None, processor: str | None = None) -> list[dict[str, Any]]:
+        return [
+            d.as_dict()
+            for d in self.deliveries
+            if (connection is None or d.connection == connection)
+            and (processor is None or d.processor == processor)
+        ]
+
+    async def reset(self) -> None:
+        await self._cancel_all()
+        self.deliveries.clear()
+
+    async def _cancel_all(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def _deliver(self, delivery: Delivery, body: bytes, signer: Signer) -> None:
+        for attempt in range(1 + len(self.retry_delays)):
+            if attempt:
+                await asyncio.sleep(self.retry_delays[attempt - 1])
+            if self._client is None:  # started outside the app's lifespan (tests of the app object)
+                await self.start()
+            client = self._client
+            assert client is not None
+            delivery.attempts += 1
+            headers = {"Content-Type": "application/json; charset=utf-8", **signer(body)}
+            try:
+                response = await client.post(delivery.url, content=body, headers=headers)
+            except httpx2.HTTPError as exc:
+                delivery.status_code = None
+                delivery.error = f"{type(exc).__name__}: {exc}"
+                continue
+            delivery.status_code = response.status_code
+            if 200 <= response.status_code < 300:
+                delivery.state = "delivered"
+                delivery.error = None
+                return
+            delivery.error = f"HTTP {response.status_code}"
+        delivery.state = "failed"

@@ -1,0 +1,109 @@
+"""The control API, the command line, and the simulator's independence from refundwatch's adapters."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import Simulator
+
+SIMULATOR_SOURCE = Path(__file__).resolve().parents[2] / "src" / "refundwatch" / "simulator"
+
+
+def test_payments_are_idempotent_and_conflicts_are_409(sim: Simulator) -> None:
+    body = {"processor": "stripe", "payment_reference": "pi_ctl", "amount": 1500, "currency": "usd"}
+    first = sim.control("POST", "/payments", body)
+    assert first.status_code == 201
+    assert first.json()["currency"] == "USD"
+    assert sim.control("POST", "/payments", body).status_code == 201
+    assert sim.control("POST", "/payments", {**body, "currency": "USD"}).status_code == 201
+    conflict = sim.control("POST", "/payments", {**body, "amount": 1600})
+    assert conflict.status_code == 409
+    assert "pi_ctl" in conflict.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"processor": "acme", "payment_reference": "x", "amount": 1, "currency": "usd"},
+        {"processor": "stripe", "payment_reference": "", "amount": 1, "currency": "usd"},
+        {"processor": "stripe", "payment_reference": "x", "amount": 0, "currency": "usd"},
+        {"processor": "stripe", "payment_reference": "x", "amount": 1.5, "currency": "usd"},
+        {"processor": "stripe", "payment_reference": "x", "amount": True, "currency": "usd"},
+        {"processor": "stripe", "payment_reference": "x", "amount": 1, "currency": "dollars"},
+        {"processor": "stripe", "payment_reference": "x", "amount": 1, "currency": "usd", "extra": 1},
+        [],
+    ],
+)
+def test_bad_payments_are_400(sim: Simulator, body: object) -> None:
+    assert sim.control("POST", "/payments", body).status_code == 400
+
+
+def test_malformed_json_is_400(sim: Simulator) -> None:
+    response = sim.http.post(f"{sim.url}/_control/payments", content=b"{nope")
+    assert response.status_code == 400
+
+
+def test_ledger_filter_by_processor(sim: Simulator) -> None:
+    sim.payment("pi_filter", amount=100)
+    sim.client().v1.refunds.create(params={"payment_intent": "pi_filter"})
+    assert len(sim.ledger("stripe")) == 1
+    assert sim.ledger("adyen") == []
+
+
+def test_fault_defaults(sim: Simulator) -> None:
+    config = sim.control("GET", "/faults").json()
+    assert set(config) == {"stripe", "adyen", "paypal", "checkout", "square", "braintree"}
+    assert config["stripe"] == {
+        "latency_ms": 0.0,
+        "jitter_ms": 0.0,
+        "error_rate": 0.0,
+        "timeout_rate": 0.0,
+        "reset_rate": 0.0,
+        "outage": False,
+        "pending_rate": 0.0,
+        "fail_later_rate": 0.0,
+        "settle_ms": 2000.0,
+        "timeout_ms": 35000.0,
+        "webhook_duplicate_rate": 0.0,
+    }
+
+
+def test_bad_connections_file_is_a_one_line_error(tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text('[[connection]]\nname = "x"\nprocessor = "nope"\n', encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "refundwatch.simulator", "--connections", str(path), "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "processor" in result.stderr
+
+
+def test_the_simulator_never_imports_refundwatch_outside_itself() -> None:
+    """STYLE rule 12: an independent witness; no import of the adapters (or anything else of refundwatch)."""
+    for path in SIMULATOR_SOURCE.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                assert node.level > 0 or not (node.module or "").startswith("refundwatch"), (
+                    path.name,
+                    node.module,
+                )
+            elif isinstance(node, ast.Import):
+                assert not any(alias.name.startswith("refundwatch") for alias in node.names), path.name
+    code = (
+        "import sys, refundwatch.simulator, refundwatch.simulator.__main__\n"
+        "bad = [m for m in sys.modules\n"
+        "       if m.startswith('refundwatch.') and not m.startswith('refundwatch.simulator')]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
