@@ -146,7 +146,12 @@ async def verify(db: Database, *, chunk: int = 5000) -> VerifyReport:
     """Walk the whole chain in order and recheck every entry (read-only)."""
     expected_seq, prev = 1, GENESIS
     sealed = 0
-    async with db.read_session() as session:
+    async with db.snapshot_session() as session:
+        outside = await session.scalar(select(AuditEntry).where(AuditEntry.seq < 1).limit(1))
+        if outside is not None:
+            return VerifyReport(
+                0, 0, f"audit entry #{outside.id} (seq {outside.seq}): outside the chain; inserted"
+            )
         while True:
             rows = (
                 await session.scalars(

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -45,7 +45,9 @@ def _configure_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def make_engine(url: str, *, immediate: bool = True, pool_size: int = 20) -> AsyncEngine:
+def make_engine(
+    url: str, *, immediate: bool = True, pool_size: int = 20, autocommit: bool = False
+) -> AsyncEngine:
     if url.startswith("sqlite"):
         path = _sqlite_file(url)
         if path is not None:
@@ -53,21 +55,29 @@ def make_engine(url: str, *, immediate: bool = True, pool_size: int = 20) -> Asy
         engine = create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=60)
         _configure_sqlite(engine, immediate=immediate)
         return engine
-    # No pool_pre_ping: it costs a round trip per transaction on the hot path. A connection the server
-    # dropped fails its transaction once and is discarded; pool_recycle retires idle ones early.
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=900)
+    # Round trips are the cost that matters here, so: no pool_pre_ping (one per transaction; a dropped
+    # connection fails one transaction and is discarded, pool_recycle retires idle ones early) and no
+    # reset-on-return ROLLBACK (every session already ends in COMMIT or ROLLBACK). Read-only engines
+    # run in autocommit: single SELECTs need no BEGIN/ROLLBACK around them.
+    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_recycle=900,
+        pool_reset_on_return=None,
+        **options,
+    )
 
 
 class Database:
-    """One per process: a write engine and (on SQLite) a separate deferred-read engine."""
+    """One per process: a write engine and a read engine (deferred on SQLite, autocommit on PostgreSQL)."""
 
     def __init__(self, url: str, *, pool_size: int = 20) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self.engine = make_engine(url, immediate=True, pool_size=pool_size)
-        self.read_engine = (
-            make_engine(url, immediate=False, pool_size=pool_size) if self.is_sqlite else self.engine
-        )
+        self.read_engine = make_engine(url, immediate=False, pool_size=pool_size, autocommit=True)
         self._writer = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         self._reader = async_sessionmaker(self.read_engine, expire_on_commit=False, autoflush=False)
         self._write_turn = asyncio.Lock() if self.is_sqlite else None
@@ -89,6 +99,18 @@ class Database:
     async def read_session(self) -> AsyncIterator[AsyncSession]:
         async with self._reader() as session:
             yield session
+
+    @contextlib.asynccontextmanager
+    async def snapshot_session(self) -> AsyncIterator[AsyncSession]:
+        """A read-only view that stays consistent across many statements (for whole-table checks)."""
+        if self.is_sqlite:  # a deferred read transaction in WAL mode is already a snapshot
+            async with self._reader() as session:
+                yield session
+            return
+        async with self._writer() as session:
+            await session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+            yield session
+            await session.rollback()
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -55,6 +55,10 @@ def check_payment(data: PaymentInput) -> None:
         raise ValidationFailed(f"unknown currency {data.currency!r}", code="invalid_currency")
     if data.captured_at.tzinfo is None:
         raise ValidationFailed("captured_at must include a time zone", code="validation_error")
+    for name in ("order_id", "invoice_id"):
+        value = getattr(data, name)
+        if value is not None and len(value) > 255:
+            raise ValidationFailed(f"{name} must be at most 255 characters")
 
 
 def _same(row: Payment, data: PaymentInput) -> bool:

@@ -64,9 +64,11 @@ class RefundController(Controller):
             source=Source.API,
         )
         headers = {} if intake.created else {"Idempotent-Replayed": "true"}
-        return Response(
-            await _out(rt, intake.refund), status_code=201 if intake.created else 200, headers=headers
-        )
+        if intake.events is not None:  # just created: everything is in hand, no need to read it back
+            out = refund_out(intake.refund, intake.events, await _name(rt, intake.refund.connection_id))
+        else:
+            out = await _out(rt, intake.refund)
+        return Response(out, status_code=201 if intake.created else 200, headers=headers)
 
     @get("/refunds/{refund_id:uuid}", opt=READ)
     async def read(self, request: Request[Any, Any, Any], who: Principal, refund_id: UUID) -> RefundOut:

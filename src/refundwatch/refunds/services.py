@@ -155,6 +155,7 @@ def _check_shape(body: RefundCreate) -> None:
 class Intake:
     refund: Refund
     created: bool
+    events: list[RefundEvent] | None = None  # known for a new refund; a replay reads them
 
 
 async def _find_payment(session: AsyncSession, rt: Runtime, body: RefundCreate) -> Payment:
@@ -226,15 +227,14 @@ async def create_refund(
         refund = _new_refund(body, payment, scope, idempotency_key, fingerprint, actor)
         session.add(refund)
         await session.flush()
-        session.add(
-            RefundEvent(
-                refund_id=refund.id,
-                at=refund.created_at,
-                status=refund.status,
-                source=source.value,
-                detail=f"requested by {actor.id}: {body.reason}",
-            )
+        first = RefundEvent(
+            refund_id=refund.id,
+            at=refund.created_at,
+            status=refund.status,
+            source=source.value,
+            detail=f"requested by {actor.id}: {body.reason}",
         )
+        session.add(first)
         record(
             session,
             actor,
@@ -259,7 +259,7 @@ async def create_refund(
                 raise
             return Intake(replay, created=False)
     await enqueue_execution(rt, refund.id)
-    return Intake(refund, created=True)
+    return Intake(refund, created=True, events=[first])
 
 
 def _new_refund(

@@ -8,6 +8,7 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from sqlalchemy.exc import DataError
 
 from refundwatch.lib.exceptions import RefundwatchError
 
@@ -41,6 +42,14 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[s
     return Response(_body(code, exc.detail), status_code=status, headers=headers)
 
 
+def unstorable_input(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """Safety net: a value the database cannot store (too long, not valid text) is bad input, not a 500."""
+    log.warning(
+        "unstorable input on %s %s: %s", request.method, request.scope.get("path"), exc.__class__.__name__
+    )
+    return Response(_body("validation_error", "a value is too long or is not valid text"), status_code=422)
+
+
 def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     log.error(
         "unhandled error on %s %s: %s",
@@ -59,5 +68,7 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     RefundwatchError: refundwatch_error,
     ValidationException: validation_error,
     HTTPException: http_error,
+    DataError: unstorable_input,
+    UnicodeEncodeError: unstorable_input,
     Exception: internal_error,
 }

@@ -60,6 +60,17 @@ async def _reject(rt: Runtime, connection: str, reason: str, actor: Actor) -> No
         log.warning("could not record a rejected webhook for %s", connection, exc_info=True)
 
 
+def _check_storable(event: WebhookEvent) -> None:
+    """A signed event is still outside input: its ids must fit our columns and be valid text."""
+    for name, value, limit in (("id", event.event_id, 255), ("type", event.event_type, 128)):
+        if not value or len(value) > limit:
+            raise ValueError(f"event {name} must be 1 to {limit} characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"event {name} is not valid text") from None
+
+
 async def receive(
     rt: Runtime,
     connection_name: str,
@@ -77,6 +88,8 @@ async def receive(
     try:
         gateway.verify_webhook(conn.credentials, headers, body)
         events = gateway.parse_webhook(body)
+        for event in events:
+            _check_storable(event)
     except WebhookVerificationError as exc:
         await _reject(rt, connection_name, str(exc), actor)
         raise AuthenticationFailed(f"webhook signature rejected: {exc}", code="invalid_signature") from None

@@ -1,0 +1,484 @@
+"""The tamper-evident audit log on a running refundwatch: recorded, sealed, guarded, verified.
+
+Real activity (API, worker, webhooks) writes entries; ``refundwatch audit seal`` / ``verify`` check the
+chain. Plain UPDATE/DELETE are refused by the database's own triggers; an attacker with superuser
+rights who bypasses them (PostgreSQL ``session_replication_role = replica`` or ``DISABLE TRIGGER``,
+SQLite ``DROP TRIGGER``) is caught by ``verify``, which names the first bad entry in one line.
+Each tampering is undone afterwards (guards bypassed the same way), and the last test checks that
+the restored chain verifies again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import re
+import sqlite3
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import httpx2
+import pytest
+
+from stack import Stack
+
+pytestmark = pytest.mark.slow
+
+FINAL = ("succeeded", "failed", "reversed", "manual_review", "canceled", "rejected")
+INTACT = re.compile(r"^audit chain intact: (\d+) entries verified, (\d+) awaiting their seal$")
+COLUMNS = (
+    "id",
+    "at",
+    "actor_type",
+    "actor_id",
+    "action",
+    "target_type",
+    "target_id",
+    "details",
+    "ip",
+    "user_agent",
+    "entry_hash",
+    "seq",
+    "prev_hash",
+    "hash",
+)
+
+
+# ------------------------------------------------------------------------------------- database access
+
+
+def _sqlite_path(stack: Stack) -> str:
+    return stack.database_url.split(":///", 1)[1]
+
+
+def _pg_dsn(stack: Stack) -> str:
+    return stack.database_url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+def _pg_sql(sql: str) -> str:
+    counter = iter(range(1, 1000))
+    return re.sub(r"\?", lambda _: f"${next(counter)}", sql)
+
+
+def _run(factory: Callable[[], Awaitable[Any]]) -> Any:
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # never on the test thread's event loop
+        return pool.submit(lambda: asyncio.run(factory())).result(timeout=60)
+
+
+def db_rows(stack: Stack, sql: str, *params: Any) -> list[dict[str, Any]]:
+    """Rows of one query (``?`` placeholders on both backends), as dicts."""
+    if stack.backend == "sqlite":
+        with contextlib.closing(sqlite3.connect(_sqlite_path(stack), timeout=30)) as conn:
+            conn.row_factory = sqlite3.Row
+            return [dict(row) for row in conn.execute(sql, params).fetchall()]
+
+    async def work() -> list[dict[str, Any]]:
+        import asyncpg
+
+        conn = await asyncpg.connect(_pg_dsn(stack), timeout=10)
+        try:
+            return [dict(row) for row in await conn.fetch(_pg_sql(sql), *params)]
+        finally:
+            await conn.close()
+
+    result: list[dict[str, Any]] = _run(work)
+    return result
+
+
+def plain_statement(stack: Stack, sql: str) -> None:
+    """Run one statement as an ordinary client would (guards in place)."""
+    if stack.backend == "sqlite":
+        with contextlib.closing(sqlite3.connect(_sqlite_path(stack), timeout=30)) as conn:
+            conn.execute(sql)
+            conn.commit()
+        return
+
+    async def work() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(_pg_dsn(stack), timeout=10)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    _run(work)
+
+
+def bypassing_guards(stack: Stack, sql: str, *params: Any, how: str = "replica") -> None:
+    """Run one statement the way an attacker with database superuser rights would: guards bypassed.
+
+    PostgreSQL: ``SET LOCAL session_replication_role = replica`` (user triggers do not fire) or
+    ``ALTER TABLE … DISABLE TRIGGER USER``, inside one transaction. SQLite: drop the guard triggers,
+    run the statement, and put the triggers back, inside one transaction.
+    """
+    if stack.backend == "sqlite":
+        with contextlib.closing(
+            sqlite3.connect(_sqlite_path(stack), timeout=30, isolation_level=None)
+        ) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            guards = conn.execute(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_log'"
+            ).fetchall()
+            assert {name for name, _ in guards} == {"audit_log_seal_only", "audit_log_no_delete"}
+            for name, _ in guards:
+                conn.execute(f'DROP TRIGGER "{name}"')
+            conn.execute(sql, params)
+            for _, ddl in guards:
+                conn.execute(ddl)
+            conn.execute("COMMIT")
+        return
+
+    async def work() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(_pg_dsn(stack), timeout=10)
+        try:
+            async with conn.transaction():
+                if how == "replica":
+                    await conn.execute("SET LOCAL session_replication_role = replica")
+                    await conn.execute(_pg_sql(sql), *params)
+                else:
+                    await conn.execute("ALTER TABLE audit_log DISABLE TRIGGER USER")
+                    await conn.execute(_pg_sql(sql), *params)
+                    await conn.execute("ALTER TABLE audit_log ENABLE TRIGGER USER")
+        finally:
+            await conn.close()
+
+    _run(work)
+
+
+def restore_row(stack: Stack, row: dict[str, Any]) -> None:
+    columns = ", ".join(COLUMNS)
+    marks = ", ".join("?" for _ in COLUMNS)
+    bypassing_guards(stack, f"INSERT INTO audit_log ({columns}) VALUES ({marks})", *(row[c] for c in COLUMNS))
+
+
+def audit_rows(stack: Stack, where: str = "1 = 1", *params: Any) -> list[dict[str, Any]]:
+    return db_rows(stack, f"SELECT {', '.join(COLUMNS)} FROM audit_log WHERE {where} ORDER BY id", *params)
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+def wait_until(condition: Callable[[], Any], *, timeout: float, interval: float = 0.1, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+def verify(stack: Stack) -> tuple[int, str, str]:
+    result = stack.cli("audit", "verify", check=False)
+    return result.returncode, result.stdout.strip(), result.stderr.strip()
+
+
+def assert_broken(stack: Stack, *needles: str) -> str:
+    """verify fails with one line that names the first bad entry; the line."""
+    code, out, err = verify(stack)
+    assert code != 0, (out, err)
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def content_hash(row: dict[str, Any]) -> str:
+    """The entry hash as refundwatch computes it (audit/services.py), for a forger who knows it."""
+    at = row["at"]
+    if isinstance(at, str):
+        at = dt.datetime.fromisoformat(at)
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=dt.UTC)
+    fields = [at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")]
+    fields += [
+        row[c] for c in ("actor_type", "actor_id", "action", "target_type", "target_id", "details", "ip")
+    ]
+    fields.append(row["user_agent"])
+    canonical = json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def chain_hash(seq: int, prev_hash: str, entry_hash: str) -> str:
+    return hashlib.sha256(f"{seq}|{prev_hash}|{entry_hash}".encode()).hexdigest()
+
+
+def sealed(stack: Stack) -> list[dict[str, Any]]:
+    return audit_rows(stack, "seq IS NOT NULL")
+
+
+def sealed_transitions(stack: Stack, refund_id: str, count: int) -> list[dict[str, Any]] | None:
+    """The refund's transition entries once there are ``count`` of them and all are sealed."""
+    rows = audit_rows(stack, "target_id = ? AND action LIKE ?", refund_id, "%:refund:transition")
+    return rows if len(rows) == count and all(r["seq"] is not None for r in rows) else None
+
+
+def middle_sealed(stack: Stack) -> dict[str, Any]:
+    rows = sorted(sealed(stack), key=lambda r: r["seq"])
+    assert len(rows) >= 5, rows
+    return rows[len(rows) // 2]
+
+
+# --------------------------------------------------------------------------------- recording and sealing
+
+
+def test_activity_is_audited_sealed_and_verified(stack: Stack) -> None:
+    stack.faults()
+    good_reference = stack.payment(10_000)
+    good = stack.refund(good_reference, 1_000)
+    assert good.status_code == 201, good.text
+    refused_reference = stack.payment(6_000, simulator_amount=1_000)
+    refused = stack.refund(refused_reference, 5_000)
+    assert refused.status_code == 201, refused.text
+    good_id, refused_id = good.json()["id"], refused.json()["id"]
+    assert stack.wait_status(good_id, *FINAL)["status"] == "succeeded"
+    assert stack.wait_status(refused_id, *FINAL)["status"] == "failed"
+    with stack.api() as client:
+        assert client.post(f"/api/v1/refunds/{refused_id}/retry").status_code == 200
+    wait_until(
+        lambda: stack.get(refused_id)["status"] == "failed" and stack.get(refused_id)["attempts"] == 1,
+        timeout=20,
+        what="the retried refund to fail again",
+    )
+    rejected = httpx2.post(
+        f"{stack.web_url}/webhooks/stripe-test",
+        content=b'{"id": "evt_forged", "object": "event", "type": "refund.failed"}',
+        headers={"Stripe-Signature": f"t={int(time.time())},v1={'0' * 64}"},
+        timeout=30,
+    )
+    assert rejected.status_code in (400, 401)
+
+    for refund_id in (good_id, refused_id):
+        refund = stack.get(refund_id)
+        moves = [e for e in refund["events"] if e["from_status"]]
+        expected = len(moves)
+        # The worker seals every second; wait until this refund's entries are all in the chain.
+        rows = wait_until(
+            lambda rid=refund_id, n=expected: sealed_transitions(stack, rid, n),
+            timeout=20,
+            what=f"the audit rows of refund {refund_id}",
+        )
+        recorded = [(json.loads(r["details"])["from"], json.loads(r["details"])["to"]) for r in rows]
+        assert recorded == [(e["from_status"], e["status"]) for e in moves]
+        assert [r["action"] for r in rows] == [f"{e['source']}:refund:transition" for e in moves]
+        created = audit_rows(stack, "target_id = ? AND action = ?", refund_id, "api:refund:create")
+        assert len(created) == 1
+        assert created[0]["actor_type"] == "api_key"
+        assert json.loads(created[0]["details"])["amount"] == refund["amount"]
+
+    retried = audit_rows(stack, "target_id = ? AND action = ?", refused_id, "api:refund:transition")
+    assert [json.loads(r["details"])["trigger"] for r in retried] == ["retry"]
+    assert {r["action"] for r in audit_rows(stack, "target_id = ?", good_id)} >= {
+        "api:refund:create",
+        "worker:refund:transition",
+    }
+    payments = [
+        json.loads(r["details"])["reference"] for r in audit_rows(stack, "action = ?", "api:payment:create")
+    ]
+    assert {good_reference, refused_reference} <= set(payments)
+    rejections = audit_rows(stack, "action = ?", "webhook:event:rejected")
+    assert rejections
+    assert rejections[-1]["actor_type"] == "processor"
+    assert rejections[-1]["target_id"] == "stripe-test"
+    assert audit_rows(stack, "action = ?", "webhook:event:accepted")  # the simulator's signed webhooks
+
+    seal = stack.cli("audit", "seal")
+    assert re.fullmatch(r"sealed \d+ entries", seal.stdout.strip()), seal.stdout
+    floor = len(sealed(stack))
+    code, out, err = verify(stack)
+    assert code == 0, err
+    match = INTACT.fullmatch(out)
+    assert match, out
+    assert int(match.group(1)) >= floor > 0
+    assert int(match.group(1)) + int(match.group(2)) <= len(audit_rows(stack))
+
+
+# ----------------------------------------------------------------------------------------------- guards
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE audit_log SET details = '{}'",
+        "UPDATE audit_log SET seq = NULL, hash = NULL WHERE seq IS NOT NULL",
+        "DELETE FROM audit_log",
+        "DELETE FROM audit_log WHERE id = (SELECT MAX(id) FROM audit_log)",
+        "TRUNCATE audit_log",
+    ],
+)
+def test_plain_update_delete_and_truncate_are_refused(stack: Stack, statement: str) -> None:
+    if statement.startswith("TRUNCATE") and stack.backend == "sqlite":
+        pytest.skip("SQLite has no TRUNCATE")
+    before = audit_rows(stack, "seq IS NOT NULL")
+    assert before
+    _expect_refused(stack, statement)
+    after = {r["id"]: r for r in audit_rows(stack, "seq IS NOT NULL")}
+    assert all(after.get(r["id"]) == r for r in before), "a sealed entry changed or vanished"
+
+
+def _expect_refused(stack: Stack, statement: str) -> None:
+    if stack.backend == "sqlite":
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            plain_statement(stack, statement)
+        return
+    import asyncpg
+
+    with pytest.raises(asyncpg.PostgresError, match="append-only"):
+        plain_statement(stack, statement)
+
+
+# -------------------------------------------------------------------------------------------- tampering
+
+
+@pytest.fixture(scope="module")
+def quiet(stack: Stack) -> Iterator[Stack]:
+    """No sealer running while entries are tampered with and restored; the worker comes back after.
+
+    Some sealed history first (five payments), so the chain has a middle whatever ran before.
+    """
+    with stack.api() as client:
+        for _ in range(5):
+            response = client.post(
+                "/api/v1/payments",
+                json={
+                    "connection": "stripe-test",
+                    "payment_reference": f"pi_{uuid.uuid4().hex[:20]}",
+                    "amount": 100,
+                    "currency": "EUR",
+                    "captured_at": "2026-11-01T10:00:00Z",
+                },
+            )
+            assert response.status_code == 201, response.text
+    wait_until(lambda: not audit_rows(stack, "seq IS NULL"), timeout=20, what="the worker to seal everything")
+    stack.stop_worker()
+    try:
+        yield stack
+    finally:
+        stack.start_worker()
+
+
+def test_edited_sealed_entry_is_named(quiet: Stack) -> None:
+    stack = quiet
+    row = middle_sealed(stack)
+    bypassing_guards(stack, "UPDATE audit_log SET details = ? WHERE id = ?", '{"amount":1}', row["id"])
+    try:
+        line = assert_broken(stack, f"#{row['id']} ", f"(seq {row['seq']})", "content was changed")
+    finally:
+        bypassing_guards(stack, "UPDATE audit_log SET details = ? WHERE id = ?", row["details"], row["id"])
+    assert "audit chain broken" in line
+
+
+def test_edited_entry_with_a_recomputed_entry_hash_is_named(quiet: Stack) -> None:
+    stack = quiet
+    row = middle_sealed(stack)
+    forged = {**row, "actor_id": "nobody"}
+    assert content_hash(row) == row["entry_hash"]  # the forger knows the algorithm
+    bypassing_guards(
+        stack,
+        "UPDATE audit_log SET actor_id = ?, entry_hash = ? WHERE id = ?",
+        "nobody",
+        content_hash(forged),
+        row["id"],
+        how="disable",
+    )
+    try:
+        assert_broken(stack, f"#{row['id']} ", "hash does not match")
+    finally:
+        bypassing_guards(
+            stack,
+            "UPDATE audit_log SET actor_id = ?, entry_hash = ? WHERE id = ?",
+            row["actor_id"],
+            row["entry_hash"],
+            row["id"],
+            how="disable",
+        )
+
+
+def test_deleted_sealed_entry_leaves_a_named_gap(quiet: Stack) -> None:
+    stack = quiet
+    row = middle_sealed(stack)
+    successor = next(r for r in sealed(stack) if r["seq"] == row["seq"] + 1)
+    bypassing_guards(stack, "DELETE FROM audit_log WHERE id = ?", row["id"], how="disable")
+    try:
+        assert_broken(stack, f"#{successor['id']} ", f"expected seq {row['seq']}", "missing")
+    finally:
+        restore_row(stack, row)
+
+
+def test_forged_entry_appended_to_the_chain_is_named(quiet: Stack) -> None:
+    stack = quiet
+    head = max(sealed(stack), key=lambda r: r["seq"])
+    forged_id = max(r["id"] for r in audit_rows(stack)) + 1000
+    forged = {
+        **head,
+        "id": forged_id,
+        "action": "api:refund:create",
+        "details": '{"amount":999999}',
+        "seq": head["seq"] + 1,
+        "prev_hash": head["hash"],
+        "entry_hash": hashlib.sha256(b"forged").hexdigest(),
+        "hash": hashlib.sha256(b"forged chain").hexdigest(),
+    }
+    restore_row(stack, forged)  # a plain INSERT: the guards only watch UPDATE and DELETE
+    try:
+        assert_broken(stack, f"#{forged_id} ", f"(seq {head['seq'] + 1})")
+    finally:
+        bypassing_guards(stack, "DELETE FROM audit_log WHERE id = ?", forged_id)
+
+
+def test_forged_entry_outside_the_chain_is_named(quiet: Stack) -> None:
+    stack = quiet
+    first = min(sealed(stack), key=lambda r: r["seq"])
+    forged_id = max(r["id"] for r in audit_rows(stack)) + 2000
+    forged = {**first, "id": forged_id, "seq": 0, "details": '{"forged":true}'}
+    restore_row(stack, forged)
+    try:
+        assert_broken(stack, f"#{forged_id}")
+    finally:
+        bypassing_guards(stack, "DELETE FROM audit_log WHERE id = ?", forged_id)
+
+
+def test_edited_unsealed_entry_is_named(quiet: Stack) -> None:
+    stack = quiet
+    reference = f"pi_{uuid.uuid4().hex[:20]}"
+    with stack.api() as client:
+        response = client.post(
+            "/api/v1/payments",
+            json={
+                "connection": "stripe-test",
+                "payment_reference": reference,
+                "amount": 4_200,
+                "currency": "EUR",
+                "captured_at": "2026-11-01T10:00:00Z",
+            },
+        )
+    assert response.status_code == 201, response.text
+    row = next(r for r in audit_rows(stack, "action = ?", "api:payment:create") if reference in r["details"])
+    assert row["seq"] is None  # no sealer runs
+    tampered = row["details"].replace("4200", "42")
+    # Not sealed yet is not "open for editing": the guard refuses it as well.
+    _expect_refused(stack, f"UPDATE audit_log SET details = '{tampered}' WHERE id = {row['id']}")
+    bypassing_guards(stack, "UPDATE audit_log SET details = ? WHERE id = ?", tampered, row["id"])
+    try:
+        assert_broken(stack, f"#{row['id']} ", "not yet sealed", "changed")
+    finally:
+        bypassing_guards(stack, "UPDATE audit_log SET details = ? WHERE id = ?", row["details"], row["id"])
+
+
+def test_restored_chain_verifies_again(quiet: Stack) -> None:
+    """Last: every tampering above was undone, so the chain is whole again."""
+    code, out, err = verify(quiet)
+    assert code == 0, err
+    assert INTACT.fullmatch(out), out

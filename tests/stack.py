@@ -1,0 +1,345 @@
+"""Fixtures that run refundwatch for real: migrated databases (SQLite and PostgreSQL), a private Redis,
+the gateway simulator, the web server and the arq worker as separate processes.
+
+Every fixture here is parametrised over both databases, so each test that uses them runs twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+import redis
+
+from _services import (
+    create_pg_database,
+    drop_pg_database,
+    ensure_postgres,
+    free_port,
+    postgres_unavailable_reason,
+    start_private_redis,
+    unique_pg_database_name,
+)
+
+BACKENDS = ["sqlite", "postgresql"]
+PYTHON = sys.executable
+STRIPE_KEY = "sk_test_refundwatch_tests"
+STRIPE_SECRET = "whsec_refundwatch_tests"
+
+
+@dataclass
+class Proc:
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    log: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Proc:
+        handle = self.log.open("ab")
+        self.popen = subprocess.Popen(
+            [PYTHON, "-m", *self.args],
+            env=self.env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        handle.close()
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL to the whole process group (granian forks workers): no chance to clean up, a crash."""
+        if self.popen is not None and self.alive:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(10)
+
+    def stop(self) -> None:
+        if self.popen is None or not self.alive:
+            return
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+
+def wait_http(url: str, proc: Proc, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive:
+            raise RuntimeError(f"{proc.name} exited early:\n{proc.tail()}")
+        with contextlib.suppress(httpx2.HTTPError):
+            if httpx2.get(url, timeout=1).status_code < 500:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{proc.name} did not answer {url}:\n{proc.tail()}")
+
+
+@dataclass
+class Stack:
+    backend: str
+    database_url: str
+    redis_url: str
+    workdir: Path
+    env: dict[str, str]
+    web_url: str
+    sim_url: str
+    api_key: str
+    procs: dict[str, Proc] = field(default_factory=dict)
+
+    # --- processes -------------------------------------------------------------------------
+    def cli(
+        self, *args: str, check: bool = True, extra_env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [PYTHON, "-m", "refundwatch", *args],
+            check=False,
+            env={**self.env, **(extra_env or {})},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=self.workdir,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"refundwatch {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    def wait_worker_ready(self, timeout: float = 30) -> None:
+        """arq writes its health-check key once its main loop runs (after the start-up sweep)."""
+        client = redis.Redis.from_url(self.redis_url)
+        deadline = time.monotonic() + timeout
+        try:
+            while not client.exists("refundwatch:queue:health-check"):
+                worker = self.procs.get("worker")
+                if worker is not None and not worker.alive:
+                    raise RuntimeError(f"worker exited early:\n{worker.tail()}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError("worker did not become ready")
+                time.sleep(0.1)
+        finally:
+            client.close()
+
+    def start_worker(self, **extra_env: str) -> Proc:
+        proc = Proc(
+            "worker", ["refundwatch", "worker"], {**self.env, **extra_env}, self.workdir / "worker.log"
+        )
+        self.procs["worker"] = proc.start()
+        return proc
+
+    def stop_worker(self) -> None:
+        if "worker" in self.procs:
+            self.procs["worker"].stop()
+
+    # --- HTTP helpers ----------------------------------------------------------------------
+    def api(self, key: str | None = None) -> httpx2.Client:
+        return httpx2.Client(
+            base_url=self.web_url, timeout=30, headers={"Authorization": f"Bearer {key or self.api_key}"}
+        )
+
+    def control(self, path: str, body: Any = None) -> Any:
+        if body is None:
+            response = httpx2.get(f"{self.sim_url}/_control/{path}", timeout=10)
+        else:
+            response = httpx2.post(f"{self.sim_url}/_control/{path}", json=body, timeout=10)
+        assert response.status_code < 300, response.text
+        return response.json() if response.content else None
+
+    def faults(self, **values: Any) -> None:
+        base = {
+            "processor": "stripe",
+            "latency_ms": 0,
+            "jitter_ms": 0,
+            "error_rate": 0.0,
+            "timeout_rate": 0.0,
+            "reset_rate": 0.0,
+            "outage": False,
+            "pending_rate": 0.0,
+            "fail_later_rate": 0.0,
+        }
+        self.control("faults", {**base, **values})
+
+    def payment(
+        self,
+        amount: int = 10_000,
+        currency: str = "EUR",
+        *,
+        connection: str = "stripe-test",
+        simulator_amount: int | None = None,
+        **extra: Any,
+    ) -> str:
+        """A captured payment known to refundwatch and to the simulator; returns its reference."""
+        reference = f"pi_{uuid.uuid4().hex[:20]}"
+        self.control(
+            "payments",
+            {
+                "processor": "stripe",
+                "payment_reference": reference,
+                "amount": simulator_amount or amount,
+                "currency": currency,
+            },
+        )
+        with self.api() as client:
+            response = client.post(
+                "/api/v1/payments",
+                json={
+                    "connection": connection,
+                    "payment_reference": reference,
+                    "amount": amount,
+                    "currency": currency,
+                    "captured_at": "2026-11-01T10:00:00Z",
+                    **extra,
+                },
+            )
+        assert response.status_code == 201, response.text
+        return reference
+
+    def refund(
+        self, reference: str, amount: int, *, key: str | None = None, currency: str = "EUR", **extra: Any
+    ) -> httpx2.Response:
+        with self.api() as client:
+            return client.post(
+                "/api/v1/refunds",
+                headers={"Idempotency-Key": key or uuid.uuid4().hex},
+                json={
+                    "payment_reference": reference,
+                    "amount": amount,
+                    "currency": currency,
+                    "reason": "return",
+                    **extra,
+                },
+            )
+
+    def get(self, refund_id: str) -> dict[str, Any]:
+        with self.api() as client:
+            response = client.get(f"/api/v1/refunds/{refund_id}")
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    def wait_status(self, refund_id: str, *statuses: str, timeout: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        refund = self.get(refund_id)
+        while refund["status"] not in statuses:
+            if time.monotonic() > deadline:
+                worker = self.procs.get("worker")
+                raise AssertionError(
+                    f"refund stayed {refund['status']}, wanted {statuses}: {refund}\n"
+                    f"{worker.tail() if worker else ''}"
+                )
+            time.sleep(0.1)
+            refund = self.get(refund_id)
+        return refund
+
+    def ledger(self, key_prefix: str | None = None) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self.control("ledger")
+        return [r for r in rows if key_prefix is None or r["idempotency_key"].startswith(key_prefix)]
+
+
+def _database(backend: str, workdir: Path) -> tuple[str, str | None]:
+    if backend == "sqlite":
+        return f"sqlite+aiosqlite:///{workdir / 'refundwatch.db'}", None
+    admin = ensure_postgres()
+    if admin is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required in CI: {postgres_unavailable_reason()}")
+        pytest.skip(f"PostgreSQL unavailable: {postgres_unavailable_reason()}")
+    name = unique_pg_database_name(backend[:2])
+    return create_pg_database(admin, name), name
+
+
+def _connections_file(workdir: Path, sim_url: str) -> Path:
+    path = workdir / "connections.toml"
+    path.write_text(
+        f"""
+[[connection]]
+name = "stripe-test"
+processor = "stripe"
+base_url = "{sim_url}/stripe"
+api_key = "{STRIPE_KEY}"
+webhook_secret = "{STRIPE_SECRET}"
+health_check_interval_seconds = 1
+timeout_seconds = 2
+"""
+    )
+    return path
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A whole refundwatch (web + worker + simulator) on one database backend."""
+    backend: str = request.param
+    workdir = tmp_path_factory.mktemp(f"stack-{backend}")
+    database_url, pg_name = _database(backend, workdir)
+    web_port, sim_port = free_port(), free_port()
+    web_url, sim_url = f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{sim_port}"
+    env = {
+        **os.environ,
+        "REFUNDWATCH_MODE": "test",
+        "REFUNDWATCH_DATABASE_URL": database_url,
+        "REFUNDWATCH_REDIS_URL": start_private_redis(),
+        "REFUNDWATCH_BASE_URL": web_url,
+        "REFUNDWATCH_LOG_JSON": "false",
+        # Fast retries and sweeps so failure paths finish within a test's patience.
+        "REFUNDWATCH_RETRY_BASE_SECONDS": "0.2",
+        "REFUNDWATCH_RETRY_MAX_SECONDS": "1",
+        "REFUNDWATCH_MAX_ATTEMPTS": "4",
+        "REFUNDWATCH_JOB_TIMEOUT_SECONDS": "5",
+        "REFUNDWATCH_SYNC_INTERVAL_SECONDS": "2",
+        "REFUNDWATCH_SWEEP_INTERVAL_SECONDS": "2",
+        "REFUNDWATCH_SWEEP_GRACE_SECONDS": "3",
+    }
+    connections = _connections_file(workdir, sim_url)
+    stack = Stack(backend, database_url, env["REFUNDWATCH_REDIS_URL"], workdir, env, web_url, sim_url, "")
+    stack.cli("db", "upgrade")
+    stack.cli("connections", "import", str(connections))
+    stack.api_key = stack.cli(
+        "apikeys", "create", "--name", "tests", "--scopes", "refunds:read,refunds:write,payments:write"
+    ).stdout.strip()
+    sim = Proc(
+        "simulator",
+        [
+            "refundwatch.simulator",
+            "--port",
+            str(sim_port),
+            "--connections",
+            str(connections),
+            "--webhook-url",
+            f"{web_url}/webhooks/{{connection}}",
+        ],
+        env,
+        workdir / "simulator.log",
+    )
+    web = Proc("web", ["refundwatch", "serve", "--port", str(web_port)], env, workdir / "web.log")
+    stack.procs.update(simulator=sim.start(), web=web.start())
+    try:
+        wait_http(f"{sim_url}/_control/faults", sim)
+        wait_http(f"{web_url}/healthz", web)
+        stack.start_worker()
+        stack.wait_worker_ready()
+        yield stack
+    finally:
+        for proc in stack.procs.values():
+            proc.stop()
+        if pg_name is not None:
+            admin = ensure_postgres()
+            if admin is not None:
+                drop_pg_database(admin, pg_name)
