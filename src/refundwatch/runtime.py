@@ -33,7 +33,7 @@ class Runtime:
     extras: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, settings: Settings | None = None, *, pool_size: int = 20) -> Runtime:
+    def build(cls, settings: Settings | None = None, *, pool_size: int = 8) -> Runtime:
         settings = settings or get_settings()
         db = Database(settings.database_url, pool_size=pool_size)
         cipher = FieldCipher(settings.encryption_key_list)

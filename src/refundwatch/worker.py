@@ -18,6 +18,7 @@ from arq.worker import Worker
 from refundwatch.audit.services import seal
 from refundwatch.config import get_settings
 from refundwatch.health.checks import run_due_checks
+from refundwatch.jobs import enqueue
 from refundwatch.logs import configure_logging
 from refundwatch.refunds import execution
 from refundwatch.refunds.execution import RetryLater
@@ -71,7 +72,7 @@ async def schedule_syncs(ctx: dict[str, Any]) -> int:
     rt = _rt(ctx)
     ids = await execution.due_for_sync(rt, older_than_seconds=rt.settings.sync_interval_seconds)
     for refund_id in ids:
-        await rt.require_redis().enqueue_job(SYNC_JOB, str(refund_id), _job_id=f"sync:{refund_id}")
+        await enqueue(rt.require_redis(), SYNC_JOB, str(refund_id), job_id=f"sync:{refund_id}")
     return len(ids)
 
 
@@ -86,7 +87,8 @@ async def seal_audit(ctx: dict[str, Any]) -> int:
 async def startup(ctx: dict[str, Any]) -> None:
     settings = get_settings()
     configure_logging(settings)
-    rt = Runtime.build(settings, pool_size=min(settings.worker_max_jobs, 40))
+    # Jobs mostly wait on the processor, not the database: a modest pool serves many jobs in flight.
+    rt = Runtime.build(settings, pool_size=min(settings.worker_max_jobs, 16))
     rt.redis = ctx["redis"]
     await rt.open(redis=False, http=True)
     ctx["rt"] = rt

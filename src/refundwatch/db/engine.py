@@ -63,7 +63,7 @@ def make_engine(
     return create_async_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=pool_size // 2,
         pool_recycle=900,
         pool_reset_on_return=None,
         **options,
@@ -73,11 +73,15 @@ def make_engine(
 class Database:
     """One per process: a write engine and a read engine (deferred on SQLite, autocommit on PostgreSQL)."""
 
-    def __init__(self, url: str, *, pool_size: int = 20) -> None:
+    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+        """``pool_size`` writers; reads get half as many. PostgreSQL's default of 100 connections must
+        cover every web and worker process, so keep these small (PgBouncer for large deployments)."""
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self.engine = make_engine(url, immediate=True, pool_size=pool_size)
-        self.read_engine = make_engine(url, immediate=False, pool_size=pool_size, autocommit=True)
+        self.read_engine = make_engine(
+            url, immediate=False, pool_size=max(2, pool_size // 2), autocommit=True
+        )
         self._writer = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         self._reader = async_sessionmaker(self.read_engine, expire_on_commit=False, autoflush=False)
         self._write_turn = asyncio.Lock() if self.is_sqlite else None

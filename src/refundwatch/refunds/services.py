@@ -23,6 +23,7 @@ from refundwatch.audit.actions import Actor
 from refundwatch.audit.services import record
 from refundwatch.db.models import Payment, Refund, RefundEvent
 from refundwatch.gateways.registry import supported_processors
+from refundwatch.jobs import enqueue
 from refundwatch.lib.crypto import sha256_hex
 from refundwatch.lib.exceptions import Conflict, InvalidTransition, NotFound, ValidationFailed
 from refundwatch.payments.services import MAX_AMOUNT, add_refunded, release, reserve
@@ -299,8 +300,8 @@ async def enqueue_execution(rt: Runtime, refund_id: UUID, *, defer_seconds: floa
     if rt.redis is None:
         return
     try:
-        await rt.redis.enqueue_job(
-            EXECUTE_JOB, str(refund_id), _job_id=str(refund_id), _defer_by=defer_seconds
+        await enqueue(
+            rt.redis, EXECUTE_JOB, str(refund_id), job_id=str(refund_id), defer_seconds=defer_seconds
         )
     except Exception:
         log.warning("could not enqueue refund %s; the sweeper will pick it up", refund_id, exc_info=True)

@@ -24,6 +24,7 @@ from refundwatch.db.models import Refund
 from refundwatch.db.models import WebhookEvent as StoredEvent
 from refundwatch.gateways.base import WebhookEvent, WebhookVerificationError
 from refundwatch.gateways.registry import get_gateway
+from refundwatch.jobs import enqueue
 from refundwatch.lib.exceptions import AuthenticationFailed, NotFound, ValidationFailed
 from refundwatch.refunds.execution import TRIGGER_FOR
 from refundwatch.refunds.services import apply
@@ -132,7 +133,7 @@ async def enqueue_processing(rt: Runtime, event_id: UUID) -> None:
     if rt.redis is None:
         return
     try:
-        await rt.redis.enqueue_job(PROCESS_JOB, str(event_id), _job_id=f"webhook:{event_id}")
+        await enqueue(rt.redis, PROCESS_JOB, str(event_id), job_id=f"webhook:{event_id}")
     except Exception:
         log.warning("could not enqueue webhook event %s", event_id, exc_info=True)
 
