@@ -41,7 +41,8 @@ def friendly(fn: Callable[..., T]) -> Callable[..., T]:
             if isinstance(exc, SQLAlchemyError):
                 _fail(f"database error: {str(exc.__cause__ or exc).splitlines()[0][:300]}")
             if exc.__class__.__name__ == "ValidationError":  # pydantic settings
-                _fail(f"invalid configuration: {str(exc).splitlines()[0:3]}")
+                lines = str(exc).splitlines()
+                _fail(f"invalid configuration: {' '.join(line.strip() for line in lines[1:3])}")
             raise
         raise AssertionError("unreachable")
 

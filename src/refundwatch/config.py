@@ -75,23 +75,38 @@ class Settings(BaseSettings):
         value = self.approval_threshold.strip()
         if ":" not in value:
             return int(value)
-        table = dict(part.split(":", 1) for part in value.split(",") if part.strip())
+        table = {
+            k.strip().upper(): v.strip()
+            for k, _, v in (p.partition(":") for p in value.split(","))
+            if k.strip()
+        }
         return int(table.get(currency, table.get("*", "50000")))
 
     def check_required(self) -> None:
-        """Outside demo/test, refuse to start without the secrets (names them all at once)."""
-        if self.mode != "production":
-            return
-        missing = [
-            name
-            for name, value in (
-                ("REFUNDWATCH_SECRET_KEY", self.secret_key),
-                ("REFUNDWATCH_ENCRYPTION_KEYS", self.encryption_keys),
-            )
-            if not value.strip()
-        ]
-        if missing:
-            raise ConfigError(f"missing required settings: {', '.join(missing)}")
+        """Refuse to start on bad settings: outside demo/test the secrets must be set (all missing ones
+        are named at once), and in every mode the keys and the threshold must parse."""
+        from refundwatch.lib.crypto import FieldCipher
+
+        if self.mode == "production":
+            missing = [
+                name
+                for name, value in (
+                    ("REFUNDWATCH_SECRET_KEY", self.secret_key),
+                    ("REFUNDWATCH_ENCRYPTION_KEYS", self.encryption_keys),
+                )
+                if not value.strip()
+            ]
+            if missing:
+                raise ConfigError(f"missing required settings: {', '.join(missing)}")
+        try:
+            FieldCipher(self.encryption_key_list)
+        except ValueError as exc:
+            raise ConfigError(f"REFUNDWATCH_ENCRYPTION_KEYS: {exc}") from None
+        try:
+            for currency in ("EUR", "USD"):
+                self.approval_threshold_for(currency)
+        except ValueError:
+            raise ConfigError("REFUNDWATCH_APPROVAL_THRESHOLD must be a number or CUR:number,...") from None
 
 
 @functools.cache

@@ -35,6 +35,7 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings | None = None, *, pool_size: int = 8) -> Runtime:
         settings = settings or get_settings()
+        settings.check_required()  # a malformed key or threshold stops here with one clear line
         db = Database(settings.database_url, pool_size=pool_size)
         cipher = FieldCipher(settings.encryption_key_list)
         return cls(settings=settings, db=db, cipher=cipher, connections=ConnectionCache(db, cipher))

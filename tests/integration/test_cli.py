@@ -466,12 +466,6 @@ def test_production_refuses_to_start_without_secrets(offline: Offline, command: 
         assert not bound
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a malformed REFUNDWATCH_ENCRYPTION_KEYS is only noticed when Runtime.build() creates the "
-    "FieldCipher; its ValueError is not caught by cli.friendly (CLI commands print a traceback) and "
-    "`serve` binds its port, then granian's worker dies with a traceback",
-)
 @pytest.mark.parametrize("command", ["serve", "apikeys"])
 def test_malformed_encryption_key_is_a_one_line_error(offline: Offline, command: str) -> None:
     env = {"REFUNDWATCH_SECRET_KEY": "s" * 40, "REFUNDWATCH_ENCRYPTION_KEYS": "not-a-key"}

@@ -158,18 +158,6 @@ def test_concurrent_same_key_creates_one_refund(
 ) -> None:
     """20 requests with one key and body, all inside intake at once: one refund, the other 19 replay it
     (200, Idempotent-Replayed), one row in the processor's ledger."""
-    if stack.backend == "postgresql":
-        reason = {
-            1_500: "BUG: refunds/services.py create_refund flushes the new refund outside the try/except "
-            "IntegrityError that only wraps commit(); on PostgreSQL the same-key INSERT of every request "
-            "that passed the replay check before the first one committed fails at that flush "
-            "(uq_refunds_client_idempotency) and answers 500 instead of replaying",
-            10_000: "BUG: create_refund reserves the amount before it claims the idempotency key; on "
-            "PostgreSQL a concurrent request with the same key and body waits on the payment row, then "
-            "finds the balance used by its own twin and answers 422 amount_exceeds_refundable instead "
-            "of replaying the refund",
-        }[amount]
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
     reference = stack.payment(10_000)
     key = f"held-{uuid.uuid4().hex}"
     body = {"payment_reference": reference, "amount": amount, "currency": "EUR", "reason": "return"}

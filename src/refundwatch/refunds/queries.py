@@ -33,6 +33,11 @@ class Page:
     next_cursor: str | None
 
 
+def _aware(moment: dt.datetime) -> dt.datetime:
+    """A time without a zone is taken as UTC, the zone every stored time is in."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+
+
 async def list_refunds(rt: Runtime, f: RefundFilter) -> Page:
     if not 1 <= f.limit <= 200:
         raise ValidationFailed("limit must be between 1 and 200")
@@ -49,9 +54,9 @@ async def list_refunds(rt: Runtime, f: RefundFilter) -> Page:
     if f.payment_reference is not None:
         query = query.where(Refund.payment_reference == f.payment_reference)
     if f.created_after is not None:
-        query = query.where(Refund.created_at >= f.created_after)
+        query = query.where(Refund.created_at >= _aware(f.created_after))
     if f.created_before is not None:
-        query = query.where(Refund.created_at < f.created_before)
+        query = query.where(Refund.created_at < _aware(f.created_before))
     if f.cursor:
         try:
             query = query.where(Refund.id < UUID(f.cursor))

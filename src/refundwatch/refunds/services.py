@@ -189,10 +189,35 @@ async def _existing(session: AsyncSession, scope: str, key: str, fingerprint: st
     return refund
 
 
+async def _check_against_payment(rt: Runtime, body: RefundCreate, payment: Payment) -> None:
+    conn = await rt.connections.by_id(payment.connection_id)
+    if conn is None or conn.processor not in supported_processors():
+        raise ValidationFailed(
+            "this payment's connection has no supported processor", code="unsupported_processor"
+        )
+    if not conn.enabled:
+        raise ValidationFailed(f"connection {conn.name!r} is disabled", code="connection_disabled")
+    if body.currency.upper() != payment.currency:
+        raise ValidationFailed(
+            f"payment {payment.payment_reference} is in {payment.currency}, not {body.currency.upper()}",
+            code="currency_mismatch",
+        )
+    for name in ("order_id", "invoice_id"):
+        given, known = getattr(body, name), getattr(payment, name)
+        if given is not None and known is not None and given != known:
+            raise ValidationFailed(
+                f"{name} {given!r} does not match the payment's {known!r}", code="reference_mismatch"
+            )
+
+
 async def create_refund(
     rt: Runtime, body: RefundCreate, *, scope: str, idempotency_key: str, actor: Actor, source: Source
 ) -> Intake:
-    """Check a refund request against its payment, reserve the amount, and queue it (exactly once)."""
+    """Check a refund request against its payment, reserve the amount, and queue it (exactly once).
+
+    The refund row is inserted before the amount is reserved: its unique (caller, key) index claims the
+    idempotency key, so a concurrent twin waits on the key, not on the payment, and then replays.
+    """
     fingerprint = _fingerprint(body)
     async with rt.db.session() as session:
         replay = await _existing(session, scope, idempotency_key, fingerprint)
@@ -200,40 +225,32 @@ async def create_refund(
             return Intake(replay, created=False)
         _check_shape(body)
         payment = await _find_payment(session, rt, body)
-        conn = await rt.connections.by_id(payment.connection_id)
-        if conn is None or conn.processor not in supported_processors():
-            raise ValidationFailed(
-                "this payment's connection has no supported processor", code="unsupported_processor"
-            )
-        if not conn.enabled:
-            raise ValidationFailed(f"connection {conn.name!r} is disabled", code="connection_disabled")
-        if body.currency.upper() != payment.currency:
-            raise ValidationFailed(
-                f"payment {payment.payment_reference} is in {payment.currency}, not {body.currency.upper()}",
-                code="currency_mismatch",
-            )
-        for name in ("order_id", "invoice_id"):
-            given, known = getattr(body, name), getattr(payment, name)
-            if given is not None and known is not None and given != known:
-                raise ValidationFailed(
-                    f"{name} {given!r} does not match the payment's {known!r}", code="reference_mismatch"
-                )
+        await _check_against_payment(rt, body, payment)
+        threshold = rt.settings.approval_threshold_for(payment.currency)
+        needs_approval = body.amount >= threshold
+        refund = _new_refund(body, payment, scope, idempotency_key, fingerprint, actor, needs_approval)
+        session.add(refund)
+        try:
+            await session.flush()
+        except IntegrityError:
+            return await _replay_after_race(session, scope, idempotency_key, fingerprint)
         if not await reserve(session, payment.id, body.amount):
-            refundable = payment.amount - payment.reserved_amount
             raise ValidationFailed(
                 f"amount {body.amount} exceeds what is still refundable on {payment.payment_reference}",
                 code="amount_exceeds_refundable",
-                extra={"refundable_amount": max(refundable, 0)},
+                extra={"refundable_amount": await _refundable(session, payment.id)},
             )
-        refund = _new_refund(body, payment, scope, idempotency_key, fingerprint, actor)
-        session.add(refund)
-        await session.flush()
+        detail = f"requested by {actor.id}: {body.reason}"
+        if needs_approval:
+            detail += (
+                f"; at or above the {threshold} {payment.currency} threshold, a second person must approve"
+            )
         first = RefundEvent(
             refund_id=refund.id,
             at=refund.created_at,
             status=refund.status,
             source=source.value,
-            detail=f"requested by {actor.id}: {body.reason}",
+            detail=detail,
         )
         session.add(first)
         record(
@@ -247,24 +264,43 @@ async def create_refund(
                 "amount": body.amount,
                 "currency": payment.currency,
                 "reason": body.reason,
+                "status": refund.status,
             },
             at=refund.created_at,
         )
         try:
             await session.commit()
         except IntegrityError:
-            await session.rollback()
-            # A concurrent request with the same key won the insert: answer as a replay of it.
-            replay = await _existing(session, scope, idempotency_key, fingerprint)
-            if replay is None:
-                raise
-            return Intake(replay, created=False)
-    await enqueue_execution(rt, refund.id)
+            return await _replay_after_race(session, scope, idempotency_key, fingerprint)
+    if not needs_approval:
+        await enqueue_execution(rt, refund.id)
     return Intake(refund, created=True, events=[first])
 
 
+async def _replay_after_race(session: AsyncSession, scope: str, key: str, fingerprint: str) -> Intake:
+    """A concurrent request with the same key committed first: answer as a replay of it (or 409)."""
+    await session.rollback()
+    replay = await _existing(session, scope, key, fingerprint)
+    if replay is None:
+        raise Conflict("this request conflicted with a concurrent one; retry it", code="conflict")
+    return Intake(replay, created=False)
+
+
+async def _refundable(session: AsyncSession, payment_id: UUID) -> int:
+    row = (
+        await session.execute(select(Payment.amount, Payment.reserved_amount).where(Payment.id == payment_id))
+    ).one()
+    return max(int(row[0]) - int(row[1]), 0)
+
+
 def _new_refund(
-    body: RefundCreate, payment: Payment, scope: str, key: str, fingerprint: str, actor: Actor
+    body: RefundCreate,
+    payment: Payment,
+    scope: str,
+    key: str,
+    fingerprint: str,
+    actor: Actor,
+    needs_approval: bool,
 ) -> Refund:
     now = utcnow()
     refund = Refund(
@@ -277,7 +313,7 @@ def _new_refund(
         order_id=body.order_id or payment.order_id,
         invoice_id=body.invoice_id or payment.invoice_id,
         metadata_=dict(body.metadata or {}),
-        status=Status.QUEUED.value,
+        status=(Status.PENDING_APPROVAL if needs_approval else Status.QUEUED).value,
         attempts=0,
         client_scope=scope,
         idempotency_key=key,

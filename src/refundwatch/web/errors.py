@@ -8,7 +8,7 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, DBAPIError
 
 from refundwatch.lib.exceptions import RefundwatchError
 
@@ -50,6 +50,18 @@ def unstorable_input(request: Request[Any, Any, Any], exc: Exception) -> Respons
     return Response(_body("validation_error", "a value is too long or is not valid text"), status_code=422)
 
 
+def too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[dict[str, Any]]:
+    return Response(_body("validation_error", "the request body is nested too deeply"), status_code=422)
+
+
+def database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[dict[str, Any]]:
+    """PostgreSQL refuses some text (NUL characters, invalid encodings): that is bad input, not a 500."""
+    # SQLSTATE class 22 is "data exception": NUL in text, bad encoding, value too long, ...
+    if isinstance(exc, DataError) or str(getattr(exc.orig, "sqlstate", "") or "").startswith("22"):
+        return unstorable_input(request, exc)
+    return internal_error(request, exc)
+
+
 def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     log.error(
         "unhandled error on %s %s: %s",
@@ -68,7 +80,8 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     RefundwatchError: refundwatch_error,
     ValidationException: validation_error,
     HTTPException: http_error,
-    DataError: unstorable_input,
+    DBAPIError: database_error,
+    RecursionError: too_deep,
     UnicodeEncodeError: unstorable_input,
     Exception: internal_error,
 }
