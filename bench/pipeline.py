@@ -1,0 +1,433 @@
+"""Pipeline benchmark: refunds posted through the HTTP API, executed by ONE worker against the simulator.
+
+Usage:  .venv/bin/python bench/pipeline.py [--backend postgresql|sqlite|both] [-n 5000] [-k 32]
+
+Phases, each on a fresh database and a private Redis:
+  floor      the same number of raw HTTP POSTs straight to the simulator, same concurrency (the ratio's base)
+  intake     N refunds POSTed by K concurrent clients while no worker runs: POST/s, p50, p99
+  execution  one worker started on the N queued refunds: refunds/s from first submission to last final
+  latency    with the worker running, refunds posted at a steady rate: accept -> final p50/p95/p99
+It also reports duplicates (ledger rows per refund > 1) and lost refunds (not final), and the worker's RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx2
+
+PY = sys.executable
+LATENCY_MS = 50
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+@dataclass
+class Env:
+    backend: str
+    workdir: Path
+    vars: dict[str, str]
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    pg_name: str | None = None
+
+    def cli(self, *args: str) -> str:
+        out = subprocess.run(
+            [PY, "-m", "refundwatch", *args],
+            env=self.vars,
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=self.workdir,
+        )
+        if out.returncode:
+            raise SystemExit(f"refundwatch {' '.join(args)}: {out.stderr.strip()}")
+        return out.stdout.strip()
+
+    def start(self, name: str, *args: str, profile: Path | None = None) -> subprocess.Popen[bytes]:
+        log = (self.workdir / f"{name}.log").open("ab")
+        command = [PY, "-m", *args]
+        if profile is not None:  # py-spy (pip install py-spy) samples the process without slowing it much
+            spy = str(Path(PY).with_name("py-spy"))
+            command = [
+                spy,
+                "record",
+                "-f",
+                "raw",
+                "-r",
+                "200",
+                "-d",
+                "20",
+                "-o",
+                str(profile),
+                "--",
+                *command,
+            ]
+        proc = subprocess.Popen(
+            command, env=self.vars, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.procs[name] = proc
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+async def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx2.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx2.HTTPError):
+                if (await client.get(url, timeout=1)).status_code < 500:
+                    return
+            await asyncio.sleep(0.1)
+    raise SystemExit(f"{url} did not answer")
+
+
+def start_redis(workdir: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    time.sleep(0.3)
+    return f"redis://127.0.0.1:{port}/0", proc
+
+
+async def make_env(backend: str, pg_admin: str) -> Env:
+    workdir = Path(tempfile.mkdtemp(prefix=f"rw-bench-{backend}-"))
+    pg_name = None
+    if backend == "sqlite":
+        db_url = f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
+    else:
+        pg_name = f"refundwatch_bench_{os.getpid()}"
+        conn = await asyncpg.connect(pg_admin)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{pg_name}"')
+        await conn.execute(f'CREATE DATABASE "{pg_name}"')
+        await conn.close()
+        db_url = pg_admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{pg_name}"
+    redis_url, redis_proc = start_redis(workdir)
+    env = Env(
+        backend,
+        workdir,
+        {
+            **os.environ,
+            "REFUNDWATCH_MODE": "test",
+            "REFUNDWATCH_DATABASE_URL": db_url,
+            "REFUNDWATCH_REDIS_URL": redis_url,
+            "REFUNDWATCH_LOG_LEVEL": "WARNING",
+        },
+        pg_name=pg_name,
+    )
+    env.procs["redis"] = redis_proc
+    return env
+
+
+async def seed(env: Env, n: int, sim_url: str) -> list[str]:
+    refs = [f"pi_bench_{i:07d}_{uuid.uuid4().hex[:6]}" for i in range(n)]
+    csv = env.workdir / "payments.csv"
+    lines = ["connection,payment_reference,amount,currency,captured_at,order_id,invoice_id"]
+    lines += [f"stripe-bench,{r},10000,EUR,2026-11-01T10:00:00Z,," for r in refs]
+    csv.write_text("\n".join(lines) + "\n")
+    env.cli("payments", "import", str(csv))
+    sem = asyncio.Semaphore(64)
+    async with httpx2.AsyncClient(base_url=sim_url, limits=httpx2.Limits(max_connections=64)) as client:
+
+        async def one(ref: str) -> None:
+            async with sem:
+                await client.post(
+                    "/_control/payments",
+                    json={
+                        "processor": "stripe",
+                        "payment_reference": ref,
+                        "amount": 10000,
+                        "currency": "EUR",
+                    },
+                )
+
+        await asyncio.gather(*(one(r) for r in refs))
+    return refs
+
+
+async def post_all(
+    url: str, headers: dict[str, str], bodies: list[dict[str, Any]], k: int, *, idem: bool = True
+) -> tuple[float, list[float], int]:
+    """POST every body with k concurrent clients; returns (seconds, latencies in ms, non-2xx count)."""
+    latencies: list[float] = []
+    errors = 0
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    async with httpx2.AsyncClient(limits=httpx2.Limits(max_connections=k), timeout=60) as client:
+
+        async def worker() -> None:
+            nonlocal errors
+            while not queue.empty():
+                body = queue.get_nowait()
+                hdrs = {**headers, **({"Idempotency-Key": uuid.uuid4().hex} if idem else {})}
+                started = time.perf_counter()
+                response = (
+                    await client.post(url, json=body, headers=hdrs)
+                    if idem
+                    else await client.post(url, data=body, headers=hdrs)
+                )
+                latencies.append((time.perf_counter() - started) * 1000)
+                errors += response.status_code >= 300
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(k)))
+    return time.perf_counter() - started, latencies, errors
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+async def db_fetch(env: Env, sql: str) -> list[Any]:
+    url = env.vars["REFUNDWATCH_DATABASE_URL"]
+    if env.backend == "sqlite":
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(url.split("///", 1)[1])) as conn:
+            return conn.execute(sql).fetchall()
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        return [tuple(r) for r in await conn.fetch(sql)]
+    finally:
+        await conn.close()
+
+
+def seconds(value: Any) -> float:
+    if isinstance(value, str):
+        import datetime as dt
+
+        return dt.datetime.fromisoformat(value).timestamp()
+    return float(value.timestamp())
+
+
+async def run_backend(
+    backend: str, n: int, k: int, web_workers: int, pg_admin: str, profile: Path | None = None
+) -> dict[str, Any]:
+    env = await make_env(backend, pg_admin)
+    sim_port, web_port = free_port(), free_port()
+    sim_url, web_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{web_port}"
+    try:
+        env.cli("db", "upgrade")
+        (env.workdir / "c.toml").write_text(
+            f'[[connection]]\nname = "stripe-bench"\nprocessor = "stripe"\nbase_url = "{sim_url}/stripe"\n'
+            'api_key = "sk_test_bench"\nwebhook_secret = "whsec_bench"\nhealth_check_interval_seconds = 30\n'
+        )
+        env.cli("connections", "import", str(env.workdir / "c.toml"))
+        key = env.cli("apikeys", "create", "--name", "bench", "--scopes", "refunds:read,refunds:write")
+        env.start("simulator", "refundwatch.simulator", "--port", str(sim_port))
+        env.start("web", "refundwatch", "serve", "--port", str(web_port), "--workers", str(web_workers))
+        await wait_http(f"{sim_url}/_control/faults")
+        await wait_http(f"{web_url}/healthz")
+        async with httpx2.AsyncClient() as c:
+            await c.post(f"{sim_url}/_control/faults", json={"latency_ms": LATENCY_MS, "jitter_ms": 0})
+        refs = await seed(env, n * 2 + 1000, sim_url)
+        bench_refs, floor_refs, steady_refs = refs[:n], refs[n : 2 * n], refs[2 * n :]
+
+        # floor: raw POSTs to the simulator, form-encoded like the adapter, same concurrency
+        floor_s, _, floor_err = await post_all(
+            f"{sim_url}/stripe/v1/refunds",
+            {"Authorization": "Bearer sk_test_bench"},
+            [{"payment_intent": r, "amount": "1000"} for r in floor_refs],
+            k,
+            idem=False,
+        )
+
+        # intake, no worker running
+        auth = {"Authorization": f"Bearer {key}"}
+        bodies = [
+            {"payment_reference": r, "amount": 1000, "currency": "EUR", "reason": "return"}
+            for r in bench_refs
+        ]
+        intake_s, intake_lat, intake_err = await post_all(f"{web_url}/api/v1/refunds", auth, bodies, k)
+
+        # execution: one worker drains the queue
+        worker = env.start(
+            "worker",
+            "refundwatch",
+            "worker",
+            profile=profile and profile.with_name(f"{profile.stem}-{backend}.txt"),
+        )
+        peak_rss = 0.0
+        deadline = time.monotonic() + max(120, n / 50)
+        while time.monotonic() < deadline:
+            peak_rss = max(peak_rss, rss_mb(worker.pid))
+            (open_count,) = (await db_fetch(env, "SELECT count(*) FROM refunds WHERE finalized_at IS NULL"))[
+                0
+            ]
+            if open_count == 0:
+                break
+            await asyncio.sleep(0.5)
+        span = (await db_fetch(env, "SELECT min(submitted_at), max(finalized_at) FROM refunds"))[0]
+        exec_s = seconds(span[1]) - seconds(span[0])
+
+        # latency at a steady rate below capacity
+        rate = 100
+        async with httpx2.AsyncClient(limits=httpx2.Limits(max_connections=k), timeout=60) as client:
+            tasks = []
+            started = time.perf_counter()
+            for i, ref in enumerate(steady_refs):
+                await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
+                tasks.append(
+                    asyncio.create_task(
+                        client.post(
+                            f"{web_url}/api/v1/refunds",
+                            json={
+                                "payment_reference": ref,
+                                "amount": 1000,
+                                "currency": "EUR",
+                                "reason": "return",
+                            },
+                            headers={**auth, "Idempotency-Key": uuid.uuid4().hex},
+                        )
+                    )
+                )
+            await asyncio.gather(*tasks)
+        steady = "','".join(steady_refs)
+        while (
+            await db_fetch(
+                env,
+                f"SELECT count(*) FROM refunds WHERE finalized_at IS NULL "
+                f"AND payment_reference IN ('{steady}')",
+            )
+        )[0][0]:
+            await asyncio.sleep(0.3)
+        rows = await db_fetch(
+            env, f"SELECT created_at, finalized_at FROM refunds WHERE payment_reference IN ('{steady}')"
+        )
+        final_lat = [(seconds(f) - seconds(c)) * 1000 for c, f in rows]
+        peak_rss = max(peak_rss, rss_mb(worker.pid))
+
+        statuses = dict(await db_fetch(env, "SELECT status, count(*) FROM refunds GROUP BY status"))
+        async with httpx2.AsyncClient() as c:
+            ledger = (await c.get(f"{sim_url}/_control/ledger")).json()
+        keys = [row["idempotency_key"] for row in ledger if (row["idempotency_key"] or "").startswith("rw_")]
+        duplicates = len(keys) - len(set(keys))
+        total = n + len(steady_refs)
+        lost = total - statuses.get("succeeded", 0)
+        return {
+            "backend": backend,
+            "n": n,
+            "k": k,
+            "web_workers": web_workers,
+            "floor_rps": n / floor_s,
+            "floor_errors": floor_err,
+            "intake_rps": n / intake_s,
+            "intake_p50": pct(intake_lat, 50),
+            "intake_p99": pct(intake_lat, 99),
+            "intake_errors": intake_err,
+            "exec_rps": n / exec_s,
+            "final_p50": pct(final_lat, 50),
+            "final_p95": pct(final_lat, 95),
+            "final_p99": pct(final_lat, 99),
+            "worker_rss_mb": peak_rss,
+            "statuses": statuses,
+            "ledger_rows": len(keys),
+            "duplicates": duplicates,
+            "lost": lost,
+        }
+    finally:
+        env.stop_all()
+        if env.pg_name:
+            conn = await asyncpg.connect(pg_admin)
+            await conn.execute(f'DROP DATABASE IF EXISTS "{env.pg_name}" WITH (FORCE)')
+            await conn.close()
+        shutil.rmtree(env.workdir, ignore_errors=True)
+
+
+def report(r: dict[str, Any]) -> None:
+    print(
+        f"\n== {r['backend']}: N={r['n']} K={r['k']} web workers={r['web_workers']}, simulator latency "
+        f"{LATENCY_MS} ms, one refundwatch worker"
+    )
+    print(f"floor (raw POSTs to simulator) {r['floor_rps']:8.0f} req/s   errors {r['floor_errors']}")
+    print(
+        f"intake                        {r['intake_rps']:8.0f} POST/s  p50 {r['intake_p50']:.1f} ms  "
+        f"p99 {r['intake_p99']:.1f} ms  errors {r['intake_errors']}"
+    )
+    print(
+        f"execution queued -> final     {r['exec_rps']:8.0f} refunds/s  "
+        f"({r['exec_rps'] / r['floor_rps']:.2f} of floor)"
+    )
+    print(
+        f"accept -> final (100/s)       p50 {r['final_p50']:.0f} ms  p95 {r['final_p95']:.0f} ms  "
+        f"p99 {r['final_p99']:.0f} ms"
+    )
+    print(f"worker RSS peak               {r['worker_rss_mb']:.0f} MB")
+    print(
+        f"statuses {r['statuses']}  ledger rows {r['ledger_rows']}  duplicates {r['duplicates']}  "
+        f"lost {r['lost']}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--backend", choices=["postgresql", "sqlite", "both"], default="both")
+    parser.add_argument("-n", type=int, default=5000)
+    parser.add_argument("-k", type=int, default=32)
+    parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument("--profile", type=Path, help="write a py-spy profile of the worker to this path")
+    parser.add_argument(
+        "--pg-admin",
+        default=os.environ.get("BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"),
+    )
+    args = parser.parse_args()
+    print(
+        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}; {time.strftime('%Y-%m-%d %H:%M %Z')}"
+    )
+    backends = ["postgresql", "sqlite"] if args.backend == "both" else [args.backend]
+    for backend in backends:
+        report(
+            asyncio.run(run_backend(backend, args.n, args.k, args.web_workers, args.pg_admin, args.profile))
+        )
+
+
+if __name__ == "__main__":
+    main()
