@@ -82,8 +82,6 @@ class Env:
                 "raw",
                 "-r",
                 "200",
-                "-d",
-                "20",
                 "-o",
                 str(profile),
                 "--",
@@ -96,9 +94,14 @@ class Env:
         return proc
 
     def stop_all(self) -> None:
-        for proc in self.procs.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
+        # SIGINT first: every server here stops cleanly on it, and py-spy writes its profile on it.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            for proc in self.procs.values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, sig)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and any(p.poll() is None for p in self.procs.values()):
+                time.sleep(0.1)
         for proc in self.procs.values():
             try:
                 proc.wait(10)
