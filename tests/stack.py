@@ -6,14 +6,18 @@ Every fixture here is parametrised over both databases, so each test that uses t
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import os
+import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -343,3 +347,39 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             admin = ensure_postgres()
             if admin is not None:
                 drop_pg_database(admin, pg_name)
+
+
+def db_rows(stack: Stack, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Run one query on the stack's database (``?`` placeholders on both backends)."""
+    if stack.backend == "sqlite":
+        path = stack.database_url.split(":///", 1)[1]
+        with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn:
+            return [tuple(row) for row in conn.execute(sql, params).fetchall()]
+    counter = iter(range(1, 1000))
+    pg_sql = re.sub(r"\?", lambda _: f"${next(counter)}", sql)
+    dsn = stack.database_url.replace("postgresql+asyncpg://", "postgresql://")
+
+    async def work() -> list[tuple[Any, ...]]:
+        import asyncpg
+
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            return [tuple(row) for row in await conn.fetch(pg_sql, *params)]
+        finally:
+            await conn.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # never on the test thread's event loop
+        return pool.submit(asyncio.run, work()).result(timeout=30)
+
+
+def wait_until(
+    condition: Callable[[], Any], *, timeout: float, interval: float = 0.05, what: str = ""
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what or condition}")
+        time.sleep(interval)

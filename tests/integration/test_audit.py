@@ -26,7 +26,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from stack import Stack
+from stack import Stack, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -165,17 +165,6 @@ def audit_rows(stack: Stack, where: str = "1 = 1", *params: Any) -> list[dict[st
 
 
 # ------------------------------------------------------------------------------------------- helpers
-
-
-def wait_until(condition: Callable[[], Any], *, timeout: float, interval: float = 0.1, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what or condition}")
-        time.sleep(interval)
 
 
 def verify(stack: Stack) -> tuple[int, str, str]:

@@ -7,32 +7,19 @@ call into a replay. The simulator's ledger is the witness: exactly one row per r
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import redis
 
 from _services import flush_redis_db
-from stack import Stack
+from stack import Stack, wait_until
 
 pytestmark = pytest.mark.slow
 
 QUEUE = "refundwatch:queue"  # refundwatch.runtime.QUEUE_NAME
 FINAL = ("succeeded", "failed", "reversed", "manual_review", "canceled", "rejected")
-
-
-def wait_until(condition: Callable[[], Any], *, timeout: float, interval: float = 0.1, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what or condition}")
-        time.sleep(interval)
 
 
 def create_refunds(stack: Stack, count: int, amount: int) -> dict[str, str]:

@@ -7,21 +7,16 @@ database, and the simulator's ledger (what the "processor" really executed, with
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
 import os
-import re
 import signal
-import sqlite3
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from stack import Proc, Stack
+from stack import Proc, Stack, db_rows, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -29,29 +24,6 @@ FINAL = ("succeeded", "failed", "reversed", "manual_review", "canceled", "reject
 
 
 # --------------------------------------------------------------------------------------------- helpers
-
-
-def db_rows(stack: Stack, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    """Run one query on the stack's database (``?`` placeholders on both backends)."""
-    if stack.backend == "sqlite":
-        path = stack.database_url.split(":///", 1)[1]
-        with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn:
-            return [tuple(row) for row in conn.execute(sql, params).fetchall()]
-    counter = iter(range(1, 1000))
-    pg_sql = re.sub(r"\?", lambda _: f"${next(counter)}", sql)
-    dsn = stack.database_url.replace("postgresql+asyncpg://", "postgresql://")
-
-    async def work() -> list[tuple[Any, ...]]:
-        import asyncpg
-
-        conn = await asyncpg.connect(dsn, timeout=10)
-        try:
-            return [tuple(row) for row in await conn.fetch(pg_sql, *params)]
-        finally:
-            await conn.close()
-
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # never on the test thread's event loop
-        return pool.submit(asyncio.run, work()).result(timeout=30)
 
 
 def gateway_key(refund_id: str) -> str:
@@ -96,19 +68,6 @@ def transitions(refund: dict[str, Any]) -> list[tuple[str | None, str, str]]:
     moves = [(None, first["status"], first["source"])]
     moves += [(e["from_status"], e["status"], e["source"]) for e in events[1:] if e["from_status"]]
     return moves
-
-
-def wait_until(
-    condition: Callable[[], Any], *, timeout: float, interval: float = 0.05, what: str = ""
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what or condition}")
-        time.sleep(interval)
 
 
 def event_with(stack: Stack, refund_id: str, text: str) -> dict[str, Any] | None:

@@ -6,24 +6,20 @@ with ``invalid_signature``, applies nothing, and is counted (/metrics) and audit
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
-import contextlib
 import hashlib
 import hmac
 import json
 import re
-import sqlite3
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import httpx2
 import pytest
 import stripe
 
-from stack import STRIPE_SECRET, Stack
+from stack import STRIPE_SECRET, Stack, db_rows, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -35,42 +31,6 @@ REJECTED_METRIC = re.compile(
 
 
 # --------------------------------------------------------------------------------------------- helpers
-
-
-def db_rows(stack: Stack, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    """Run one query on the stack's database (``?`` placeholders on both backends)."""
-    if stack.backend == "sqlite":
-        path = stack.database_url.split(":///", 1)[1]
-        with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn:
-            return [tuple(row) for row in conn.execute(sql, params).fetchall()]
-    counter = iter(range(1, 1000))
-    pg_sql = re.sub(r"\?", lambda _: f"${next(counter)}", sql)
-    dsn = stack.database_url.replace("postgresql+asyncpg://", "postgresql://")
-
-    async def work() -> list[tuple[Any, ...]]:
-        import asyncpg
-
-        conn = await asyncpg.connect(dsn, timeout=10)
-        try:
-            return [tuple(row) for row in await conn.fetch(pg_sql, *params)]
-        finally:
-            await conn.close()
-
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # never on the test thread's event loop
-        return pool.submit(asyncio.run, work()).result(timeout=30)
-
-
-def wait_until(
-    condition: Callable[[], Any], *, timeout: float, interval: float = 0.05, what: str = ""
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what or condition}")
-        time.sleep(interval)
 
 
 def refund_event(
