@@ -29,7 +29,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def create_app() -> Litestar:
     settings = get_settings()
-    settings.check_required()
     configure_logging(settings)
     rt = Runtime.build(settings)
 

@@ -13,7 +13,6 @@ class Actor:
     user_agent: str | None = None
 
 
-SYSTEM = Actor("system", "refundwatch")
 WORKER = Actor("system", "worker")
 
 
@@ -24,9 +23,6 @@ def processor_actor(connection_name: str) -> Actor:
 # The actions refundwatch records. Kept in one place so the audit page can explain them.
 API_PAYMENT_CREATE = "api:payment:create"
 API_REFUND_CREATE = "api:refund:create"
-API_REFUND_CANCEL = "api:refund:cancel"
-API_REFUND_RETRY = "api:refund:retry"
-API_REFUND_SYNC = "api:refund:sync"
 REFUND_TRANSITION = "{source}:refund:transition"
 WEBHOOK_ACCEPTED = "webhook:event:accepted"
 WEBHOOK_REJECTED = "webhook:event:rejected"
