@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -34,7 +34,30 @@ def _normalise_time(at: dt.datetime) -> str:
     return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def content_hash(entry: AuditEntry) -> str:
+class AuditContent(Protocol):
+    """What the entry hash covers: an ``AuditEntry``, or the same fields about to be inserted."""
+
+    @property
+    def at(self) -> dt.datetime: ...
+    @property
+    def actor_type(self) -> str: ...
+    @property
+    def actor_id(self) -> str: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def target_type(self) -> str | None: ...
+    @property
+    def target_id(self) -> str | None: ...
+    @property
+    def details(self) -> str: ...
+    @property
+    def ip(self) -> str | None: ...
+    @property
+    def user_agent(self) -> str | None: ...
+
+
+def content_hash(entry: AuditContent) -> str:
     canonical = json.dumps(
         [
             _normalise_time(entry.at),

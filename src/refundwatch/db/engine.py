@@ -12,13 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+T = TypeVar("T")
 
 
 def _sqlite_file(url: str) -> Path | None:
@@ -28,8 +36,8 @@ def _sqlite_file(url: str) -> Path | None:
     return Path(database)
 
 
-def _configure_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _configure_sqlite(engine: Engine, *, immediate: bool) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy, not the driver, decide when transactions begin.
         dbapi_connection.isolation_level = None
@@ -40,7 +48,7 @@ def _configure_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
@@ -53,7 +61,7 @@ def make_engine(
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=60)
-        _configure_sqlite(engine, immediate=immediate)
+        _configure_sqlite(engine.sync_engine, immediate=immediate)
         return engine
     # Round trips are the cost that matters here, so: no pool_pre_ping (one per transaction; a dropped
     # connection fails one transaction and is discarded, pool_recycle retires idle ones early) and no
@@ -71,7 +79,8 @@ def make_engine(
 
 
 class Database:
-    """One per process: a write engine and a read engine (deferred on SQLite, autocommit on PostgreSQL)."""
+    """One per process: a write engine and a read engine (deferred on SQLite, autocommit on PostgreSQL;
+    on PostgreSQL the autocommit engine also runs single self-contained write statements)."""
 
     def __init__(self, url: str, *, pool_size: int = 8) -> None:
         """``pool_size`` writers; reads get half as many. PostgreSQL's default of 100 connections must
@@ -85,6 +94,7 @@ class Database:
         self._writer = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         self._reader = async_sessionmaker(self.read_engine, expire_on_commit=False, autoflush=False)
         self._write_turn = asyncio.Lock() if self.is_sqlite else None
+        self._sqlite_sync: Engine | None = None
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -105,6 +115,47 @@ class Database:
             yield session
 
     @contextlib.asynccontextmanager
+    async def write_connection(self) -> AsyncIterator[AsyncConnection]:
+        """A Core connection in a write transaction, committed on success (no ORM unit of work)."""
+        if self._write_turn is None:
+            async with self.engine.begin() as conn:
+                yield conn
+            return
+        async with self._write_turn, self.engine.begin() as conn:
+            yield conn
+
+    async def run_sqlite_write(self, work: Callable[[Connection], T]) -> T:
+        """SQLite only: run ``work`` as one write transaction in one thread hop.
+
+        Through aiosqlite every statement is a hop between the event loop and a thread, and the write
+        turn is held across all of them, so a busy loop stretches every transaction and everyone
+        waits. A plain (sync) connection does BEGIN IMMEDIATE … COMMIT in a single hop instead.
+        """
+        if self._sqlite_sync is None:
+            self._sqlite_sync = create_engine(
+                make_url(self.url).set(drivername="sqlite"), pool_size=2, max_overflow=0
+            )
+            _configure_sqlite(self._sqlite_sync, immediate=True)
+        engine = self._sqlite_sync
+        assert self._write_turn is not None
+
+        def transaction() -> T:
+            with engine.begin() as conn:
+                return work(conn)
+
+        async with self._write_turn:
+            return await asyncio.to_thread(transaction)
+
+    @contextlib.asynccontextmanager
+    async def autocommit_connection(self) -> AsyncIterator[AsyncConnection]:
+        """PostgreSQL only: each statement commits on its own, with no BEGIN/COMMIT round trips. For
+        single statements that must be atomic by themselves (a data-modifying CTE is)."""
+        if self.is_sqlite:
+            raise RuntimeError("autocommit connections are for PostgreSQL; use write_connection")
+        async with self.read_engine.connect() as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
     async def snapshot_session(self) -> AsyncIterator[AsyncSession]:
         """A read-only view that stays consistent across many statements (for whole-table checks)."""
         if self.is_sqlite:  # a deferred read transaction in WAL mode is already a snapshot
@@ -117,6 +168,8 @@ class Database:
             await session.rollback()
 
     async def dispose(self) -> None:
+        if self._sqlite_sync is not None:
+            self._sqlite_sync.dispose()
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()

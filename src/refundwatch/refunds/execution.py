@@ -28,6 +28,7 @@ from refundwatch.gateways.base import (
     RefundResult,
 )
 from refundwatch.gateways.registry import get_gateway
+from refundwatch.refunds import cas
 from refundwatch.refunds.services import apply, enqueue_execution, lock_refund, utcnow
 from refundwatch.refunds.states import Source, Status, Trigger
 from refundwatch.runtime import Runtime
@@ -67,16 +68,84 @@ def describe(exchange: Exchange | None) -> str:
     return f" [{exchange.method} {exchange.path} → {status} in {exchange.latency_ms} ms]"
 
 
+CLAIM_COLUMNS = (
+    "connection_id",
+    "payment_reference",
+    "amount",
+    "currency",
+    "reason",
+    "gateway_idempotency_key",
+    "metadata",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A refund marked ``submitting`` (committed) and what the processor call needs."""
+
+    connection_id: UUID
+    request: RefundRequest
+    attempt: int
+
+
 async def execute_refund(rt: Runtime, refund_id: UUID) -> str | RetryLater:
+    claim = await _claim_first_attempt(rt, refund_id) or await _claim_locked(rt, refund_id)
+    if isinstance(claim, str):
+        return claim
+    conn = await rt.connections.by_id(claim.connection_id)
+    if conn is None:  # cannot happen (foreign key); the sweeper re-sends once it is back
+        return "connection missing"
+    try:
+        result = await get_gateway(conn.processor).create_refund(
+            rt.require_http(), conn.credentials, claim.request
+        )
+    except GatewayError as err:
+        return await _failed_attempt(rt, refund_id, claim.attempt, err)
+    return await record_result(rt, refund_id, result, source=Source.WORKER)
+
+
+async def _claim_first_attempt(rt: Runtime, refund_id: UUID) -> Claim | None:
+    """The common case in one compare-and-set: a queued refund that was never sent."""
+    row = await cas.transition_if(
+        rt.db,
+        refund_id,
+        Status.QUEUED,
+        Trigger.SUBMIT,
+        source=Source.WORKER,
+        actor=WORKER,
+        detail="attempt 1: refund sent to the processor",
+        returning=CLAIM_COLUMNS,
+        equal={"attempts": 0},
+        if_null={"submitted_at": utcnow()},
+        attempts=1,
+        next_attempt_at=None,
+    )
+    if row is None:
+        return None
+    values = row._mapping
+    return Claim(
+        connection_id=values["connection_id"],
+        request=RefundRequest(
+            refund_id=str(refund_id),
+            payment_reference=values["payment_reference"],
+            amount=values["amount"],
+            currency=values["currency"],
+            reason=values["reason"],
+            idempotency_key=values["gateway_idempotency_key"],
+            metadata={k: str(v) for k, v in (values["metadata"] or {}).items()},
+        ),
+        attempt=1,
+    )
+
+
+async def _claim_locked(rt: Runtime, refund_id: UUID) -> Claim | str:
+    """Any other attempt (a retry, or a re-send after an unknown outcome), under the row lock."""
     async with rt.db.session() as session:
         refund = await session.scalar(select(Refund).where(Refund.id == refund_id).with_for_update())
         if refund is None:
             return "missing"
         if refund.status not in (Status.QUEUED, Status.SUBMITTING):
             return f"skipped: {refund.status}"
-        conn = await rt.connections.by_id(refund.connection_id)
-        if conn is None:
-            return "connection missing"
         attempt = refund.attempts + 1
         resend = " (re-sent: earlier outcome unknown)" if refund.status == Status.SUBMITTING else ""
         await apply(
@@ -85,27 +154,26 @@ async def execute_refund(rt: Runtime, refund_id: UUID) -> str | RetryLater:
             Trigger.SUBMIT,
             source=Source.WORKER,
             actor=WORKER,
-            detail=f"attempt {attempt}: refund sent to {conn.name}{resend}",
+            detail=f"attempt {attempt}: refund sent to the processor{resend}",
             attempts=attempt,
             submitted_at=refund.submitted_at or utcnow(),
             next_attempt_at=None,
         )
-        request = RefundRequest(
-            refund_id=str(refund.id),
-            payment_reference=refund.payment_reference,
-            amount=refund.amount,
-            currency=refund.currency,
-            reason=refund.reason,
-            idempotency_key=refund.gateway_idempotency_key,
-            metadata={k: str(v) for k, v in (refund.metadata_ or {}).items()},
+        claim = Claim(
+            connection_id=refund.connection_id,
+            request=RefundRequest(
+                refund_id=str(refund.id),
+                payment_reference=refund.payment_reference,
+                amount=refund.amount,
+                currency=refund.currency,
+                reason=refund.reason,
+                idempotency_key=refund.gateway_idempotency_key,
+                metadata={k: str(v) for k, v in (refund.metadata_ or {}).items()},
+            ),
+            attempt=attempt,
         )
         await session.commit()  # the attempt and its key are durable before the processor hears of it
-    gateway = get_gateway(conn.processor)
-    try:
-        result = await gateway.create_refund(rt.require_http(), conn.credentials, request)
-    except GatewayError as err:
-        return await _failed_attempt(rt, refund_id, attempt, err)
-    return await record_result(rt, refund_id, result, source=Source.WORKER)
+    return claim
 
 
 async def _failed_attempt(rt: Runtime, refund_id: UUID, attempt: int, err: GatewayError) -> str | RetryLater:
@@ -156,18 +224,32 @@ async def record_result(
 ) -> str:
     """Move the refund to what the processor reported (forward only)."""
     trigger = TRIGGER_FOR[result.status]
+    fields: dict[str, Any] = {"gateway_status": result.raw_status}
+    if result.gateway_refund_id:
+        fields["gateway_refund_id"] = result.gateway_refund_id
+    if result.failure_code is not None:
+        fields.update(
+            error_code=result.failure_code.value,
+            error_message=(result.failure_message or "")[:500],
+            processor_code=result.processor_code,
+        )
+    detail = f"{source.value}: processor status {result.raw_status}{describe(result.exchange)}"
+    # The common case: the answer to the call this worker just made, for a refund still submitting.
+    row = await cas.transition_if(
+        rt.db,
+        refund_id,
+        Status.SUBMITTING,
+        trigger,
+        source=source,
+        actor=WORKER,
+        detail=detail,
+        returning=("status",),
+        **fields,
+    )
+    if row is not None:
+        return f"{row.status} (from {Status.SUBMITTING.value})"
     async with rt.db.session() as session:
         refund = await lock_refund(session, refund_id)
-        fields: dict[str, Any] = {"gateway_status": result.raw_status}
-        if result.gateway_refund_id:
-            fields["gateway_refund_id"] = result.gateway_refund_id
-        if result.failure_code is not None:
-            fields.update(
-                error_code=result.failure_code.value,
-                error_message=(result.failure_message or "")[:500],
-                processor_code=result.processor_code,
-            )
-        detail = f"{source.value}: processor status {result.raw_status}{describe(result.exchange)}"
         decision = await apply(
             session,
             refund,

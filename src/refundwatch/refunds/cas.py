@@ -1,0 +1,240 @@
+"""Compare-and-set transitions: the worker's hot path, in as few round trips as the database allows.
+
+The transition is still decided by the pure table (``states.decide``) for the status the caller
+expects; the database applies it only if the refund still has that status. On PostgreSQL the status
+change, the timeline event, the audit entry and the payment's balances are one statement (data-modifying
+CTEs, atomic on its own in autocommit: one round trip instead of six). On SQLite the same statements
+run in one write transaction. When the refund has moved on (or the transition needs the guarded
+reservation), ``None`` comes back and the caller takes the general path under a row lock, so this is
+an optimisation of the common case, never a second set of rules.
+
+Statements are built once per shape, with bind parameters, and reused: building and cache-keying a
+CTE statement costs more CPU than the round trip it saves.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+from uuid import UUID
+
+from sqlalchemy import Connection, Row, Table, bindparam, func, insert, literal, select, update
+from sqlalchemy.sql.dml import Insert, Update, UpdateBase
+from sqlalchemy.sql.selectable import Select
+
+from refundwatch.audit import actions
+from refundwatch.audit.actions import Actor
+from refundwatch.audit.services import content_hash
+from refundwatch.db.engine import Database
+from refundwatch.db.models import AuditEntry, Payment, Refund, RefundEvent
+from refundwatch.refunds.states import FINAL, Source, Status, Transition, Trigger, decide
+
+REFUNDS = cast(Table, Refund.__table__)
+EVENTS = cast(Table, RefundEvent.__table__)
+AUDIT = cast(Table, AuditEntry.__table__)
+PAYMENTS = cast(Table, Payment.__table__)
+
+AUDIT_COLUMNS = (
+    "at",
+    "actor_type",
+    "actor_id",
+    "action",
+    "target_type",
+    "target_id",
+    "details",
+    "ip",
+    "user_agent",
+    "entry_hash",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _AuditRow:
+    at: dt.datetime
+    actor_type: str
+    actor_id: str
+    action: str
+    target_type: str | None
+    target_id: str | None
+    details: str
+    ip: str | None
+    user_agent: str | None
+
+
+def _audit_params(
+    actor: Actor, move: Transition, refund_id: UUID, source: Source, detail: str, now: dt.datetime
+) -> dict[str, Any]:
+    """The audit entry ``services.apply`` would record, with its entry hash, as bind parameters."""
+    details = {
+        "detail": detail,
+        "from": move.before.value,
+        "to": move.after.value,
+        "trigger": move.trigger.value,
+    }
+    row = _AuditRow(
+        at=now,
+        actor_type=actor.type,
+        actor_id=actor.id,
+        action=actions.REFUND_TRANSITION.format(source=source.value),
+        target_type="refund",
+        target_id=str(refund_id),
+        details=json.dumps(details, separators=(",", ":"), sort_keys=True),
+        ip=actor.ip,
+        user_agent=actor.user_agent and actor.user_agent[:255],
+    )
+    params = {f"a_{name}": getattr(row, name) for name in AUDIT_COLUMNS if name != "entry_hash"}
+    params["a_entry_hash"] = content_hash(row)
+    return params
+
+
+def _param(table: Table, column: str, key: str) -> Any:
+    return bindparam(key, type_=table.c[column].type)
+
+
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    """One transition's statements. ``single`` for PostgreSQL; the others, in order, for SQLite."""
+
+    single: Select[Any]
+    moved: Update
+    event: Insert
+    audit: Insert
+    balance: Update | None
+
+
+@functools.cache
+def _statements(
+    move: Transition,
+    changes: tuple[str, ...],
+    if_null: tuple[str, ...],
+    equal: tuple[str, ...],
+    returning: tuple[str, ...],
+) -> _Statements:
+    values: dict[str, Any] = {name: _param(REFUNDS, name, f"c_{name}") for name in changes}
+    for name in if_null:
+        values[name] = func.coalesce(REFUNDS.c[name], _param(REFUNDS, name, f"c_{name}"))
+    values["status"] = move.after.value
+    values["updated_at"] = _param(REFUNDS, "updated_at", "p_now")
+    if move.after in (Status.PROCESSING, Status.SUCCEEDED):
+        values["accepted_at"] = func.coalesce(REFUNDS.c.accepted_at, _param(REFUNDS, "accepted_at", "p_now"))
+    if move.after in FINAL:
+        values["finalized_at"] = _param(REFUNDS, "finalized_at", "p_now")
+    elif move.after is Status.QUEUED:
+        values["finalized_at"] = None
+    # The balance update needs the refund's payment and amount, whatever the caller asked for.
+    columns = [REFUNDS.c[name] for name in dict.fromkeys(["id", *returning, "payment_id", "amount"])]
+    moved = (
+        update(REFUNDS)
+        .where(
+            REFUNDS.c.id == _param(REFUNDS, "id", "p_id"),
+            REFUNDS.c.status == move.before.value,
+            *[REFUNDS.c[name] == _param(REFUNDS, name, f"w_{name}") for name in equal],
+        )
+        .values(**values)
+        .returning(*columns)
+    )
+    event_values = {
+        "refund_id": _param(EVENTS, "refund_id", "p_id"),
+        "at": _param(EVENTS, "at", "p_now"),
+        "status": literal(move.after.value),
+        "from_status": literal(move.before.value),
+        "source": _param(EVENTS, "source", "e_source"),
+        "detail": _param(EVENTS, "detail", "e_detail"),
+    }
+    audit_values = {name: _param(AUDIT, name, f"a_{name}") for name in AUDIT_COLUMNS}
+    balance = _balance(move, _param(PAYMENTS, "id", "p_payment_id"), bindparam("p_amount"))
+
+    cte = moved.cte("moved")
+    single = (
+        select(*cte.c)
+        .add_cte(
+            insert(EVENTS)
+            .from_select(
+                list(event_values), select(*[v.label(k) for k, v in event_values.items()]).select_from(cte)
+            )
+            .cte("event")
+        )
+        .add_cte(
+            insert(AUDIT)
+            .from_select(
+                list(audit_values), select(*[v.label(k) for k, v in audit_values.items()]).select_from(cte)
+            )
+            .cte("audit")
+        )
+    )
+    in_cte = _balance(move, cte.c.payment_id, cte.c.amount)
+    if in_cte is not None:
+        single = single.add_cte(cast(UpdateBase, in_cte).cte("balance"))
+    return _Statements(
+        single=single,
+        moved=moved,
+        event=insert(EVENTS).values(**event_values),
+        audit=insert(AUDIT).values(**audit_values),
+        balance=balance,
+    )
+
+
+def _balance(move: Transition, payment_id: Any, amount: Any) -> Update | None:
+    """The payment's balance updates ``services._move_money`` makes for this transition."""
+    values: dict[str, Any] = {}
+    if move.releases_amount:
+        values["reserved_amount"] = PAYMENTS.c.reserved_amount - amount
+    if move.after is Status.SUCCEEDED:
+        values["refunded_amount"] = PAYMENTS.c.refunded_amount + amount
+    elif move.before is Status.SUCCEEDED:
+        values["refunded_amount"] = PAYMENTS.c.refunded_amount - amount
+    if not values:
+        return None
+    return update(PAYMENTS).where(PAYMENTS.c.id == payment_id).values(**values)
+
+
+async def transition_if(
+    db: Database,
+    refund_id: UUID,
+    expected: Status,
+    trigger: Trigger,
+    *,
+    source: Source,
+    actor: Actor,
+    detail: str,
+    returning: Sequence[str] = (),
+    equal: dict[str, Any] | None = None,
+    if_null: dict[str, Any] | None = None,
+    **changes: Any,
+) -> Row[Any] | None:
+    """Apply ``trigger`` if the refund is still ``expected`` (and its ``equal`` columns still hold).
+
+    ``changes`` are set; ``if_null`` are set only where the column is still NULL. Returns the refund's
+    ``returning`` columns after the change, or ``None`` when nothing was changed (the refund was
+    elsewhere, or this transition needs the general path).
+    """
+    move = decide(expected, trigger)
+    if not isinstance(move, Transition) or not move.changed or move.reserves_amount:
+        return None
+    equal, if_null = equal or {}, if_null or {}
+    statements = _statements(move, tuple(changes), tuple(if_null), tuple(equal), tuple(returning))
+    now = dt.datetime.now(dt.UTC)
+    params: dict[str, Any] = {"p_id": refund_id, "p_now": now, "e_source": source.value, "e_detail": detail}
+    params.update({f"c_{k}": v for k, v in (changes | if_null).items()})
+    params.update({f"w_{k}": v for k, v in equal.items()})
+    params.update(_audit_params(actor, move, refund_id, source, detail, now))
+    if not db.is_sqlite:
+        async with db.autocommit_connection() as conn:
+            return (await conn.execute(statements.single, params)).first()
+    return await db.run_sqlite_write(functools.partial(_one_by_one, statements, params))
+
+
+def _one_by_one(statements: _Statements, params: dict[str, Any], conn: Connection) -> Row[Any] | None:
+    """SQLite has no data-modifying CTEs: the same writes, one after another, in one transaction."""
+    row = conn.execute(statements.moved, params).first()
+    if row is None:
+        return None
+    conn.execute(statements.event, params)
+    conn.execute(statements.audit, params)
+    if statements.balance is not None:
+        conn.execute(statements.balance, params | {"p_payment_id": row.payment_id, "p_amount": row.amount})
+    return row
