@@ -1,4 +1,4 @@
-"""Enqueueing arq jobs in one Redis round trip.
+"""Enqueueing and claiming arq jobs in one Redis round trip each.
 
 arq's own ``enqueue_job`` spends three round trips (WATCH, EXISTS, MULTI/EXEC) per job; on the intake
 path that is most of the Redis cost. This script does the same check-and-add atomically inside
@@ -11,8 +11,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import arq.worker
 from arq.connections import ArqRedis
-from arq.constants import job_key_prefix, result_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 
 _EXPIRES_EXTRA_MS = 86_400_000  # arq's default: a job not started within a day is dropped
@@ -39,3 +40,44 @@ async def enqueue(
         args=[job_id, score, score - now_ms + _EXPIRES_EXTRA_MS, payload],
     )
     return bool(added)
+
+
+# KEYS: in-progress key, queue. ARGV: job id, now ms, in-progress timeout ms. Returns the score or nil.
+_CLAIM = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not score or tonumber(score) > tonumber(ARGV[2]) then return false end
+redis.call('PSETEX', KEYS[1], ARGV[3], '1')
+return score
+"""
+
+
+class Worker(arq.worker.Worker):
+    """arq's worker, claiming each job in one round trip instead of four.
+
+    arq claims a job with WATCH, EXISTS, ZSCORE and MULTI/EXEC; this does the same check-and-set
+    atomically in one Lua script (a job already running, finished, or deferred is skipped, exactly
+    as arq does). Everything else — running, retrying, finishing — is arq's own code.
+    """
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        claim = self.pool.register_script(_CLAIM)
+        timeout_ms = str(int(self.in_progress_timeout_s * 1000))
+        for job_id_b in job_ids:
+            await self.sem.acquire()
+            if self.job_counter >= self.max_jobs:
+                self.sem.release()
+                return
+            self.job_counter += 1
+            job_id = job_id_b.decode()
+            score = await claim(
+                keys=[in_progress_key_prefix + job_id, self.queue_name],
+                args=[job_id, str(int(time.time() * 1000)), timeout_ms],
+            )
+            if score is None:  # running elsewhere, finished, or re-enqueued with a delay
+                self.job_counter -= 1
+                self.sem.release()
+                continue
+            task = self.loop.create_task(self.run_job(job_id, int(float(score))))
+            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            self.tasks[job_id] = task

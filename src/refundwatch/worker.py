@@ -13,12 +13,11 @@ from uuid import UUID
 
 from arq import Retry, cron, func
 from arq.connections import RedisSettings
-from arq.worker import Worker
 
 from refundwatch.audit.services import seal
 from refundwatch.config import get_settings
 from refundwatch.health.checks import run_due_checks
-from refundwatch.jobs import enqueue
+from refundwatch.jobs import Worker, enqueue
 from refundwatch.logs import configure_logging
 from refundwatch.refunds import execution
 from refundwatch.refunds.execution import RetryLater
