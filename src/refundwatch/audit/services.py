@@ -80,6 +80,50 @@ def chain_hash(seq: int, prev_hash: str, entry_hash: str) -> str:
     return sha256_hex(f"{seq}|{prev_hash}|{entry_hash}")
 
 
+@dataclass(frozen=True, slots=True)
+class NewEntry:
+    """An audit entry about to be written: the hashed content, ready for the ORM or a Core insert."""
+
+    at: dt.datetime
+    actor_type: str
+    actor_id: str
+    action: str
+    target_type: str | None
+    target_id: str | None
+    details: str
+    ip: str | None
+    user_agent: str | None
+
+    @classmethod
+    def of(
+        cls,
+        actor: Actor,
+        action: str,
+        *,
+        target_type: str | None = None,
+        target_id: str | None = None,
+        details: dict[str, Any] | None = None,
+        at: dt.datetime | None = None,
+    ) -> NewEntry:
+        return cls(
+            at=at or dt.datetime.now(dt.UTC),
+            actor_type=actor.type,
+            actor_id=actor.id,
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            details=json.dumps(details or {}, separators=(",", ":"), sort_keys=True, default=str),
+            ip=actor.ip,
+            user_agent=(actor.user_agent or None) and actor.user_agent[:255],
+        )
+
+    def columns(self) -> dict[str, Any]:
+        """Column values, with the entry hash over the content."""
+        values = {name: getattr(self, name) for name in self.__slots__}
+        values["entry_hash"] = content_hash(self)
+        return values
+
+
 def record(
     session: AsyncSession,
     actor: Actor,
@@ -91,18 +135,8 @@ def record(
     at: dt.datetime | None = None,
 ) -> AuditEntry:
     """Add an audit entry to the caller's transaction (it commits with the action it records)."""
-    entry = AuditEntry(
-        at=at or dt.datetime.now(dt.UTC),
-        actor_type=actor.type,
-        actor_id=actor.id,
-        action=action,
-        target_type=target_type,
-        target_id=target_id,
-        details=json.dumps(details or {}, separators=(",", ":"), sort_keys=True, default=str),
-        ip=actor.ip,
-        user_agent=(actor.user_agent or None) and actor.user_agent[:255],
-    )
-    entry.entry_hash = content_hash(entry)
+    new = NewEntry.of(actor, action, target_type=target_type, target_id=target_id, details=details, at=at)
+    entry = AuditEntry(**new.columns())
     session.add(entry)
     return entry
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -28,7 +27,7 @@ from sqlalchemy.sql.selectable import Select
 
 from refundwatch.audit import actions
 from refundwatch.audit.actions import Actor
-from refundwatch.audit.services import content_hash
+from refundwatch.audit.services import NewEntry
 from refundwatch.db.engine import Database
 from refundwatch.db.models import AuditEntry, Payment, Refund, RefundEvent
 from refundwatch.refunds.states import FINAL, Source, Status, Transition, Trigger, decide
@@ -52,43 +51,24 @@ AUDIT_COLUMNS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class _AuditRow:
-    at: dt.datetime
-    actor_type: str
-    actor_id: str
-    action: str
-    target_type: str | None
-    target_id: str | None
-    details: str
-    ip: str | None
-    user_agent: str | None
-
-
 def _audit_params(
     actor: Actor, move: Transition, refund_id: UUID, source: Source, detail: str, now: dt.datetime
 ) -> dict[str, Any]:
     """The audit entry ``services.apply`` would record, with its entry hash, as bind parameters."""
-    details = {
-        "detail": detail,
-        "from": move.before.value,
-        "to": move.after.value,
-        "trigger": move.trigger.value,
-    }
-    row = _AuditRow(
-        at=now,
-        actor_type=actor.type,
-        actor_id=actor.id,
-        action=actions.REFUND_TRANSITION.format(source=source.value),
+    entry = NewEntry.of(
+        actor,
+        actions.REFUND_TRANSITION.format(source=source.value),
         target_type="refund",
         target_id=str(refund_id),
-        details=json.dumps(details, separators=(",", ":"), sort_keys=True),
-        ip=actor.ip,
-        user_agent=actor.user_agent and actor.user_agent[:255],
+        details={
+            "from": move.before.value,
+            "to": move.after.value,
+            "trigger": move.trigger.value,
+            "detail": detail,
+        },
+        at=now,
     )
-    params = {f"a_{name}": getattr(row, name) for name in AUDIT_COLUMNS if name != "entry_hash"}
-    params["a_entry_hash"] = content_hash(row)
-    return params
+    return {f"a_{name}": value for name, value in entry.columns().items()}
 
 
 def _param(table: Table, column: str, key: str) -> Any:
@@ -189,6 +169,8 @@ def _balance(move: Transition, payment_id: Any, amount: Any) -> Update | None:
         values["refunded_amount"] = PAYMENTS.c.refunded_amount - amount
     if not values:
         return None
+    # Explicit: column onupdate defaults are not applied inside a CTE.
+    values["updated_at"] = _param(PAYMENTS, "updated_at", "p_now")
     return update(PAYMENTS).where(PAYMENTS.c.id == payment_id).values(**values)
 
 

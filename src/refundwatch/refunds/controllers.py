@@ -15,6 +15,7 @@ from refundwatch.db.models import Payment, Refund
 from refundwatch.payments.services import PaymentInput, create_payment
 from refundwatch.refunds import services
 from refundwatch.refunds.execution import sync_refund
+from refundwatch.refunds.intake import create_refund
 from refundwatch.refunds.queries import RefundFilter, list_refunds
 from refundwatch.refunds.schemas import PaymentCreate, PaymentOut, RefundCreate, RefundList, RefundOut
 from refundwatch.refunds.states import Source, Trigger
@@ -55,7 +56,7 @@ class RefundController(Controller):
         idempotency_key: Annotated[str, Parameter(header="Idempotency-Key")],
     ) -> Response[RefundOut]:
         rt = runtime_of(request)
-        intake = await services.create_refund(
+        intake = await create_refund(
             rt,
             data,
             scope=who.scope_key,

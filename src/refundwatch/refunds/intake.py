@@ -1,0 +1,350 @@
+"""Refund intake: check a request against its payment, claim the idempotency key, reserve the amount.
+
+Reads run outside the write transaction (the replay check is advisory: the unique (caller, key) index
+is what claims a key). The write is then one statement of data-modifying CTEs on PostgreSQL (inside
+BEGIN … COMMIT, because a refused reservation must undo the insert) and one thread hop on SQLite.
+The refund row is inserted before the amount is reserved, so a concurrent twin with the same key
+waits on the key, not on the payment, and then replays.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from dataclasses import dataclass
+from typing import Any, cast
+from uuid import UUID
+
+import msgspec
+from sqlalchemy import Connection, Row, Table, bindparam, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.selectable import Select
+from uuid_utils.compat import uuid7
+
+from refundwatch.audit.actions import Actor
+from refundwatch.audit.services import NewEntry
+from refundwatch.db.models import AuditEntry, Payment, Refund, RefundEvent
+from refundwatch.gateways.registry import supported_processors
+from refundwatch.lib.crypto import sha256_hex
+from refundwatch.lib.exceptions import Conflict, ValidationFailed
+from refundwatch.payments.services import MAX_AMOUNT
+from refundwatch.refunds.schemas import RefundCreate
+from refundwatch.refunds.services import enqueue_execution, gateway_key
+from refundwatch.refunds.states import Source, Status
+from refundwatch.runtime import Runtime
+
+REFUNDS = cast(Table, Refund.__table__)
+EVENTS = cast(Table, RefundEvent.__table__)
+AUDIT = cast(Table, AuditEntry.__table__)
+PAYMENTS = cast(Table, Payment.__table__)
+
+REFUND_COLUMNS = (
+    "id",
+    "payment_id",
+    "connection_id",
+    "payment_reference",
+    "amount",
+    "currency",
+    "reason",
+    "order_id",
+    "invoice_id",
+    "metadata",
+    "status",
+    "attempts",
+    "gateway_idempotency_key",
+    "client_scope",
+    "idempotency_key",
+    "request_fingerprint",
+    "created_by",
+    "created_at",
+    "updated_at",
+)
+EVENT_COLUMNS = ("at", "status", "source", "detail")
+KEY_INDEX = "uq_refunds_client_idempotency"  # the unique (caller, key) index that claims a key
+AUDIT_COLUMNS = tuple(c.name for c in AUDIT.c if c.name not in ("id", "seq", "prev_hash", "hash"))
+
+
+@dataclass(frozen=True, slots=True)
+class Intake:
+    refund: Refund
+    created: bool
+    events: list[RefundEvent] | None = None  # known for a new refund; a replay reads them
+
+
+def _fingerprint(body: RefundCreate) -> str:
+    return sha256_hex(msgspec.json.encode(body, order="sorted"))
+
+
+def _check_shape(body: RefundCreate) -> None:
+    if isinstance(body.amount, bool) or body.amount <= 0 or body.amount > MAX_AMOUNT:
+        raise ValidationFailed("amount must be a positive whole number of minor units", code="invalid_amount")
+    if not body.payment_reference.strip() or len(body.payment_reference) > 255:
+        raise ValidationFailed("payment_reference must be 1 to 255 characters")
+    for name in ("order_id", "invoice_id"):
+        value = getattr(body, name)
+        if value is not None and len(value) > 255:
+            raise ValidationFailed(f"{name} must be at most 255 characters")
+    metadata = body.metadata or {}
+    if len(metadata) > 20 or any(len(k) > 40 or not k or len(v) > 500 for k, v in metadata.items()):
+        raise ValidationFailed("metadata: at most 20 keys, keys 1-40 characters, values up to 500")
+
+
+async def replay_of(rt: Runtime, scope: str, key: str, fingerprint: str) -> Refund | None:
+    """The refund an earlier request with this key created (409 if that request was different)."""
+    async with rt.db.read_session() as session:
+        refund = await session.scalar(
+            select(Refund).where(Refund.client_scope == scope, Refund.idempotency_key == key)
+        )
+    if refund is not None and refund.request_fingerprint != fingerprint:
+        raise Conflict(
+            "this Idempotency-Key was already used with a different request body",
+            code="idempotency_key_reused",
+        )
+    return refund
+
+
+async def _find_payment(rt: Runtime, body: RefundCreate) -> Row[Any]:
+    query = select(PAYMENTS).where(PAYMENTS.c.payment_reference == body.payment_reference)
+    if body.connection is not None:
+        conn = await rt.connections.by_name(body.connection)
+        if conn is None:
+            raise ValidationFailed(f"unknown connection {body.connection!r}", code="unknown_connection")
+        query = query.where(PAYMENTS.c.connection_id == conn.id)
+    async with rt.db.read_engine.connect() as connection:
+        payments = (await connection.execute(query.limit(2))).all()
+    if not payments:
+        raise ValidationFailed(f"no payment {body.payment_reference!r} is registered", code="unknown_payment")
+    if len(payments) > 1:
+        raise ValidationFailed(
+            "this payment_reference exists on several connections; name the connection",
+            code="ambiguous_payment",
+        )
+    return payments[0]
+
+
+async def _check_against_payment(rt: Runtime, body: RefundCreate, payment: Row[Any]) -> None:
+    conn = await rt.connections.by_id(payment.connection_id)
+    if conn is None or conn.processor not in supported_processors():
+        raise ValidationFailed(
+            "this payment's connection has no supported processor", code="unsupported_processor"
+        )
+    if not conn.enabled:
+        raise ValidationFailed(f"connection {conn.name!r} is disabled", code="connection_disabled")
+    if body.currency.upper() != payment.currency:
+        raise ValidationFailed(
+            f"payment {payment.payment_reference} is in {payment.currency}, not {body.currency.upper()}",
+            code="currency_mismatch",
+        )
+    for name in ("order_id", "invoice_id"):
+        given, known = getattr(body, name), getattr(payment, name)
+        if given is not None and known is not None and given != known:
+            raise ValidationFailed(
+                f"{name} {given!r} does not match the payment's {known!r}", code="reference_mismatch"
+            )
+
+
+class _NotRefundable(Exception):
+    """Raised inside the write transaction to roll the insert back when the amount does not fit."""
+
+
+async def create_refund(
+    rt: Runtime, body: RefundCreate, *, scope: str, idempotency_key: str, actor: Actor, source: Source
+) -> Intake:
+    """Check a refund request against its payment, reserve the amount, record it, and queue it
+    (exactly once per key). A refund at or above the threshold waits for approval instead."""
+    fingerprint = _fingerprint(body)
+    replay = await replay_of(rt, scope, idempotency_key, fingerprint)
+    if replay is not None:
+        return Intake(replay, created=False)
+    _check_shape(body)
+    payment = await _find_payment(rt, body)
+    await _check_against_payment(rt, body, payment)
+    threshold = rt.settings.approval_threshold_for(payment.currency)
+    needs_approval = body.amount >= threshold
+    refund = _new_refund(body, payment, scope, idempotency_key, fingerprint, actor, needs_approval)
+    detail = f"requested by {actor.id}: {body.reason}"
+    if needs_approval:
+        detail += f"; at or above the {threshold} {payment.currency} threshold, a second person must approve"
+    first = RefundEvent(
+        refund_id=refund.id, at=refund.created_at, status=refund.status, source=source.value, detail=detail
+    )
+    audit = NewEntry.of(
+        actor,
+        f"{source.value}:refund:create",
+        target_type="refund",
+        target_id=str(refund.id),
+        details={
+            "payment": payment.payment_reference,
+            "amount": body.amount,
+            "currency": payment.currency,
+            "reason": body.reason,
+            "status": refund.status,
+        },
+        at=refund.created_at,
+    )
+    params = {f"r_{name}": getattr(refund, _attribute(name)) for name in REFUND_COLUMNS}
+    params.update({f"e_{name}": getattr(first, name) for name in EVENT_COLUMNS})
+    params.update({f"a_{name}": value for name, value in audit.columns().items()})
+    try:
+        inserted = await _write(rt, params)
+    except _NotRefundable:
+        raise ValidationFailed(
+            f"amount {body.amount} exceeds what is still refundable on {payment.payment_reference}",
+            code="amount_exceeds_refundable",
+            extra={"refundable_amount": await _refundable(rt, payment.id)},
+        ) from None
+    if not inserted:  # a concurrent request with the same key committed first: answer as its replay
+        replay = await replay_of(rt, scope, idempotency_key, fingerprint)
+        if replay is None:
+            raise Conflict("this request conflicted with a concurrent one; retry it", code="conflict")
+        return Intake(replay, created=False)
+    if not needs_approval:  # committed: now the side effect (a lost message is re-sent by the sweeper)
+        await enqueue_execution(rt, refund.id)
+    return Intake(refund, created=True, events=[first])
+
+
+def _attribute(column: str) -> str:
+    return "metadata_" if column == "metadata" else column
+
+
+async def _write(rt: Runtime, params: dict[str, Any]) -> bool:
+    """Insert the refund, reserve its amount, and write its first event and audit entry, atomically.
+    False when the key was taken meanwhile; raises _NotRefundable (nothing written) when it does not fit."""
+    try:
+        if rt.db.is_sqlite:
+            await rt.db.run_sqlite_write(functools.partial(_write_one_by_one, params))
+            return True
+        async with rt.db.engine.begin() as conn:
+            if not (await conn.execute(_single_statement(), params)).scalar_one():
+                raise _NotRefundable  # leaves the begin() block by exception: the insert is rolled back
+    except IntegrityError as err:
+        # Not ON CONFLICT DO NOTHING: the dialects' upsert constructs are not statement-cacheable.
+        if KEY_INDEX in str(err.orig) or "refunds.client_scope, refunds.idempotency_key" in str(err.orig):
+            return False
+        raise
+    return True
+
+
+def _refund_values() -> dict[str, Any]:
+    return {name: bindparam(f"r_{name}", type_=REFUNDS.c[name].type) for name in REFUND_COLUMNS}
+
+
+def _event_values(refund_id: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {"refund_id": refund_id}
+    values.update({name: bindparam(f"e_{name}", type_=EVENTS.c[name].type) for name in EVENT_COLUMNS})
+    return values
+
+
+def _audit_values() -> dict[str, Any]:
+    return {name: bindparam(f"a_{name}", type_=AUDIT.c[name].type) for name in AUDIT_COLUMNS}
+
+
+def _reserve(payment_id: Any, amount: Any, now: Any) -> Any:
+    """The guarded reservation (as payments.services.reserve); ``updated_at`` is explicit because
+    column onupdate defaults are not applied inside a CTE."""
+    return (
+        update(PAYMENTS)
+        .where(PAYMENTS.c.id == payment_id, PAYMENTS.c.reserved_amount + amount <= PAYMENTS.c.amount)
+        .values(reserved_amount=PAYMENTS.c.reserved_amount + amount, updated_at=now)
+    )
+
+
+@functools.cache
+def _single_statement() -> Select[Any]:
+    """PostgreSQL: insert (a taken key fails the statement) -> reserve (if it fits) -> event + audit."""
+    inserted = (
+        insert(REFUNDS)
+        .values(**_refund_values())
+        .returning(REFUNDS.c.id, REFUNDS.c.payment_id, REFUNDS.c.amount)
+        .cte("inserted")
+    )
+    now = bindparam("r_updated_at", type_=PAYMENTS.c.updated_at.type)
+    reserved = (
+        _reserve(inserted.c.payment_id, inserted.c.amount, now)
+        .returning(PAYMENTS.c.id, inserted.c.id.label("refund_id"))
+        .cte("reserved")
+    )
+    event_values = _event_values(reserved.c.refund_id)
+    event = insert(EVENTS).from_select(
+        list(event_values), select(*[v.label(k) for k, v in event_values.items()]).select_from(reserved)
+    )
+    audit_values = _audit_values()
+    audit = insert(AUDIT).from_select(
+        list(audit_values), select(*[v.label(k) for k, v in audit_values.items()]).select_from(reserved)
+    )
+    return (
+        select(select(func.count()).select_from(reserved).scalar_subquery().label("reserved"))
+        .add_cte(event.cte("event"))
+        .add_cte(audit.cte("audit"))
+    )
+
+
+def _write_one_by_one(params: dict[str, Any], conn: Connection) -> None:
+    """SQLite: the same writes one after another, in the one transaction ``run_sqlite_write`` holds."""
+    conn.execute(_sqlite_statements().refund, params)
+    reserve = _reserve(params["r_payment_id"], params["r_amount"], params["r_updated_at"])
+    if not conn.execute(reserve).rowcount:
+        raise _NotRefundable
+    conn.execute(_sqlite_statements().event, params)
+    conn.execute(_sqlite_statements().audit, params)
+
+
+@dataclass(frozen=True, slots=True)
+class _SqliteStatements:
+    refund: Insert
+    event: Insert
+    audit: Insert
+
+
+@functools.cache
+def _sqlite_statements() -> _SqliteStatements:
+    return _SqliteStatements(
+        refund=insert(REFUNDS).values(**_refund_values()),
+        event=insert(EVENTS).values(**_event_values(bindparam("r_id", type_=REFUNDS.c.id.type))),
+        audit=insert(AUDIT).values(**_audit_values()),
+    )
+
+
+async def _refundable(rt: Runtime, payment_id: UUID) -> int:
+    async with rt.db.read_engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(PAYMENTS.c.amount, PAYMENTS.c.reserved_amount).where(PAYMENTS.c.id == payment_id)
+            )
+        ).one()
+    return max(int(row[0]) - int(row[1]), 0)
+
+
+def _new_refund(
+    body: RefundCreate,
+    payment: Row[Any],
+    scope: str,
+    key: str,
+    fingerprint: str,
+    actor: Actor,
+    needs_approval: bool,
+) -> Refund:
+    now = dt.datetime.now(dt.UTC)
+    refund = Refund(
+        payment_id=payment.id,
+        connection_id=payment.connection_id,
+        payment_reference=payment.payment_reference,
+        amount=body.amount,
+        currency=payment.currency,
+        reason=body.reason,
+        order_id=body.order_id or payment.order_id,
+        invoice_id=body.invoice_id or payment.invoice_id,
+        metadata_=dict(body.metadata or {}),
+        status=(Status.PENDING_APPROVAL if needs_approval else Status.QUEUED).value,
+        attempts=0,
+        client_scope=scope,
+        idempotency_key=key,
+        request_fingerprint=fingerprint,
+        created_by=actor.id,
+        created_at=now,
+        updated_at=now,
+    )
+    refund.id = uuid7()  # time-ordered, like every other id (advanced-alchemy[uuid])
+    refund.gateway_idempotency_key = gateway_key(refund.id)
+    return refund
