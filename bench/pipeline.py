@@ -70,7 +70,9 @@ class Env:
             raise SystemExit(f"refundwatch {' '.join(args)}: {out.stderr.strip()}")
         return out.stdout.strip()
 
-    def start(self, name: str, *args: str, profile: Path | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, *args: str, profile: Path | None = None, subprocesses: bool = False
+    ) -> subprocess.Popen[bytes]:
         log = (self.workdir / f"{name}.log").open("ab")
         command = [PY, "-m", *args]
         if profile is not None:  # py-spy (pip install py-spy) samples the process without slowing it much
@@ -82,6 +84,7 @@ class Env:
                 "raw",
                 "-r",
                 "200",
+                *(["--subprocesses"] if subprocesses else []),
                 "-o",
                 str(profile),
                 "--",
@@ -263,7 +266,17 @@ async def run_backend(
         env.cli("connections", "import", str(env.workdir / "c.toml"))
         key = env.cli("apikeys", "create", "--name", "bench", "--scopes", "refunds:read,refunds:write")
         env.start("simulator", "refundwatch.simulator", "--port", str(sim_port))
-        env.start("web", "refundwatch", "serve", "--port", str(web_port), "--workers", str(web_workers))
+        env.start(
+            "web",
+            "refundwatch",
+            "serve",
+            "--port",
+            str(web_port),
+            "--workers",
+            str(web_workers),
+            profile=profile and profile.with_name(f"{profile.stem}-{backend}-web.txt"),
+            subprocesses=True,
+        )
         await wait_http(f"{sim_url}/_control/faults")
         await wait_http(f"{web_url}/healthz")
         async with httpx2.AsyncClient() as c:
@@ -415,7 +428,11 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=5000)
     parser.add_argument("-k", type=int, default=32)
     parser.add_argument("--web-workers", type=int, default=2)
-    parser.add_argument("--profile", type=Path, help="write a py-spy profile of the worker to this path")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="write py-spy profiles of the worker and the web processes next to this path",
+    )
     parser.add_argument(
         "--pg-admin",
         default=os.environ.get("BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"),

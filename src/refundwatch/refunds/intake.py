@@ -92,16 +92,23 @@ def _check_shape(body: RefundCreate) -> None:
 
 async def replay_of(rt: Runtime, scope: str, key: str, fingerprint: str) -> Refund | None:
     """The refund an earlier request with this key created (409 if that request was different)."""
-    async with rt.db.read_session() as session:
-        refund = await session.scalar(
-            select(Refund).where(Refund.client_scope == scope, Refund.idempotency_key == key)
-        )
-    if refund is not None and refund.request_fingerprint != fingerprint:
+    async with rt.db.read_engine.connect() as conn:
+        found = (
+            await conn.execute(
+                select(REFUNDS.c.id, REFUNDS.c.request_fingerprint).where(
+                    REFUNDS.c.client_scope == scope, REFUNDS.c.idempotency_key == key
+                )
+            )
+        ).first()
+    if found is None:
+        return None
+    if found.request_fingerprint != fingerprint:
         raise Conflict(
             "this Idempotency-Key was already used with a different request body",
             code="idempotency_key_reused",
         )
-    return refund
+    async with rt.db.read_session() as session:
+        return await session.get(Refund, found.id)
 
 
 async def _find_payment(rt: Runtime, body: RefundCreate) -> Row[Any]:
