@@ -35,6 +35,7 @@ from _services import (
     start_private_redis,
     unique_pg_database_name,
 )
+from identity_provider import IdentityProvider
 
 BACKENDS = ["sqlite", "postgresql"]
 PYTHON = sys.executable
@@ -109,6 +110,17 @@ class Stack:
     sim_url: str
     api_key: str
     procs: dict[str, Proc] = field(default_factory=dict)
+    idp: IdentityProvider | None = None
+
+    # --- staff ------------------------------------------------------------------------------
+    def sign_in(self, username: str, password: str = "password") -> httpx2.Client:
+        """A browserless client signed in as ``username`` through the real provider."""
+        assert self.idp is not None
+        client = httpx2.Client(base_url=self.web_url, follow_redirects=False, timeout=30)
+        callback = self.idp.sign_in(client, f"{self.web_url}/auth/login", username, password)
+        response = client.get(callback)
+        assert response.status_code == 303, (response.status_code, response.text[:300])
+        return client
 
     # --- processes -------------------------------------------------------------------------
     def cli(
@@ -288,8 +300,11 @@ timeout_seconds = 2
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A whole refundwatch (web + worker + simulator) on one database backend."""
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, idp: IdentityProvider
+) -> Iterator[Stack]:
+    """A whole refundwatch (web + worker + simulator) on one database backend, signing staff in
+    through the session's real identity provider (its own web client, registered for this port)."""
     backend: str = request.param
     workdir = tmp_path_factory.mktemp(f"stack-{backend}")
     database_url, pg_name = _database(backend, workdir)
@@ -311,8 +326,13 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         "REFUNDWATCH_SWEEP_INTERVAL_SECONDS": "2",
         "REFUNDWATCH_SWEEP_GRACE_SECONDS": "3",
     }
+    web_client = idp.register_web_client(
+        web_url, post_logout_redirect_uris=[f"{web_url}/auth/signed-out", f"{web_url}/"]
+    )
+    env.update(idp.refundwatch_env(web_client))
     connections = _connections_file(workdir, sim_url)
     stack = Stack(backend, database_url, env["REFUNDWATCH_REDIS_URL"], workdir, env, web_url, sim_url, "")
+    stack.idp = idp
     stack.cli("db", "upgrade")
     stack.cli("connections", "import", str(connections))
     stack.api_key = stack.cli(

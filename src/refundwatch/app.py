@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from litestar import Litestar
+from litestar.config.csrf import CSRFConfig
 from litestar.config.response_cache import ResponseCacheConfig
 from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.openapi import OpenAPIConfig
@@ -15,13 +16,17 @@ from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 
 from refundwatch.auth.apikeys import ApiKeyAuthenticator
+from refundwatch.auth.controllers import AuthController
+from refundwatch.auth.guards import PAGE_EXCEPTION_HANDLERS
+from refundwatch.auth.oidc import OidcProvider
+from refundwatch.auth.sessions import SessionStore
 from refundwatch.config import get_settings
 from refundwatch.health.controllers import healthz, metrics, readyz
 from refundwatch.logs import configure_logging
 from refundwatch.refunds.controllers import PaymentController, RefundController
 from refundwatch.runtime import Runtime
 from refundwatch.web.errors import EXCEPTION_HANDLERS
-from refundwatch.web.pages import status_page
+from refundwatch.web.pages import pages_router
 from refundwatch.webhooks.controllers import webhook
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +42,12 @@ def create_app() -> Litestar:
         await rt.open()
         app.state.rt = rt
         app.state.apikeys = ApiKeyAuthenticator(rt.db)
+        app.state.sessions = SessionStore(
+            rt.require_redis(),
+            idle_seconds=settings.session_idle_minutes * 60,
+            absolute_seconds=settings.session_absolute_hours * 3600,
+        )
+        app.state.oidc = OidcProvider(settings, rt.require_redis(), rt.require_http())
         try:
             yield
         finally:
@@ -47,16 +58,26 @@ def create_app() -> Litestar:
             RefundController,
             PaymentController,
             webhook,
+            AuthController,
+            pages_router(),
             healthz,
             readyz,
             metrics,
-            status_page,
             create_static_files_router(
                 path="/static", directories=[ROOT / "static"], include_in_schema=False
             ),
         ],
         lifespan=[lifespan],
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers={**EXCEPTION_HANDLERS, **PAGE_EXCEPTION_HANDLERS},
+        csrf_config=CSRFConfig(
+            secret=settings.effective_secret_key,
+            cookie_name="rw_csrf",
+            cookie_httponly=True,
+            cookie_secure=settings.is_https,
+            cookie_samesite="lax",
+            # The API authenticates with bearer tokens (no cookies), webhooks with signatures.
+            exclude=["^/api/", "^/webhooks/", "^/healthz", "^/readyz", "^/metrics", "^/static/", "^/schema"],
+        ),
         template_config=TemplateConfig(directory=ROOT / "templates", engine=JinjaTemplateEngine),
         openapi_config=OpenAPIConfig(
             title="refundwatch",

@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     api_audience: str = "urn:refundwatch:api"
     approval_threshold: str = "50000"
 
+    # Sign-in and roles beyond the contract's names.
+    session_idle_minutes: int = Field(default=30, ge=1)
+    session_absolute_hours: int = Field(default=12, ge=1)
+    # The most one refund may be for, per role, in minor units (a role not named has no limit).
+    role_limits: str = "initiator=100000,approver=1000000"
+
     # Operational knobs beyond the contract; the defaults suit one worker on a small machine.
     worker_max_jobs: int = Field(default=200, ge=1)
     worker_poll_delay: float = Field(default=0.05, gt=0)
@@ -56,6 +62,10 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
         return value
+
+    @property
+    def is_https(self) -> bool:
+        return self.base_url.startswith("https://")
 
     @property
     def is_sqlite(self) -> bool:
@@ -102,6 +112,14 @@ class Settings(BaseSettings):
             FieldCipher(self.encryption_key_list)
         except ValueError as exc:
             raise ConfigError(f"REFUNDWATCH_ENCRYPTION_KEYS: {exc}") from None
+        from refundwatch.auth.roles import parse_role_limits, parse_role_map
+        from refundwatch.lib.exceptions import BadInput
+
+        try:
+            parse_role_map(self.role_map)
+            parse_role_limits(self.role_limits)
+        except BadInput as exc:
+            raise ConfigError(str(exc)) from None
         try:
             for currency in ("EUR", "USD"):
                 self.approval_threshold_for(currency)

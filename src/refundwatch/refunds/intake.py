@@ -156,7 +156,14 @@ class _NotRefundable(Exception):
 
 
 async def create_refund(
-    rt: Runtime, body: RefundCreate, *, scope: str, idempotency_key: str, actor: Actor, source: Source
+    rt: Runtime,
+    body: RefundCreate,
+    *,
+    scope: str,
+    idempotency_key: str,
+    actor: Actor,
+    source: Source,
+    amount_limit: int | None = None,
 ) -> Intake:
     """Check a refund request against its payment, reserve the amount, record it, and queue it
     (exactly once per key). A refund at or above the threshold waits for approval instead."""
@@ -171,6 +178,11 @@ async def create_refund(
     needs_approval = body.amount >= threshold
     refund = _new_refund(body, payment, scope, idempotency_key, fingerprint, actor, needs_approval)
     detail = f"requested by {actor.id}: {body.reason}"
+    if amount_limit is not None and body.amount > amount_limit:
+        raise ValidationFailed(
+            f"your role may start refunds of at most {amount_limit} (minor units); ask an approver",
+            code="amount_over_role_limit",
+        )
     if needs_approval:
         detail += f"; at or above the {threshold} {payment.currency} threshold, a second person must approve"
     first = RefundEvent(
@@ -348,7 +360,7 @@ def _new_refund(
         client_scope=scope,
         idempotency_key=key,
         request_fingerprint=fingerprint,
-        created_by=actor.id,
+        created_by=scope,  # the stable identity (user:<sub>, api_key:<id>) the four-eyes check uses
         created_at=now,
         updated_at=now,
     )

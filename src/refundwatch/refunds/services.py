@@ -19,7 +19,7 @@ from refundwatch.audit.actions import Actor
 from refundwatch.audit.services import record
 from refundwatch.db.models import Refund, RefundEvent
 from refundwatch.jobs import enqueue
-from refundwatch.lib.exceptions import InvalidTransition, NotFound, ValidationFailed
+from refundwatch.lib.exceptions import InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from refundwatch.payments.services import add_refunded, release, reserve
 from refundwatch.refunds.states import FINAL, Outcome, Source, Status, Transition, Trigger, decide
 from refundwatch.runtime import Runtime
@@ -139,19 +139,41 @@ async def enqueue_execution(rt: Runtime, refund_id: UUID, *, defer_seconds: floa
         log.warning("could not enqueue refund %s; the sweeper will pick it up", refund_id, exc_info=True)
 
 
+class SelfApproval(PermissionDenied):
+    code = "self_approval"
+
+
 async def command(
-    rt: Runtime, refund_id: UUID, trigger: Trigger, *, actor: Actor, source: Source, reason: str | None = None
+    rt: Runtime,
+    refund_id: UUID,
+    trigger: Trigger,
+    *,
+    actor: Actor,
+    source: Source,
+    reason: str | None = None,
+    by: str | None = None,
 ) -> Refund:
-    """A person's or client's command: cancel, retry (approve and reject come with sign-in)."""
+    """A person's or client's command: cancel, retry, approve, reject.
+
+    ``by`` is the stable identity of whoever acts (``user:<sub>``, ``api_key:<id>``): approving or
+    rejecting is refused to the refund's own creator, whichever way it is attempted (four eyes).
+    """
+    reason = (reason or "").strip() or None
+    if trigger is Trigger.REJECT and not reason:
+        raise ValidationFailed("give a reason for rejecting the refund", code="reason_required")
+    if reason and len(reason) > 500:
+        raise ValidationFailed("the reason must be at most 500 characters")
     async with rt.db.session() as session:
         refund = await lock_refund(session, refund_id)
+        if trigger in (Trigger.APPROVE, Trigger.REJECT) and (by is None or by == refund.created_by):
+            raise SelfApproval("a refund needs a second person: you cannot approve or reject your own")
         changes: dict[str, Any] = {}
         if trigger is Trigger.RETRY:
             changes = _retry_changes(refund)
         detail = f"{trigger.value} by {actor.id}" + (f": {reason}" if reason else "")
         await apply(session, refund, trigger, source=source, detail=detail, actor=actor, **changes)
         await session.commit()
-    if trigger is Trigger.RETRY:
+    if trigger in (Trigger.RETRY, Trigger.APPROVE):
         await enqueue_execution(rt, refund.id)
     return refund
 

@@ -1,4 +1,4 @@
-"""Bearer authentication for the API (API keys now; OIDC client-credential tokens come with sign-in).
+"""Bearer authentication for the API: API keys (``rw_…``) and OIDC client-credentials access tokens.
 
 Authentication runs as a guard, before Litestar parses the body, so an anonymous or unauthorised
 caller gets 401/403 whatever it sent.
@@ -12,7 +12,8 @@ from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 
-from refundwatch.auth.apikeys import Principal
+from refundwatch.auth.apikeys import PREFIX, SCOPES, Principal
+from refundwatch.auth.oidc import OidcProvider, SignInError, TokenInvalid
 from refundwatch.lib.exceptions import AuthenticationFailed, PermissionDenied, RefundwatchError
 from refundwatch.web.state import authenticator
 
@@ -27,8 +28,10 @@ async def require_scopes(connection: ASGIConnection[Any, Any, Any, Any], handler
     header = connection.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise AuthenticationFailed("send Authorization: Bearer <API key>", code="unauthenticated")
-    found = await authenticator(connection.app).authenticate(token.strip())
+        raise AuthenticationFailed(
+            "send Authorization: Bearer <API key or access token>", code="unauthenticated"
+        )
+    found = await _authenticate(connection, token.strip())
     if found is None:
         raise AuthenticationFailed("the token is invalid, expired or revoked", code="invalid_token")
     missing = set(handler.opt.get("scopes", ())) - found.scopes
@@ -37,6 +40,21 @@ async def require_scopes(connection: ASGIConnection[Any, Any, Any, Any], handler
             f"this call needs scope {', '.join(sorted(missing))}", code="insufficient_scope"
         )
     connection.state.principal = found
+
+
+async def _authenticate(connection: ASGIConnection[Any, Any, Any, Any], token: str) -> Principal | None:
+    if token.startswith(PREFIX):
+        return await authenticator(connection.app).authenticate(token)
+    oidc: OidcProvider | None = connection.app.state.get("oidc")
+    if oidc is None or not oidc.configured or token.count(".") != 2:
+        return None
+    try:
+        claims = await oidc.verify_access_token(token)
+    except (TokenInvalid, SignInError):
+        return None  # which check failed is not the caller's business; it is 401 either way
+    client = str(claims.get("client_id") or claims["sub"])[:128]
+    scopes = frozenset(str(claims.get("scope", "")).split()) & frozenset(SCOPES)
+    return Principal("client", client, client, scopes)
 
 
 async def require_idempotency_key(

@@ -1,0 +1,285 @@
+"""Staff refund screens: list, detail with timeline, new refund, approvals, and the actions on a refund.
+
+Handlers stay thin: the same services as the API (intake, commands), the same validation and errors.
+Every form is a plain POST that also works through htmx (``hx-boost``): with htmx, a refused form comes
+back re-rendered in place with the error next to it; without, it comes back as a 422 page.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, Parameter
+from litestar.response import Redirect, Template
+from sqlalchemy import or_, select
+
+from refundwatch.auth.guards import user_actor
+from refundwatch.auth.roles import Action, Role, parse_role_limits
+from refundwatch.auth.sessions import Session
+from refundwatch.db.models import Payment
+from refundwatch.lib.exceptions import RefundwatchError, ValidationFailed
+from refundwatch.refunds import services
+from refundwatch.refunds.intake import create_refund
+from refundwatch.refunds.queries import RefundFilter, list_refunds
+from refundwatch.refunds.schemas import RefundCreate
+from refundwatch.refunds.states import Source, Status, Trigger, allowed_commands
+from refundwatch.runtime import Runtime
+from refundwatch.web.state import runtime_of
+
+NO_STORE = {"Cache-Control": "no-store"}
+REASONS = ("requested_by_customer", "duplicate", "fraudulent", "return", "other")
+FORM = Body(media_type=RequestEncodingType.URL_ENCODED)
+
+
+def _page(name: str, session: Session, status_code: int = 200, **context: Any) -> Template:
+    return Template(
+        template_name=name,
+        context={"user": session.user, **context},
+        status_code=status_code,
+        headers=NO_STORE,
+    )
+
+
+async def _names(rt: Runtime) -> dict[UUID, str]:
+    return {c.id: c.name for c in await rt.connections.all()}
+
+
+@get("/refunds")
+async def refunds_page(
+    request: Request[Any, Any, Any],
+    session: Session,
+    status: str | None = None,
+    connection: str | None = None,
+    payment: Annotated[str | None, Parameter(query="payment")] = None,
+    cursor: str | None = None,
+) -> Template:
+    rt = runtime_of(request)
+    flt = RefundFilter(
+        status=status or None,
+        connection=connection or None,
+        payment_reference=(payment or "").strip() or None,
+        cursor=cursor or None,
+        limit=50,
+    )
+    error = None
+    try:
+        page = await list_refunds(rt, flt)
+        refunds, next_cursor = page.refunds, page.next_cursor
+    except RefundwatchError as exc:
+        refunds, next_cursor, error = [], None, exc.message
+    return _page(
+        "pages/refunds.html",
+        session,
+        refunds=refunds,
+        next_cursor=next_cursor,
+        names=await _names(rt),
+        filters={"status": status or "", "connection": connection or "", "payment": payment or ""},
+        statuses=[s.value for s in Status],
+        connections=[c.name for c in await rt.connections.all()],
+        error=error,
+    )
+
+
+@get("/refunds/{refund_id:uuid}")
+async def refund_page(request: Request[Any, Any, Any], session: Session, refund_id: UUID) -> Template:
+    rt = runtime_of(request)
+    refund, events = await services.get_refund(rt, refund_id)
+    commands = [t.value for t in allowed_commands(refund.status) if session.user.can(_ACTION_FOR[t])]
+    if refund.created_by == session.user.key:  # four eyes: never offer approval of one's own refund
+        commands = [c for c in commands if c not in ("approve", "reject")]
+    return _page(
+        "pages/refund.html",
+        session,
+        refund=refund,
+        events=events,
+        connection=(await _names(rt)).get(refund.connection_id, "?"),
+        commands=commands,
+        own=refund.created_by == session.user.key,
+    )
+
+
+_ACTION_FOR = {
+    Trigger.CANCEL: Action.CANCEL,
+    Trigger.RETRY: Action.RETRY,
+    Trigger.APPROVE: Action.APPROVE,
+    Trigger.REJECT: Action.APPROVE,
+}
+
+
+async def _command(
+    request: Request[Any, Any, Any], session: Session, refund_id: UUID, trigger: Trigger, reason: str | None
+) -> Response[Any]:
+    rt = runtime_of(request)
+    try:
+        await services.command(
+            rt,
+            refund_id,
+            trigger,
+            actor=user_actor(session.user, request),
+            source=Source.USER,
+            reason=reason,
+            by=session.user.key,
+        )
+    except RefundwatchError as exc:
+        refund, events = await services.get_refund(rt, refund_id)
+        return _page(
+            "pages/refund.html",
+            session,
+            status_code=200 if request.headers.get("hx-request") else exc.status_code,
+            refund=refund,
+            events=events,
+            connection=(await _names(rt)).get(refund.connection_id, "?"),
+            commands=[],
+            own=refund.created_by == session.user.key,
+            error=exc.message,
+        )
+    return Redirect(f"/refunds/{refund_id}", status_code=303)
+
+
+@post("/refunds/{refund_id:uuid}/cancel", opt={"action": Action.CANCEL}, status_code=303)
+async def cancel_refund(
+    request: Request[Any, Any, Any], session: Session, refund_id: UUID, data: Annotated[dict[str, str], FORM]
+) -> Response[Any]:
+    return await _command(request, session, refund_id, Trigger.CANCEL, data.get("reason"))
+
+
+@post("/refunds/{refund_id:uuid}/retry", opt={"action": Action.RETRY}, status_code=303)
+async def retry_refund(
+    request: Request[Any, Any, Any], session: Session, refund_id: UUID, data: Annotated[dict[str, str], FORM]
+) -> Response[Any]:
+    return await _command(request, session, refund_id, Trigger.RETRY, data.get("reason"))
+
+
+@post("/refunds/{refund_id:uuid}/approve", opt={"action": Action.APPROVE}, status_code=303)
+async def approve_refund(
+    request: Request[Any, Any, Any], session: Session, refund_id: UUID, data: Annotated[dict[str, str], FORM]
+) -> Response[Any]:
+    return await _command(request, session, refund_id, Trigger.APPROVE, data.get("reason"))
+
+
+@post("/refunds/{refund_id:uuid}/reject", opt={"action": Action.APPROVE}, status_code=303)
+async def reject_refund(
+    request: Request[Any, Any, Any], session: Session, refund_id: UUID, data: Annotated[dict[str, str], FORM]
+) -> Response[Any]:
+    return await _command(request, session, refund_id, Trigger.REJECT, data.get("reason"))
+
+
+@get("/approvals", opt={"action": Action.APPROVE})
+async def approvals_page(request: Request[Any, Any, Any], session: Session) -> Template:
+    rt = runtime_of(request)
+    page = await list_refunds(rt, RefundFilter(status=Status.PENDING_APPROVAL.value, limit=200))
+    return _page(
+        "pages/approvals.html", session, refunds=page.refunds, names=await _names(rt), me=session.user.key
+    )
+
+
+async def _find_payments(rt: Runtime, q: str) -> list[Payment]:
+    q = q.strip()
+    if not q or len(q) > 255:
+        return []
+    async with rt.db.read_session() as db:
+        rows = await db.scalars(
+            select(Payment)
+            .where(or_(Payment.payment_reference == q, Payment.order_id == q, Payment.invoice_id == q))
+            .limit(20)
+        )
+        return list(rows)
+
+
+def _limit_for(role: Role | None, rt: Runtime) -> int | None:
+    limits = parse_role_limits(rt.settings.role_limits)
+    return limits.get(role) if role is not None else 0
+
+
+@get("/refunds/new", opt={"action": Action.CREATE})
+async def new_refund_page(
+    request: Request[Any, Any, Any], session: Session, q: str | None = None
+) -> Template:
+    rt = runtime_of(request)
+    return _page(
+        "pages/refund_new.html",
+        session,
+        q=q or "",
+        payments=await _find_payments(rt, q or ""),
+        names=await _names(rt),
+        reasons=REASONS,
+        form={},
+        error=None,
+        form_key=secrets.token_urlsafe(16),
+        limit=_limit_for(session.user.role, rt),
+    )
+
+
+@post("/refunds/new", opt={"action": Action.CREATE}, status_code=303)
+async def create_refund_page(
+    request: Request[Any, Any, Any], session: Session, data: Annotated[dict[str, str], FORM]
+) -> Response[Any]:
+    rt = runtime_of(request)
+    form = {k: (v or "").strip() for k, v in data.items() if k != "_csrf_token"}
+    try:
+        body = _body_from(form)
+        intake = await create_refund(
+            rt,
+            body,
+            scope=session.user.key,
+            # The form carries a key made when it was rendered: a double submit creates one refund.
+            idempotency_key=f"form:{form.get('form_key') or secrets.token_urlsafe(16)}"[:255],
+            actor=user_actor(session.user, request),
+            source=Source.USER,
+            amount_limit=_limit_for(session.user.role, rt),
+        )
+    except RefundwatchError as exc:
+        return _page(
+            "pages/refund_new.html",
+            session,
+            status_code=200 if request.headers.get("hx-request") else 422,
+            q=form.get("payment_reference", ""),
+            payments=await _find_payments(rt, form.get("payment_reference", "")),
+            names=await _names(rt),
+            reasons=REASONS,
+            form=form,
+            error=exc.message,
+            error_code=exc.code,
+            form_key=form.get("form_key") or secrets.token_urlsafe(16),
+            limit=_limit_for(session.user.role, rt),
+        )
+    return Redirect(f"/refunds/{intake.refund.id}", status_code=303)
+
+
+def _body_from(form: dict[str, str]) -> RefundCreate:
+    """The API's request body from the form fields, decoded by the same schema as the API's."""
+    raw = form.get("amount", "")
+    if not raw.isdigit():
+        raise ValidationFailed("amount must be a positive whole number of minor units", code="invalid_amount")
+    fields: dict[str, Any] = {
+        "payment_reference": form.get("payment_reference", ""),
+        "amount": int(raw),
+        "currency": form.get("currency", ""),
+        "reason": form.get("reason", ""),
+    }
+    if form.get("connection"):
+        fields["connection"] = form["connection"]
+    if form.get("note"):
+        fields["metadata"] = {"note": form["note"]}
+    try:
+        return msgspec.convert(fields, RefundCreate)
+    except msgspec.ValidationError as exc:
+        raise ValidationFailed(str(exc)) from None
+
+
+ROUTES = [
+    refunds_page,
+    refund_page,
+    cancel_refund,
+    retry_refund,
+    approve_refund,
+    reject_refund,
+    approvals_page,
+    new_refund_page,
+    create_refund_page,
+]

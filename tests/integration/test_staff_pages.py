@@ -1,0 +1,172 @@
+"""Staff screens against the real identity provider: each role's work, four eyes, and the refusals."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import uuid
+
+import httpx2
+import pytest
+
+from stack import Stack, db_rows, wait_until
+
+THRESHOLD = 50_000  # the default REFUNDWATCH_APPROVAL_THRESHOLD (minor units)
+
+
+def signed_in(stack: Stack, user: str) -> contextlib.closing[httpx2.Client]:
+    return contextlib.closing(stack.sign_in(user))
+
+
+def csrf(page: str) -> str:
+    match = re.search(r'name="_csrf_token" value="([^"]+)"', page)
+    assert match, "no CSRF token on the page"
+    return match.group(1)
+
+
+def post_form(
+    client: httpx2.Client, path: str, fields: dict[str, str], *, page: str = "/refunds"
+) -> httpx2.Response:
+    token = csrf(client.get(page).text)
+    return client.post(path, data={**fields, "_csrf_token": token})
+
+
+def create_via_form(client: httpx2.Client, reference: str, amount: int, **extra: str) -> httpx2.Response:
+    page = client.get("/refunds/new", params={"q": reference})
+    assert page.status_code == 200, page.text[:300]
+    key = re.search(r'name="form_key" value="([^"]+)"', page.text)
+    assert key
+    fields = {
+        "payment_reference": reference,
+        "amount": str(amount),
+        "currency": "EUR",
+        "reason": "return",
+        "form_key": key.group(1),
+        "_csrf_token": csrf(page.text),
+        **extra,
+    }
+    return client.post("/refunds/new", data=fields)
+
+
+def refund_id_from(response: httpx2.Response) -> str:
+    assert response.status_code == 303, (response.status_code, response.text[:500])
+    return response.headers["location"].rsplit("/", 1)[1]
+
+
+def test_initiator_creates_and_the_payment_shows_what_is_refundable(stack: Stack) -> None:
+    reference = stack.payment(10_000)
+    with signed_in(stack, "ivan-initiator") as ivan:
+        page = ivan.get("/refunds/new", params={"q": reference})
+        assert "Still refundable" in page.text
+        assert "10000 EUR" in page.text
+        refund_id = refund_id_from(create_via_form(ivan, reference, 2_500, note="box damaged"))
+        detail = ivan.get(f"/refunds/{refund_id}")
+        assert detail.status_code == 200
+        assert "box damaged" in detail.text
+    final = wait_until(lambda: stack.get(refund_id)["status"] == "succeeded", timeout=30, what="executed")
+    assert final
+    (created_by,) = db_rows(stack, "SELECT created_by FROM refunds WHERE id = ?", _id(stack, refund_id))[0]
+    assert created_by.startswith("user:")
+
+
+def _id(stack: Stack, refund_id: str) -> object:
+    return refund_id if stack.backend == "postgresql" else uuid.UUID(refund_id).bytes
+
+
+def test_form_errors_come_back_inline_from_the_same_rules_as_the_api(stack: Stack) -> None:
+    reference = stack.payment(1_000)
+    with signed_in(stack, "ivan-initiator") as ivan:
+        too_much = create_via_form(ivan, reference, 5_000)
+        assert too_much.status_code == 422
+        assert 'data-code="amount_exceeds_refundable"' in too_much.text
+        htmx = create_via_form(ivan, reference, 5_000, **{})  # same, through htmx: swapped in place (200)
+        assert htmx.status_code == 422
+        inline = ivan.post(
+            "/refunds/new",
+            data={
+                "payment_reference": reference,
+                "amount": "0",
+                "currency": "EUR",
+                "reason": "return",
+                "_csrf_token": csrf(ivan.get("/refunds/new").text),
+            },
+            headers={"HX-Request": "true"},
+        )
+        assert inline.status_code == 200
+        assert 'data-code="invalid_amount"' in inline.text
+
+
+def test_four_eyes_over_the_threshold(stack: Stack) -> None:
+    reference = stack.payment(THRESHOLD * 2)
+    with signed_in(stack, "amy-approver") as amy, signed_in(stack, "bob-approver") as bob:
+        refund_id = refund_id_from(create_via_form(amy, reference, THRESHOLD))
+        assert stack.get(refund_id)["status"] == "pending_approval"
+        # Amy may not approve her own refund: not offered, and refused when forced.
+        assert f"/refunds/{refund_id}/approve" not in amy.get(f"/refunds/{refund_id}").text
+        forced = post_form(amy, f"/refunds/{refund_id}/approve", {})
+        assert forced.status_code == 403
+        assert "second person" in forced.text
+        assert stack.get(refund_id)["status"] == "pending_approval"
+        # Bob sees it in his queue and approves it: it is executed.
+        assert refund_id in bob.get("/approvals").text
+        approved = post_form(bob, f"/refunds/{refund_id}/approve", {"reason": "checked the RMA"})
+        assert approved.status_code == 303
+    wait_until(lambda: stack.get(refund_id)["status"] == "succeeded", timeout=30, what="approved refund runs")
+    actions = [r[0] for r in db_rows(stack, "SELECT action FROM audit_log WHERE target_id = ?", refund_id)]
+    assert "user:refund:transition" in actions
+
+
+def test_reject_needs_a_reason_and_releases_the_amount(stack: Stack) -> None:
+    reference = stack.payment(THRESHOLD)
+    with signed_in(stack, "amy-approver") as amy, signed_in(stack, "bob-approver") as bob:
+        refund_id = refund_id_from(create_via_form(amy, reference, THRESHOLD))
+        no_reason = post_form(bob, f"/refunds/{refund_id}/reject", {})
+        assert no_reason.status_code == 422
+        assert post_form(bob, f"/refunds/{refund_id}/reject", {"reason": "not a return"}).status_code == 303
+    refund = stack.get(refund_id)
+    assert refund["status"] == "rejected"
+    assert "not a return" in refund["events"][-1]["detail"]
+
+
+def test_api_refund_over_the_threshold_waits_for_a_person(stack: Stack) -> None:
+    reference = stack.payment(THRESHOLD)
+    created = stack.refund(reference, THRESHOLD).json()
+    assert created["status"] == "pending_approval"
+    with signed_in(stack, "bob-approver") as bob:
+        assert post_form(bob, f"/refunds/{created['id']}/approve", {}).status_code == 303
+    wait_until(lambda: stack.get(created["id"])["status"] == "succeeded", timeout=30, what="executed")
+
+
+@pytest.mark.parametrize(
+    ("user", "path", "expected"),
+    [
+        ("alice-viewer", "/refunds", 200),
+        ("alice-viewer", "/refunds/new", 403),
+        ("alice-viewer", "/approvals", 403),
+        ("alice-viewer", "/gateways", 403),
+        ("ivan-initiator", "/refunds/new", 200),
+        ("ivan-initiator", "/approvals", 403),
+        ("ivan-initiator", "/audit", 403),
+        ("amy-approver", "/approvals", 200),
+        ("amy-approver", "/gateways", 403),
+        ("ada-admin", "/gateways", 200),
+        ("ada-admin", "/audit", 200),
+        ("oscar-outsider", "/", 403),
+    ],
+)
+def test_pages_by_role(stack: Stack, user: str, path: str, expected: int) -> None:
+    with signed_in(stack, user) as client:
+        assert client.get(path).status_code == expected
+
+
+def test_initiator_amount_limit_and_viewer_cannot_act(stack: Stack) -> None:
+    reference = stack.payment(THRESHOLD * 4)
+    with signed_in(stack, "ivan-initiator") as ivan:
+        over = create_via_form(ivan, reference, 100_001)  # default initiator limit: 100000
+        assert over.status_code == 422
+        assert "amount_over_role_limit" in over.text
+    created = stack.refund(reference, 1_000).json()
+    with signed_in(stack, "alice-viewer") as alice:
+        token = csrf(alice.get("/refunds").text)
+        refused = alice.post(f"/refunds/{created['id']}/cancel", data={"_csrf_token": token})
+        assert refused.status_code == 403
