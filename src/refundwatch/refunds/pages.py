@@ -138,7 +138,7 @@ async def _command(
             own=refund.created_by == session.user.key,
             error=exc.message,
         )
-    return Redirect(f"/refunds/{refund_id}", status_code=303)
+    return _go_to(request, f"/refunds/{refund_id}")
 
 
 @post("/refunds/{refund_id:uuid}/cancel", opt={"action": Action.CANCEL}, status_code=303)
@@ -248,7 +248,15 @@ async def create_refund_page(
             form_key=form.get("form_key") or secrets.token_urlsafe(16),
             limit=_limit_for(session.user.role, rt),
         )
-    return Redirect(f"/refunds/{intake.refund.id}", status_code=303)
+    return _go_to(request, f"/refunds/{intake.refund.id}")
+
+
+def _go_to(request: Request[Any, Any, Any], path: str) -> Response[Any]:
+    """After a successful form: a 303 for a plain form, a client-side redirect for htmx (the XHR
+    would follow a 303 silently and leave the address bar on the form)."""
+    if request.headers.get("hx-request"):
+        return Response(None, status_code=204, headers={"HX-Redirect": path})
+    return Redirect(path, status_code=303)
 
 
 def _body_from(form: dict[str, str]) -> RefundCreate:

@@ -1,0 +1,136 @@
+"""A real browser (Debian's Chromium through Playwright) signs in at the real provider and does each role's
+work on the staff screens, with the strict Content-Security-Policy in force."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stack import Stack, wait_until
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = [
+    # CI installs chromium (.ci/run), so there a missing browser fails instead of skipping.
+    pytest.mark.skipif(
+        not CHROMIUM.exists() and not os.environ.get("CI"),
+        reason="Debian's chromium is not installed (.ci/run installs it)",
+    ),
+    pytest.mark.parametrize("stack", ["postgresql"], indirect=True),
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with playwright_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+class Page:
+    """One browser context (its own cookies) with every console error and CSP violation kept."""
+
+    def __init__(self, browser: object, stack: Stack) -> None:
+        self.context = browser.new_context(base_url=stack.web_url)  # type: ignore[attr-defined]
+        self.page = self.context.new_page()
+        self.problems: list[str] = []
+        self.page.on("console", self._console)
+        self.stack = stack
+
+    def _console(self, message: object) -> None:
+        if message.type == "error":  # type: ignore[attr-defined]
+            self.problems.append(message.text)  # type: ignore[attr-defined]
+
+    def sign_in(self, username: str, path: str = "/") -> None:
+        self.page.goto(path)
+        assert self.stack.idp is not None
+        self.page.wait_for_url(re.compile(re.escape(self.stack.idp.url) + ".*"))
+        self.page.fill("#username", username)
+        self.page.fill("#password", "password")
+        self.page.click("button[type=submit]")
+        self.page.wait_for_url(re.compile(re.escape(self.stack.web_url) + ".*"))
+
+    def close(self) -> None:
+        self.context.close()
+
+
+def test_initiator_signs_in_creates_a_refund_and_signs_out(
+    browser: object, stack: Stack, tmp_path: Path
+) -> None:
+    reference = stack.payment(20_000)
+    tab = Page(browser, stack)
+    try:
+        tab.sign_in("ivan-initiator", f"/refunds/new?q={reference}")
+        page = tab.page
+        assert page.url.endswith(f"/refunds/new?q={reference}")
+        assert "ivan-initiator" in page.inner_text("header")
+        assert page.locator("text=Still refundable").count() == 1
+        # An inline error first (over what is refundable), then a good refund; both through htmx.
+        page.fill("input[name=amount]", "30000")
+        page.click("#new-refund button[type=submit]")
+        page.wait_for_selector("#form-error")
+        assert "exceeds" in page.inner_text("#form-error")
+        page.fill("input[name=amount]", "1500")
+        page.fill("textarea[name=note]", "customer returned one item")
+        page.click("#new-refund button[type=submit]")
+        page.wait_for_url(re.compile(r".*/refunds/[0-9a-f-]{36}$"))
+        refund_id = page.url.rsplit("/", 1)[1]
+        assert "customer returned one item" in page.inner_text("main")
+        page.screenshot(path=str(tmp_path / "refund.png"), full_page=True)
+        wait_until(lambda: stack.get(refund_id)["status"] == "succeeded", timeout=30, what="executed")
+        # The role decides what is offered: an initiator has no approvals queue.
+        assert page.locator("nav >> text=Approvals").count() == 0
+        page.click("header button:has-text('Sign out')")
+        page.wait_for_url(re.compile(re.escape(stack.idp.url if stack.idp else "") + ".*"))
+        page.click("button:has-text('Yes, sign me out')")
+        page.wait_for_url(re.compile(r".*/auth/signed-out$"))
+        page.goto("/refunds")
+        assert stack.idp is not None
+        page.wait_for_url(re.compile(re.escape(stack.idp.url) + ".*"))  # signed out: back to the provider
+        assert not [p for p in tab.problems if "Content Security Policy" in p or "Refused" in p], tab.problems
+    finally:
+        tab.close()
+
+
+def test_approver_approves_what_another_person_started(browser: object, stack: Stack) -> None:
+    reference = stack.payment(100_000)
+    created = stack.refund(reference, 60_000).json()  # at or above the threshold: waits for a person
+    assert created["status"] == "pending_approval"
+    tab = Page(browser, stack)
+    try:
+        tab.sign_in("amy-approver", "/approvals")
+        page = tab.page
+        assert created["id"] in page.inner_text("main")
+        page.click(f"form[action='/refunds/{created['id']}/approve'] button")
+        page.wait_for_url(re.compile(rf".*/refunds/{created['id']}$"))
+        wait_until(lambda: stack.get(created["id"])["status"] == "succeeded", timeout=30, what="executed")
+        assert not [p for p in tab.problems if "Content Security Policy" in p], tab.problems
+    finally:
+        tab.close()
+
+
+def test_viewer_sees_refunds_but_no_actions_and_outsider_gets_no_access(
+    browser: object, stack: Stack
+) -> None:
+    created = stack.refund(stack.payment(5_000), 1_000).json()
+    viewer = Page(browser, stack)
+    try:
+        viewer.sign_in("alice-viewer", f"/refunds/{created['id']}")
+        assert "Timeline" in viewer.page.inner_text("main")
+        assert viewer.page.locator("form.action").count() == 0
+        assert viewer.page.goto("/refunds/new").status == 403  # type: ignore[union-attr]
+    finally:
+        viewer.close()
+    outsider = Page(browser, stack)
+    try:
+        outsider.sign_in("oscar-outsider")
+        assert "No access" in outsider.page.inner_text("main")
+    finally:
+        outsider.close()
