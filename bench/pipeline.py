@@ -156,6 +156,8 @@ async def make_env(backend: str, pg_admin: str) -> Env:
             "REFUNDWATCH_DATABASE_URL": db_url,
             "REFUNDWATCH_REDIS_URL": redis_url,
             "REFUNDWATCH_LOG_LEVEL": "WARNING",
+            # One API key drives the whole run: no per-client limit.
+            "REFUNDWATCH_RATE_LIMIT_API_PER_MINUTE": "0",
         },
         pg_name=pg_name,
     )

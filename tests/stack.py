@@ -325,6 +325,10 @@ def stack(
         "REFUNDWATCH_SYNC_INTERVAL_SECONDS": "2",
         "REFUNDWATCH_SWEEP_INTERVAL_SECONDS": "2",
         "REFUNDWATCH_SWEEP_GRACE_SECONDS": "3",
+        # Tests sign in and call the API many times from 127.0.0.1; the limits have their own tests.
+        "REFUNDWATCH_RATE_LIMIT_API_PER_MINUTE": "0",
+        "REFUNDWATCH_RATE_LIMIT_SIGN_IN_PER_MINUTE": "0",
+        "REFUNDWATCH_RATE_LIMIT_AUTH_FAILURES_PER_MINUTE": "0",
     }
     web_client = idp.register_web_client(
         web_url, post_logout_redirect_uris=[f"{web_url}/auth/signed-out", f"{web_url}/"]

@@ -27,6 +27,7 @@ from refundwatch.refunds.controllers import PaymentController, RefundController
 from refundwatch.runtime import Runtime
 from refundwatch.web.errors import EXCEPTION_HANDLERS
 from refundwatch.web.pages import pages_router
+from refundwatch.web.security import security_before_send, security_middleware
 from refundwatch.webhooks.controllers import webhook
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,5 +88,8 @@ def create_app() -> Litestar:
         ),
         response_cache_config=ResponseCacheConfig(),
         request_max_body_size=256 * 1024,
+        middleware=security_middleware(settings),
+        # Unmatched paths and methods never reach app middleware: they get the headers here.
+        before_send=[security_before_send(settings)],
         debug=False,
     )

@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     session_absolute_hours: int = Field(default=12, ge=1)
     # The most one refund may be for, per role, in minor units (a role not named has no limit).
     role_limits: str = "initiator=100000,approver=1000000"
+    # Per-client limits (fixed one-minute windows in Redis; 0 turns one off). The API default
+    # protects against a runaway client without throttling a returns system at full speed.
+    rate_limit_api_per_minute: int = Field(default=60_000, ge=0)
+    rate_limit_sign_in_per_minute: int = Field(default=30, ge=0)
+    rate_limit_auth_failures_per_minute: int = Field(default=60, ge=0)
 
     # Operational knobs beyond the contract; the defaults suit one worker on a small machine.
     worker_max_jobs: int = Field(default=200, ge=1)
