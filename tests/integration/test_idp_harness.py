@@ -1,6 +1,7 @@
 """The test identity provider (idp/provider.mjs, driven by tests/identity_provider.py) does what
 refundwatch's tests rely on: discovery, authorization code + PKCE with the login form, RS256 ID tokens
-with groups, RFC 9068 machine tokens, RP-initiated logout and the signing test hook. Plain httpx2 and joserfc, no browser.
+with groups, RFC 9068 machine tokens, RP-initiated logout and the signing test hook. Plain httpx2 and
+joserfc, no browser.
 """
 
 from __future__ import annotations
