@@ -28,6 +28,7 @@ import httpx2
 import redis
 import redis.asyncio as aioredis
 
+from refundwatch import demo_idp
 from refundwatch.audit.actions import Actor
 from refundwatch.config import get_settings, reset_settings
 from refundwatch.demo_traffic import DemoPayment, DemoTraffic
@@ -311,6 +312,8 @@ class Demo:
     private_redis: bool
     traffic: bool
     sup: Supervisor
+    logins: list[str] = field(default_factory=list)
+    sign_in_note: str = ""
 
     @property
     def web_url(self) -> str:
@@ -342,15 +345,23 @@ async def _wait_ready(demo: Demo, child: Child, check: Callable[[], Awaitable[bo
 async def _start_children(demo: Demo, client: httpx2.AsyncClient) -> None:
     from refundwatch.runtime import QUEUE_NAME
 
+    async def answers(url: str) -> bool:
+        return (await client.get(url)).status_code == 200
+
     me = [sys.executable, "-m", "refundwatch"]
     hooks = f"{demo.web_url}/webhooks/{{connection}}"
     simulator_args = f"simulator --port {demo.simulator_port} --connections {CONNECTIONS_FILE}".split()
     simulator = demo.sup.start("simulator", [*me, *simulator_args, "--webhook-url", hooks])
+    provider = demo_idp.plan(demo.web_url)  # before the web process: it sets the OIDC environment
+    if isinstance(provider, str):
+        demo.sign_in_note = provider
+    else:
+        idp = demo.sup.start("idp", provider.argv)
+        discovery = f"{provider.issuer}/.well-known/openid-configuration"
+        await _wait_ready(demo, idp, lambda: answers(discovery))
+        demo.logins = provider.logins()
     web = demo.sup.start("web", [*me, "serve", "--port", str(demo.port)])
     worker = demo.sup.start("worker", [*me, "worker"])
-
-    async def answers(url: str) -> bool:
-        return (await client.get(url)).status_code == 200
 
     await _wait_ready(demo, simulator, lambda: answers(f"{demo.simulator_url}/_control/faults"))
     await _wait_ready(demo, web, lambda: answers(f"{demo.web_url}/healthz"))
@@ -366,16 +377,10 @@ async def _exists(client: aioredis.Redis, key: str) -> bool:
     return bool(await client.exists(key))
 
 
-def _demo_logins() -> list[str]:
-    # DEMO LOGINS: the local OpenID Connect provider with demo users comes in a later issue; return one
-    # line per user here ("alice / alice-password  (operator)") and the banner shows them.
-    return []
-
-
 def _banner(demo: Demo, showcase: DemoPayment) -> str:
     body = {"payment_reference": showcase.reference, "connection": showcase.connection, "amount": 500,
             "currency": showcase.currency, "reason": "requested_by_customer"}  # fmt: skip
-    logins = _demo_logins() or ["(not yet: sign-in with demo users arrives with the OIDC provider)"]
+    logins = demo.logins or [f"({demo.sign_in_note})"]
     return BANNER.format(
         web=demo.web_url,
         sim=demo.simulator_url,
@@ -383,7 +388,7 @@ def _banner(demo: Demo, showcase: DemoPayment) -> str:
         auth=f"-H 'Authorization: Bearer {demo.api_key}'",
         body=json.dumps(body),
         scopes=", ".join(SCOPES),
-        logins="\n".join(f"  Demo login   {line}" for line in logins),
+        logins="\n".join(f"  Sign in as   {line}" for line in logins),
         traffic="about 2-5 refunds per second, with injected gateway faults" if demo.traffic else "off",
         database=get_settings().database_url,
         redis=demo.redis_url + (" (private, stopped with the demo)" if demo.private_redis else ""),

@@ -73,6 +73,23 @@ def _redis_for_demo() -> tuple[str, bool]:
     return url, False
 
 
+def _sign_in_as_demo_user(banner: str, port: int) -> None:
+    """The banner's demo login works against the demo's own provider and lands on the dashboard."""
+    login = re.search(r"Sign in as\s+(ivan-initiator) / (\S+)", banner)
+    assert login is not None, banner
+    with httpx2.Client(timeout=10, follow_redirects=True) as browser:
+        form_page = browser.get(f"http://127.0.0.1:{port}/")
+        action = re.search(r'<form id="login" method="post" action="([^"]+)"', form_page.text)
+        assert action is not None, form_page.text[:500]
+        dashboard = browser.post(
+            httpx2.URL(str(form_page.url)).join(action.group(1)),
+            data={"username": login.group(1), "password": login.group(2)},
+        )
+        assert dashboard.status_code == 200, dashboard.text[:500]
+        assert str(dashboard.url) == f"http://127.0.0.1:{port}/"
+        assert "ivan-initiator" in dashboard.text
+
+
 def test_demo_serves_refunds_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     redis_url, private = _redis_for_demo()
     port = free_port()
@@ -101,7 +118,7 @@ def test_demo_serves_refunds_and_stops_everything_on_ctrl_c(tmp_path: Path) -> N
         assert f"http://127.0.0.1:{port}/" in banner
         assert "var/log/web.log" in banner
         assert ("(private, stopped with the demo)" in banner) is private, banner
-        for name in ("web", "worker", "simulator"):
+        for name in ("web", "worker", "simulator", "idp"):
             assert (tmp_path / "var" / "log" / f"{name}.log").is_file()
         assert (tmp_path / "var" / "demo-connections.toml").is_file()
         assert (tmp_path / "demo.db").is_file()
@@ -123,6 +140,7 @@ def test_demo_serves_refunds_and_stops_everything_on_ctrl_c(tmp_path: Path) -> N
             assert refund["gateway_refund_id"]
             assert refund["payment_reference"].startswith("pi_demo_")
         assert proc.poll() is None, out.read_text(errors="replace")
+        _sign_in_as_demo_user(banner, port)
 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0, out.read_text(errors="replace")
