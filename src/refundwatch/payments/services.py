@@ -20,6 +20,7 @@ from refundwatch.audit.services import record
 from refundwatch.connections.services import ConnectionCache
 from refundwatch.db.engine import Database
 from refundwatch.db.models import Payment
+from refundwatch.lib.cards import refuse_card_numbers
 from refundwatch.lib.exceptions import BadInput, Conflict, ValidationFailed
 from refundwatch.lib.money import is_known_currency
 
@@ -59,6 +60,7 @@ def check_payment(data: PaymentInput) -> None:
         value = getattr(data, name)
         if value is not None and len(value) > 255:
             raise ValidationFailed(f"{name} must be at most 255 characters")
+    refuse_card_numbers({"order_id": data.order_id, "invoice_id": data.invoice_id})
 
 
 def _same(row: Payment, data: PaymentInput) -> bool:

@@ -26,6 +26,7 @@ from refundwatch.audit.actions import Actor
 from refundwatch.audit.services import NewEntry
 from refundwatch.db.models import AuditEntry, Payment, Refund, RefundEvent
 from refundwatch.gateways.registry import supported_processors
+from refundwatch.lib.cards import refuse_card_numbers
 from refundwatch.lib.crypto import sha256_hex
 from refundwatch.lib.exceptions import Conflict, ValidationFailed
 from refundwatch.payments.services import MAX_AMOUNT
@@ -88,6 +89,11 @@ def _check_shape(body: RefundCreate) -> None:
     metadata = body.metadata or {}
     if len(metadata) > 20 or any(len(k) > 40 or not k or len(v) > 500 for k, v in metadata.items()):
         raise ValidationFailed("metadata: at most 20 keys, keys 1-40 characters, values up to 500")
+    # Free text never carries a card number (payment_reference is the processor's id: not free text).
+    refuse_card_numbers({"order_id": body.order_id, "invoice_id": body.invoice_id})
+    for key, value in metadata.items():
+        refuse_card_numbers({"a metadata key": key})  # named without the key: it is the suspect text
+        refuse_card_numbers({f"metadata.{key}": value})
 
 
 async def replay_of(rt: Runtime, scope: str, key: str, fingerprint: str) -> Refund | None:
@@ -172,17 +178,17 @@ async def create_refund(
     if replay is not None:
         return Intake(replay, created=False)
     _check_shape(body)
+    if amount_limit is not None and body.amount > amount_limit:
+        raise ValidationFailed(
+            f"your role may start refunds of at most {amount_limit} (minor units); ask an approver",
+            code="amount_over_role_limit",
+        )
     payment = await _find_payment(rt, body)
     await _check_against_payment(rt, body, payment)
     threshold = rt.settings.approval_threshold_for(payment.currency)
     needs_approval = body.amount >= threshold
     refund = _new_refund(body, payment, scope, idempotency_key, fingerprint, actor, needs_approval)
     detail = f"requested by {actor.id}: {body.reason}"
-    if amount_limit is not None and body.amount > amount_limit:
-        raise ValidationFailed(
-            f"your role may start refunds of at most {amount_limit} (minor units); ask an approver",
-            code="amount_over_role_limit",
-        )
     if needs_approval:
         detail += f"; at or above the {threshold} {payment.currency} threshold, a second person must approve"
     first = RefundEvent(
