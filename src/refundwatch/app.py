@@ -27,6 +27,7 @@ from refundwatch.refunds.controllers import PaymentController, RefundController
 from refundwatch.runtime import Runtime
 from refundwatch.web.errors import EXCEPTION_HANDLERS
 from refundwatch.web.pages import pages_router
+from refundwatch.web.requestlog import request_id_middleware
 from refundwatch.web.security import security_before_send, security_middleware
 from refundwatch.webhooks.controllers import webhook
 
@@ -88,8 +89,12 @@ def create_app() -> Litestar:
         ),
         response_cache_config=ResponseCacheConfig(),
         request_max_body_size=256 * 1024,
-        middleware=security_middleware(settings),
+        # Outermost first: every request gets its id before anything can log about it.
+        middleware=[request_id_middleware, *security_middleware(settings)],
         # Unmatched paths and methods never reach app middleware: they get the headers here.
         before_send=[security_before_send(settings)],
         debug=False,
+        # Our own structured, scrubbed logging (logs.py) stays in charge: Litestar's default
+        # logging config would replace the root handler with its plain one.
+        logging_config=None,
     )
