@@ -188,6 +188,27 @@ def apikeys_create(name: str, scopes: str) -> None:
 
 
 @main.group()
+def keys() -> None:
+    """Data keys of the fields encrypted at rest (REFUNDWATCH_ENCRYPTION_KEYS)."""
+
+
+@keys.command("rotate")
+@friendly
+def keys_rotate() -> None:
+    """Re-encrypt everything under the first key of REFUNDWATCH_ENCRYPTION_KEYS (safe to re-run).
+
+    Set the new key first and keep the old ones after it (NEW,OLD) in every process, run this, then
+    drop the old keys.
+    """
+    from refundwatch.keyrotation import rotate_keys
+
+    async def work(rt: Any) -> Any:
+        return await rotate_keys(rt, CLI_ACTOR)
+
+    click.echo(run(_with_runtime, work).summary())
+
+
+@main.group()
 def audit() -> None:
     """The tamper-evident audit log."""
 

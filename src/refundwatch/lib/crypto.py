@@ -13,9 +13,14 @@ import hmac
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from refundwatch.lib.exceptions import RefundwatchError
 
-class DecryptionError(Exception):
-    """A stored secret cannot be decrypted with any configured key."""
+
+class DecryptionError(RefundwatchError):
+    """A stored secret cannot be decrypted with any configured key (the CLI prints one line; the
+    message names the key id, never the value)."""
+
+    code = "decryption_failed"
 
 
 def key_id(key: str) -> str:
