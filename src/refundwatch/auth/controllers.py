@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -22,6 +23,7 @@ SIGN_IN = "user:auth:sign_in"
 SIGN_IN_FAILED = "user:auth:sign_in_failed"
 SIGN_OUT = "user:auth:sign_out"
 NO_STORE = {"Cache-Control": "no-store"}
+SIGN_IN_COOKIE = "rw_signin"
 
 
 def safe_return_path(raw: str | None) -> str:
@@ -59,6 +61,19 @@ def _cookie(request: Request[Any, Any, Any], value: str, *, max_age: int | None)
     )
 
 
+def _binding_cookie(request: Request[Any, Any, Any], value: str, *, max_age: int) -> Cookie:
+    """Ties a sign-in to the browser that started it (sent back on the provider's redirect: Lax)."""
+    return Cookie(
+        key=SIGN_IN_COOKIE,
+        value=value,
+        path="/auth/callback",
+        httponly=True,
+        samesite="lax",
+        secure=runtime_of(request).settings.is_https,
+        max_age=max_age,
+    )
+
+
 def _sign_in_error(request: Request[Any, Any, Any], message: str, status_code: int = 400) -> Template:
     return Template(
         template_name="pages/sign_in_error.html",
@@ -81,11 +96,14 @@ class AuthController(Controller):
         oidc = provider(request)
         if not oidc.configured:
             return _sign_in_error(request, "Sign-in is not configured (REFUNDWATCH_OIDC_ISSUER).", 503)
+        browser = secrets.token_urlsafe(32)
         try:
-            url = await oidc.begin(safe_return_path(next_path))
+            url = await oidc.begin(safe_return_path(next_path), browser)
         except SignInError as exc:
             return _sign_in_error(request, str(exc), 503)
-        return Redirect(url, status_code=302, headers=NO_STORE)
+        response = Redirect(url, status_code=302, headers=NO_STORE)
+        response.set_cookie(_binding_cookie(request, browser, max_age=600))
+        return response
 
     @get("/callback")
     async def callback(self, request: Request[Any, Any, Any]) -> Response[Any]:
@@ -94,7 +112,7 @@ class AuthController(Controller):
         host = request.client.host if request.client else None
         anonymous = Actor("user", "anonymous", host, request.headers.get("user-agent"))
         try:
-            done = await oidc.complete(dict(request.query_params))
+            done = await oidc.complete(dict(request.query_params), request.cookies.get(SIGN_IN_COOKIE))
         except SignInError as exc:
             await _audit(request, anonymous, SIGN_IN_FAILED, {"reason": str(exc)})
             return _sign_in_error(request, str(exc))
@@ -121,6 +139,7 @@ class AuthController(Controller):
         )
         response = Redirect(done.return_to, status_code=303, headers=NO_STORE)
         response.set_cookie(_cookie(request, session.id, max_age=store.absolute_seconds))
+        response.set_cookie(_binding_cookie(request, "", max_age=0))
         return response
 
     @get("/logout")

@@ -29,6 +29,7 @@ from joserfc.jwk import KeySet
 from redis.asyncio import Redis
 
 from refundwatch.config import Settings
+from refundwatch.lib.crypto import constant_time_equals, sha256_hex
 
 _STATE_PREFIX = "rw:oidc:state:"
 _STATE_TTL = 600
@@ -51,6 +52,7 @@ class PendingSignIn:
     nonce: str
     verifier: str
     return_to: str
+    browser: str  # hash of the cookie set on the browser that started the sign-in
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,11 +125,17 @@ class OidcProvider:
 
     # --- staff sign-in ----------------------------------------------------------------------------
 
-    async def begin(self, return_to: str) -> str:
-        """Remember a fresh state/nonce/verifier and give the provider's authorization URL."""
+    async def begin(self, return_to: str, browser: str) -> str:
+        """Remember a fresh state/nonce/verifier, bound to ``browser`` (a random value the caller
+        also sets as a cookie), and give the provider's authorization URL."""
         metadata = await self.metadata()
         state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
-        pending = {"nonce": nonce, "verifier": verifier, "return_to": return_to}
+        pending = {
+            "nonce": nonce,
+            "verifier": verifier,
+            "return_to": return_to,
+            "browser": sha256_hex(browser),
+        }
         await self._redis.set(_STATE_PREFIX + state, json.dumps(pending), ex=_STATE_TTL)
         client = self._client()
         url, _ = client.create_authorization_url(
@@ -146,11 +154,22 @@ class OidcProvider:
         if raw is None:
             raise SignInError("this sign-in link was already used or has expired; sign in again")
         data = json.loads(raw)
-        return PendingSignIn(nonce=data["nonce"], verifier=data["verifier"], return_to=data["return_to"])
+        return PendingSignIn(
+            nonce=data["nonce"],
+            verifier=data["verifier"],
+            return_to=data["return_to"],
+            browser=data["browser"],
+        )
 
-    async def complete(self, params: Mapping[str, str]) -> SignedIn:
-        """Check the authorization response, redeem the code, verify the ID token."""
+    async def complete(self, params: Mapping[str, str], browser: str | None) -> SignedIn:
+        """Check the authorization response, redeem the code, verify the ID token.
+
+        ``browser`` is the sign-in cookie of the browser presenting the response: a response that
+        another browser started (login CSRF, RFC 6749 §10.12) is refused.
+        """
         pending = await self._take_state(params.get("state", ""))
+        if not browser or not constant_time_equals(sha256_hex(browser), pending.browser):
+            raise SignInError("this sign-in was started in another browser; sign in again")
         if params.get("error"):
             raise SignInError(f"the identity provider refused the sign-in ({params['error'][:64]})")
         metadata = await self.metadata()
@@ -196,6 +215,10 @@ class OidcProvider:
             registry.validate(decoded.claims)
         except JoseError as exc:
             raise TokenInvalid(f"claim check failed: {exc.error}") from None
+        audience = decoded.claims["aud"]
+        if isinstance(audience, list) and set(audience) != {self.client_id}:
+            # OIDC Core 3.1.3.7: reject a token that also names audiences we do not trust.
+            raise TokenInvalid("claim check failed: the token is also meant for another audience")
         return dict(decoded.claims)
 
     async def logout_url(self, id_token: str, post_logout_redirect: str) -> str | None:
