@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Column, CursorResult, Select, Table, select, update
+from sqlalchemy import Column, CursorResult, Select, Table, Text, select, type_coerce, update
 
 from refundwatch.audit import actions
 from refundwatch.audit.actions import Actor
@@ -82,9 +82,14 @@ class RotationReport:
         )
 
 
+def _raw(target: EncryptedColumn) -> Any:
+    """The stored text itself, past any type that would decrypt it on the way out."""
+    return type_coerce(target.column, Text)
+
+
 def _batch(target: EncryptedColumn, after: Any) -> Select[Any]:
     query = (
-        select(target.row_id, target.column)
+        select(target.row_id, _raw(target))
         .where(target.column.is_not(None))
         .order_by(target.row_id)
         .limit(BATCH_SIZE)
@@ -140,14 +145,14 @@ async def rotate_keys(rt: Runtime, actor: Actor) -> RotationReport:
                         report.already_current += 1
                         continue
                     plain = _decrypt(rt.cipher, target, row_id, stored, written=report.total_rotated)
-                    values: dict[str, Any] = {target.column.name: rt.cipher.encrypt(plain)}
+                    values: dict[str, Any] = {target.column.name: type_coerce(rt.cipher.encrypt(plain), Text)}
                     if "updated_at" in target.table.c:  # a new ciphertext is not a change of the row
                         values["updated_at"] = target.table.c.updated_at
                     result = cast(
                         CursorResult[Any],
                         await session.execute(
                             update(target.table)
-                            .where(target.row_id == row_id, target.column == stored)
+                            .where(target.row_id == row_id, _raw(target) == type_coerce(stored, Text))
                             .values(values)
                         ),
                     )

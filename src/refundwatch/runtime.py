@@ -12,6 +12,7 @@ from arq.connections import ArqRedis, RedisSettings
 from refundwatch.config import Settings, get_settings
 from refundwatch.connections.services import ConnectionCache
 from refundwatch.db.engine import Database
+from refundwatch.db.types import use_cipher
 from refundwatch.lib.crypto import FieldCipher
 from refundwatch.lib.http import make_client
 
@@ -38,6 +39,7 @@ class Runtime:
         settings.check_required()  # a malformed key or threshold stops here with one clear line
         db = Database(settings.database_url, pool_size=pool_size)
         cipher = FieldCipher(settings.encryption_key_list)
+        use_cipher(cipher)  # the encrypted column types use the same keys
         return cls(settings=settings, db=db, cipher=cipher, connections=ConnectionCache(db, cipher))
 
     async def open(self, *, redis: bool = True, http: bool = True) -> Runtime:

@@ -198,8 +198,8 @@ def test_rotate_reencrypts_under_the_first_key_and_can_be_rerun(db: Db) -> None:
     assert db.rotations() == [
         {
             "already_current": 0,
-            "columns": ["connections.credentials_encrypted"],
-            "rotated": {"connections": 3},
+            "columns": ["connections.credentials_encrypted", "refunds.metadata_encrypted"],
+            "rotated": {"connections": 3, "refunds": 0},
         }
     ]
     # The application reads them (import decrypts to compare: same secrets, so nothing changes).
@@ -210,7 +210,10 @@ def test_rotate_reencrypts_under_the_first_key_and_can_be_rerun(db: Db) -> None:
     # Again: nothing to do, nothing rewritten (only the audit entry of the run).
     assert db.ok("keys", "rotate", keys=[key_b, key_a]) == "rotated 0 values, 3 already current"
     assert db.stored() == after
-    assert [r["rotated"] for r in db.rotations()] == [{"connections": 3}, {"connections": 0}]
+    assert [r["rotated"] for r in db.rotations()] == [
+        {"connections": 3, "refunds": 0},
+        {"connections": 0, "refunds": 0},
+    ]
 
     # The old key can go now.
     assert (

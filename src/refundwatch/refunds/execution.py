@@ -75,7 +75,7 @@ CLAIM_COLUMNS = (
     "currency",
     "reason",
     "gateway_idempotency_key",
-    "metadata",
+    "metadata_encrypted",
 )
 
 
@@ -132,7 +132,7 @@ async def _claim_first_attempt(rt: Runtime, refund_id: UUID) -> Claim | None:
             currency=values["currency"],
             reason=values["reason"],
             idempotency_key=values["gateway_idempotency_key"],
-            metadata={k: str(v) for k, v in (values["metadata"] or {}).items()},
+            metadata={k: str(v) for k, v in (values["metadata_encrypted"] or {}).items()},
         ),
         attempt=1,
     )

@@ -50,7 +50,7 @@ REFUND_COLUMNS = (
     "reason",
     "order_id",
     "invoice_id",
-    "metadata",
+    "metadata_encrypted",
     "status",
     "attempts",
     "gateway_idempotency_key",
@@ -230,7 +230,7 @@ async def create_refund(
 
 
 def _attribute(column: str) -> str:
-    return "metadata_" if column == "metadata" else column
+    return "metadata_" if column == "metadata_encrypted" else column
 
 
 async def _write(rt: Runtime, params: dict[str, Any]) -> bool:

@@ -5,9 +5,11 @@ from typing import Any
 from uuid import UUID
 
 from advanced_alchemy.base import BigIntBase, UUIDv7AuditBase
-from advanced_alchemy.types import DateTimeUTC, JsonB
+from advanced_alchemy.types import DateTimeUTC
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
+
+from refundwatch.db.types import EncryptedJSON
 
 
 class Refund(UUIDv7AuditBase):
@@ -28,7 +30,8 @@ class Refund(UUIDv7AuditBase):
     reason: Mapped[str] = mapped_column(String(32))
     order_id: Mapped[str | None] = mapped_column(String(255), default=None)
     invoice_id: Mapped[str | None] = mapped_column(String(255), default=None)
-    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JsonB, default=dict)
+    # Free text from returns systems and staff (notes): personal data, encrypted at rest.
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata_encrypted", EncryptedJSON, default=dict)
     status: Mapped[str] = mapped_column(String(32))
     # Written and committed before the first processor call; every retry reuses it.
     gateway_idempotency_key: Mapped[str] = mapped_column(String(255))
