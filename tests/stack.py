@@ -316,7 +316,7 @@ def stack(
         "REFUNDWATCH_DATABASE_URL": database_url,
         "REFUNDWATCH_REDIS_URL": start_private_redis(),
         "REFUNDWATCH_BASE_URL": web_url,
-        "REFUNDWATCH_LOG_JSON": "false",
+        "REFUNDWATCH_LOG_JSON": "true",  # as in production: what the log tests read
         # Fast retries and sweeps so failure paths finish within a test's patience.
         "REFUNDWATCH_RETRY_BASE_SECONDS": "0.2",
         "REFUNDWATCH_RETRY_MAX_SECONDS": "1",
