@@ -54,7 +54,7 @@ BANNER = """
 refundwatch demo is running
 
   Dashboard    {web}/
-  API docs     {web}/schema
+  API docs     {web}/schema/openapi.json
   API key      {key}
                scopes: {scopes}
 {logins}
