@@ -1,4 +1,4 @@
-"""Request ids and one access-log line per request.
+"""Request ids, one access-log line per request, and unread request bodies drained.
 
 Every request gets an id: the caller's ``X-Request-ID`` when it is a plain token (so a returns system
 can follow its own id through our logs), otherwise a new one. It is answered in ``X-Request-ID`` and
@@ -16,7 +16,7 @@ import uuid
 from typing import Any
 
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 
 from refundwatch.logs import REQUEST_ID
 
@@ -34,6 +34,20 @@ def _incoming_id(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
+_DRAIN_LIMIT = 1024 * 1024
+
+
+async def _drain(receive: Receive, body: dict[str, bool]) -> None:
+    """Read what is left of a request body the app answered without reading (a 401 before the body,
+    say). Unread, the server closes the keep-alive connection after the answer, and a client that
+    already sent its next request on it sees a disconnect instead of a response."""
+    read = 0
+    while not body["done"] and read <= _DRAIN_LIMIT:
+        message = await receive()
+        chunk: Any = message.get("body", b"")
+        read += len(chunk)
+
+
 def request_id_middleware(app: ASGIApp) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -43,6 +57,13 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
         token = REQUEST_ID.set(request_id)
         started = time.perf_counter()
         status: dict[str, Any] = {"code": 0}
+        body = {"done": False}
+
+        async def receive_tracked() -> ReceiveMessage:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body["done"] = True
+            return message
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -53,7 +74,9 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
             await send(message)
 
         try:
-            await app(scope, receive, send_with_id)
+            await app(scope, receive_tracked, send_with_id)
+            if not body["done"]:
+                await _drain(receive_tracked, body)
         finally:
             path: str = scope.get("path", "")
             if not path.startswith(_QUIET) or status["code"] >= 500:
