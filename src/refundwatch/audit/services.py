@@ -10,6 +10,7 @@ inserted row is found, and an edited entry still waiting for its seal is found b
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from dataclasses import dataclass
@@ -122,6 +123,10 @@ class NewEntry:
         values = {name: getattr(self, name) for name in self.__slots__}
         values["entry_hash"] = content_hash(self)
         return values
+
+
+# What an insert of a new entry writes: its content and the entry hash (the chain comes at sealing).
+AUDIT_COLUMNS = (*(f.name for f in dataclasses.fields(NewEntry)), "entry_hash")
 
 
 def record(

@@ -27,28 +27,10 @@ from sqlalchemy.sql.selectable import Select
 
 from refundwatch.audit import actions
 from refundwatch.audit.actions import Actor
-from refundwatch.audit.services import NewEntry
+from refundwatch.audit.services import AUDIT_COLUMNS, NewEntry
 from refundwatch.db.engine import Database
-from refundwatch.db.models import AuditEntry, Payment, Refund, RefundEvent
+from refundwatch.db.tables import AUDIT, EVENTS, PAYMENTS, REFUNDS
 from refundwatch.refunds.states import FINAL, Source, Status, Transition, Trigger, decide
-
-REFUNDS = cast(Table, Refund.__table__)
-EVENTS = cast(Table, RefundEvent.__table__)
-AUDIT = cast(Table, AuditEntry.__table__)
-PAYMENTS = cast(Table, Payment.__table__)
-
-AUDIT_COLUMNS = (
-    "at",
-    "actor_type",
-    "actor_id",
-    "action",
-    "target_type",
-    "target_id",
-    "details",
-    "ip",
-    "user_agent",
-    "entry_hash",
-)
 
 
 def _audit_params(

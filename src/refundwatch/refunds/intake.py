@@ -12,19 +12,20 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 from uuid import UUID
 
 import msgspec
-from sqlalchemy import Connection, Row, Table, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.selectable import Select
 from uuid_utils.compat import uuid7
 
 from refundwatch.audit.actions import Actor
-from refundwatch.audit.services import NewEntry
-from refundwatch.db.models import AuditEntry, Payment, Refund, RefundEvent
+from refundwatch.audit.services import AUDIT_COLUMNS, NewEntry
+from refundwatch.db.models import Refund, RefundEvent
+from refundwatch.db.tables import AUDIT, EVENTS, PAYMENTS, REFUNDS
 from refundwatch.gateways.registry import supported_processors
 from refundwatch.lib.cards import refuse_card_numbers
 from refundwatch.lib.crypto import sha256_hex
@@ -34,11 +35,6 @@ from refundwatch.refunds.schemas import RefundCreate
 from refundwatch.refunds.services import enqueue_execution, gateway_key
 from refundwatch.refunds.states import Source, Status
 from refundwatch.runtime import Runtime
-
-REFUNDS = cast(Table, Refund.__table__)
-EVENTS = cast(Table, RefundEvent.__table__)
-AUDIT = cast(Table, AuditEntry.__table__)
-PAYMENTS = cast(Table, Payment.__table__)
 
 REFUND_COLUMNS = (
     "id",
@@ -63,7 +59,6 @@ REFUND_COLUMNS = (
 )
 EVENT_COLUMNS = ("at", "status", "source", "detail")
 KEY_INDEX = "uq_refunds_client_idempotency"  # the unique (caller, key) index that claims a key
-AUDIT_COLUMNS = tuple(c.name for c in AUDIT.c if c.name not in ("id", "seq", "prev_hash", "hash"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,15 @@
+"""The tables as SQLAlchemy Core ``Table`` objects, for the hot paths written in Core (refunds.cas,
+refunds.intake) rather than through the ORM unit of work."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from sqlalchemy import Table
+
+from refundwatch.db.models import AuditEntry, Payment, Refund, RefundEvent
+
+REFUNDS = cast(Table, Refund.__table__)
+EVENTS = cast(Table, RefundEvent.__table__)
+AUDIT = cast(Table, AuditEntry.__table__)
+PAYMENTS = cast(Table, Payment.__table__)
