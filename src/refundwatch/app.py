@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import cast
 
+from granian.utils.proxies import wrap_asgi_with_proxy_headers
 from litestar import Litestar
 from litestar.config.csrf import CSRFConfig
 from litestar.config.response_cache import ResponseCacheConfig
@@ -14,6 +16,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
+from litestar.types import ASGIApp
 
 from refundwatch.auth.apikeys import ApiKeyAuthenticator
 from refundwatch.auth.controllers import AuthController
@@ -32,6 +35,15 @@ from refundwatch.web.security import security_before_send, security_middleware
 from refundwatch.webhooks.controllers import webhook
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def create_asgi() -> ASGIApp:
+    """What the server runs: the app, behind the proxy-headers wrapper when proxies are trusted."""
+    app = create_app()
+    proxies = [p.strip() for p in get_settings().trusted_proxies.split(",") if p.strip()]
+    if not proxies:
+        return app
+    return cast(ASGIApp, wrap_asgi_with_proxy_headers(app, trusted_hosts=proxies))
 
 
 def create_app() -> Litestar:

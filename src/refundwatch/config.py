@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     rate_limit_api_per_minute: int = Field(default=60_000, ge=0)
     rate_limit_sign_in_per_minute: int = Field(default=30, ge=0)
     rate_limit_auth_failures_per_minute: int = Field(default=60, ge=0)
+    # Behind a load balancer or reverse proxy: the addresses or networks (comma-separated, e.g.
+    # "10.0.0.0/8") whose X-Forwarded-For / X-Forwarded-Proto are believed. Without it every client
+    # would share the proxy's address in rate limits and the audit log.
+    trusted_proxies: str = ""
 
     # Operational knobs beyond the contract; the defaults suit one worker on a small machine.
     worker_max_jobs: int = Field(default=200, ge=1)

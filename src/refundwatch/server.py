@@ -8,7 +8,7 @@ from granian.constants import Interfaces
 
 def serve(host: str, port: int, workers: int = 1) -> None:
     Granian(
-        "refundwatch.app:create_app",
+        "refundwatch.app:create_asgi",
         factory=True,
         address=host,
         port=port,

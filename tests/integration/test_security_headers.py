@@ -89,6 +89,8 @@ def limited(stack: Stack) -> Iterator[Limited]:
         "REFUNDWATCH_RATE_LIMIT_API_PER_MINUTE": str(API_LIMIT),
         "REFUNDWATCH_RATE_LIMIT_SIGN_IN_PER_MINUTE": str(SIGN_IN_LIMIT),
         "REFUNDWATCH_RATE_LIMIT_AUTH_FAILURES_PER_MINUTE": str(FAILURE_LIMIT),
+        # Only 127.0.0.20 plays the load balancer: its X-Forwarded-For is believed, nobody else's.
+        "REFUNDWATCH_TRUSTED_PROXIES": "127.0.0.20",
     }
     proc = Proc(
         "web-limited", ["refundwatch", "serve", "--port", str(port)], env, stack.workdir / "web-limited.log"
@@ -264,3 +266,21 @@ def test_webhooks_health_and_metrics_are_not_limited(limited: Limited) -> None:
                 response = client.get(path)
                 assert response.status_code == 200, (path, response.status_code)
                 assert "ratelimit-limit" not in response.headers
+
+
+@SQLITE_ONLY
+def test_forwarded_client_addresses_only_from_trusted_proxies(limited: Limited) -> None:
+    """Behind the trusted proxy each forwarded client has its own sign-in budget; anyone else's
+    X-Forwarded-For is ignored, so it cannot be used to dodge the limit."""
+    with client_from(limited.url, "127.0.0.20") as proxy:
+        for _ in range(SIGN_IN_LIMIT):
+            assert proxy.get("/auth/login", headers={"X-Forwarded-For": "203.0.113.7"}).status_code != 429
+        assert proxy.get("/auth/login", headers={"X-Forwarded-For": "203.0.113.7"}).status_code == 429
+        assert proxy.get("/auth/login", headers={"X-Forwarded-For": "203.0.113.8"}).status_code != 429
+    with client_from(limited.url, "127.0.0.21") as direct:
+        for n in range(SIGN_IN_LIMIT):
+            assert (
+                direct.get("/auth/login", headers={"X-Forwarded-For": f"198.51.100.{n}"}).status_code != 429
+            )
+        dodge = direct.get("/auth/login", headers={"X-Forwarded-For": "198.51.100.99"})
+        assert dodge.status_code == 429
