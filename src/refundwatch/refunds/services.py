@@ -199,7 +199,9 @@ def _retry_changes(refund: Refund) -> dict[str, Any]:
 
 
 async def get_refund(rt: Runtime, refund_id: UUID) -> tuple[Refund, list[RefundEvent]]:
-    async with rt.db.read_session() as session:
+    """The refund and its timeline as of one moment (two autocommit reads could show a status older
+    than the last event when the refund moves in between)."""
+    async with rt.db.snapshot_session() as session:
         refund = await session.get(Refund, refund_id)
         if refund is None:
             raise NotFound(f"no refund {refund_id}", code="refund_not_found")
@@ -208,4 +210,5 @@ async def get_refund(rt: Runtime, refund_id: UUID) -> tuple[Refund, list[RefundE
                 select(RefundEvent).where(RefundEvent.refund_id == refund_id).order_by(RefundEvent.id)
             )
         ).all()
+        session.expunge_all()  # the snapshot ends in a ROLLBACK, which would expire loaded objects
     return refund, list(events)
