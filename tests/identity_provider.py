@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit, urlunsplit
 
 import httpx2
 import pytest
@@ -506,6 +506,41 @@ def _hidden_inputs(page: str) -> dict[str, str]:
         if match.group("tag").lower() == "input" and attrs.get("type") == "hidden" and "name" in attrs:
             fields[attrs["name"]] = attrs.get("value", "")
     return fields
+
+
+# --- URL and token helpers shared by the auth tests ------------------------------------------------
+def query(url: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+def with_query(url: str, **changes: str | None) -> str:
+    """``url`` with query parameters replaced (None removes one)."""
+    parts = urlsplit(url)
+    params = query(url)
+    for key, value in changes.items():
+        if value is None:
+            params.pop(key, None)
+        else:
+            params[key] = value
+    return urlunsplit(parts._replace(query=urlencode(params)))
+
+
+def flip_signature(token: str) -> str:
+    """The same header and claims with one signature byte changed (in the middle: the last base64
+    character may only carry padding bits)."""
+    head, body, signature = token.split(".")
+    raw = bytearray(base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4)))
+    raw[len(raw) // 2] ^= 0x01
+    return f"{head}.{body}.{base64.urlsafe_b64encode(bytes(raw)).rstrip(b'=').decode()}"
+
+
+def swap_claims(token: str, **changes: Any) -> str:
+    """The original signature over claims that were changed afterwards."""
+    head, body, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    claims.update(changes)
+    new_body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return f"{head}.{new_body}.{signature}"
 
 
 @pytest.fixture(scope="session")

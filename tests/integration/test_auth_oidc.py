@@ -14,13 +14,12 @@ No database and no refundwatch processes: a private Redis and the session's iden
 
 from __future__ import annotations
 
-import base64
 import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx2
 import pytest
@@ -29,7 +28,15 @@ from redis.asyncio import Redis
 
 import refundwatch.auth.oidc as oidc_module
 from _services import free_port, start_private_redis
-from identity_provider import ROLE_MAP, IdentityProvider, OidcClient
+from identity_provider import (
+    ROLE_MAP,
+    IdentityProvider,
+    OidcClient,
+    flip_signature,
+    query,
+    swap_claims,
+    with_query,
+)
 from refundwatch.auth.oidc import OidcProvider, SignedIn, SignInError, TokenInvalid
 from refundwatch.config import Settings
 
@@ -37,39 +44,6 @@ from refundwatch.config import Settings
 
 # The sign-in cookie value of "this browser": begin() binds the state to it, complete() checks it.
 BROWSER = "test-browser-binding"
-
-
-def _query(url: str) -> dict[str, str]:
-    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
-
-
-def _with_query(url: str, **changes: str | None) -> str:
-    parts = urlsplit(url)
-    params = _query(url)
-    for key, value in changes.items():
-        if value is None:
-            params.pop(key, None)
-        else:
-            params[key] = value
-    return urlunsplit(parts._replace(query=urlencode(params)))
-
-
-def _flip_signature(token: str) -> str:
-    """The same header and claims with one signature byte changed (in the middle: the last base64
-    character may only carry padding bits)."""
-    head, body, signature = token.split(".")
-    raw = bytearray(base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4)))
-    raw[len(raw) // 2] ^= 0x01
-    return f"{head}.{body}.{base64.urlsafe_b64encode(bytes(raw)).rstrip(b'=').decode()}"
-
-
-def _swap_claims(token: str, **changes: Any) -> str:
-    """The original signature over claims that were changed afterwards."""
-    head, body, signature = token.split(".")
-    claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-    claims.update(changes)
-    new_body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
-    return f"{head}.{new_body}.{signature}"
 
 
 class Recorder(httpx2.AsyncBaseTransport):
@@ -193,8 +167,8 @@ NONCE = "n-" + secrets.token_urlsafe(12)
 
 #: name -> how to make the token from (idp, rp, nonce). Every one of these must be refused.
 BAD_ID_TOKENS: dict[str, Callable[[IdentityProvider, tuple[str, OidcClient], str], str]] = {
-    "tampered signature": lambda idp, rp, n: _flip_signature(idp.sign(id_claims(idp, rp, n))),
-    "tampered claims": lambda idp, rp, n: _swap_claims(
+    "tampered signature": lambda idp, rp, n: flip_signature(idp.sign(id_claims(idp, rp, n))),
+    "tampered claims": lambda idp, rp, n: swap_claims(
         idp.sign(id_claims(idp, rp, n)), groups=["refundwatch-admins"]
     ),
     "expired": lambda idp, rp, n: idp.sign(
@@ -337,7 +311,7 @@ async def test_begin_asks_for_code_with_pkce_and_keeps_secrets_server_side(
     idp: IdentityProvider, rp: tuple[str, OidcClient], provider: OidcProvider, redis: Redis
 ) -> None:
     url = await provider.begin("/refunds", BROWSER)
-    params = _query(url)
+    params = query(url)
     assert url.startswith(str(idp.discovery()["authorization_endpoint"]) + "?")
     assert params["response_type"] == "code"
     assert params["client_id"] == rp[1].client_id
@@ -349,7 +323,7 @@ async def test_begin_asks_for_code_with_pkce_and_keeps_secrets_server_side(
     assert len(params["nonce"]) >= 32
     assert "code_verifier" not in params
     # Two sign-ins never share state, nonce or challenge.
-    again = _query(await provider.begin("/refunds", BROWSER))
+    again = query(await provider.begin("/refunds", BROWSER))
     assert {again["state"], again["nonce"], again["code_challenge"]}.isdisjoint(
         {params["state"], params["nonce"], params["code_challenge"]}
     )
@@ -363,7 +337,7 @@ async def test_complete_signs_in_with_the_real_provider(
     idp: IdentityProvider, provider: OidcProvider
 ) -> None:
     callback = await _authorize(provider, idp, "amy-approver", "/approvals")
-    params = _query(callback)
+    params = query(callback)
     assert "iss" in params, callback  # the provider sends RFC 9207's iss; refundwatch checks it
     done = await provider.complete(params, BROWSER)
     assert isinstance(done, SignedIn)
@@ -381,7 +355,7 @@ async def test_a_replayed_code_is_refused_even_with_a_fresh_state(
     """Defence in depth: even if the state could be replayed, the provider refuses a code twice and
     refundwatch reports that as a failed sign-in (not an error page with a stack trace)."""
     callback = await _authorize(provider, idp, "alice-viewer")
-    params = _query(callback)
+    params = query(callback)
     key = oidc_module._STATE_PREFIX + params["state"]
     pending = await redis.get(key)
     assert pending is not None
@@ -410,10 +384,10 @@ async def test_a_bad_authorization_response_is_refused(
 ) -> None:
     callback = await _authorize(provider, idp, "alice-viewer")
     with pytest.raises(SignInError):
-        await provider.complete(_query(_with_query(callback, **change)), BROWSER)
+        await provider.complete(query(with_query(callback, **change)), BROWSER)
     if "state" in change:
         # A forged state did not use up the real one: the real answer still completes.
-        done = await provider.complete(_query(callback), BROWSER)
+        done = await provider.complete(query(callback), BROWSER)
         assert done.claims["preferred_username"] == "alice-viewer"
 
 
@@ -427,7 +401,7 @@ async def test_complete_refuses_a_bad_id_token_from_the_token_endpoint(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     callback = await _authorize(provider, idp, "alice-viewer")
-    params = _query(callback)
+    params = query(callback)
     pending = await redis.get(oidc_module._STATE_PREFIX + params["state"])
     assert pending is not None
     bad = BAD_ID_TOKENS[case](idp, rp, json.loads(pending)["nonce"])
@@ -450,7 +424,7 @@ async def test_complete_accepts_the_crafted_control_token(
 ) -> None:
     """The interception itself is sound: a correctly crafted ID token goes through ``complete``."""
     callback = await _authorize(provider, idp, "alice-viewer")
-    params = _query(callback)
+    params = query(callback)
     pending = await redis.get(oidc_module._STATE_PREFIX + params["state"])
     assert pending is not None
     good = idp.sign(id_claims(idp, rp, json.loads(pending)["nonce"], groups=["refundwatch-admins"]))
@@ -484,7 +458,7 @@ async def test_complete_refuses_a_token_answer_without_id_token(
         oidc_module, "AsyncOAuth2Client", lambda **kwargs: real_client(**kwargs, transport=tamper)
     )
     with pytest.raises(SignInError):
-        await provider.complete(_query(callback), BROWSER)
+        await provider.complete(query(callback), BROWSER)
 
 
 async def test_a_response_presented_by_another_browser_is_refused(
@@ -493,6 +467,6 @@ async def test_a_response_presented_by_another_browser_is_refused(
     """Login CSRF (RFC 6749 §10.12): the state is bound to the browser that started the sign-in."""
     callback = await _authorize(provider, idp, "alice-viewer")
     with pytest.raises(SignInError, match="another browser"):
-        await provider.complete(_query(callback), "another-browser-binding")
+        await provider.complete(query(callback), "another-browser-binding")
     with pytest.raises(SignInError):
-        await provider.complete(_query(callback), None)
+        await provider.complete(query(callback), None)

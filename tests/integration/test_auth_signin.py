@@ -17,13 +17,13 @@ import subprocess
 import sys
 import uuid
 from typing import Any
-from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode
 
 import httpx2
 import pytest
 import redis
 
-from identity_provider import USERS, TestUser
+from identity_provider import USERS, TestUser, query, with_query
 from stack import Stack, db_rows
 
 ROLE_USERS = [u for u in USERS.values() if u.role is not None]
@@ -143,21 +143,6 @@ def audit(stack: Stack, client: httpx2.Client, action: str | None = None) -> lis
         for r in rows
     ]
     return [r for r in found if action is None or r["action"] == action]
-
-
-def query(url: str) -> dict[str, str]:
-    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
-
-
-def with_query(url: str, **changes: str | None) -> str:
-    parts = urlsplit(url)
-    params = query(url)
-    for key, value in changes.items():
-        if value is None:
-            params.pop(key, None)
-        else:
-            params[key] = value
-    return urlunsplit(parts._replace(query=urlencode(params)))
 
 
 def login_target(path: str) -> str:

@@ -8,8 +8,6 @@ each database backend. Missing/invalid token → 401 ``invalid_token``; missing 
 
 from __future__ import annotations
 
-import base64
-import json
 import secrets
 import time
 import uuid
@@ -19,7 +17,14 @@ from typing import Any
 import httpx2
 import pytest
 
-from identity_provider import API_SCOPES, READER_CLIENT, WEB_CLIENT, IdentityProvider
+from identity_provider import (
+    API_SCOPES,
+    READER_CLIENT,
+    WEB_CLIENT,
+    IdentityProvider,
+    flip_signature,
+    swap_claims,
+)
 from stack import Stack, db_rows
 
 AT_JWT = {"typ": "at+jwt"}
@@ -67,21 +72,6 @@ def refund_body(reference: str, amount: int = 1_000) -> dict[str, Any]:
 def assert_error(response: httpx2.Response, status: int, code: str) -> None:
     assert response.status_code == status, (response.status_code, response.text[:500])
     assert response.json()["code"] == code, response.text[:500]
-
-
-def _flip_signature(token: str) -> str:
-    head, body, signature = token.split(".")
-    raw = bytearray(base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4)))
-    raw[len(raw) // 2] ^= 0x01
-    return f"{head}.{body}.{base64.urlsafe_b64encode(bytes(raw)).rstrip(b'=').decode()}"
-
-
-def _swap_claims(token: str, **changes: Any) -> str:
-    head, body, signature = token.split(".")
-    claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-    claims.update(changes)
-    new_body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
-    return f"{head}.{new_body}.{signature}"
 
 
 def _now() -> int:
@@ -219,8 +209,8 @@ BAD_TOKENS: dict[str, Callable[[IdentityProvider], str]] = {
     "no sub": lambda idp: idp.sign(idp.access_token_claims(sub=None), header=AT_JWT),
     "typ JWT": lambda idp: idp.sign(idp.access_token_claims(), header={"typ": "JWT"}),
     "no typ": lambda idp: idp.sign(idp.access_token_claims()),
-    "tampered signature": lambda idp: _flip_signature(idp.sign(idp.access_token_claims(), header=AT_JWT)),
-    "tampered claims": lambda idp: _swap_claims(
+    "tampered signature": lambda idp: flip_signature(idp.sign(idp.access_token_claims(), header=AT_JWT)),
+    "tampered claims": lambda idp: swap_claims(
         idp.sign(idp.access_token_claims(scope="refunds:read"), header=AT_JWT), scope=" ".join(API_SCOPES)
     ),
     "unknown key": lambda idp: idp.sign(idp.access_token_claims(), header=AT_JWT, key="unknown"),
