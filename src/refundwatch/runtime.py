@@ -11,6 +11,7 @@ from arq.connections import ArqRedis, RedisSettings
 
 from refundwatch.config import Settings, get_settings
 from refundwatch.connections.services import ConnectionCache
+from refundwatch.dashboard.signals import signals
 from refundwatch.db.engine import Database
 from refundwatch.db.types import use_cipher
 from refundwatch.lib.crypto import FieldCipher
@@ -47,6 +48,7 @@ class Runtime:
             self.redis = await create_pool(
                 redis_settings(self.settings.redis_url), default_queue_name=QUEUE_NAME
             )
+            signals.attach(self.redis)
         if http and self.http is None:
             self.http = make_client()
         return self
@@ -56,6 +58,7 @@ class Runtime:
             await self.http.aclose()
             self.http = None
         if self.redis is not None:
+            await signals.detach()
             await self.redis.aclose()
             self.redis = None
         await self.db.dispose()

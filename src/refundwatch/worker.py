@@ -1,4 +1,4 @@
-"""The arq worker: refund execution, webhook processing, sync, sweeping, health checks, audit sealing.
+"""The arq worker: refund execution, webhooks, sync, sweeping, health checks, audit sealing, rollups.
 
 arq is only the delivery mechanism; the database is the source of truth (STYLE: arq is in maintenance
 mode). Every job can run twice safely: job id = refund id, the processor idempotency key lives on the
@@ -16,6 +16,8 @@ from arq.connections import RedisSettings
 
 from refundwatch.audit.services import seal
 from refundwatch.config import get_settings
+from refundwatch.dashboard import rollups
+from refundwatch.dashboard.signals import ROLLUPS, signals
 from refundwatch.health.checks import run_due_checks
 from refundwatch.jobs import Worker, enqueue
 from refundwatch.logs import configure_logging
@@ -83,6 +85,20 @@ async def seal_audit(ctx: dict[str, Any]) -> int:
     return await seal(_rt(ctx).db)
 
 
+async def fold_rollups(ctx: dict[str, Any]) -> int:
+    """Count new outcomes into the dashboard rollups (dashboard.rollups), then tell the dashboards."""
+    db, folded = _rt(ctx).db, 0
+    while (batch := await rollups.fold(db)) > 0:
+        folded += batch
+    if folded:
+        signals.notice(ROLLUPS)
+    return folded
+
+
+async def prune_rollups(ctx: dict[str, Any]) -> None:
+    await rollups.prune(_rt(ctx).db)
+
+
 async def startup(ctx: dict[str, Any]) -> None:
     settings = get_settings()
     configure_logging(settings)
@@ -90,6 +106,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     rt = Runtime.build(settings, pool_size=min(settings.worker_max_jobs, 16))
     rt.redis = ctx["redis"]
     await rt.open(redis=False, http=True)
+    signals.attach(ctx["redis"])
     ctx["rt"] = rt
     # Start-up sweep: pick up whatever a crashed worker left queued or submitting, right away.
     log.info("start-up sweep: %s", await sweep(ctx, grace_seconds=0))
@@ -97,6 +114,7 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     rt: Runtime | None = ctx.get("rt")
+    await signals.detach()
     if rt is not None:
         rt.redis = None  # arq owns and closes its pool
         await rt.close()
@@ -121,6 +139,8 @@ def worker_settings() -> dict[str, Any]:
             cron(schedule_syncs, second=sync_seconds, timeout=timeout),
             cron(health_checks, second=_EVERY_SECOND, timeout=timeout, unique=True),
             cron(seal_audit, second=_EVERY_SECOND, timeout=timeout, unique=True),
+            cron(fold_rollups, second=_EVERY_SECOND, timeout=timeout, unique=True),
+            cron(prune_rollups, minute=7, second=0, timeout=timeout, unique=True),
         ],
         "on_startup": startup,
         "on_shutdown": shutdown,

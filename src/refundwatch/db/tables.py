@@ -7,9 +7,20 @@ from typing import cast
 
 from sqlalchemy import Table
 
-from refundwatch.db.models import AuditEntry, Payment, Refund, RefundEvent
+from refundwatch.db.models import (
+    AuditEntry,
+    HealthStat,
+    Payment,
+    Refund,
+    RefundEvent,
+    RefundStat,
+    RollupOutbox,
+)
 
 REFUNDS = cast(Table, Refund.__table__)
 EVENTS = cast(Table, RefundEvent.__table__)
 AUDIT = cast(Table, AuditEntry.__table__)
 PAYMENTS = cast(Table, Payment.__table__)
+OUTBOX = cast(Table, RollupOutbox.__table__)
+STATS = cast(Table, RefundStat.__table__)
+HEALTH_STATS = cast(Table, HealthStat.__table__)

@@ -7,6 +7,7 @@ and scrub secrets. They never touch the database or Redis; the refunds core pers
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -93,6 +94,21 @@ class Exchange:
     status_code: int | None
     latency_ms: int
     excerpt: str
+
+
+def exchange_json(exchange: Exchange | None) -> str | None:
+    """How an exchange is kept on the refund's timeline (refund_events.exchange)."""
+    if exchange is None:
+        return None
+    return json.dumps(
+        {
+            "method": exchange.method,
+            "path": exchange.path,
+            "status_code": exchange.status_code,
+            "latency_ms": exchange.latency_ms,
+            "excerpt": exchange.excerpt,
+        }
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,8 @@ import datetime as dt
 import logging
 
 from refundwatch.connections.services import ConnectionInfo
+from refundwatch.dashboard.rollups import record_health
+from refundwatch.dashboard.signals import HEALTH, signals
 from refundwatch.db.models import HealthCheck
 from refundwatch.gateways.registry import get_gateway, supported_processors
 from refundwatch.runtime import Runtime
@@ -47,5 +49,7 @@ async def run_due_checks(rt: Runtime) -> int:
     results = await asyncio.gather(*(_check(rt, c) for c in due))
     async with rt.db.session() as session:
         session.add_all(results)
+        await record_health(await session.connection(), results)  # same transaction as the checks
         await session.commit()
+    signals.notice(HEALTH)
     return len(results)

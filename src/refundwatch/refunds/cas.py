@@ -2,11 +2,11 @@
 
 The transition is still decided by the pure table (``states.decide``) for the status the caller
 expects; the database applies it only if the refund still has that status. On PostgreSQL the status
-change, the timeline event, the audit entry and the payment's balances are one statement (data-modifying
-CTEs, atomic on its own in autocommit: one round trip instead of six). On SQLite the same statements
-run in one write transaction. When the refund has moved on (or the transition needs the guarded
-reservation), ``None`` comes back and the caller takes the general path under a row lock, so this is
-an optimisation of the common case, never a second set of rules.
+change, the timeline event, the audit entry, the payment's balances and the rollup outbox row are one
+statement (data-modifying CTEs, atomic on its own in autocommit: one round trip instead of six). On
+SQLite the same statements run in one write transaction. When the refund has moved on (or the
+transition needs the guarded reservation), ``None`` comes back and the caller takes the general path
+under a row lock, so this is an optimisation of the common case, never a second set of rules.
 
 Statements are built once per shape, with bind parameters, and reused: building and cache-keying a
 CTE statement costs more CPU than the round trip it saves.
@@ -28,8 +28,11 @@ from sqlalchemy.sql.selectable import Select
 from refundwatch.audit import actions
 from refundwatch.audit.actions import Actor
 from refundwatch.audit.services import AUDIT_COLUMNS, NewEntry
+from refundwatch.dashboard.rollups import counted
+from refundwatch.dashboard.signals import signals
 from refundwatch.db.engine import Database
-from refundwatch.db.tables import AUDIT, EVENTS, PAYMENTS, REFUNDS
+from refundwatch.db.tables import AUDIT, EVENTS, OUTBOX, PAYMENTS, REFUNDS
+from refundwatch.gateways.base import Exchange, exchange_json
 from refundwatch.refunds.states import FINAL, Source, Status, Transition, Trigger, decide
 
 
@@ -66,6 +69,7 @@ class _Statements:
     event: Insert
     audit: Insert
     balance: Update | None
+    outbox: Insert | None
 
 
 @functools.cache
@@ -106,6 +110,7 @@ def _statements(
         "from_status": literal(move.before.value),
         "source": _param(EVENTS, "source", "e_source"),
         "detail": _param(EVENTS, "detail", "e_detail"),
+        "exchange": _param(EVENTS, "exchange", "e_exchange"),
     }
     audit_values = {name: _param(AUDIT, name, f"a_{name}") for name in AUDIT_COLUMNS}
     balance = _balance(move, _param(PAYMENTS, "id", "p_payment_id"), bindparam("p_amount"))
@@ -131,12 +136,27 @@ def _statements(
     in_cte = _balance(move, cte.c.payment_id, cte.c.amount)
     if in_cte is not None:
         single = single.add_cte(cast(UpdateBase, in_cte).cte("balance"))
+    outbox_values = {
+        "refund_id": _param(OUTBOX, "refund_id", "p_id"),
+        "from_status": literal(move.before.value),
+        "status": literal(move.after.value),
+        "at": _param(OUTBOX, "at", "p_now"),
+    }
+    if counted(move):
+        single = single.add_cte(
+            insert(OUTBOX)
+            .from_select(
+                list(outbox_values), select(*[v.label(k) for k, v in outbox_values.items()]).select_from(cte)
+            )
+            .cte("outbox")
+        )
     return _Statements(
         single=single,
         moved=moved,
         event=insert(EVENTS).values(**event_values),
         audit=insert(AUDIT).values(**audit_values),
         balance=balance,
+        outbox=insert(OUTBOX).values(**outbox_values) if counted(move) else None,
     )
 
 
@@ -168,6 +188,7 @@ async def transition_if(
     returning: Sequence[str] = (),
     equal: dict[str, Any] | None = None,
     if_null: dict[str, Any] | None = None,
+    exchange: Exchange | None = None,
     **changes: Any,
 ) -> Row[Any] | None:
     """Apply ``trigger`` if the refund is still ``expected`` (and its ``equal`` columns still hold).
@@ -182,14 +203,24 @@ async def transition_if(
     equal, if_null = equal or {}, if_null or {}
     statements = _statements(move, tuple(changes), tuple(if_null), tuple(equal), tuple(returning))
     now = dt.datetime.now(dt.UTC)
-    params: dict[str, Any] = {"p_id": refund_id, "p_now": now, "e_source": source.value, "e_detail": detail}
+    params: dict[str, Any] = {
+        "p_id": refund_id,
+        "p_now": now,
+        "e_source": source.value,
+        "e_detail": detail,
+        "e_exchange": exchange_json(exchange),
+    }
     params.update({f"c_{k}": v for k, v in (changes | if_null).items()})
     params.update({f"w_{k}": v for k, v in equal.items()})
     params.update(_audit_params(actor, move, refund_id, source, detail, now))
     if not db.is_sqlite:
         async with db.autocommit_connection() as conn:
-            return (await conn.execute(statements.single, params)).first()
-    return await db.run_sqlite_write(functools.partial(_one_by_one, statements, params))
+            row = (await conn.execute(statements.single, params)).first()
+    else:
+        row = await db.run_sqlite_write(functools.partial(_one_by_one, statements, params))
+    if row is not None:
+        signals.refund_changed(refund_id)  # committed: the dashboards may hear of it
+    return row
 
 
 def _one_by_one(statements: _Statements, params: dict[str, Any], conn: Connection) -> Row[Any] | None:
@@ -201,4 +232,6 @@ def _one_by_one(statements: _Statements, params: dict[str, Any], conn: Connectio
     conn.execute(statements.audit, params)
     if statements.balance is not None:
         conn.execute(statements.balance, params | {"p_payment_id": row.payment_id, "p_amount": row.amount})
+    if statements.outbox is not None:
+        conn.execute(statements.outbox, params)
     return row

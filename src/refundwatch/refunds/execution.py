@@ -18,6 +18,7 @@ from uuid import UUID
 from sqlalchemy import or_, select
 
 from refundwatch.audit.actions import WORKER
+from refundwatch.dashboard.signals import signals
 from refundwatch.db.models import Refund
 from refundwatch.gateways.base import (
     ErrorCode,
@@ -100,8 +101,24 @@ async def execute_refund(rt: Runtime, refund_id: UUID) -> str | RetryLater:
             rt.require_http(), conn.credentials, claim.request
         )
     except GatewayError as err:
+        _report_call(conn.name, err)
         return await _failed_attempt(rt, refund_id, claim.attempt, err)
+    _report_call(conn.name, None)
     return await record_result(rt, refund_id, result, source=Source.WORKER)
+
+
+# Answers that say the processor itself is unreachable or refusing us, rather than this refund.
+UNAVAILABLE = frozenset(
+    {ErrorCode.GATEWAY_UNAVAILABLE, ErrorCode.TIMEOUT, ErrorCode.CONNECTION_ERROR, ErrorCode.AUTH_FAILED}
+)
+
+
+def _report_call(connection: str, err: GatewayError | None) -> None:
+    """Live calls feed the uptime panel's current state, between health checks."""
+    if err is None or err.code not in UNAVAILABLE:
+        signals.gateway_call(connection, ok=True)
+    else:
+        signals.gateway_call(connection, ok=False, code=err.code.value, message=err.message)
 
 
 async def _claim_first_attempt(rt: Runtime, refund_id: UUID) -> Claim | None:
@@ -202,6 +219,7 @@ async def _failed_attempt(rt: Runtime, refund_id: UUID, attempt: int, err: Gatew
                 detail=f"attempt {attempt} failed: {err.code.value}{unknown}; retrying in {delay:.1f}s "
                 f"with the same idempotency key{where}",
                 next_attempt_at=utcnow() + dt.timedelta(seconds=delay),
+                exchange=err.exchange,
                 **fields,
             )
             await session.commit()
@@ -213,7 +231,14 @@ async def _failed_attempt(rt: Runtime, refund_id: UUID, attempt: int, err: Gatew
         else:
             trigger, detail = Trigger.FAILED, f"processor refused: {err.code.value}: {err.message}"
         await apply(
-            session, refund, trigger, source=Source.WORKER, actor=WORKER, detail=detail + where, **fields
+            session,
+            refund,
+            trigger,
+            source=Source.WORKER,
+            actor=WORKER,
+            detail=detail + where,
+            exchange=err.exchange,
+            **fields,
         )
         await session.commit()
     return f"{trigger.value}: {err.code.value}"
@@ -244,6 +269,7 @@ async def record_result(
         actor=WORKER,
         detail=detail,
         returning=("status",),
+        exchange=result.exchange,
         **fields,
     )
     if row is not None:
@@ -258,6 +284,7 @@ async def record_result(
             actor=WORKER,
             detail=detail,
             event_always=not quiet,
+            exchange=result.exchange,
             **fields,
         )
         await session.commit()

@@ -24,6 +24,7 @@ from uuid_utils.compat import uuid7
 
 from refundwatch.audit.actions import Actor
 from refundwatch.audit.services import AUDIT_COLUMNS, NewEntry
+from refundwatch.dashboard.signals import signals
 from refundwatch.db.models import Refund, RefundEvent
 from refundwatch.db.tables import AUDIT, EVENTS, PAYMENTS, REFUNDS
 from refundwatch.gateways.registry import supported_processors
@@ -219,6 +220,7 @@ async def create_refund(
         if replay is None:
             raise Conflict("this request conflicted with a concurrent one; retry it", code="conflict")
         return Intake(replay, created=False)
+    signals.refund_changed(refund.id)
     if not needs_approval:  # committed: now the side effect (a lost message is re-sent by the sweeper)
         await enqueue_execution(rt, refund.id)
     return Intake(refund, created=True, events=[first])

@@ -17,7 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from refundwatch.audit import actions
 from refundwatch.audit.actions import Actor
 from refundwatch.audit.services import record
-from refundwatch.db.models import Refund, RefundEvent
+from refundwatch.dashboard.rollups import counted
+from refundwatch.db.models import Refund, RefundEvent, RollupOutbox
+from refundwatch.gateways.base import Exchange, exchange_json
 from refundwatch.jobs import enqueue
 from refundwatch.lib.exceptions import InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from refundwatch.payments.services import add_refunded, release, reserve
@@ -53,6 +55,7 @@ async def apply(
     detail: str,
     actor: Actor,
     event_always: bool = True,
+    exchange: Exchange | None = None,
     **changes: Any,
 ) -> Transition | Outcome:
     """Apply one trigger to a locked refund: status, balance, timeline event and audit entry."""
@@ -69,6 +72,7 @@ async def apply(
                     status=refund.status,
                     source=source.value,
                     detail=f"{detail} (no change: refund is already {refund.status})",
+                    exchange=exchange_json(exchange),
                 )
             )
         return decision
@@ -99,6 +103,15 @@ async def apply(
             },
             at=now,
         )
+        if counted(decision):
+            session.add(
+                RollupOutbox(
+                    refund_id=refund.id,
+                    from_status=decision.before.value,
+                    status=decision.after.value,
+                    at=now,
+                )
+            )
     refund.updated_at = now
     session.add(
         RefundEvent(
@@ -108,6 +121,7 @@ async def apply(
             source=source.value,
             detail=detail,
             from_status=decision.before.value if decision.changed else None,
+            exchange=exchange_json(exchange),
         )
     )
     return decision

@@ -7,6 +7,7 @@ from refundwatch.db.models._audit import AuditEntry
 from refundwatch.db.models._connection import Connection, HealthCheck
 from refundwatch.db.models._payment import Payment
 from refundwatch.db.models._refund import Refund, RefundEvent
+from refundwatch.db.models._stats import HealthStat, RefundStat, RollupOutbox
 from refundwatch.db.models._webhook import WebhookEvent
 
 metadata = orm_registry.metadata
@@ -16,9 +17,12 @@ __all__ = [
     "AuditEntry",
     "Connection",
     "HealthCheck",
+    "HealthStat",
     "Payment",
     "Refund",
     "RefundEvent",
+    "RefundStat",
+    "RollupOutbox",
     "WebhookEvent",
     "metadata",
 ]

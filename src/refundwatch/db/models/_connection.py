@@ -5,7 +5,7 @@ from uuid import UUID
 
 from advanced_alchemy.base import BigIntBase, UUIDv7AuditBase
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 
@@ -28,7 +28,17 @@ class HealthCheck(BigIntBase):
     """One gateway health probe run by the worker: the data behind "gateway uptime"."""
 
     __tablename__ = "health_checks"
-    __table_args__ = (Index("ix_health_checks_connection_at", "connection_id", "at"),)
+    __table_args__ = (
+        Index("ix_health_checks_connection_at", "connection_id", "at"),
+        # "Last failure" per connection without walking 30 days of good checks.
+        Index(
+            "ix_health_checks_failures",
+            "connection_id",
+            "at",
+            postgresql_where=text("NOT ok"),
+            sqlite_where=text("NOT ok"),
+        ),
+    )
 
     connection_id: Mapped[UUID] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
     at: Mapped[dt.datetime] = mapped_column(DateTimeUTC(timezone=True))

@@ -63,3 +63,6 @@ class RefundEvent(BigIntBase):
     from_status: Mapped[str | None] = mapped_column(String(32), default=None)
     source: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str] = mapped_column(Text)
+    # The processor exchange behind this step, as JSON {method, path, status_code, latency_ms, excerpt};
+    # the excerpt is scrubbed by the adapter before it gets here.
+    exchange: Mapped[str | None] = mapped_column(Text, default=None)
