@@ -1,7 +1,9 @@
-"""The Litestar application: API, webhooks, pages, health and metrics."""
+"""The Litestar application: API, webhooks, pages, the live dashboard, health and metrics."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -9,6 +11,8 @@ from typing import cast
 
 from granian.utils.proxies import wrap_asgi_with_proxy_headers
 from litestar import Litestar
+from litestar.channels import ChannelsPlugin
+from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from litestar.config.csrf import CSRFConfig
 from litestar.config.response_cache import ResponseCacheConfig
 from litestar.contrib.jinja import JinjaTemplateEngine
@@ -17,6 +21,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 from litestar.types import ASGIApp
+from redis.asyncio import Redis
 
 from refundwatch.auth.apikeys import ApiKeyAuthenticator
 from refundwatch.auth.controllers import AuthController
@@ -24,6 +29,8 @@ from refundwatch.auth.guards import PAGE_EXCEPTION_HANDLERS
 from refundwatch.auth.oidc import OidcProvider
 from refundwatch.auth.sessions import SessionStore
 from refundwatch.config import get_settings
+from refundwatch.dashboard.broadcast import Broadcaster
+from refundwatch.dashboard.controllers import LiveSubscriber
 from refundwatch.health.controllers import healthz, metrics, readyz
 from refundwatch.logs import configure_logging
 from refundwatch.refunds.controllers import PaymentController, RefundController
@@ -32,6 +39,7 @@ from refundwatch.web.errors import EXCEPTION_HANDLERS
 from refundwatch.web.pages import pages_router
 from refundwatch.web.requestlog import request_id_middleware
 from refundwatch.web.security import security_before_send, security_middleware
+from refundwatch.web.templating import register_filters
 from refundwatch.webhooks.controllers import webhook
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,6 +58,16 @@ def create_app() -> Litestar:
     settings = get_settings()
     configure_logging(settings)
     rt = Runtime.build(settings)
+    # Live updates travel on their own Redis connection (a subscribed connection can do nothing else).
+    channels_redis = Redis.from_url(settings.redis_url)
+    channels = ChannelsPlugin(
+        backend=RedisChannelsPubSubBackend(redis=channels_redis, key_prefix="refundwatch:channels"),
+        arbitrary_channels_allowed=True,
+        subscriber_class=LiveSubscriber,
+        # A viewer that cannot keep up skips old frames: each message is a whole panel anyway.
+        subscriber_max_backlog=64,
+        subscriber_backlog_strategy="dropleft",
+    )
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -62,9 +80,15 @@ def create_app() -> Litestar:
             absolute_seconds=settings.session_absolute_hours * 3600,
         )
         app.state.oidc = OidcProvider(settings, rt.require_redis(), rt.require_http())
+        env = app.template_engine.engine  # type: ignore[union-attr]
+        broadcaster = asyncio.create_task(Broadcaster(rt, channels, env).run(), name="refundwatch-live")
         try:
             yield
         finally:
+            broadcaster.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await broadcaster
+            await channels_redis.aclose()
             await rt.close()
 
     return Litestar(
@@ -92,7 +116,12 @@ def create_app() -> Litestar:
             # The API authenticates with bearer tokens (no cookies), webhooks with signatures.
             exclude=["^/api/", "^/webhooks/", "^/healthz", "^/readyz", "^/metrics", "^/static/", "^/schema"],
         ),
-        template_config=TemplateConfig(directory=ROOT / "templates", engine=JinjaTemplateEngine),
+        template_config=TemplateConfig(
+            directory=ROOT / "templates",
+            engine=JinjaTemplateEngine,
+            engine_callback=lambda engine: register_filters(engine.engine),
+        ),
+        plugins=[channels],
         openapi_config=OpenAPIConfig(
             title="refundwatch",
             version="0.1.0",

@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     sync_interval_seconds: int = Field(default=30, ge=1)
     sweep_interval_seconds: int = Field(default=15, ge=1)
     sweep_grace_seconds: int = Field(default=10, ge=0)
+    # The dashboard: success-rate colours (below warn → amber, below bad → red), when an unfinished
+    # refund counts as stuck, when a health check counts as slow, and how often live panels may redraw.
+    dashboard_success_warn: float = Field(default=0.98, ge=0, le=1)
+    dashboard_success_bad: float = Field(default=0.95, ge=0, le=1)
+    dashboard_stuck_minutes: int = Field(default=15, ge=1)
+    dashboard_slow_check_ms: int = Field(default=2000, ge=1)
+    live_interval_ms: int = Field(default=250, ge=20)
+    live_feed_interval_ms: int = Field(default=150, ge=20)
     log_level: str = "INFO"
     log_json: bool = True
 

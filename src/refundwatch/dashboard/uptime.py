@@ -1,0 +1,220 @@
+"""The gateway uptime panel: each connection's current state from its health checks *and* the live calls
+the worker made in the last minute, uptime over 24 h / 7 d / 30 d and a latency line from the health
+rollups, and the last failure of either kind."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import case, func, select
+
+from refundwatch.dashboard import svg
+from refundwatch.dashboard.panels import Scope
+from refundwatch.dashboard.signals import CALL_SLOT_SECONDS, CALLS_KEY, LAST_CALL_FAILURE_KEY
+from refundwatch.db.models import HealthCheck
+from refundwatch.db.tables import HEALTH_STATS
+from refundwatch.runtime import Runtime
+
+LIVE_WINDOW_SECONDS = 60
+UPTIME_WINDOWS = (
+    ("24h", dt.timedelta(hours=24)),
+    ("7d", dt.timedelta(days=7)),
+    ("30d", dt.timedelta(days=30)),
+)
+
+
+@dataclass(slots=True)
+class Failure:
+    at: dt.datetime
+    message: str
+    kind: str  # "health check" or "live call"
+
+
+@dataclass(slots=True)
+class GatewayRow:
+    name: str
+    state: str  # up | degraded | down | unknown
+    why: str
+    last_check: dt.datetime | None
+    last_latency_ms: int | None
+    uptime: dict[str, float | None]
+    live_calls: int
+    live_failed: int
+    last_failure: Failure | None
+    spark: svg.Chart
+
+
+def decide_state(
+    last_ok: bool | None, last_latency_ms: int | None, calls: int, failed: int, slow_ms: int
+) -> tuple[str, str]:
+    """Down when the last check failed or most live calls in the last minute could not get through;
+    degraded when slow, or when some live calls failed; up otherwise."""
+    live_failing = calls >= 3 and failed / calls >= 0.5
+    if last_ok is False and (calls == 0 or failed > 0):
+        return "down", "the last health check failed"
+    if live_failing:
+        return "down", f"{failed} of {calls} live calls failed in the last minute"
+    if last_ok is None and calls == 0:
+        return "unknown", "no health check yet"
+    if last_ok is False:
+        return "degraded", "the last health check failed, but live calls get through"
+    if failed:
+        return "degraded", f"{failed} of {calls} live calls failed in the last minute"
+    if last_latency_ms is not None and last_latency_ms > slow_ms:
+        return "degraded", f"slow: the last health check took {last_latency_ms} ms"
+    return "up", "health checks and live calls succeed"
+
+
+async def gateway_uptime(rt: Runtime, scope: Scope) -> list[GatewayRow]:
+    connections = [c for c in await rt.connections.all() if c.enabled]
+    if scope.connection_id is not None:
+        connections = [c for c in connections if c.id == scope.connection_id]
+    if not connections:
+        return []
+    ids = [c.id for c in connections]
+    uptime = await _uptime(rt, ids, scope.now)
+    latency = await _latency(rt, ids, scope)
+    last = await _last_checks(rt, ids)
+    live = await _live_calls(rt, [c.name for c in connections])
+    rows = []
+    steps = svg.Steps(scope.start, scope.now, scope.view.range.step)
+    for conn in connections:
+        check, failure = last.get(conn.id, (None, None))
+        calls, failed, call_failure = live.get(conn.name, (0, 0, None))
+        state, why = decide_state(
+            None if check is None else check.ok,
+            None if check is None else check.latency_ms,
+            calls,
+            failed,
+            rt.settings.dashboard_slow_check_ms,
+        )
+        latest = max((f for f in (failure, call_failure) if f is not None), key=lambda f: f.at, default=None)
+        rows.append(
+            GatewayRow(
+                name=conn.name,
+                state=state,
+                why=why,
+                last_check=None if check is None else check.at,
+                last_latency_ms=None if check is None else check.latency_ms,
+                uptime=uptime.get(conn.id, {}),
+                live_calls=calls,
+                live_failed=failed,
+                last_failure=latest,
+                spark=_latency_chart(steps, latency.get(conn.id, []), conn.name, scope),
+            )
+        )
+    return rows
+
+
+def _latency_chart(
+    steps: svg.Steps, points: list[tuple[dt.datetime, int, int]], name: str, scope: Scope
+) -> svg.Chart:
+    sums, counts = steps.zeros(), steps.zeros()
+    for bucket, total_ms, checks in points:
+        slot = steps.slot(bucket)
+        sums[slot] += total_ms
+        counts[slot] += checks
+    values = [s / c if c else None for s, c in zip(sums, counts, strict=True)]
+    return svg.sparkline(
+        values,
+        low=0,
+        high=max([v for v in values if v is not None] + [1.0]),
+        label=f"{name}: mean health-check latency per {steps.describe()} "
+        f"over the last {scope.view.range.label}",
+    )
+
+
+async def _uptime(rt: Runtime, ids: list[UUID], now: dt.datetime) -> dict[UUID, dict[str, float | None]]:
+    h = HEALTH_STATS.c
+    columns: list[Any] = [h.connection_id]
+    for _key, length in UPTIME_WINDOWS:
+        since = now - length
+        columns += [
+            func.sum(case((h.bucket >= since, h.ok_checks), else_=0)),
+            func.sum(case((h.bucket >= since, h.checks), else_=0)),
+        ]
+    query = (
+        select(*columns)
+        .where(h.res == "h", h.bucket >= now - UPTIME_WINDOWS[-1][1], h.connection_id.in_(ids))
+        .group_by(h.connection_id)
+    )
+    async with rt.db.read_engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    result: dict[UUID, dict[str, float | None]] = {}
+    for connection_id, *values in rows:
+        result[connection_id] = {
+            key: (int(values[2 * i]) / int(values[2 * i + 1])) if values[2 * i + 1] else None
+            for i, (key, _length) in enumerate(UPTIME_WINDOWS)
+        }
+    return result
+
+
+async def _latency(
+    rt: Runtime, ids: list[UUID], scope: Scope
+) -> dict[UUID, list[tuple[dt.datetime, int, int]]]:
+    h = HEALTH_STATS.c
+    query = select(h.connection_id, h.bucket, h.latency_ms_sum, h.checks).where(
+        h.res == scope.view.range.res, h.bucket >= scope.start, h.connection_id.in_(ids)
+    )
+    found: dict[UUID, list[tuple[dt.datetime, int, int]]] = {}
+    async with rt.db.read_engine.connect() as conn:
+        for connection_id, bucket, total, checks in (await conn.execute(query)).all():
+            found.setdefault(connection_id, []).append((bucket, int(total), int(checks)))
+    return found
+
+
+async def _last_checks(rt: Runtime, ids: list[UUID]) -> dict[UUID, tuple[Any, Failure | None]]:
+    """Per connection: the newest check, and the newest failed one (its own partial index)."""
+    t = HealthCheck.__table__.c
+    result: dict[UUID, tuple[Any, Failure | None]] = {}
+    async with rt.db.read_engine.connect() as conn:
+        for connection_id in ids:
+            newest = (
+                await conn.execute(
+                    select(t.at, t.ok, t.latency_ms)
+                    .where(t.connection_id == connection_id)
+                    .order_by(t.at.desc())
+                    .limit(1)
+                )
+            ).first()
+            failed = (
+                await conn.execute(
+                    select(t.at, t.error)
+                    .where(t.connection_id == connection_id, t.ok.is_(False))
+                    .order_by(t.at.desc())
+                    .limit(1)
+                )
+            ).first()
+            failure = None if failed is None else Failure(failed.at, failed.error or "failed", "health check")
+            result[connection_id] = (newest, failure)
+    return result
+
+
+async def _live_calls(rt: Runtime, names: list[str]) -> dict[str, tuple[int, int, Failure | None]]:
+    redis = rt.require_redis()
+    now_slot = int(time.time()) // CALL_SLOT_SECONDS
+    slots = range(now_slot - LIVE_WINDOW_SECONDS // CALL_SLOT_SECONDS + 1, now_slot + 1)
+    pipe = redis.pipeline(transaction=False)
+    for name in names:
+        for slot in slots:
+            pipe.hmget(CALLS_KEY.format(connection=name, slot=slot), ["ok", "failed"])
+        pipe.get(LAST_CALL_FAILURE_KEY.format(connection=name))
+    replies = await pipe.execute()
+    result = {}
+    per = len(slots) + 1
+    for i, name in enumerate(names):
+        chunk = replies[i * per : (i + 1) * per]
+        ok = sum(int(pair[0] or 0) for pair in chunk[:-1])
+        failed = sum(int(pair[1] or 0) for pair in chunk[:-1])
+        failure = None
+        if chunk[-1]:
+            raw = json.loads(chunk[-1])
+            message = f"{raw.get('code', '')}: {raw.get('message', '')}".strip(": ")
+            failure = Failure(dt.datetime.fromtimestamp(raw["at"], dt.UTC), message, "live call")
+        result[name] = (ok + failed, failed, failure)
+    return result

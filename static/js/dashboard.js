@@ -1,0 +1,41 @@
+// Live pages (the dashboard, a refund's timeline): the connection status, the "updated" time, and a
+// fallback poll of every live panel while the SSE stream is down. htmx's SSE extension reconnects.
+(function () {
+  "use strict";
+  var POLL_MS = 10000;
+  var timer = null;
+
+  function setState(text, live) {
+    var state = document.getElementById("live-state");
+    var box = document.getElementById("live-status");
+    if (state) { state.textContent = text; }
+    if (box) { box.classList.toggle("is-live", live); box.classList.toggle("is-down", !live); }
+  }
+
+  function stamp() {
+    var t = document.getElementById("last-updated");
+    if (!t) { return; }
+    var now = new Date();
+    t.setAttribute("datetime", now.toISOString());
+    t.textContent = now.toLocaleTimeString();
+  }
+
+  function poll() {
+    var panels = document.querySelectorAll('[data-live] [hx-trigger="rw-poll"]');
+    if (!panels.length) { stopPolling(); return; }
+    panels.forEach(function (el) { htmx.trigger(el, "rw-poll"); });
+  }
+
+  function startPolling() { if (!timer) { timer = window.setInterval(poll, POLL_MS); } }
+  function stopPolling() { if (timer) { window.clearInterval(timer); timer = null; } }
+
+  document.body.addEventListener("htmx:sseOpen", function () { setState("Live", true); stopPolling(); });
+  document.body.addEventListener("htmx:sseError", function () {
+    setState("Reconnecting… refreshing every " + POLL_MS / 1000 + " s", false);
+    startPolling();
+  });
+  document.body.addEventListener("htmx:sseMessage", stamp);
+  document.body.addEventListener("htmx:afterSwap", function (event) {
+    if (event.target.closest && event.target.closest("[data-live]")) { stamp(); }
+  });
+})();

@@ -1,0 +1,251 @@
+"""The live dashboard against the real stack: panels computed from refunds the worker executed, the
+rollups exact, filters in the URL, and live updates over SSE — including from another web process."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx2
+import pytest
+
+from _services import free_port
+from stack import Proc, Stack, db_rows, wait_http, wait_until
+
+PANELS = ("success", "timing", "uptime", "feed", "wip", "outflow", "failures")
+
+
+@contextlib.contextmanager
+def signed_in(stack: Stack, user: str = "alice-viewer") -> Iterator[httpx2.Client]:
+    client = stack.sign_in(user)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def panel(client: httpx2.Client, name: str, **params: str) -> str:
+    response = client.get(f"/dashboard/panels/{name}", params=params)
+    assert response.status_code == 200, response.text[:300]
+    return response.text
+
+
+@pytest.fixture(scope="module")
+def outcomes(stack: Stack) -> dict[str, list[str]]:
+    """Three refunds that succeed and one the processor refuses (it knows a smaller payment)."""
+    ids: dict[str, list[str]] = {"succeeded": [], "failed": []}
+    for _ in range(3):
+        response = stack.refund(stack.payment(5_000), 1_000)
+        ids["succeeded"].append(response.json()["id"])
+    refused = stack.refund(stack.payment(5_000, simulator_amount=500), 1_000)
+    ids["failed"].append(refused.json()["id"])
+    for status, refund_ids in ids.items():
+        for refund_id in refund_ids:
+            stack.wait_status(refund_id, status)
+    return ids
+
+
+def stats(stack: Stack, res: str = "m") -> dict[str, int]:
+    rows = db_rows(stack, f"SELECT outcome, SUM(n) FROM refund_stats WHERE res = '{res}' GROUP BY outcome")
+    return {outcome: int(n) for outcome, n in rows}
+
+
+def test_rollups_count_every_outcome_exactly_once(stack: Stack, outcomes: dict[str, list[str]]) -> None:
+    expected = {
+        status: db_rows(stack, f"SELECT COUNT(*) FROM refunds WHERE status = '{status}'")[0][0]
+        for status in ("succeeded", "failed")
+    }
+    wait_until(
+        lambda: (
+            stats(stack).get("succeeded") == expected["succeeded"]
+            and stats(stack).get("failed") == expected["failed"]
+        ),
+        timeout=15,
+        what="the worker folds the outbox into the rollups",
+    )
+    assert stats(stack, "h") == stats(stack, "m"), "both resolutions count the same transitions"
+    wait_until(
+        lambda: db_rows(stack, "SELECT COUNT(*) FROM rollup_outbox")[0][0] == 0,
+        timeout=10,
+        what="outbox drained",
+    )
+    histogram = db_rows(
+        stack,
+        "SELECT SUM(" + " + ".join(f"f{i:02d}" for i in range(16)) + ") FROM refund_stats "
+        "WHERE res = 'm' AND outcome IN ('succeeded', 'failed', 'reversed')",
+    )[0][0]
+    assert histogram == expected["succeeded"] + expected["failed"], "every outcome has its time"
+
+
+def test_the_dashboard_shows_numbers_computed_from_executed_refunds(
+    stack: Stack, outcomes: dict[str, list[str]]
+) -> None:
+    with signed_in(stack) as client:
+        wait_until(lambda: "failed" in panel(client, "success"), timeout=15, what="rollups folded")
+        succeeded = int(stats(stack)["succeeded"])
+        failed = int(stats(stack)["failed"])
+        rate = f"{succeeded / (succeeded + failed) * 100:.1f}%"
+        page = client.get("/")
+        assert page.status_code == 200
+        html = page.text
+        for name in PANELS:
+            assert f'id="panel-{name}"' in html
+        assert rate in html, f"success rate {rate} on the page"
+        assert f"{succeeded} succeeded · {failed} failed" in html
+        assert "stripe-test" in html
+        # processing time: percentiles with units, and a chart with a text alternative
+        timing = panel(client, "timing")
+        assert re.search(r"Request → final.*?\d+ ms", timing, re.S), timing
+        assert "<desc" in timing
+        assert 'role="img"' in timing
+        # failures link to the matching refunds
+        failures = panel(client, "failures")
+        assert "amount_exceeds_refundable" in failures
+        assert "/refunds?status=failed&amp;status=reversed&amp;error=amount_exceeds_refundable" in failures
+        # the feed lists the newest refunds with their status
+        feed = panel(client, "feed")
+        for refund_id in outcomes["succeeded"]:
+            assert refund_id in feed
+
+
+def test_gateway_uptime_from_health_checks(stack: Stack) -> None:
+    with signed_in(stack) as client:
+        wait_until(lambda: "state-up" in panel(client, "uptime"), timeout=15, what="a health check ran")
+        html = panel(client, "uptime")
+        assert re.search(r"<dt>24h</dt><dd>\d+\.\d\d%</dd>", html), html
+        assert "Last check" in html
+
+
+def test_filters_live_in_the_url_and_apply_to_every_panel(
+    stack: Stack, outcomes: dict[str, list[str]]
+) -> None:
+    with signed_in(stack) as client:
+        page = client.get("/", params={"range": "24h", "connection": "stripe-test"})
+        assert page.status_code == 200
+        assert 'aria-current="true" title="Last 24 hours">24h' in page.text
+        assert "/dashboard/stream?range=24h&amp;connection=stripe-test" in page.text
+        assert "/dashboard/panels/feed?range=24h&amp;connection=stripe-test" in page.text
+        # a stale shared link still opens, with the defaults
+        stale = client.get("/", params={"range": "1y", "connection": "gone"})
+        assert stale.status_code == 200
+        assert "/dashboard/stream?range=1h" in stale.text
+        for name in PANELS:
+            for range_key in ("15m", "1h", "24h", "7d", "30d"):
+                panel(client, name, range=range_key, connection="stripe-test")
+        assert client.get("/dashboard/panels/nope").status_code == 404
+
+
+def test_the_dashboard_needs_sign_in(stack: Stack) -> None:
+    with httpx2.Client(base_url=stack.web_url) as anonymous:
+        for path in ("/", "/dashboard/panels/success", "/dashboard/stream"):
+            response = anonymous.get(path)
+            assert response.status_code in (302, 303), (path, response.status_code)
+            assert "/auth/login" in response.headers["location"]
+
+
+class SseReader:
+    """Reads a live SSE stream in a thread, keeping every event (name, data, arrival time)."""
+
+    def __init__(self, client: httpx2.Client, url: str) -> None:
+        self.events: list[tuple[str, str, float]] = []
+        self.opened = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, args=(client, url), daemon=True)
+        self._thread.start()
+        assert self.opened.wait(10), "the stream did not open"
+
+    def _run(self, client: httpx2.Client, url: str) -> None:
+        with contextlib.suppress(httpx2.TransportError):  # the server going away ends the reading
+            self._read(client, url)
+
+    def _read(self, client: httpx2.Client, url: str) -> None:
+        with client.stream("GET", url, timeout=httpx2.Timeout(60, read=None)) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            self.opened.set()
+            name, data = "message", []
+            for line in response.iter_lines():
+                if self._stop:
+                    return
+                if line.startswith("event:"):
+                    name = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].removeprefix(" "))
+                elif line == "" and data:
+                    self.events.append((name, "\n".join(data), time.monotonic()))
+                    name, data = "message", []
+
+    def seen(self, event: str, needle: str) -> bool:
+        return any(name == event and needle in data for name, data, _ in self.events)
+
+    def stop(self) -> None:
+        self._stop = True
+
+
+def _second_web(stack: Stack) -> Iterator[str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = Proc("web2", ["refundwatch", "serve", "--port", str(port)], stack.env, stack.workdir / "web2.log")
+    proc.start()
+    try:
+        wait_http(f"{url}/healthz", proc)
+        yield url
+    finally:
+        proc.stop()
+
+
+@pytest.mark.parametrize("where", ["same process", "another web process"])
+def test_live_feed_over_sse_follows_a_refund_to_its_final_state(stack: Stack, where: str) -> None:
+    """The browser's web process need not be the one that handled the change (or rendered it)."""
+    with signed_in(stack) as client, contextlib.ExitStack() as cleanup:
+        base = stack.web_url
+        if where == "another web process":
+            base = cleanup.enter_context(contextlib.contextmanager(_second_web)(stack))
+            client.base_url = httpx2.URL(base)  # the session cookie is valid on every process
+        reader = SseReader(client, f"{base}/dashboard/stream?range=15m")
+        cleanup.callback(reader.stop)
+        stack.faults(latency_ms=300)  # slow enough that queued/submitting show before the end
+        try:
+            refund_id = stack.refund(stack.payment(2_000), 700).json()["id"]
+            stack.wait_status(refund_id, "succeeded")
+        finally:
+            stack.faults()
+        wait_until(lambda: reader.seen("feed", refund_id), timeout=10, what="the new refund in the feed")
+        wait_until(
+            lambda: any(
+                name == "feed"
+                and refund_id in data
+                and re.search(rf"{refund_id}.*?status-succeeded", data, re.S)
+                for name, data, _ in reader.events
+            ),
+            timeout=10,
+            what="the feed shows it succeeded",
+        )
+        wait_until(
+            lambda: reader.seen("wip", "Work in progress"), timeout=20, what="work in progress redrawn"
+        )
+
+
+def test_a_refund_page_timeline_updates_live(stack: Stack) -> None:
+    stack.faults(latency_ms=400)
+    try:
+        refund_id = stack.refund(stack.payment(2_000), 300).json()["id"]
+        with signed_in(stack) as client:
+            reader = SseReader(client, f"{stack.web_url}/dashboard/stream?refund={refund_id}")
+            try:
+                stack.wait_status(refund_id, "succeeded")
+                wait_until(
+                    lambda: reader.seen("timeline", "status-succeeded"),
+                    timeout=10,
+                    what="timeline redrawn live",
+                )
+            finally:
+                reader.stop()
+        _name, data, _ = next(e for e in reversed(reader.events) if e[0] == "timeline")
+        assert "POST /v1/refunds" in data, "the processor exchange is on the timeline"
+        assert "Audit entries" in data
+    finally:
+        stack.faults()
