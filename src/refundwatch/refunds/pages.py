@@ -7,6 +7,7 @@ back re-rendered in place with the error next to it; without, it comes back as a
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 from typing import Annotated, Any
 from uuid import UUID
@@ -14,25 +15,27 @@ from uuid import UUID
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.enums import RequestEncodingType
-from litestar.params import Body, Parameter
-from litestar.response import Redirect, Template
+from litestar.params import Body
+from litestar.response import Redirect, Stream, Template
 from sqlalchemy import or_, select
 
+from refundwatch.audit import actions
+from refundwatch.audit.services import record
 from refundwatch.auth.guards import user_actor
 from refundwatch.auth.roles import Action, Role, parse_role_limits
 from refundwatch.auth.sessions import Session
 from refundwatch.db.models import Payment
 from refundwatch.lib.exceptions import RefundwatchError, ValidationFailed
-from refundwatch.refunds import services
+from refundwatch.refunds import export, services
 from refundwatch.refunds.intake import create_refund
-from refundwatch.refunds.queries import RefundFilter, list_refunds
+from refundwatch.refunds.listing import REASONS, STATUSES, Listing, parse_listing
+from refundwatch.refunds.queries import Page, RefundFilter, filter_conditions, list_refunds
 from refundwatch.refunds.schemas import RefundCreate
 from refundwatch.refunds.states import Source, Status, Trigger, allowed_commands
 from refundwatch.runtime import Runtime
 from refundwatch.web.state import runtime_of
 
 NO_STORE = {"Cache-Control": "no-store"}
-REASONS = ("requested_by_customer", "duplicate", "fraudulent", "return", "other")
 FORM = Body(media_type=RequestEncodingType.URL_ENCODED)
 
 
@@ -50,39 +53,81 @@ async def _names(rt: Runtime) -> dict[UUID, str]:
 
 
 @get("/refunds")
-async def refunds_page(
-    request: Request[Any, Any, Any],
-    session: Session,
-    status: str | None = None,
-    connection: str | None = None,
-    payment: Annotated[str | None, Parameter(query="payment")] = None,
-    cursor: str | None = None,
-) -> Template:
+async def refunds_page(request: Request[Any, Any, Any], session: Session) -> Template:
+    """The refunds list: every filter in the query string (refunds.listing), newest first, keyset pages."""
     rt = runtime_of(request)
-    flt = RefundFilter(
-        status=status or None,
-        connection=connection or None,
-        payment_reference=(payment or "").strip() or None,
-        cursor=cursor or None,
-        limit=50,
-    )
-    error = None
-    try:
-        page = await list_refunds(rt, flt)
-        refunds, next_cursor = page.refunds, page.next_cursor
-    except RefundwatchError as exc:
-        refunds, next_cursor, error = [], None, exc.message
+    listing = parse_listing(request.query_params.multi_items())
+    page = None
+    if not listing.errors:
+        try:
+            page = await list_refunds(rt, listing.filter)
+        except RefundwatchError as exc:  # an unknown connection or a bad cursor
+            listing.errors.append(exc.message)
     return _page(
         "pages/refunds.html",
         session,
-        refunds=refunds,
-        next_cursor=next_cursor,
-        names=await _names(rt),
-        filters={"status": status or "", "connection": connection or "", "payment": payment or ""},
-        statuses=[s.value for s in Status],
-        connections=[c.name for c in await rt.connections.all()],
-        error=error,
+        # Like the forms: a refused filter is a 422 page, swapped in place (200) under htmx.
+        status_code=422 if listing.errors and not request.headers.get("hx-request") else 200,
+        **await _list_context(rt, listing, page),
     )
+
+
+async def _list_context(rt: Runtime, listing: Listing, page: Page | None) -> dict[str, Any]:
+    """Everything the list template needs; links are built here so they carry every active filter."""
+    next_cursor = page.next_cursor if page else None
+    names = await _names(rt)
+    return {
+        "refunds": page.refunds if page else [],
+        "names": names,
+        "filters": listing.form,
+        "chosen_statuses": listing.statuses,
+        "statuses": STATUSES,
+        "reasons": REASONS,
+        "connections": sorted(names.values()),
+        "older_url": f"/refunds?{listing.query(cursor=next_cursor)}" if next_cursor else None,
+        "newest_url": f"/refunds?{listing.query()}" if listing.cursor else None,
+        "export_url": f"/refunds.csv?{listing.query()}" if page else None,
+        "error": "; ".join(listing.errors) or None,
+    }
+
+
+@get("/refunds.csv", opt={"action": Action.VIEW})
+async def refunds_csv(request: Request[Any, Any, Any], session: Session) -> Response[Any]:
+    """The current filter as CSV (every page of it, no cursor). Same role as the list: it shows nothing
+    the list does not, and it is audited."""
+    rt = runtime_of(request)
+    listing = parse_listing(request.query_params.multi_items())
+    terms = None
+    if not listing.errors:
+        try:  # checked before the stream starts: a bad filter is a page, not a broken download
+            terms = await filter_conditions(rt, listing.filter)
+        except RefundwatchError as exc:
+            listing.errors.append(exc.message)
+    if terms is None:
+        return _page("pages/refunds.html", session, status_code=422, **await _list_context(rt, listing, None))
+    await _audit_export(request, session, listing)
+    return Stream(
+        export.csv_chunks(rt, terms),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            **NO_STORE,
+            "Content-Disposition": f'attachment; filename="{export.filename(dt.datetime.now(dt.UTC))}"',
+        },
+    )
+
+
+async def _audit_export(request: Request[Any, Any, Any], session: Session, listing: Listing) -> None:
+    """Committed before the first byte: an export that starts is on record even if it is cut short."""
+    rt = runtime_of(request)
+    async with rt.db.session() as db:
+        record(
+            db,
+            user_actor(session.user, request),
+            actions.USER_REFUNDS_EXPORT,
+            target_type="refunds",
+            details={"filter": listing.summary()},
+        )
+        await db.commit()
 
 
 @get("/refunds/{refund_id:uuid}")
@@ -282,6 +327,7 @@ def _body_from(form: dict[str, str]) -> RefundCreate:
 
 ROUTES = [
     refunds_page,
+    refunds_csv,
     refund_page,
     cancel_refund,
     retry_refund,

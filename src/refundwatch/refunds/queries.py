@@ -1,13 +1,19 @@
-"""Read side of refunds: filtered keyset-paginated lists (ids are time-ordered UUIDv7)."""
+"""Read side of refunds: filtered keyset-paginated lists (ids are time-ordered UUIDv7).
+
+One set of filter conditions serves the API list, the staff page and the CSV export, so a filter means
+the same thing everywhere.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Row, or_, select
 
 from refundwatch.db.models import Refund, RefundEvent
 from refundwatch.lib.exceptions import ValidationFailed
@@ -24,6 +30,15 @@ class RefundFilter:
     created_before: dt.datetime | None = None
     cursor: str | None = None
     limit: int = 50
+    # Staff filters (optional; the API does not send them). Added after ``limit`` because the API
+    # builds this positionally.
+    statuses: tuple[str, ...] = ()  # any of these
+    reason: str | None = None
+    error: str | None = None  # our error code or the processor's own code
+    currency: str | None = None
+    min_amount: int | None = None  # minor units, inclusive
+    max_amount: int | None = None  # minor units, inclusive
+    q: str | None = None  # exactly a payment reference, order id or invoice id
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,30 +53,66 @@ def _aware(moment: dt.datetime) -> dt.datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
 
-async def list_refunds(rt: Runtime, f: RefundFilter) -> Page:
-    if not 1 <= f.limit <= 200:
-        raise ValidationFailed("limit must be between 1 and 200")
-    query = select(Refund).order_by(Refund.id.desc()).limit(f.limit + 1)
+def _known_status(value: str) -> str:
+    if value not in Status.__members__.values():
+        raise ValidationFailed(f"unknown status {value!r}", code="validation_error")
+    return value
+
+
+async def filter_conditions(rt: Runtime, f: RefundFilter) -> list[ColumnElement[bool]]:
+    """The WHERE terms of a filter (cursor and limit aside); raises ValidationFailed on a bad value."""
+    terms: list[ColumnElement[bool]] = []
     if f.status is not None:
-        if f.status not in Status.__members__.values():
-            raise ValidationFailed(f"unknown status {f.status!r}", code="validation_error")
-        query = query.where(Refund.status == f.status)
+        terms.append(Refund.status == _known_status(f.status))
     if f.connection is not None:
         conn = await rt.connections.by_name(f.connection)
         if conn is None:
             raise ValidationFailed(f"unknown connection {f.connection!r}", code="unknown_connection")
-        query = query.where(Refund.connection_id == conn.id)
+        terms.append(Refund.connection_id == conn.id)
     if f.payment_reference is not None:
-        query = query.where(Refund.payment_reference == f.payment_reference)
+        terms.append(Refund.payment_reference == f.payment_reference)
     if f.created_after is not None:
-        query = query.where(Refund.created_at >= _aware(f.created_after))
+        terms.append(Refund.created_at >= _aware(f.created_after))
     if f.created_before is not None:
-        query = query.where(Refund.created_at < _aware(f.created_before))
+        terms.append(Refund.created_at < _aware(f.created_before))
+    return terms + _staff_conditions(f)
+
+
+def _staff_conditions(f: RefundFilter) -> list[ColumnElement[bool]]:
+    terms: list[ColumnElement[bool]] = []
+    if f.statuses:
+        terms.append(Refund.status.in_([_known_status(s) for s in f.statuses]))
+    if f.reason is not None:
+        terms.append(Refund.reason == f.reason)
+    if f.error is not None:
+        terms.append(or_(Refund.error_code == f.error, Refund.processor_code == f.error))
+    if f.currency is not None:
+        terms.append(Refund.currency == f.currency)
+    if f.min_amount is not None:
+        terms.append(Refund.amount >= f.min_amount)
+    if f.max_amount is not None:
+        terms.append(Refund.amount <= f.max_amount)
+    if f.q is not None:
+        # An OR of equalities: each term needs its own index for the database to combine them
+        # (payment_reference has one; order_id and invoice_id need ix_refunds_order_id/_invoice_id).
+        terms.append(or_(Refund.payment_reference == f.q, Refund.order_id == f.q, Refund.invoice_id == f.q))
+    return terms
+
+
+def _before(cursor: str) -> ColumnElement[bool]:
+    try:
+        return Refund.id < UUID(cursor)
+    except ValueError:
+        raise ValidationFailed("cursor is not valid", code="invalid_cursor") from None
+
+
+async def list_refunds(rt: Runtime, f: RefundFilter) -> Page:
+    if not 1 <= f.limit <= 200:
+        raise ValidationFailed("limit must be between 1 and 200")
+    terms = await filter_conditions(rt, f)
     if f.cursor:
-        try:
-            query = query.where(Refund.id < UUID(f.cursor))
-        except ValueError:
-            raise ValidationFailed("cursor is not valid", code="invalid_cursor") from None
+        terms.append(_before(f.cursor))
+    query = select(Refund).where(*terms).order_by(Refund.id.desc()).limit(f.limit + 1)
     async with rt.db.read_session() as session:
         rows = list((await session.scalars(query)).all())
         more = len(rows) > f.limit
@@ -75,3 +126,27 @@ async def list_refunds(rt: Runtime, f: RefundFilter) -> Page:
             ):
                 events[event.refund_id].append(event)
     return Page(rows, events, str(rows[-1].id) if more else None)
+
+
+async def walk_rows(
+    rt: Runtime, terms: Sequence[ColumnElement[bool]], columns: Sequence[Any], *, batch: int = 1000
+) -> AsyncIterator[Sequence[Row[Any]]]:
+    """Every row matching ``terms`` (from ``filter_conditions``), newest first, ``batch`` at a time;
+    each row is the refund's id followed by ``columns``.
+
+    Keyset pages on the id, each in its own short read transaction: memory stays flat however many
+    rows match, and a long export holds no transaction open (nor a connection between batches).
+    Refunds created after the walk started have higher ids and are not included.
+    """
+    last: UUID | None = None
+    while True:
+        query = select(Refund.id, *columns).where(*terms).order_by(Refund.id.desc()).limit(batch)
+        if last is not None:
+            query = query.where(Refund.id < last)
+        async with rt.db.read_session() as session:
+            rows = (await session.execute(query)).all()
+        if rows:
+            yield rows
+        if len(rows) < batch:
+            return
+        last = rows[-1][0]

@@ -20,6 +20,9 @@ class Refund(UUIDv7AuditBase):
         Index("ix_refunds_status_updated", "status", "updated_at"),
         Index("ix_refunds_connection_created", "connection_id", "created_at"),
         Index("ix_refunds_created", "created_at"),
+        # The refunds list's search box: payment (indexed below), order or invoice reference.
+        Index("ix_refunds_order_id", "order_id"),
+        Index("ix_refunds_invoice_id", "invoice_id"),
     )
 
     payment_id: Mapped[UUID] = mapped_column(ForeignKey("payments.id"), index=True)
