@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     sync_interval_seconds: int = Field(default=30, ge=1)
     sweep_interval_seconds: int = Field(default=15, ge=1)
     sweep_grace_seconds: int = Field(default=10, ge=0)
+    # A processor that cannot be reached this many times in a row is left alone (refunds wait, their
+    # attempts untouched) and probed with a health check every circuit_open_seconds.
+    circuit_failures: int = Field(default=5, ge=1)
+    circuit_open_seconds: float = Field(default=10.0, gt=0)
     # The dashboard: success-rate colours (below warn → amber, below bad → red), when an unfinished
     # refund counts as stuck, when a health check counts as slow, and how often live panels may redraw.
     dashboard_success_warn: float = Field(default=0.98, ge=0, le=1)

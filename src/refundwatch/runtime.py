@@ -16,6 +16,7 @@ from refundwatch.db.engine import Database
 from refundwatch.db.types import use_cipher
 from refundwatch.lib.crypto import FieldCipher
 from refundwatch.lib.http import make_client
+from refundwatch.refunds.breaker import Breaker
 
 QUEUE_NAME = "refundwatch:queue"
 
@@ -32,6 +33,7 @@ class Runtime:
     connections: ConnectionCache
     redis: ArqRedis | None = None
     http: httpx2.AsyncClient | None = None
+    breaker: Breaker | None = None  # workers only: processors that are down are left alone
     extras: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

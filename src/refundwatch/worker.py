@@ -22,6 +22,7 @@ from refundwatch.health.checks import run_due_checks
 from refundwatch.jobs import Worker, enqueue
 from refundwatch.logs import configure_logging
 from refundwatch.refunds import execution
+from refundwatch.refunds.breaker import Breaker
 from refundwatch.refunds.execution import RetryLater
 from refundwatch.refunds.services import enqueue_execution
 from refundwatch.runtime import QUEUE_NAME, Runtime, redis_settings
@@ -105,6 +106,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     # Jobs mostly wait on the processor, not the database: a modest pool serves many jobs in flight.
     rt = Runtime.build(settings, pool_size=min(settings.worker_max_jobs, 16))
     rt.redis = ctx["redis"]
+    rt.breaker = Breaker(threshold=settings.circuit_failures, open_seconds=settings.circuit_open_seconds)
     await rt.open(redis=False, http=True)
     signals.attach(ctx["redis"])
     ctx["rt"] = rt

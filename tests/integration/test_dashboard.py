@@ -249,3 +249,28 @@ def test_a_refund_page_timeline_updates_live(stack: Stack) -> None:
         assert "Audit entries" in data
     finally:
         stack.faults()
+
+
+def test_an_outage_shows_as_down_and_refunds_wait_for_the_processor_instead_of_failing(stack: Stack) -> None:
+    """The done-means scenario: the uptime panel shows the outage within seconds; refunds in flight are
+    held back (the worker's circuit breaker) rather than spending their attempts, and complete after."""
+    with signed_in(stack) as client:
+        stack.faults(outage=True)
+        try:
+            ids = [stack.refund(stack.payment(3_000), 500).json()["id"] for _ in range(6)]
+            wait_until(lambda: "state-down" in panel(client, "uptime"), timeout=10, what="uptime shows down")
+            time.sleep(6)  # four attempts (the stack's limit) of at most 1 s backoff would be over by now
+            statuses = {stack.get(refund_id)["status"] for refund_id in ids}
+            assert statuses <= {"queued", "submitting"}, statuses
+        finally:
+            stack.faults()
+        for refund_id in ids:
+            stack.wait_status(refund_id, "succeeded", timeout=40)
+        wait_until(lambda: "state-down" not in panel(client, "uptime"), timeout=15, what="back up")
+    for refund_id in ids:
+        executed = [
+            row
+            for row in stack.ledger()
+            if row["idempotency_key"].startswith(f"rw_{refund_id.replace('-', '')}")
+        ]
+        assert len(executed) == 1, executed

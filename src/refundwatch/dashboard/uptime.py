@@ -50,11 +50,22 @@ class GatewayRow:
 
 
 def decide_state(
-    last_ok: bool | None, last_latency_ms: int | None, calls: int, failed: int, slow_ms: int
+    last_ok: bool | None,
+    last_latency_ms: int | None,
+    calls: int,
+    failed: int,
+    slow_ms: int,
+    *,
+    recovered: bool = False,
 ) -> tuple[str, str]:
-    """Down when the last check failed or most live calls in the last minute could not get through;
-    degraded when slow, or when some live calls failed; up otherwise."""
-    live_failing = calls >= 3 and failed / calls >= 0.5
+    """Down when the last check failed or most live calls of the last minute could not get through;
+    degraded when slow, or when more than an occasional live call failed; up otherwise.
+
+    ``recovered``: a health check succeeded after the last failed live call, so the failures of the
+    minute are history: the processor answers again (it shows as degraded until the minute is over).
+    """
+    live_failing = calls >= 3 and failed / calls >= 0.5 and not recovered
+    some_failing = failed >= 2 and failed / max(calls, 1) >= 0.05
     if last_ok is False and (calls == 0 or failed > 0):
         return "down", "the last health check failed"
     if live_failing:
@@ -63,7 +74,7 @@ def decide_state(
         return "unknown", "no health check yet"
     if last_ok is False:
         return "degraded", "the last health check failed, but live calls get through"
-    if failed:
+    if some_failing:
         return "degraded", f"{failed} of {calls} live calls failed in the last minute"
     if last_latency_ms is not None and last_latency_ms > slow_ms:
         return "degraded", f"slow: the last health check took {last_latency_ms} ms"
@@ -86,12 +97,16 @@ async def gateway_uptime(rt: Runtime, scope: Scope) -> list[GatewayRow]:
     for conn in connections:
         check, failure = last.get(conn.id, (None, None))
         calls, failed, call_failure = live.get(conn.name, (0, 0, None))
+        recovered = (
+            check is not None and check.ok and call_failure is not None and check.at > call_failure.at
+        )
         state, why = decide_state(
             None if check is None else check.ok,
             None if check is None else check.latency_ms,
             calls,
             failed,
             rt.settings.dashboard_slow_check_ms,
+            recovered=recovered,
         )
         latest = max((f for f in (failure, call_failure) if f is not None), key=lambda f: f.at, default=None)
         rows.append(

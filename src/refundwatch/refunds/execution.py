@@ -18,6 +18,7 @@ from uuid import UUID
 from sqlalchemy import or_, select
 
 from refundwatch.audit.actions import WORKER
+from refundwatch.connections.services import ConnectionInfo
 from refundwatch.dashboard.signals import signals
 from refundwatch.db.models import Refund
 from refundwatch.gateways.base import (
@@ -30,6 +31,7 @@ from refundwatch.gateways.base import (
 )
 from refundwatch.gateways.registry import get_gateway
 from refundwatch.refunds import cas
+from refundwatch.refunds.breaker import Breaker
 from refundwatch.refunds.services import apply, enqueue_execution, lock_refund, utcnow
 from refundwatch.refunds.states import Source, Status, Trigger
 from refundwatch.runtime import Runtime
@@ -90,6 +92,10 @@ class Claim:
 
 
 async def execute_refund(rt: Runtime, refund_id: UUID) -> str | RetryLater:
+    if rt.breaker is not None and rt.breaker.any_open:
+        wait = await _circuit_wait(rt, rt.breaker, refund_id)
+        if wait is not None:
+            return RetryLater(wait)  # nothing claimed: the attempt count is untouched
     claim = await _claim_first_attempt(rt, refund_id) or await _claim_locked(rt, refund_id)
     if isinstance(claim, str):
         return claim
@@ -101,10 +107,27 @@ async def execute_refund(rt: Runtime, refund_id: UUID) -> str | RetryLater:
             rt.require_http(), conn.credentials, claim.request
         )
     except GatewayError as err:
-        _report_call(conn.name, err)
+        _report_call(rt, conn, err)
         return await _failed_attempt(rt, refund_id, claim.attempt, err)
-    _report_call(conn.name, None)
+    _report_call(rt, conn, None)
     return await record_result(rt, refund_id, result, source=Source.WORKER)
+
+
+async def _circuit_wait(rt: Runtime, breaker: Breaker, refund_id: UUID) -> float | None:
+    """How long this refund should wait because its processor is down (``None``: go ahead)."""
+    async with rt.db.read_session() as session:
+        connection_id = await session.scalar(select(Refund.connection_id).where(Refund.id == refund_id))
+    if connection_id is None or not breaker.is_open(connection_id):
+        return None
+    conn = await rt.connections.by_id(connection_id)
+    if conn is None:
+        return None
+
+    async def probe() -> bool:
+        check = await get_gateway(conn.processor).health_check(rt.require_http(), conn.credentials)
+        return check.ok
+
+    return await breaker.wait_for(connection_id, probe)
 
 
 # Answers that say the processor itself is unreachable or refusing us, rather than this refund.
@@ -113,12 +136,15 @@ UNAVAILABLE = frozenset(
 )
 
 
-def _report_call(connection: str, err: GatewayError | None) -> None:
-    """Live calls feed the uptime panel's current state, between health checks."""
-    if err is None or err.code not in UNAVAILABLE:
-        signals.gateway_call(connection, ok=True)
+def _report_call(rt: Runtime, conn: ConnectionInfo, err: GatewayError | None) -> None:
+    """Live calls feed the circuit breaker and the uptime panel's current state."""
+    ok = err is None or err.code not in UNAVAILABLE
+    if rt.breaker is not None:
+        rt.breaker.record(conn.id, ok=ok)
+    if ok or err is None:
+        signals.gateway_call(conn.name, ok=True)
     else:
-        signals.gateway_call(connection, ok=False, code=err.code.value, message=err.message)
+        signals.gateway_call(conn.name, ok=False, code=err.code.value, message=err.message)
 
 
 async def _claim_first_attempt(rt: Runtime, refund_id: UUID) -> Claim | None:
