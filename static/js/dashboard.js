@@ -17,7 +17,7 @@
     if (!t) { return; }
     var now = new Date();
     t.setAttribute("datetime", now.toISOString());
-    t.textContent = now.toLocaleTimeString();
+    t.textContent = now.toISOString().slice(11, 19) + " UTC";  // the same clock as the server's times
   }
 
   function poll() {

@@ -30,7 +30,9 @@ from refundwatch.web.state import runtime_of
 
 KEEPALIVE_SECONDS = 15.0
 SESSION_RECHECK_SECONDS = 60.0
-PAGE_ORDER = ("success", "timing", "uptime", "feed", "wip", "outflow", "failures")
+# Three columns that stack independently (no gaps from rows of uneven panels); one column when narrow.
+COLUMNS = (("success", "feed"), ("timing", "wip", "outflow"), ("uptime", "failures"))
+PAGE_ORDER = tuple(name for column in COLUMNS for name in column)
 
 
 class LiveSubscriber(Subscriber):
@@ -68,6 +70,7 @@ async def dashboard_page(request: Request[Any, Any, Any], session: Session) -> T
             "ranges": list(RANGES.values()),
             "connections": sorted(scope.names.values()),
             "panels": dict(zip(PAGE_ORDER, contexts, strict=True)),
+            "columns": COLUMNS,
             "rendered_at": scope.now,
         },
         headers={"Cache-Control": "no-store"},

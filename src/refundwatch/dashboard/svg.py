@@ -76,13 +76,15 @@ def sparkline(
             continue
         y = height - 2 - (min(max(value, low), high) - low) / span * (height - 4)
         segments[-1].append(f"{i * step:.1f},{y:.1f}")
-    body = "".join(
-        f'<polyline class="line" points="{" ".join(seg)}"/>'
-        if len(seg) > 1
-        else f'<circle class="dot" cx="{seg[0].split(",")[0]}" cy="{seg[0].split(",")[1]}" r="1.5"/>'
-        for seg in segments
-        if seg
-    )
+    body = f'<line class="base" x1="0" y1="{height - 1}" x2="{width}" y2="{height - 1}"/>'
+    for seg in (s for s in segments if s):
+        if len(seg) == 1:
+            cx, cy = seg[0].split(",")
+            body += f'<circle class="dot" cx="{cx}" cy="{cy}" r="1.5"/>'
+            continue
+        first_x, last_x = seg[0].split(",")[0], seg[-1].split(",")[0]
+        area = f"{first_x},{height} {' '.join(seg)} {last_x},{height}"
+        body += f'<polygon class="area" points="{area}"/><polyline class="line" points="{" ".join(seg)}"/>'
     summary = (
         f"From {_num(known[0])} to {_num(known[-1])}; lowest {_num(min(known))}, highest {_num(max(known))}."
     )

@@ -27,7 +27,9 @@ def age(moment: dt.datetime | None, now: dt.datetime | None = None) -> str:
     if moment is None:
         return "—"
     seconds = max(0.0, ((now or dt.datetime.now(dt.UTC)) - moment).total_seconds())
-    return duration(seconds * 1000).replace(".0 s", " s")
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    return duration(seconds * 1000)
 
 
 def utc(moment: dt.datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
