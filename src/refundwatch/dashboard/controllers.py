@@ -23,6 +23,7 @@ from refundwatch.auth.sessions import COOKIE, Session
 from refundwatch.dashboard import render
 from refundwatch.dashboard.broadcast import REFUNDS_KEY, VIEWS_KEY, refund_channel, view_channel, watch
 from refundwatch.dashboard.panels import resolve
+from refundwatch.dashboard.timeline import render_timeline
 from refundwatch.dashboard.views import RANGES, View
 from refundwatch.lib.exceptions import NotFound
 from refundwatch.runtime import Runtime
@@ -87,6 +88,15 @@ async def dashboard_panel(request: Request[Any, Any, Any], name: str) -> Respons
     return Response(html, media_type="text/html", headers={"Cache-Control": "no-store"})
 
 
+@get("/refunds/{refund_id:uuid}/timeline", include_in_schema=False)
+async def refund_timeline(request: Request[Any, Any, Any], refund_id: UUID) -> Response[str]:
+    """A refund's timeline alone: what its page polls while the live stream is down."""
+    html = await render_timeline(runtime_of(request), jinja(request), refund_id)
+    if html is None:
+        raise NotFound(f"no refund {refund_id}", code="refund_not_found")
+    return Response(html, media_type="text/html", headers={"Cache-Control": "no-store"})
+
+
 @get("/dashboard/stream", include_in_schema=False)
 async def dashboard_stream(request: Request[Any, Any, Any], channels: ChannelsPlugin) -> Stream:
     """Server-sent events for one dashboard view, or (``?refund=<id>``) for one refund's timeline."""
@@ -140,4 +150,4 @@ async def _events(
             await channels.unsubscribe(subscriber)
 
 
-ROUTES = [dashboard_page, dashboard_panel, dashboard_stream]
+ROUTES = [dashboard_page, dashboard_panel, refund_timeline, dashboard_stream]

@@ -24,6 +24,7 @@ from refundwatch.audit.services import record
 from refundwatch.auth.guards import user_actor
 from refundwatch.auth.roles import Action, Role, parse_role_limits
 from refundwatch.auth.sessions import Session
+from refundwatch.dashboard import timeline
 from refundwatch.db.models import Payment
 from refundwatch.lib.exceptions import RefundwatchError, ValidationFailed
 from refundwatch.refunds import export, services
@@ -133,7 +134,8 @@ async def _audit_export(request: Request[Any, Any, Any], session: Session, listi
 @get("/refunds/{refund_id:uuid}")
 async def refund_page(request: Request[Any, Any, Any], session: Session, refund_id: UUID) -> Template:
     rt = runtime_of(request)
-    refund, events = await services.get_refund(rt, refund_id)
+    found = await timeline.story(rt, refund_id)
+    refund = found.refund
     commands = [t.value for t in allowed_commands(refund.status) if session.user.can(_ACTION_FOR[t])]
     if refund.created_by == session.user.key:  # four eyes: never offer approval of one's own refund
         commands = [c for c in commands if c not in ("approve", "reject")]
@@ -141,8 +143,8 @@ async def refund_page(request: Request[Any, Any, Any], session: Session, refund_
         "pages/refund.html",
         session,
         refund=refund,
-        events=events,
-        connection=(await _names(rt)).get(refund.connection_id, "?"),
+        story=found,
+        connection=found.connection,
         commands=commands,
         own=refund.created_by == session.user.key,
     )
@@ -171,16 +173,16 @@ async def _command(
             by=session.user.key,
         )
     except RefundwatchError as exc:
-        refund, events = await services.get_refund(rt, refund_id)
+        found = await timeline.story(rt, refund_id)
         return _page(
             "pages/refund.html",
             session,
             status_code=200 if request.headers.get("hx-request") else exc.status_code,
-            refund=refund,
-            events=events,
-            connection=(await _names(rt)).get(refund.connection_id, "?"),
+            refund=found.refund,
+            story=found,
+            connection=found.connection,
             commands=[],
-            own=refund.created_by == session.user.key,
+            own=found.refund.created_by == session.user.key,
             error=exc.message,
         )
     return _go_to(request, f"/refunds/{refund_id}")
