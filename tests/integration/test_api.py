@@ -13,7 +13,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from stack import Stack
+from stack import Stack, wait_until
 
 REFUND_FIELDS = {
     "id",
@@ -787,11 +787,19 @@ def test_health_readiness_metrics_and_schema(stack: Stack) -> None:
 
     reference = stack.payment(1_000)
     stack.wait_status(post_refund(stack, refund_body(reference, 100)).json()["id"], "succeeded")
-    metrics = httpx2.get(f"{stack.web_url}/metrics")
+    # the worker folds the outcome into the rollups a moment after the refund succeeds
+    metrics = wait_until(
+        lambda: (
+            response
+            if 'refundwatch_refunds_total{connection="stripe-test",error_code="",outcome="succeeded"}'
+            in (response := httpx2.get(f"{stack.web_url}/metrics")).text
+            else None
+        ),
+        timeout=10,
+        what="the succeeded counter",
+    )
     assert metrics.status_code == 200
     assert metrics.headers["content-type"].startswith("text/plain")
-    assert "refundwatch_refunds" in metrics.text
-    assert 'refundwatch_refunds{connection="stripe-test",status="succeeded"}' in metrics.text
 
     schema = httpx2.get(f"{stack.web_url}/schema/openapi.json")
     assert schema.status_code == 200

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 CONNECTION = "stripe-test"
 FINAL = ("succeeded", "failed", "reversed", "manual_review", "canceled", "rejected")
 REJECTED_METRIC = re.compile(
-    r'^refundwatch_webhooks_rejected_total\{connection="stripe-test"\} (\d+)$', re.MULTILINE
+    r'^refundwatch_webhooks_rejected_total\{connection="stripe-test"\} (\d+)(?:\.0)?$', re.MULTILINE
 )
 
 

@@ -91,15 +91,13 @@ async def gateway_uptime(rt: Runtime, scope: Scope) -> list[GatewayRow]:
     uptime = await _uptime(rt, ids, scope.now)
     latency = await _latency(rt, ids, scope)
     last = await _last_checks(rt, ids)
-    live = await _live_calls(rt, [c.name for c in connections])
+    live = await live_calls(rt, [c.name for c in connections])
     rows = []
     steps = svg.Steps(scope.start, scope.now, scope.view.range.step)
     for conn in connections:
         check, failure = last.get(conn.id, (None, None))
         calls, failed, call_failure = live.get(conn.name, (0, 0, None))
-        recovered = (
-            check is not None and check.ok and call_failure is not None and check.at > call_failure.at
-        )
+        recovered = check is not None and check.ok and call_failure is not None and check.at > call_failure.at
         state, why = decide_state(
             None if check is None else check.ok,
             None if check is None else check.latency_ms,
@@ -210,7 +208,7 @@ async def _last_checks(rt: Runtime, ids: list[UUID]) -> dict[UUID, tuple[Any, Fa
     return result
 
 
-async def _live_calls(rt: Runtime, names: list[str]) -> dict[str, tuple[int, int, Failure | None]]:
+async def live_calls(rt: Runtime, names: list[str]) -> dict[str, tuple[int, int, Failure | None]]:
     redis = rt.require_redis()
     now_slot = int(time.time()) // CALL_SLOT_SECONDS
     slots = range(now_slot - LIVE_WINDOW_SECONDS // CALL_SLOT_SECONDS + 1, now_slot + 1)
