@@ -119,6 +119,8 @@ async def success_rate(rt: Runtime, scope: Scope) -> SuccessPanel:
         total[slot] += n
         good[slot] += n if outcome == "succeeded" else 0
     points = [_rate(g, t) for g, t in zip(good, total, strict=True)]
+    if len(points) > 1:  # the step still running is half counted: it would swing the line's end
+        points[-1] = None
     settings = rt.settings
     for row in per.values():
         row.level = level_of(row.rate, settings.dashboard_success_warn, settings.dashboard_success_bad)

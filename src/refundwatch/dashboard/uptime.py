@@ -78,6 +78,8 @@ def decide_state(
         return "degraded", f"{failed} of {calls} live calls failed in the last minute"
     if last_latency_ms is not None and last_latency_ms > slow_ms:
         return "degraded", f"slow: the last health check took {last_latency_ms} ms"
+    if failed:
+        return "up", f"health checks succeed; {failed} of {calls} live calls failed in the last minute"
     return "up", "health checks and live calls succeed"
 
 

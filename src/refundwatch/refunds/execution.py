@@ -284,6 +284,9 @@ async def record_result(
             error_message=(result.failure_message or "")[:500],
             processor_code=result.processor_code,
         )
+    elif trigger in (Trigger.SUCCEEDED, Trigger.ACCEPTED):
+        # An earlier attempt's error is history (kept on the timeline), not this refund's state.
+        fields.update(error_code=None, error_message=None, processor_code=None)
     detail = f"{source.value}: processor status {result.raw_status}{describe(result.exchange)}"
     # The common case: the answer to the call this worker just made, for a refund still submitting.
     row = await cas.transition_if(
