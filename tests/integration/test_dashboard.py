@@ -8,6 +8,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx2
 import pytest
@@ -274,3 +275,28 @@ def test_an_outage_shows_as_down_and_refunds_wait_for_the_processor_instead_of_f
             if row["idempotency_key"].startswith(f"rw_{refund_id.replace('-', '')}")
         ]
         assert len(executed) == 1, executed
+
+
+def test_bursts_are_coalesced_into_at_most_one_redraw_per_interval(stack: Stack) -> None:
+    """Forty refunds at once must not mean forty redraws per panel: at most one per ~250 ms (the feed:
+    ~150 ms), whatever the number of changes."""
+    with signed_in(stack) as client:
+        reader = SseReader(client, f"{stack.web_url}/dashboard/stream?range=15m")
+        try:
+            references = [stack.payment(2_000) for _ in range(40)]
+            started = time.monotonic()
+            with ThreadPoolExecutor(8) as pool:
+                ids = list(pool.map(lambda ref: stack.refund(ref, 100).json()["id"], references))
+            for refund_id in ids:
+                stack.wait_status(refund_id, "succeeded")
+            wait_until(lambda: reader.seen("feed", ids[-1]), timeout=10, what="the last refund in the feed")
+            elapsed = time.monotonic() - started
+        finally:
+            reader.stop()
+    events = [(name, at) for name, _data, at in reader.events if at >= started]
+    for name, interval in (("wip", 0.25), ("feed", 0.15)):
+        count = sum(1 for event, _at in events if event == name)
+        # one redraw per interval at most, plus the leading one and the slow-timer redraws
+        assert 1 <= count <= elapsed / interval + 3, (name, count, elapsed)
+    changes = 40 * 3  # queued, submitting, succeeded for each
+    assert sum(1 for event, _at in events if event == "feed") < changes / 2, "coalesced, not one per change"
