@@ -487,3 +487,37 @@ def test_each_scrape_reads_through_indexes(stack: Stack) -> None:
 
 def as_param(value: Any) -> Any:
     return value.bytes if isinstance(value, uuid.UUID) else value
+
+
+def test_web_requests_are_counted_by_route_template_across_processes(stack: Stack) -> None:
+    """Labels are route templates (never raw paths, which would be one series per refund)."""
+    refund_id = stack.refund(stack.payment(1_000), 100).json()["id"]
+    with stack.api() as client:
+        for _ in range(3):
+            assert client.get(f"/api/v1/refunds/{refund_id}").status_code == 200
+
+    def requests_for_route() -> float:
+        text = httpx2.get(f"{stack.web_url}/metrics").text
+        for family in text_string_to_metric_families(text):
+            if family.name == "refundwatch_http_requests":
+                return sum(
+                    s.value
+                    for s in family.samples
+                    if s.labels.get("route") == "/api/v1/refunds/{refund_id}" and s.labels["status"] == "200"
+                )
+        return 0.0
+
+    wait_until(lambda: requests_for_route() >= 3, timeout=10, what="requests counted (sent once a second)")
+    text = httpx2.get(f"{stack.web_url}/metrics").text
+    assert refund_id not in text, "no raw paths in labels"
+    histogram = next(
+        f
+        for f in text_string_to_metric_families(text)
+        if f.name == "refundwatch_http_request_duration_seconds"
+    )
+    buckets = [
+        s for s in histogram.samples if s.name.endswith("_bucket") and s.labels["route"] == "/api/v1/refunds"
+    ]
+    assert buckets, "POST /api/v1/refunds is timed"
+    values = [s.value for s in buckets if s.labels["method"] == "POST"]
+    assert values == sorted(values), "cumulative buckets"

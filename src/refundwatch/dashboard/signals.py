@@ -1,5 +1,5 @@
-"""Notices for the live dashboard, sent after commit and batched: which refunds changed, and how the
-processors answered live calls.
+"""Notices for the live dashboard and /metrics, sent after commit and batched: which refunds changed, how
+the processors answered live calls, and the web requests served.
 
 Every process (web, worker) has one ``signals`` object. Calls to it only touch memory, so the worker's
 hot path never waits on Redis for the dashboard; a background task sends what piled up in one pipeline
@@ -26,6 +26,11 @@ CHANGES_CHANNEL = "refundwatch:live:changes"
 CALLS_KEY = "refundwatch:calls:{connection}:{slot}"  # hash ok/failed per 10 s slot
 LAST_CALL_FAILURE_KEY = "refundwatch:calls:{connection}:last_failure"
 CALL_SLOT_SECONDS = 10
+HTTP_KEY = "refundwatch:http"  # hash: request counts and latency buckets per method, route, status
+# Upper bounds (s) of the request-duration buckets, as /metrics exposes them.
+HTTP_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+HTTP_FLUSH_SECONDS = 1.0
+UNTIMED_ROUTES = frozenset({"/dashboard/stream"})  # a stream lasts as long as the viewer stays
 ROLLUPS = "rollups"  # a notice that the rollups moved (not a refund id)
 HEALTH = "health"  # a notice that health checks were stored
 
@@ -36,6 +41,8 @@ class Signals:
         self._changed: set[str] = set()
         self._calls: dict[tuple[str, int], list[int]] = {}
         self._failures: dict[str, dict[str, Any]] = {}
+        self._http: dict[tuple[str, str, int], list[float]] = {}  # count, seconds, buckets…
+        self._http_sent = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -74,9 +81,27 @@ class Signals:
             self._failures[connection] = {"at": time.time(), "code": code, "message": message[:200]}
         self._wake.set()
 
+    def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One HTTP request, by route template (never the raw path: labels stay few). Sent with the
+        next notices, at most once a second; nothing waits for it."""
+        if self._redis is None:
+            return
+        row = self._http.get((method, route, status))
+        if row is None:
+            row = self._http[method, route, status] = [0.0] * (2 + len(HTTP_BOUNDS))
+        row[0] += 1
+        if route in UNTIMED_ROUTES:
+            return
+        row[1] += seconds
+        for slot, bound in enumerate(HTTP_BOUNDS):
+            if seconds <= bound:
+                row[2 + slot] += 1
+                break
+
     async def _run(self) -> None:
         while True:
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), HTTP_FLUSH_SECONDS)
             self._wake.clear()
             try:
                 await self._flush()
@@ -86,7 +111,12 @@ class Signals:
 
     async def _flush(self) -> None:
         redis = self._redis
-        if redis is None or not (self._changed or self._calls or self._failures):
+        if redis is None:
+            return
+        http: dict[tuple[str, str, int], list[float]] = {}
+        if self._http and time.monotonic() - self._http_sent >= HTTP_FLUSH_SECONDS:
+            http, self._http, self._http_sent = self._http, {}, time.monotonic()
+        if not (self._changed or self._calls or self._failures or http):
             return
         changed, self._changed = self._changed, set()
         calls, self._calls = self._calls, {}
@@ -101,6 +131,14 @@ class Signals:
             pipe.expire(key, CALL_SLOT_SECONDS * 60)
         for connection, failure in failures.items():
             pipe.set(LAST_CALL_FAILURE_KEY.format(connection=connection), json.dumps(failure), ex=30 * 86400)
+        for (method, route, status), row in http.items():
+            key = f"{method} {route} {status}"
+            pipe.hincrby(HTTP_KEY, key, int(row[0]))
+            if any(row[2:]):
+                pipe.hincrbyfloat(HTTP_KEY, f"{key} sum", row[1])
+                for slot, count in enumerate(row[2:]):
+                    if count:
+                        pipe.hincrby(HTTP_KEY, f"{key} le {HTTP_BOUNDS[slot]}", int(count))
         await pipe.execute()
 
 

@@ -15,8 +15,8 @@ connection cache's reload):
    unfinished refunds are read, never the finished ones.
 5. Stored webhook events since a watermark kept in Redis (below), through the primary key.
 
-Redis: one pipeline (rejected webhooks, the accepted-webhook totals, the job queue) and the live call
-counts behind the gateway state; a third call moves the webhook watermark forward.
+Redis: one pipeline (rejected webhooks, the accepted-webhook totals, the job queue, web requests) and
+the live call counts behind the gateway state; a third call moves the webhook watermark forward.
 
 Accepted webhooks are counted without reading every stored event on every scrape. Event ids are UUIDv7,
 so they sort by creation time. Redis holds per-connection totals of the events with ids below a
@@ -56,11 +56,13 @@ from sqlalchemy import Select, Table, case, func, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from refundwatch.dashboard.panels import UNFINISHED
+from refundwatch.dashboard.signals import HTTP_KEY
 from refundwatch.dashboard.uptime import decide_state, live_calls
 from refundwatch.db.models import HealthCheck, WebhookEvent
 from refundwatch.db.models._stats import ACCEPT_COLUMNS, FINAL_COLUMNS, LATENCY_BOUNDS_MS
 from refundwatch.db.tables import HEALTH_STATS, REFUNDS, STATS
 from refundwatch.gateways.base import ErrorCode
+from refundwatch.health.httpmetrics import http_families
 from refundwatch.refunds.states import Status
 from refundwatch.runtime import QUEUE_NAME, Runtime
 from refundwatch.webhooks.services import REJECTED_COUNTER
@@ -141,6 +143,7 @@ class Snapshot:
     queue_due: int | None = None
     queue_deferred: int | None = None
     slow_check_ms: int = 2000
+    http: dict[bytes, bytes] = field(default_factory=dict)  # web requests (health.httpmetrics)
 
 
 # --------------------------------------------------------------------------------------------- queries
@@ -275,7 +278,8 @@ async def _read_redis(rt: Runtime, snap: Snapshot) -> tuple[UUID | None, dict[UU
         pipe.hgetall(ACCEPTED_WEBHOOKS_KEY)
         pipe.zcount(QUEUE_NAME, "-inf", now_ms)
         pipe.zcard(QUEUE_NAME)
-        rejected, accepted, due, total = await pipe.execute()
+        pipe.hgetall(HTTP_KEY)
+        rejected, accepted, due, total, snap.http = await pipe.execute()
         live = await live_calls(rt, snap.enabled) if snap.enabled else {}
     except Exception:  # the database half of the metrics still answers
         log.warning("metrics: Redis unavailable", exc_info=True)
@@ -335,6 +339,7 @@ def families(snap: Snapshot) -> list[Metric]:
         *_gateway_families(snap),
         *_work_families(snap),
         *_webhook_families(snap, names),
+        *(http_families(snap.http) if snap.redis_up else ()),
         redis_up,
     ]
 

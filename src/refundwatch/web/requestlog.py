@@ -18,6 +18,7 @@ from typing import Any
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 
+from refundwatch.dashboard.signals import signals
 from refundwatch.logs import REQUEST_ID
 
 _ACCEPTABLE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -78,6 +79,10 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
             if not body["done"]:
                 await _drain(receive_tracked, body)
         finally:
+            elapsed = time.perf_counter() - started
+            # Litestar sets the route template once routing is done; unmatched paths stay one label.
+            route = scope.get("path_template") or "unmatched"
+            signals.http_request(scope.get("method", "?"), route, status["code"], elapsed)
             path: str = scope.get("path", "")
             if not path.startswith(_QUIET) or status["code"] >= 500:
                 access_log.info(
@@ -85,7 +90,7 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
                     scope.get("method", "?"),
                     path[:200],
                     status["code"],
-                    (time.perf_counter() - started) * 1000,
+                    elapsed * 1000,
                 )
             REQUEST_ID.reset(token)
 
