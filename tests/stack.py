@@ -407,3 +407,17 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what or condition}")
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def second_web(stack: Stack) -> Iterator[str]:
+    """Another web process on the same database and Redis: for what must work across processes."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = Proc("web2", ["refundwatch", "serve", "--port", str(port)], stack.env, stack.workdir / "web2.log")
+    proc.start()
+    try:
+        wait_http(f"{url}/healthz", proc)
+        yield url
+    finally:
+        proc.stop()

@@ -6,41 +6,24 @@ when the stream is down, keyboard reach and shareable URLs, and a refund page's 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from _services import free_port
-from stack import Proc, Stack, db_rows, wait_http, wait_until
+from chromium import needs_chromium
+from stack import Stack, db_rows, second_web, wait_until
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
-CHROMIUM = Path("/usr/bin/chromium")
 VIEWPORT = {"width": 1366, "height": 900}
 pytestmark = [
-    # CI installs chromium (.ci/run), so there a missing browser fails instead of skipping.
-    pytest.mark.skipif(
-        not CHROMIUM.exists() and not os.environ.get("CI"),
-        reason="Debian's chromium is not installed (.ci/run installs it)",
-    ),
+    needs_chromium,
     pytest.mark.parametrize("stack", ["postgresql"], indirect=True),
 ]
 DURATION = r"(\d+(\.\d)? (ms|s|min|h|d))"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with playwright_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 class Tab:
@@ -95,20 +78,6 @@ def tab(browser: Any, stack: Stack, base_url: str | None = None) -> Iterator[Tab
         yield opened
     finally:
         opened.close()
-
-
-@contextlib.contextmanager
-def second_web(stack: Stack) -> Iterator[str]:
-    """Another web process on the same database and Redis (as tests/integration/test_dashboard.py)."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = Proc("web2", ["refundwatch", "serve", "--port", str(port)], stack.env, stack.workdir / "web2.log")
-    proc.start()
-    try:
-        wait_http(f"{url}/healthz", proc)
-        yield url
-    finally:
-        proc.stop()
 
 
 def outcomes_in_db(stack: Stack) -> dict[str, int]:

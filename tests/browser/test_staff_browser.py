@@ -3,35 +3,19 @@ work on the staff screens, with the strict Content-Security-Policy in force."""
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from chromium import needs_chromium
 from stack import Stack, wait_until
 
 playwright_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
-    # CI installs chromium (.ci/run), so there a missing browser fails instead of skipping.
-    pytest.mark.skipif(
-        not CHROMIUM.exists() and not os.environ.get("CI"),
-        reason="Debian's chromium is not installed (.ci/run installs it)",
-    ),
+    needs_chromium,
     pytest.mark.parametrize("stack", ["postgresql"], indirect=True),
 ]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with playwright_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 class Page:

@@ -13,8 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx2
 import pytest
 
-from _services import free_port
-from stack import Proc, Stack, db_rows, wait_http, wait_until
+from stack import Stack, db_rows, second_web, wait_until
 
 PANELS = ("success", "timing", "uptime", "feed", "wip", "outflow", "failures")
 
@@ -186,25 +185,13 @@ class SseReader:
         self._stop = True
 
 
-def _second_web(stack: Stack) -> Iterator[str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = Proc("web2", ["refundwatch", "serve", "--port", str(port)], stack.env, stack.workdir / "web2.log")
-    proc.start()
-    try:
-        wait_http(f"{url}/healthz", proc)
-        yield url
-    finally:
-        proc.stop()
-
-
 @pytest.mark.parametrize("where", ["same process", "another web process"])
 def test_live_feed_over_sse_follows_a_refund_to_its_final_state(stack: Stack, where: str) -> None:
     """The browser's web process need not be the one that handled the change (or rendered it)."""
     with signed_in(stack) as client, contextlib.ExitStack() as cleanup:
         base = stack.web_url
         if where == "another web process":
-            base = cleanup.enter_context(contextlib.contextmanager(_second_web)(stack))
+            base = cleanup.enter_context(second_web(stack))
             client.base_url = httpx2.URL(base)  # the session cookie is valid on every process
         reader = SseReader(client, f"{base}/dashboard/stream?range=15m")
         cleanup.callback(reader.stop)

@@ -12,7 +12,6 @@ import sqlite3
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from _services import free_port
-from stack import PYTHON, Proc, Stack, db_rows, wait_http, wait_until
+from stack import PYTHON, Stack, db_rows, second_web, wait_until
 
 CONNECTION = "stripe-test"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -409,19 +407,6 @@ def test_accepted_webhooks_stay_exact_when_the_watermark_moves(stack: Stack) -> 
         assert client.hget(ACCEPTED_WEBHOOKS_KEY, "upto") is not None
     finally:
         client.close()
-
-
-@contextlib.contextmanager
-def second_web(stack: Stack) -> Iterator[str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = Proc("web2", ["refundwatch", "serve", "--port", str(port)], stack.env, stack.workdir / "web2.log")
-    proc.start()
-    try:
-        wait_http(f"{url}/healthz", proc)
-        yield url
-    finally:
-        proc.stop()
 
 
 def test_every_web_process_reports_the_same_counters(stack: Stack, outcomes: dict[str, list[str]]) -> None:
