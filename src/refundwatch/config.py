@@ -73,7 +73,8 @@ class Settings(BaseSettings):
     dashboard_stuck_minutes: int = Field(default=15, ge=1)
     dashboard_slow_check_ms: int = Field(default=2000, ge=1)
     live_interval_ms: int = Field(default=250, ge=20)
-    live_feed_interval_ms: int = Field(default=150, ge=20)
+    # The feed, where people watch for their refund, redraws more often than the charts.
+    live_feed_interval_ms: int = Field(default=100, ge=20)
     log_level: str = "INFO"
     log_json: bool = True
 

@@ -66,7 +66,7 @@ def test_the_tally_counts_outcomes_with_their_times_in_both_resolutions() -> Non
         SimpleNamespace(refund_id=uuid.uuid4(), from_status="submitting", status="failed", at=at),  # gone
     ]
     tallies = tally(outbox, refunds)
-    assert len(tallies) == 6, "three keys, two resolutions"
+    assert len(tallies) == 9, "three keys, three resolutions"
     minute = {key[3]: value for key, value in tallies.items() if key[0] == "m"}
     assert minute["succeeded"].n == 1
     assert sum(minute["succeeded"].final) == 1, "request → final counted"

@@ -2,7 +2,7 @@
 
 Every web process runs one; a Redis lease makes exactly one of them the leader at a time (another
 takes over within seconds if it dies). The leader listens for change notices (dashboard.signals),
-marks panels stale, and at most every ``live_interval_ms`` (``live_feed_interval_ms`` for the feed)
+marks panels stale, and at most every ``live_interval_ms`` (``live_feed_interval_ms``, 100 ms, for the feed)
 renders the stale panels for each view someone is watching and publishes the encoded SSE message on
 that view's channel. Each web process forwards what arrives to its own SSE clients (dashboard.stream),
 so a change made anywhere reaches every browser, whichever process serves it.
@@ -141,13 +141,22 @@ class Broadcaster:
             await asyncio.sleep(0.02)
 
     async def _publish_panels(self, names: set[str]) -> None:
+        """Every stale panel of every watched view, side by side (their queries overlap); the feed first,
+        since that is where people watch for their refund."""
         if not names:
             return
-        for key in await _watched(self.rt, VIEWS_KEY):
-            scope = await resolve(self.rt, View.from_key(key))
-            for name in sorted(names):
-                html = await render.render_panel(self.rt, self.env, scope, name)
-                await self.channels.wait_published(render.sse_message(name, html), [view_channel(key)])
+        ordered = sorted(names, key=lambda name: (name != "feed", name))
+        views = await _watched(self.rt, VIEWS_KEY)
+        await asyncio.gather(*(self._publish_view(key, ordered) for key in views))
+
+    async def _publish_view(self, key: str, names: list[str]) -> None:
+        scope = await resolve(self.rt, View.from_key(key))
+
+        async def one(name: str) -> None:
+            html = await render.render_panel(self.rt, self.env, scope, name)
+            await self.channels.wait_published(render.sse_message(name, html), [view_channel(key)])
+
+        await asyncio.gather(*(one(name) for name in names))
 
     async def _publish_timelines(self, refunds: set[str]) -> None:
         if not refunds:

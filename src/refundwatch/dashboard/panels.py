@@ -96,28 +96,39 @@ def level_of(rate: float | None, warn_below: float, bad_below: float) -> str:
 
 
 async def success_rate(rt: Runtime, scope: Scope) -> SuccessPanel:
-    query = (
-        select(STATS.c.bucket, STATS.c.connection_id, STATS.c.outcome, func.sum(STATS.c.n))
-        .where(*_stats_where(scope, scope.previous_start), STATS.c.outcome.in_(OUTCOMES))
-        .group_by(STATS.c.bucket, STATS.c.connection_id, STATS.c.outcome)
+    """Three small aggregates, summed in the database (a 7-day window is thousands of rollup rows):
+    outcomes per bucket for the sparkline, per connection for the table, and the previous window."""
+    outcome, n = STATS.c.outcome, func.sum(STATS.c.n)
+    current = [*_stats_where(scope, scope.start), outcome.in_(OUTCOMES)]
+    per_bucket = select(STATS.c.bucket, outcome, n).where(*current).group_by(STATS.c.bucket, outcome)
+    per_connection = (
+        select(STATS.c.connection_id, outcome, n).where(*current).group_by(STATS.c.connection_id, outcome)
+    )
+    before = (
+        select(outcome, n)
+        .where(
+            *_stats_where(scope, scope.previous_start), STATS.c.bucket < scope.start, outcome.in_(OUTCOMES)
+        )
+        .group_by(outcome)
     )
     async with rt.db.read_engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
+        buckets = (await conn.execute(per_bucket)).all()
+        connections = (await conn.execute(per_connection)).all()
+        previous_rows = (await conn.execute(before)).all()
     overall, previous = SuccessRow("all"), SuccessRow("previous")
+    for name, count in previous_rows:
+        _add(previous, name, int(count))
     per: dict[UUID, SuccessRow] = {}
+    for connection_id, name, count in connections:
+        row = per.setdefault(connection_id, SuccessRow(scope.names.get(connection_id, "?")))
+        _add(row, name, int(count))
+        _add(overall, name, int(count))
     steps = svg.Steps(scope.start, scope.now, scope.view.range.step)
     good, total = steps.zeros(), steps.zeros()
-    for bucket, connection_id, outcome, count in rows:
-        n = int(count)
-        if bucket < scope.start:
-            _add(previous, outcome, n)
-            continue
-        _add(overall, outcome, n)
-        row = per.setdefault(connection_id, SuccessRow(scope.names.get(connection_id, "?")))
-        _add(row, outcome, n)
+    for bucket, name, count in buckets:
         slot = steps.slot(bucket)
-        total[slot] += n
-        good[slot] += n if outcome == "succeeded" else 0
+        total[slot] += int(count)
+        good[slot] += int(count) if name == "succeeded" else 0
     points = [_rate(g, t) for g, t in zip(good, total, strict=True)]
     if len(points) > 1:  # the step still running is half counted: it would swing the line's end
         points[-1] = None

@@ -27,8 +27,10 @@ from refundwatch.refunds.states import Status, Transition
 
 COUNTED = frozenset({Status.PROCESSING, Status.SUCCEEDED, Status.FAILED, Status.REVERSED})
 OUTCOMES = ("succeeded", "failed", "reversed")  # the denominator of the success rate
-RESOLUTIONS = {"m": dt.timedelta(minutes=1), "h": dt.timedelta(hours=1)}
-MINUTE_ROWS_KEPT = dt.timedelta(days=2)  # 15 m and 1 h windows read minutes; longer ones read hours
+# Minute rows serve the 15 m and 1 h windows, hour rows 24 h and 7 d, day rows 30 d and the all-time
+# totals of /metrics: a window never reads more than a few hundred buckets per connection.
+RESOLUTIONS = {"m": dt.timedelta(minutes=1), "h": dt.timedelta(hours=1), "d": dt.timedelta(days=1)}
+MINUTE_ROWS_KEPT = dt.timedelta(days=2)
 
 
 def counted(move: Transition) -> bool:
@@ -38,6 +40,8 @@ def counted(move: Transition) -> bool:
 
 def bucket_of(at: dt.datetime, res: str) -> dt.datetime:
     at = at.astimezone(dt.UTC)
+    if res == "d":
+        return at.replace(hour=0, minute=0, second=0, microsecond=0)
     if res == "h":
         return at.replace(minute=0, second=0, microsecond=0)
     return at.replace(second=0, microsecond=0)

@@ -7,13 +7,15 @@ import datetime as dt
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
+from refundwatch.dashboard.rollups import bucket_of
+
 
 @dataclass(frozen=True, slots=True)
 class Range:
     key: str
     label: str
     length: dt.timedelta
-    res: str  # which rollup rows serve it: "m" minute buckets, "h" hour buckets
+    res: str  # which rollup rows serve it: "m" minute, "h" hour or "d" day buckets
     step: dt.timedelta  # one point of a sparkline
 
 
@@ -25,7 +27,7 @@ RANGES: dict[str, Range] = {
         Range("1h", "1 hour", _H, "m", 2 * _M),
         Range("24h", "24 hours", 24 * _H, "h", _H),
         Range("7d", "7 days", 7 * 24 * _H, "h", 6 * _H),
-        Range("30d", "30 days", 30 * 24 * _H, "h", 12 * _H),
+        Range("30d", "30 days", 30 * 24 * _H, "d", 24 * _H),
     )
 }
 DEFAULT_RANGE = "1h"
@@ -70,9 +72,4 @@ class View:
 
     def window(self, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
         """Start (aligned to the rollup buckets, so a partial bucket is never half counted) and end."""
-        start = now - self.range.length
-        if self.range.res == "h":
-            start = start.replace(minute=0, second=0, microsecond=0)
-        else:
-            start = start.replace(second=0, microsecond=0)
-        return start, now
+        return bucket_of(now - self.range.length, self.range.res), now

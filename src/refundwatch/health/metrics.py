@@ -5,10 +5,10 @@ counters only ever grow, whichever process Prometheus happens to reach.
 One scrape costs five small SQL queries and two Redis round trips (plus, at most every 10 s, the
 connection cache's reload):
 
-1. ``refund_stats`` hour rows summed per connection, outcome and error code: the refund counters and the
-   processing-time histograms. Hour rows are kept for ever (minute rows are pruned), so the sums are
-   all-time totals; the cost grows with the hours, connections and error codes, never with refunds.
-2. ``health_stats`` hour rows summed per connection: health checks by result, time spent in them.
+1. ``refund_stats`` day rows summed per connection, outcome and error code: the refund counters and the
+   processing-time histograms. Day rows are kept for ever (minute rows are pruned), so the sums are
+   all-time totals; the cost grows with the days, connections and error codes, never with refunds.
+2. ``health_stats`` day rows summed per connection: health checks by result, time spent in them.
 3. The newest health check of each enabled connection: one ``UNION ALL`` of index probes on
    ``(connection_id, at)``.
 4. Unfinished refunds by status and currency, through ``ix_refunds_status_updated``: only the
@@ -52,13 +52,13 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from sqlalchemy import Select, Table, case, func, select, union_all
+from sqlalchemy import Select, Table, case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from refundwatch.dashboard.panels import UNFINISHED
 from refundwatch.dashboard.signals import HTTP_KEY
-from refundwatch.dashboard.uptime import decide_state, live_calls
-from refundwatch.db.models import HealthCheck, WebhookEvent
+from refundwatch.dashboard.uptime import decide_state, last_checks_query, live_calls
+from refundwatch.db.models import WebhookEvent
 from refundwatch.db.models._stats import ACCEPT_COLUMNS, FINAL_COLUMNS, LATENCY_BOUNDS_MS
 from refundwatch.db.tables import HEALTH_STATS, REFUNDS, STATS
 from refundwatch.gateways.base import ErrorCode
@@ -75,7 +75,6 @@ ERROR_CODES = frozenset(code.value for code in ErrorCode)
 UNKNOWN = "unknown"  # a connection id no longer among the connections
 
 WEBHOOKS = cast(Table, WebhookEvent.__table__)
-CHECKS = cast(Table, HealthCheck.__table__)
 ACCEPTED_WEBHOOKS_KEY = "refundwatch:metrics:webhooks:accepted"  # hash: upto → hex id, <uuid> → count
 WATERMARK_FIELD = "upto"
 WATERMARK_LAG = dt.timedelta(minutes=1)
@@ -154,7 +153,7 @@ def refund_totals_query() -> Select[Any]:
     histograms = [func.sum(STATS.c[name]) for name in (*ACCEPT_COLUMNS, *FINAL_COLUMNS)]
     return (
         select(STATS.c.connection_id, STATS.c.outcome, STATS.c.error_code, *sums, *histograms)
-        .where(STATS.c.res == "h")
+        .where(STATS.c.res == "d")
         .group_by(STATS.c.connection_id, STATS.c.outcome, STATS.c.error_code)
     )
 
@@ -163,23 +162,9 @@ def health_totals_query() -> Select[Any]:
     h = HEALTH_STATS.c
     return (
         select(h.connection_id, func.sum(h.checks), func.sum(h.ok_checks), func.sum(h.latency_ms_sum))
-        .where(h.res == "h")
+        .where(h.res == "d")
         .group_by(h.connection_id)
     )
-
-
-def last_checks_query(ids: Sequence[UUID]) -> Any:
-    """The newest check per connection: one index probe each, in one statement."""
-    t = CHECKS.c
-    newest = [
-        select(t.connection_id, t.at, t.ok, t.latency_ms)
-        .where(t.connection_id == connection_id)
-        .order_by(t.at.desc())
-        .limit(1)
-        .subquery(f"c{i}")
-        for i, connection_id in enumerate(ids)
-    ]
-    return union_all(*(select(sub) for sub in newest))
 
 
 def unfinished_query() -> Select[Any]:
@@ -259,7 +244,9 @@ async def _read_database(conn: AsyncConnection, snap: Snapshot, enabled_ids: lis
     for connection_id, checks, ok, latency in (await conn.execute(health_totals_query())).all():
         snap.health[connection_id] = HealthTotals(int(checks or 0), int(ok or 0), int(latency or 0))
     if enabled_ids:
-        for connection_id, at, ok, latency_ms in (await conn.execute(last_checks_query(enabled_ids))).all():
+        for connection_id, at, ok, latency_ms, _error in (
+            await conn.execute(last_checks_query(enabled_ids))
+        ).all():
             snap.last_checks[connection_id] = LastCheck(at, bool(ok), int(latency_ms))
     snap.unfinished = [
         Unfinished(status, currency, int(n), oldest, int(amount or 0))
