@@ -147,3 +147,23 @@ def test_the_breaker_opens_after_failures_in_a_row_and_probes_before_closing() -
 
     asyncio.run(scenario())
     assert probes == [False, True]
+
+
+def test_day_windows_are_stitched_from_hours_then_days() -> None:
+    from sqlalchemy.dialects import postgresql
+
+    from refundwatch.dashboard.rollups import span
+    from refundwatch.db.tables import STATS
+
+    since = dt.datetime(2026, 11, 17, 10, tzinfo=dt.UTC)
+    clause = span(STATS, "d", since).compile(dialect=postgresql.dialect())
+    sql = str(clause)
+    assert sql.count("refund_stats.res =") == 2, sql
+    values = list(clause.params.values())
+    assert "h" in values
+    assert "d" in values
+    assert dt.datetime(2026, 11, 18, tzinfo=dt.UTC) in values, "hours until the first midnight, days after"
+    minute = span(STATS, "m", since).compile(dialect=postgresql.dialect())
+    assert str(minute).count("refund_stats.res =") == 1
+    start, _ = View(RANGES["7d"], None).window(T0)
+    assert start == dt.datetime(2026, 11, 17, 10, tzinfo=dt.UTC), "a day window starts on the hour"

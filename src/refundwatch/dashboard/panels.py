@@ -13,7 +13,7 @@ from uuid import UUID
 from sqlalchemy import and_, case, func, select
 
 from refundwatch.dashboard import svg
-from refundwatch.dashboard.rollups import OUTCOMES, quantile
+from refundwatch.dashboard.rollups import OUTCOMES, quantile, span
 from refundwatch.dashboard.views import View
 from refundwatch.db.models._stats import ACCEPT_COLUMNS, BUCKETS, FINAL_COLUMNS, LATENCY_BOUNDS_MS
 from refundwatch.db.tables import REFUNDS, STATS
@@ -46,8 +46,8 @@ async def resolve(rt: Runtime, view: View, now: dt.datetime | None = None) -> Sc
     return Scope(view, now or dt.datetime.now(dt.UTC), names, chosen)
 
 
-def _stats_where(scope: Scope, since: dt.datetime) -> list[Any]:
-    where = [STATS.c.res == scope.view.range.res, STATS.c.bucket >= since]
+def _stats_where(scope: Scope, since: dt.datetime, until: dt.datetime | None = None) -> list[Any]:
+    where = [span(STATS, scope.view.range.res, since, until)]
     if scope.connection_id is not None:
         where.append(STATS.c.connection_id == scope.connection_id)
     return where
@@ -106,9 +106,7 @@ async def success_rate(rt: Runtime, scope: Scope) -> SuccessPanel:
     )
     before = (
         select(outcome, n)
-        .where(
-            *_stats_where(scope, scope.previous_start), STATS.c.bucket < scope.start, outcome.in_(OUTCOMES)
-        )
+        .where(*_stats_where(scope, scope.previous_start, scope.start), outcome.in_(OUTCOMES))
         .group_by(outcome)
     )
     async with rt.db.read_engine.connect() as conn:

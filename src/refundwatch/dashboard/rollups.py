@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Table, bindparam, delete, func, select
+from sqlalchemy import Table, and_, bindparam, delete, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -45,6 +45,24 @@ def bucket_of(at: dt.datetime, res: str) -> dt.datetime:
     if res == "h":
         return at.replace(minute=0, second=0, microsecond=0)
     return at.replace(second=0, microsecond=0)
+
+
+def span(table: Table, res: str, since: dt.datetime, until: dt.datetime | None = None) -> Any:
+    """Rollup rows covering [since, until) at resolution ``res``. Day windows are stitched: hour rows
+    up to the first midnight, day rows after it, so a 7-day window reads about 31 rows per series,
+    exactly from the hour it starts."""
+    if res != "d":
+        where = and_(table.c.res == res, table.c.bucket >= since)
+        return where if until is None else and_(where, table.c.bucket < until)
+    midnight = bucket_of(since, "d")
+    if midnight < since:
+        midnight += RESOLUTIONS["d"]
+    hours = and_(table.c.res == "h", table.c.bucket >= since, table.c.bucket < midnight)
+    days = and_(table.c.res == "d", table.c.bucket >= midnight)
+    if until is not None:
+        hours = and_(hours, table.c.bucket < until)
+        days = and_(days, table.c.bucket < until)
+    return or_(hours, days)
 
 
 def histogram_slot(ms: float) -> int:

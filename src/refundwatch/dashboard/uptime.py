@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import case, func, select, union_all
+from sqlalchemy import or_, select, union_all
 
 from refundwatch.dashboard import svg
 from refundwatch.dashboard.panels import Scope
+from refundwatch.dashboard.rollups import bucket_of, span
 from refundwatch.dashboard.signals import CALL_SLOT_SECONDS, CALLS_KEY, LAST_CALL_FAILURE_KEY
 from refundwatch.db.models import HealthCheck
 from refundwatch.db.tables import HEALTH_STATS
@@ -149,28 +150,25 @@ def _latency_chart(
 
 
 async def _uptime(rt: Runtime, ids: list[UUID], now: dt.datetime) -> dict[UUID, dict[str, float | None]]:
+    """Ok checks over all checks per window, each window stitched from hour and day rows (rollups.span):
+    about a hundred rows per connection, whatever the window."""
     h = HEALTH_STATS.c
-    columns: list[Any] = [h.connection_id]
-    for _key, length in UPTIME_WINDOWS:
-        since = now - length
-        columns += [
-            func.sum(case((h.bucket >= since, h.ok_checks), else_=0)),
-            func.sum(case((h.bucket >= since, h.checks), else_=0)),
-        ]
-    query = (
-        select(*columns)
-        .where(h.res == "h", h.bucket >= now - UPTIME_WINDOWS[-1][1], h.connection_id.in_(ids))
-        .group_by(h.connection_id)
-    )
+    windows = {key: span(HEALTH_STATS, "d", bucket_of(now - length, "h")) for key, length in UPTIME_WINDOWS}
+    query = select(
+        h.connection_id, h.checks, h.ok_checks, *[w.label(key) for key, w in windows.items()]
+    ).where(h.connection_id.in_(ids), or_(*windows.values()))
+    sums: dict[UUID, dict[str, list[int]]] = {}
     async with rt.db.read_engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
-    result: dict[UUID, dict[str, float | None]] = {}
-    for connection_id, *values in rows:
-        result[connection_id] = {
-            key: (int(values[2 * i]) / int(values[2 * i + 1])) if values[2 * i + 1] else None
-            for i, (key, _length) in enumerate(UPTIME_WINDOWS)
-        }
-    return result
+        for row in (await conn.execute(query)).all():
+            per = sums.setdefault(row.connection_id, {key: [0, 0] for key in windows})
+            for key in windows:
+                if row._mapping[key]:
+                    per[key][0] += int(row.ok_checks)
+                    per[key][1] += int(row.checks)
+    return {
+        connection_id: {key: (ok / checks if checks else None) for key, (ok, checks) in per.items()}
+        for connection_id, per in sums.items()
+    }
 
 
 async def _latency(
@@ -178,7 +176,7 @@ async def _latency(
 ) -> dict[UUID, list[tuple[dt.datetime, int, int]]]:
     h = HEALTH_STATS.c
     query = select(h.connection_id, h.bucket, h.latency_ms_sum, h.checks).where(
-        h.res == scope.view.range.res, h.bucket >= scope.start, h.connection_id.in_(ids)
+        span(HEALTH_STATS, scope.view.range.res, scope.start), h.connection_id.in_(ids)
     )
     found: dict[UUID, list[tuple[dt.datetime, int, int]]] = {}
     async with rt.db.read_engine.connect() as conn:

@@ -15,7 +15,7 @@ class Range:
     key: str
     label: str
     length: dt.timedelta
-    res: str  # which rollup rows serve it: "m" minute, "h" hour or "d" day buckets
+    res: str  # which rollup rows serve it: "m" minute, "h" hour, "d" day (+ hours: rollups.span)
     step: dt.timedelta  # one point of a sparkline
 
 
@@ -26,7 +26,7 @@ RANGES: dict[str, Range] = {
         Range("15m", "15 minutes", 15 * _M, "m", _M),
         Range("1h", "1 hour", _H, "m", 2 * _M),
         Range("24h", "24 hours", 24 * _H, "h", _H),
-        Range("7d", "7 days", 7 * 24 * _H, "h", 6 * _H),
+        Range("7d", "7 days", 7 * 24 * _H, "d", 24 * _H),
         Range("30d", "30 days", 30 * 24 * _H, "d", 24 * _H),
     )
 }
@@ -71,5 +71,7 @@ class View:
         return urlencode(params)
 
     def window(self, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
-        """Start (aligned to the rollup buckets, so a partial bucket is never half counted) and end."""
-        return bucket_of(now - self.range.length, self.range.res), now
+        """Start (aligned to the rollup buckets, so a partial bucket is never half counted) and end.
+        Day windows start on the hour: their first, partial day is read from hour rows."""
+        res = "h" if self.range.res == "d" else self.range.res
+        return bucket_of(now - self.range.length, res), now
