@@ -7,6 +7,7 @@ refund, and transitions happen under row locks.
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Any
 from uuid import UUID
@@ -110,6 +111,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     await rt.open(redis=False, http=True)
     signals.attach(ctx["redis"])
     ctx["rt"] = rt
+    gc.freeze()  # start-up objects stay for good: keep them out of the collector's full passes
     # Start-up sweep: pick up whatever a crashed worker left queued or submitting, right away.
     log.info("start-up sweep: %s", await sweep(ctx, grace_seconds=0))
 

@@ -150,13 +150,12 @@ class Broadcaster:
         await asyncio.gather(*(self._publish_view(key, ordered) for key in views))
 
     async def _publish_view(self, key: str, names: list[str]) -> None:
+        """One message per view and pass, carrying every redrawn panel as its own SSE event: each
+        viewer is woken once per pass, not once per panel."""
         scope = await resolve(self.rt, View.from_key(key))
-
-        async def one(name: str) -> None:
-            html = await render.render_panel(self.rt, self.env, scope, name)
-            await self.channels.wait_published(render.sse_message(name, html), [view_channel(key)])
-
-        await asyncio.gather(*(one(name) for name in names))
+        pages = await asyncio.gather(*(render.render_panel(self.rt, self.env, scope, name) for name in names))
+        message = b"".join(render.sse_message(name, html) for name, html in zip(names, pages, strict=True))
+        await self.channels.wait_published(message, [view_channel(key)])
 
     async def _publish_timelines(self, refunds: set[str]) -> None:
         if not refunds:

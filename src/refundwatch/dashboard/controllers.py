@@ -40,8 +40,10 @@ class LiveSubscriber(Subscriber):
     """Litestar's subscriber with a timed wait, so the stream can send keep-alives in between."""
 
     async def next_event(self, wait_seconds: float) -> bytes | None:
+        # asyncio.timeout, not wait_for: no Task per message per viewer (500 viewers, many messages).
         try:
-            item: bytes | None = await asyncio.wait_for(self._queue.get(), wait_seconds)
+            async with asyncio.timeout(wait_seconds):
+                item: bytes | None = await self._queue.get()
         except TimeoutError:
             return None
         self._queue.task_done()

@@ -194,8 +194,8 @@ def last_checks_query(ids: Sequence[UUID], *, failed: bool = False) -> Any:
         probe = select(t.connection_id, t.at, t.ok, t.latency_ms, t.error).where(
             t.connection_id == connection_id
         )
-        if failed:
-            probe = probe.where(t.ok.is_(False))
+        if failed:  # "NOT ok", as the partial index says: PostgreSQL does not match "ok IS false" to it
+            probe = probe.where(~t.ok)
         newest.append(probe.order_by(t.at.desc()).limit(1).subquery(f"c{i}"))
     return union_all(*(select(sub) for sub in newest))
 
