@@ -167,3 +167,12 @@ def test_day_windows_are_stitched_from_hours_then_days() -> None:
     assert str(minute).count("refund_stats.res =") == 1
     start, _ = View(RANGES["7d"], None).window(T0)
     assert start == dt.datetime(2026, 11, 17, 10, tzinfo=dt.UTC), "a day window starts on the hour"
+
+
+def test_rate_colours_are_judged_as_shown() -> None:
+    from refundwatch.dashboard.panels import level_of
+
+    assert level_of(0.9797, 0.98, 0.95) == "ok", "shown as 98.0%"
+    assert level_of(0.9794, 0.98, 0.95) == "warn", "shown as 97.9%"
+    assert level_of(0.9494, 0.98, 0.95) == "bad"
+    assert level_of(None, 0.98, 0.95) == "none"

@@ -90,9 +90,11 @@ class SuccessPanel:
 
 
 def level_of(rate: float | None, warn_below: float, bad_below: float) -> str:
+    """The colour of a rate, judged as it is shown (to 0.1%): 97.97% reads "98.0%" and is not amber."""
     if rate is None:
         return "none"
-    return "bad" if rate < bad_below else "warn" if rate < warn_below else "ok"
+    shown = round(rate, 3)
+    return "bad" if shown < bad_below else "warn" if shown < warn_below else "ok"
 
 
 async def success_rate(rt: Runtime, scope: Scope) -> SuccessPanel:
