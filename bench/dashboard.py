@@ -442,22 +442,7 @@ async def make_env(pg_admin: str, reuse: str | None) -> Env:
         await conn.execute(f'CREATE DATABASE "{name}"')
         await conn.close()
     db_url = pg_admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
-    redis_url, redis_proc = pipeline.start_redis(workdir)
-    env = Env(
-        "postgresql",
-        workdir,
-        {
-            **os.environ,
-            "REFUNDWATCH_MODE": "test",
-            "REFUNDWATCH_DATABASE_URL": db_url,
-            "REFUNDWATCH_REDIS_URL": redis_url,
-            "REFUNDWATCH_LOG_LEVEL": "WARNING",
-            "REFUNDWATCH_RATE_LIMIT_API_PER_MINUTE": "0",
-        },
-        pg_name=name,
-    )
-    env.procs["redis"] = redis_proc
-    return env
+    return pipeline.bench_env("postgresql", workdir, db_url, name)
 
 
 def write_connections(env: Env, sim_url: str) -> Path:

@@ -146,6 +146,11 @@ async def make_env(backend: str, pg_admin: str) -> Env:
         await conn.execute(f'CREATE DATABASE "{pg_name}"')
         await conn.close()
         db_url = pg_admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{pg_name}"
+    return bench_env(backend, workdir, db_url, pg_name)
+
+
+def bench_env(backend: str, workdir: Path, db_url: str, pg_name: str | None) -> Env:
+    """The processes' environment on ``db_url``, with a private Redis started for the run."""
     redis_url, redis_proc = start_redis(workdir)
     env = Env(
         backend,

@@ -8,7 +8,7 @@ the count, ``"… sum"`` the seconds, ``"… le <bound>"`` the requests in that 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 
@@ -44,12 +44,19 @@ def http_families(raw: dict[bytes, bytes]) -> Iterable[Metric]:
         labels=["method", "route"],
     )
     timed = {(m, r) for (m, r, _s) in counts if r not in UNTIMED_ROUTES}
+    les = [str(bound) for bound in HTTP_BOUNDS] + ["+Inf"]
     for method, route in sorted(timed):
-        cumulative, running = [], 0
-        for bound, n in zip(HTTP_BOUNDS, buckets[method, route], strict=True):
-            running += n
-            cumulative.append((str(bound), running))
         total = sum(n for (m, r, _s), n in counts.items() if (m, r) == (method, route))
-        cumulative.append(("+Inf", total))
+        slower = total - sum(buckets[method, route])  # beyond the last bound: only in +Inf
+        cumulative = cumulative_buckets(les, [*buckets[method, route], slower])
         duration.add_metric([method, route], cumulative, sum_value=sums[method, route])
     yield duration
+
+
+def cumulative_buckets(les: Sequence[str], counts: Sequence[float]) -> list[tuple[str, float]]:
+    """Per-bucket counts → Prometheus's cumulative ``le`` buckets (the last ``le`` is ``+Inf``)."""
+    result, running = [], 0.0
+    for le, count in zip(les, counts, strict=True):
+        running += count
+        result.append((le, running))
+    return result

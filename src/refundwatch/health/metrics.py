@@ -62,7 +62,7 @@ from refundwatch.db.models import WebhookEvent
 from refundwatch.db.models._stats import ACCEPT_COLUMNS, FINAL_COLUMNS, LATENCY_BOUNDS_MS
 from refundwatch.db.tables import HEALTH_STATS, REFUNDS, STATS
 from refundwatch.gateways.base import ErrorCode
-from refundwatch.health.httpmetrics import http_families
+from refundwatch.health.httpmetrics import cumulative_buckets, http_families
 from refundwatch.refunds.states import Status
 from refundwatch.runtime import QUEUE_NAME, Runtime
 from refundwatch.webhooks.services import REJECTED_COUNTER
@@ -372,11 +372,9 @@ def _refund_families(snap: Snapshot, names: dict[UUID, str]) -> Iterable[Metric]
     )
     les = [str(_seconds(bound)) for bound in LATENCY_BOUNDS_MS] + ["+Inf"]  # 0.025 … 7200.0
     for (name, interval), values in sorted(hist.items()):
-        cumulative, running = [], 0
-        for le, v in zip(les, values, strict=True):
-            running += v
-            cumulative.append((le, float(running)))
-        seconds.add_metric([name, interval], cumulative, _seconds(sums[(name, interval)]))
+        seconds.add_metric(
+            [name, interval], cumulative_buckets(les, values), _seconds(sums[(name, interval)])
+        )
     yield seconds
 
 
