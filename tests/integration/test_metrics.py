@@ -25,7 +25,21 @@ from stack import PYTHON, Stack, db_rows, second_web, wait_until
 CONNECTION = "stripe-test"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 HIST_COLUMNS = 16
-LABELS = {"connection", "outcome", "error_code", "interval", "le", "state", "result", "status", "currency"}
+# ``route`` is a route template, never a raw path (see the route-template test below).
+LABELS = {
+    "connection",
+    "outcome",
+    "error_code",
+    "interval",
+    "le",
+    "state",
+    "result",
+    "status",
+    "currency",
+} | {
+    "method",
+    "route",
+}
 UUID_LIKE = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}", re.I)
 MONOTONIC = ("counter", "histogram")
 
