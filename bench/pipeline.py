@@ -32,6 +32,9 @@ from typing import Any
 import asyncpg
 import httpx2
 
+import cpu  # bench/: a script's own directory is on its path
+import loadgen
+
 PY = sys.executable
 LATENCY_MS = 50
 
@@ -199,31 +202,34 @@ async def seed(env: Env, n: int, sim_url: str) -> list[str]:
 async def post_all(
     url: str, headers: dict[str, str], bodies: list[dict[str, Any]], k: int, *, idem: bool = True
 ) -> tuple[float, list[float], int]:
-    """POST every body with k concurrent clients; returns (seconds, latencies in ms, non-2xx count)."""
-    latencies: list[float] = []
-    errors = 0
-    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    for body in bodies:
-        queue.put_nowait(body)
-    async with httpx2.AsyncClient(limits=httpx2.Limits(max_connections=k), timeout=60) as client:
+    """POST every body with k concurrent clients (JSON with a fresh Idempotency-Key each, or the
+    processor's form encoding); returns (seconds, latencies in ms, non-2xx count)."""
+    outcome = await loadgen.post_all(url, headers, bodies, k, form=not idem, idempotency_keys=idem)
+    return outcome.seconds, outcome.latencies_ms, outcome.errors
 
-        async def worker() -> None:
-            nonlocal errors
-            while not queue.empty():
-                body = queue.get_nowait()
-                hdrs = {**headers, **({"Idempotency-Key": uuid.uuid4().hex} if idem else {})}
-                started = time.perf_counter()
-                response = (
-                    await client.post(url, json=body, headers=hdrs)
-                    if idem
-                    else await client.post(url, data=body, headers=hdrs)
-                )
-                latencies.append((time.perf_counter() - started) * 1000)
-                errors += response.status_code >= 300
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(k)))
-    return time.perf_counter() - started, latencies, errors
+def _roles(env: Env) -> cpu.Roles:
+    """Who spends the cores during intake: the web server (its session: granian's workers too), the
+    database's backends for this run, Redis, the simulator, and this script, the load generator."""
+    web, sim, redis = env.procs["web"].pid, env.procs["simulator"].pid, env.procs["redis"].pid
+    me = os.getpid()
+    roles: cpu.Roles = {"web": lambda pid, session, command: session == web}
+    if env.pg_name:
+        name = env.pg_name
+        roles["postgresql"] = lambda pid, session, command: _ours_or_shared(command, name)
+    roles["redis"] = lambda pid, session, command: pid == redis
+    roles["simulator"] = lambda pid, session, command: session == sim
+    roles["load generator"] = lambda pid, session, command: pid == me
+    return roles
+
+
+def _ours_or_shared(command: str, database: str) -> bool:
+    """A PostgreSQL backend of this run's database, or one of the server's own processes (WAL
+    writer, checkpointer…: they work for our commits). Backends of other databases are left out."""
+    if not command.startswith("postgres:"):
+        return False
+    is_backend = "(" in command or "[local]" in command
+    return f" {database} " in command or not is_backend
 
 
 def rss_mb(pid: int) -> float:
@@ -306,7 +312,10 @@ async def run_backend(
             {"payment_reference": r, "amount": 1000, "currency": "EUR", "reason": "return"}
             for r in bench_refs
         ]
+        roles = _roles(env)
+        before = cpu.snapshot(roles)
         intake_s, intake_lat, intake_err = await post_all(f"{web_url}/api/v1/refunds", auth, bodies, k)
+        intake_cpu = cpu.per_request(before, cpu.snapshot(roles), n)
 
         # execution: one worker drains the queue
         worker = env.start(
@@ -383,6 +392,7 @@ async def run_backend(
             "intake_p50": pct(intake_lat, 50),
             "intake_p99": pct(intake_lat, 99),
             "intake_errors": intake_err,
+            "intake_cpu": intake_cpu,
             "exec_rps": n / exec_s,
             "final_p50": pct(final_lat, 50),
             "final_p95": pct(final_lat, 95),
@@ -412,6 +422,7 @@ def report(r: dict[str, Any]) -> None:
         f"intake                        {r['intake_rps']:8.0f} POST/s  p50 {r['intake_p50']:.1f} ms  "
         f"p99 {r['intake_p99']:.1f} ms  errors {r['intake_errors']}"
     )
+    print(f"  intake CPU: {cpu.describe(r['intake_cpu'])}")
     print(
         f"execution queued -> final     {r['exec_rps']:8.0f} refunds/s  "
         f"({r['exec_rps'] / r['floor_rps']:.2f} of floor)"
@@ -447,7 +458,8 @@ def main() -> None:
     args = parser.parse_args()
     print(
         f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}; {time.strftime('%Y-%m-%d %H:%M %Z')}"
+        f"{platform.python_version()}; {time.strftime('%Y-%m-%d %H:%M %Z')}; "
+        f"calibration loop {cpu.calibrate():.0f} ms (lower is faster), load {os.getloadavg()[0]:.2f}"
     )
     backends = ["postgresql", "sqlite"] if args.backend == "both" else [args.backend]
     for backend in backends:
