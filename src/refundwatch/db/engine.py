@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, Executable, Row, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -97,7 +97,9 @@ class Database:
         self._writer = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         self._reader = async_sessionmaker(self.read_engine, expire_on_commit=False, autoflush=False)
         self._write_turn = asyncio.Lock() if self.is_sqlite else None
-        self._sqlite_sync: Engine | None = None
+        self._read_pool_size = max(2, pool_size * 3 // 4)
+        self._sqlite_writer: Engine | None = None  # plain (sync) engines, made on first use
+        self._sqlite_reader: Engine | None = None
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -127,6 +129,19 @@ class Database:
         async with self._write_turn, self.engine.begin() as conn:
             yield conn
 
+    def _sqlite_engine(self, *, write: bool) -> Engine:
+        engine = self._sqlite_writer if write else self._sqlite_reader
+        if engine is None:
+            size = 2 if write else self._read_pool_size
+            url = make_url(self.url).set(drivername="sqlite")
+            engine = create_engine(url, pool_size=size, max_overflow=0)
+            _configure_sqlite(engine, immediate=write)
+            if write:
+                self._sqlite_writer = engine
+            else:
+                self._sqlite_reader = engine
+        return engine
+
     async def run_sqlite_write(self, work: Callable[[Connection], T]) -> T:
         """SQLite only: run ``work`` as one write transaction in one thread hop.
 
@@ -134,12 +149,7 @@ class Database:
         turn is held across all of them, so a busy loop stretches every transaction and everyone
         waits. A plain (sync) connection does BEGIN IMMEDIATE … COMMIT in a single hop instead.
         """
-        if self._sqlite_sync is None:
-            self._sqlite_sync = create_engine(
-                make_url(self.url).set(drivername="sqlite"), pool_size=2, max_overflow=0
-            )
-            _configure_sqlite(self._sqlite_sync, immediate=True)
-        engine = self._sqlite_sync
+        engine = self._sqlite_engine(write=True)
         assert self._write_turn is not None
 
         def transaction() -> T:
@@ -148,6 +158,24 @@ class Database:
 
         async with self._write_turn:
             return await asyncio.to_thread(transaction)
+
+    async def fetch_all(
+        self, statement: Executable, params: Mapping[str, Any] | None = None
+    ) -> list[Row[Any]]:
+        """The rows of one read statement, the cheapest way each database allows: on PostgreSQL on
+        the autocommit engine (no BEGIN/ROLLBACK), on SQLite in one thread hop on a plain connection.
+        Through aiosqlite the same read is half a dozen hops (checkout, BEGIN, cursor, execute, fetch,
+        rollback): about 0.95 ms of CPU per intake lookup on the bench machine, against 0.25 ms."""
+        if not self.is_sqlite:
+            async with self.read_engine.connect() as conn:
+                return list((await conn.execute(statement, params)).all())
+        engine = self._sqlite_engine(write=False)
+
+        def read() -> list[Row[Any]]:
+            with engine.connect() as conn:
+                return list(conn.execute(statement, params).all())
+
+        return await asyncio.to_thread(read)
 
     @contextlib.asynccontextmanager
     async def autocommit_connection(self) -> AsyncIterator[AsyncConnection]:
@@ -171,8 +199,9 @@ class Database:
             await session.rollback()
 
     async def dispose(self) -> None:
-        if self._sqlite_sync is not None:
-            self._sqlite_sync.dispose()
+        for engine in (self._sqlite_writer, self._sqlite_reader):
+            if engine is not None:
+                engine.dispose()
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()

@@ -1,10 +1,11 @@
 """Refund intake: check a request against its payment, claim the idempotency key, reserve the amount.
 
-Reads run outside the write transaction (the replay check is advisory: the unique (caller, key) index
-is what claims a key). The write is then one statement of data-modifying CTEs on PostgreSQL (inside
-BEGIN … COMMIT, because a refused reservation must undo the insert) and one thread hop on SQLite.
-The refund row is inserted before the amount is reserved, so a concurrent twin with the same key
-waits on the key, not on the payment, and then replays.
+Two round trips to the database per new refund. The first reads the earlier request with this key (if
+any) and the payment together; it runs outside the write transaction because the replay check is
+advisory: the unique (caller, key) index is what claims a key. The second is the write: on PostgreSQL
+one autocommit statement of data-modifying CTEs (reserve the amount if it fits, then insert the refund,
+its first event and its audit entry; a taken key fails the whole statement, reservation included), on
+SQLite one thread hop holding one transaction.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, func, insert, literal, select, true, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.dml import Insert, Update
 from sqlalchemy.sql.selectable import Select
 from uuid_utils.compat import uuid7
 
@@ -94,34 +95,78 @@ def _check_shape(body: RefundCreate) -> None:
 
 async def replay_of(rt: Runtime, scope: str, key: str, fingerprint: str) -> Refund | None:
     """The refund an earlier request with this key created (409 if that request was different)."""
-    async with rt.db.read_engine.connect() as conn:
-        found = (
-            await conn.execute(
-                select(REFUNDS.c.id, REFUNDS.c.request_fingerprint).where(
-                    REFUNDS.c.client_scope == scope, REFUNDS.c.idempotency_key == key
-                )
-            )
-        ).first()
-    if found is None:
-        return None
-    if found.request_fingerprint != fingerprint:
-        raise Conflict(
-            "this Idempotency-Key was already used with a different request body",
-            code="idempotency_key_reused",
+    rows = await rt.db.fetch_all(
+        select(REFUNDS.c.id, REFUNDS.c.request_fingerprint).where(
+            REFUNDS.c.client_scope == scope, REFUNDS.c.idempotency_key == key
         )
+    )
+    if not rows:
+        return None
+    found = rows[0]
+    if found.request_fingerprint != fingerprint:
+        raise _key_reused()
+    return await _load(rt, found.id)
+
+
+def _key_reused() -> Conflict:
+    return Conflict(
+        "this Idempotency-Key was already used with a different request body", code="idempotency_key_reused"
+    )
+
+
+async def _load(rt: Runtime, refund_id: UUID) -> Refund:
     async with rt.db.read_session() as session:
-        return await session.get(Refund, found.id)
+        refund = await session.get(Refund, refund_id)
+    assert refund is not None  # refunds are never deleted
+    return refund
 
 
-async def _find_payment(rt: Runtime, body: RefundCreate) -> Row[Any]:
-    query = select(PAYMENTS).where(PAYMENTS.c.payment_reference == body.payment_reference)
-    if body.connection is not None:
-        conn = await rt.connections.by_name(body.connection)
-        if conn is None:
-            raise ValidationFailed(f"unknown connection {body.connection!r}", code="unknown_connection")
-        query = query.where(PAYMENTS.c.connection_id == conn.id)
-    async with rt.db.read_engine.connect() as connection:
-        payments = (await connection.execute(query.limit(2))).all()
+@dataclass(frozen=True, slots=True)
+class _Lookup:
+    replay_id: UUID | None
+    replay_fingerprint: str | None
+    payments: list[Row[Any]]
+
+
+@functools.cache
+def _lookup_statement(by_connection: bool) -> Select[Any]:
+    """One round trip: the refund an earlier request with this key made, and up to two payments
+    with this reference (two means it is ambiguous), each outer-joined to a one-row anchor."""
+    replay = (
+        select(REFUNDS.c.id, REFUNDS.c.request_fingerprint)
+        .where(REFUNDS.c.client_scope == bindparam("scope"), REFUNDS.c.idempotency_key == bindparam("key"))
+        .subquery("replay")
+    )
+    payment = select(PAYMENTS).where(PAYMENTS.c.payment_reference == bindparam("reference"))
+    if by_connection:
+        payment = payment.where(PAYMENTS.c.connection_id == bindparam("connection_id"))
+    found = payment.limit(2).subquery("payment")
+    anchor = select(literal(1).label("one")).subquery("anchor")
+    return select(
+        replay.c.id.label("replay_id"), replay.c.request_fingerprint.label("replay_fingerprint"), *found.c
+    ).select_from(anchor.outerjoin(replay, true()).outerjoin(found, true()))
+
+
+async def _lookup(
+    rt: Runtime, body: RefundCreate, scope: str, key: str, connection_id: UUID | None
+) -> _Lookup:
+    params: dict[str, Any] = {"scope": scope, "key": key, "reference": body.payment_reference}
+    if connection_id is not None:
+        params["connection_id"] = connection_id
+    rows = await rt.db.fetch_all(_lookup_statement(connection_id is not None), params)
+    return _Lookup(rows[0].replay_id, rows[0].replay_fingerprint, [row for row in rows if row.id is not None])
+
+
+async def _connection_named(rt: Runtime, body: RefundCreate) -> UUID | None:
+    if body.connection is None:
+        return None
+    conn = await rt.connections.by_name(body.connection)
+    if conn is None:
+        raise ValidationFailed(f"unknown connection {body.connection!r}", code="unknown_connection")
+    return conn.id
+
+
+def _the_payment(body: RefundCreate, payments: list[Row[Any]]) -> Row[Any]:
     if not payments:
         raise ValidationFailed(f"no payment {body.payment_reference!r} is registered", code="unknown_payment")
     if len(payments) > 1:
@@ -154,7 +199,7 @@ async def _check_against_payment(rt: Runtime, body: RefundCreate, payment: Row[A
 
 
 class _NotRefundable(Exception):
-    """Raised inside the write transaction to roll the insert back when the amount does not fit."""
+    """The amount does not fit (on SQLite raised inside the write transaction, to roll the insert back)."""
 
 
 async def create_refund(
@@ -170,16 +215,25 @@ async def create_refund(
     """Check a refund request against its payment, reserve the amount, record it, and queue it
     (exactly once per key). A refund at or above the threshold waits for approval instead."""
     fingerprint = _fingerprint(body)
-    replay = await replay_of(rt, scope, idempotency_key, fingerprint)
-    if replay is not None:
+    try:
+        connection_id = await _connection_named(rt, body)
+    except ValidationFailed:  # the key's earlier use still answers first (409, or its replay)
+        replay = await replay_of(rt, scope, idempotency_key, fingerprint)
+        if replay is None:
+            raise
         return Intake(replay, created=False)
+    found = await _lookup(rt, body, scope, idempotency_key, connection_id)
+    if found.replay_id is not None:
+        if found.replay_fingerprint != fingerprint:
+            raise _key_reused()
+        return Intake(await _load(rt, found.replay_id), created=False)
     _check_shape(body)
     if amount_limit is not None and body.amount > amount_limit:
         raise ValidationFailed(
             f"your role may start refunds of at most {amount_limit} (minor units); ask an approver",
             code="amount_over_role_limit",
         )
-    payment = await _find_payment(rt, body)
+    payment = _the_payment(body, found.payments)
     await _check_against_payment(rt, body, payment)
     threshold = rt.settings.approval_threshold_for(payment.currency)
     needs_approval = body.amount >= threshold
@@ -210,6 +264,10 @@ async def create_refund(
     try:
         inserted = await _write(rt, params)
     except _NotRefundable:
+        # A concurrent twin with this key may be what took the amount: then answer as its replay.
+        replay = await replay_of(rt, scope, idempotency_key, fingerprint)
+        if replay is not None:
+            return Intake(replay, created=False)
         raise ValidationFailed(
             f"amount {body.amount} exceeds what is still refundable on {payment.payment_reference}",
             code="amount_exceeds_refundable",
@@ -237,9 +295,9 @@ async def _write(rt: Runtime, params: dict[str, Any]) -> bool:
         if rt.db.is_sqlite:
             await rt.db.run_sqlite_write(functools.partial(_write_one_by_one, params))
             return True
-        async with rt.db.engine.begin() as conn:
+        async with rt.db.autocommit_connection() as conn:
             if not (await conn.execute(_single_statement(), params)).scalar_one():
-                raise _NotRefundable  # leaves the begin() block by exception: the insert is rolled back
+                raise _NotRefundable
     except IntegrityError as err:
         # Not ON CONFLICT DO NOTHING: the dialects' upsert constructs are not statement-cacheable.
         if KEY_INDEX in str(err.orig) or "refunds.client_scope, refunds.idempotency_key" in str(err.orig):
@@ -262,59 +320,65 @@ def _audit_values() -> dict[str, Any]:
     return {name: bindparam(f"a_{name}", type_=AUDIT.c[name].type) for name in AUDIT_COLUMNS}
 
 
-def _reserve(payment_id: Any, amount: Any, now: Any) -> Any:
+def _reserve() -> Update:
     """The guarded reservation (as payments.services.reserve); ``updated_at`` is explicit because
     column onupdate defaults are not applied inside a CTE."""
+    amount = bindparam("r_amount", type_=REFUNDS.c.amount.type)
     return (
         update(PAYMENTS)
-        .where(PAYMENTS.c.id == payment_id, PAYMENTS.c.reserved_amount + amount <= PAYMENTS.c.amount)
-        .values(reserved_amount=PAYMENTS.c.reserved_amount + amount, updated_at=now)
+        .where(
+            PAYMENTS.c.id == bindparam("r_payment_id", type_=REFUNDS.c.payment_id.type),
+            PAYMENTS.c.reserved_amount + amount <= PAYMENTS.c.amount,
+        )
+        .values(
+            reserved_amount=PAYMENTS.c.reserved_amount + amount,
+            updated_at=bindparam("r_updated_at", type_=PAYMENTS.c.updated_at.type),
+        )
     )
 
 
 @functools.cache
 def _single_statement() -> Select[Any]:
-    """PostgreSQL: insert (a taken key fails the statement) -> reserve (if it fits) -> event + audit."""
+    """PostgreSQL, one statement and so one transaction: reserve (if it fits) -> insert the refund
+    (a taken key fails the statement and so undoes the reservation) -> event + audit. The count of
+    refunds inserted is 0 when the amount did not fit, and then nothing was written."""
+    reserved = _reserve().returning(PAYMENTS.c.id).cte("reserved")
+    refund_values = _refund_values()
     inserted = (
         insert(REFUNDS)
-        .values(**_refund_values())
-        .returning(REFUNDS.c.id, REFUNDS.c.payment_id, REFUNDS.c.amount)
+        .from_select(list(refund_values), _select_values(refund_values).select_from(reserved))
+        .returning(REFUNDS.c.id)
         .cte("inserted")
     )
-    now = bindparam("r_updated_at", type_=PAYMENTS.c.updated_at.type)
-    reserved = (
-        _reserve(inserted.c.payment_id, inserted.c.amount, now)
-        .returning(PAYMENTS.c.id, inserted.c.id.label("refund_id"))
-        .cte("reserved")
-    )
-    event_values = _event_values(reserved.c.refund_id)
-    event = insert(EVENTS).from_select(
-        list(event_values), select(*[v.label(k) for k, v in event_values.items()]).select_from(reserved)
-    )
+    event_values = _event_values(inserted.c.id)
+    event = insert(EVENTS).from_select(list(event_values), _select_values(event_values).select_from(inserted))
     audit_values = _audit_values()
-    audit = insert(AUDIT).from_select(
-        list(audit_values), select(*[v.label(k) for k, v in audit_values.items()]).select_from(reserved)
-    )
+    audit = insert(AUDIT).from_select(list(audit_values), _select_values(audit_values).select_from(inserted))
     return (
-        select(select(func.count()).select_from(reserved).scalar_subquery().label("reserved"))
+        select(select(func.count()).select_from(inserted).scalar_subquery().label("inserted"))
         .add_cte(event.cte("event"))
         .add_cte(audit.cte("audit"))
     )
 
 
+def _select_values(values: dict[str, Any]) -> Select[Any]:
+    return select(*[value.label(name) for name, value in values.items()])
+
+
 def _write_one_by_one(params: dict[str, Any], conn: Connection) -> None:
     """SQLite: the same writes one after another, in the one transaction ``run_sqlite_write`` holds."""
-    conn.execute(_sqlite_statements().refund, params)
-    reserve = _reserve(params["r_payment_id"], params["r_amount"], params["r_updated_at"])
-    if not conn.execute(reserve).rowcount:
+    statements = _sqlite_statements()
+    conn.execute(statements.refund, params)
+    if not conn.execute(statements.reserve, params).rowcount:
         raise _NotRefundable
-    conn.execute(_sqlite_statements().event, params)
-    conn.execute(_sqlite_statements().audit, params)
+    conn.execute(statements.event, params)
+    conn.execute(statements.audit, params)
 
 
 @dataclass(frozen=True, slots=True)
 class _SqliteStatements:
     refund: Insert
+    reserve: Update
     event: Insert
     audit: Insert
 
@@ -323,6 +387,7 @@ class _SqliteStatements:
 def _sqlite_statements() -> _SqliteStatements:
     return _SqliteStatements(
         refund=insert(REFUNDS).values(**_refund_values()),
+        reserve=_reserve(),
         event=insert(EVENTS).values(**_event_values(bindparam("r_id", type_=REFUNDS.c.id.type))),
         audit=insert(AUDIT).values(**_audit_values()),
     )
