@@ -1,4 +1,5 @@
-"""Enqueueing and claiming arq jobs in one Redis round trip each.
+"""Enqueueing and claiming arq jobs in one Redis round trip each (enqueues from concurrent callers
+share theirs).
 
 arq's own ``enqueue_job`` spends three round trips (WATCH, EXISTS, MULTI/EXEC) per job; on the intake
 path that is most of the Redis cost. This script does the same check-and-add atomically inside
@@ -15,6 +16,8 @@ import arq.worker
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
+
+from refundwatch.lib.scriptbatch import batched
 
 _EXPIRES_EXTRA_MS = 86_400_000  # arq's default: a job not started within a day is dropped
 
@@ -34,10 +37,10 @@ async def enqueue(
     now_ms = int(time.time() * 1000)
     score = now_ms + int((defer_seconds or 0) * 1000)
     payload = serialize_job(function, args, {}, None, now_ms, serializer=redis.job_serializer)
-    script = redis.register_script(_ENQUEUE)  # EVALSHA: the script body is sent once per server
-    added = await script(
-        keys=[job_key_prefix + job_id, result_key_prefix + job_id, redis.default_queue_name],
-        args=[job_id, score, score - now_ms + _EXPIRES_EXTRA_MS, payload],
+    # Concurrent enqueues share round trips (lib/scriptbatch.py): EVALSHA, pipelined.
+    added = await batched(redis, _ENQUEUE)(
+        [job_key_prefix + job_id, result_key_prefix + job_id, redis.default_queue_name],
+        [job_id, score, score - now_ms + _EXPIRES_EXTRA_MS, payload],
     )
     return bool(added)
 
