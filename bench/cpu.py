@@ -56,8 +56,8 @@ def per_request(before: dict[str, float], after: dict[str, float], requests: int
 
 
 def describe(costs: dict[str, float]) -> str:
-    """'web 1.31, postgresql 0.39, … = 1.93 ms per request; 2 cores: ceiling ~1,036/s'."""
+    """'web 1.31, postgresql 0.39, … = 1.93 ms per refund; 2 cores: ceiling ~1,036/s'."""
     total = sum(costs.values())
     parts = ", ".join(f"{role} {ms:.2f}" for role, ms in costs.items())
     ceiling = (os.cpu_count() or 1) * 1000 / total if total else float("nan")
-    return f"{parts} = {total:.2f} ms CPU per request; {os.cpu_count()} cores: ceiling ~{ceiling:,.0f}/s"
+    return f"{parts} = {total:.2f} ms CPU per refund; {os.cpu_count()} cores: ceiling ~{ceiling:,.0f}/s"

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,18 +210,22 @@ async def post_all(
 
 
 def _roles(env: Env) -> cpu.Roles:
-    """Who spends the cores during intake: the web server (its session: granian's workers too), the
-    database's backends for this run, Redis, the simulator, and this script, the load generator."""
-    web, sim, redis = env.procs["web"].pid, env.procs["simulator"].pid, env.procs["redis"].pid
-    me = os.getpid()
-    roles: cpu.Roles = {"web": lambda pid, session, command: session == web}
+    """Who spends the cores: the web server and the worker (each its own session, so granian's and
+    arq's processes count), the database's backends for this run and its own processes, Redis, the
+    simulator, and this script (the load generator)."""
+    sessions = {name: env.procs[name].pid for name in ("web", "worker", "simulator") if name in env.procs}
+    redis, me = env.procs["redis"].pid, os.getpid()
+    roles: cpu.Roles = {name: _in_session(leader) for name, leader in sessions.items()}
     if env.pg_name:
         name = env.pg_name
         roles["postgresql"] = lambda pid, session, command: _ours_or_shared(command, name)
     roles["redis"] = lambda pid, session, command: pid == redis
-    roles["simulator"] = lambda pid, session, command: session == sim
     roles["load generator"] = lambda pid, session, command: pid == me
     return roles
+
+
+def _in_session(leader: int) -> Callable[[int, int, str], bool]:
+    return lambda pid, session, command: session == leader
 
 
 def _ours_or_shared(command: str, database: str) -> bool:
@@ -324,6 +329,8 @@ async def run_backend(
             "worker",
             profile=profile and profile.with_name(f"{profile.stem}-{backend}.txt"),
         )
+        roles = _roles(env)
+        before = cpu.snapshot(roles)
         peak_rss = 0.0
         deadline = time.monotonic() + max(120, n / 50)
         while time.monotonic() < deadline:
@@ -336,6 +343,7 @@ async def run_backend(
             await asyncio.sleep(0.5)
         span = (await db_fetch(env, "SELECT min(submitted_at), max(finalized_at) FROM refunds"))[0]
         exec_s = seconds(span[1]) - seconds(span[0])
+        exec_cpu = cpu.per_request(before, cpu.snapshot(roles), n)
 
         # latency at a steady rate below capacity
         rate = 100
@@ -393,6 +401,7 @@ async def run_backend(
             "intake_p99": pct(intake_lat, 99),
             "intake_errors": intake_err,
             "intake_cpu": intake_cpu,
+            "exec_cpu": exec_cpu,
             "exec_rps": n / exec_s,
             "final_p50": pct(final_lat, 50),
             "final_p95": pct(final_lat, 95),
@@ -427,6 +436,7 @@ def report(r: dict[str, Any]) -> None:
         f"execution queued -> final     {r['exec_rps']:8.0f} refunds/s  "
         f"({r['exec_rps'] / r['floor_rps']:.2f} of floor)"
     )
+    print(f"  execution CPU: {cpu.describe(r['exec_cpu'])}")
     print(
         f"accept -> final (100/s)       p50 {r['final_p50']:.0f} ms  p95 {r['final_p95']:.0f} ms  "
         f"p99 {r['final_p99']:.0f} ms"
