@@ -394,12 +394,9 @@ def _sqlite_statements() -> _SqliteStatements:
 
 
 async def _refundable(rt: Runtime, payment_id: UUID) -> int:
-    async with rt.db.read_engine.connect() as conn:
-        row = (
-            await conn.execute(
-                select(PAYMENTS.c.amount, PAYMENTS.c.reserved_amount).where(PAYMENTS.c.id == payment_id)
-            )
-        ).one()
+    (row,) = await rt.db.fetch_all(
+        select(PAYMENTS.c.amount, PAYMENTS.c.reserved_amount).where(PAYMENTS.c.id == payment_id)
+    )
     return max(int(row[0]) - int(row[1]), 0)
 
 
