@@ -202,15 +202,6 @@ async def seed(env: Env, n: int, sim_url: str) -> list[str]:
     return refs
 
 
-async def post_all(
-    url: str, headers: dict[str, str], bodies: list[dict[str, Any]], k: int, *, idem: bool = True
-) -> tuple[float, list[float], int]:
-    """POST every body with k concurrent clients (JSON with a fresh Idempotency-Key each, or the
-    processor's form encoding); returns (seconds, latencies in ms, non-2xx count)."""
-    outcome = await loadgen.post_all(url, headers, bodies, k, form=not idem, idempotency_keys=idem)
-    return outcome.seconds, outcome.latencies_ms, outcome.errors
-
-
 def _roles(env: Env) -> cpu.Roles:
     """Who spends the cores: the web server and the worker (each its own session, so granian's and
     arq's processes count), the database's backends for this run and its own processes, Redis, the
@@ -263,6 +254,11 @@ async def db_fetch(env: Env, sql: str) -> list[Any]:
         await conn.close()
 
 
+async def _unsealed(env: Env) -> int:
+    """Audit entries the worker has not chained yet."""
+    return int((await db_fetch(env, "SELECT count(*) FROM audit_log WHERE seq IS NULL"))[0][0])
+
+
 def seconds(value: Any) -> float:
     if isinstance(value, str):
         import datetime as dt
@@ -305,12 +301,13 @@ async def run_backend(
         bench_refs, floor_refs, steady_refs = refs[:n], refs[n : 2 * n], refs[2 * n :]
 
         # floor: raw POSTs to the simulator, form-encoded like the adapter, same concurrency
-        floor_s, _, floor_err = await post_all(
+        floor = await loadgen.post_all(
             f"{sim_url}/stripe/v1/refunds",
             {"Authorization": "Bearer sk_test_bench"},
             [{"payment_intent": r, "amount": "1000"} for r in floor_refs],
             k,
-            idem=False,
+            form=True,
+            idempotency_keys=False,
         )
 
         # intake, no worker running
@@ -321,7 +318,7 @@ async def run_backend(
         ]
         roles = _roles(env)
         before = cpu.snapshot(roles)
-        intake_s, intake_lat, intake_err = await post_all(f"{web_url}/api/v1/refunds", auth, bodies, k)
+        intake = await loadgen.post_all(f"{web_url}/api/v1/refunds", auth, bodies, k)
         intake_cpu = cpu.per_request(before, cpu.snapshot(roles), n)
 
         # execution: one worker drains the queue
@@ -349,12 +346,13 @@ async def run_backend(
 
         # latency at a steady rate below capacity, once the worker has sealed the audit chain: its
         # backlog (several entries per refund) would otherwise be measured as latency
-        unsealed = (await db_fetch(env, "SELECT count(*) FROM audit_log WHERE seq IS NULL"))[0][0]
         sealing_started = time.monotonic()
-        while (await db_fetch(env, "SELECT count(*) FROM audit_log WHERE seq IS NULL"))[0][0]:
+        unsealed = left = await _unsealed(env)
+        while left:
             if time.monotonic() - sealing_started > 300:
                 raise SystemExit("the worker did not seal the audit chain within 5 minutes")
             await asyncio.sleep(0.5)
+            left = await _unsealed(env)
         sealing_s = time.monotonic() - sealing_started
         rate = 100
         async with httpx2.AsyncClient(limits=httpx2.Limits(max_connections=k), timeout=60) as client:
@@ -404,12 +402,12 @@ async def run_backend(
             "n": n,
             "k": k,
             "web_workers": web_workers,
-            "floor_rps": n / floor_s,
-            "floor_errors": floor_err,
-            "intake_rps": n / intake_s,
-            "intake_p50": pct(intake_lat, 50),
-            "intake_p99": pct(intake_lat, 99),
-            "intake_errors": intake_err,
+            "floor_rps": n / floor.seconds,
+            "floor_errors": floor.errors,
+            "intake_rps": n / intake.seconds,
+            "intake_p50": pct(intake.latencies_ms, 50),
+            "intake_p99": pct(intake.latencies_ms, 99),
+            "intake_errors": intake.errors,
             "intake_cpu": intake_cpu,
             "exec_cpu": exec_cpu,
             "exec_rps": n / exec_s,
