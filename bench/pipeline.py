@@ -1,6 +1,7 @@
 """Pipeline benchmark: refunds posted through the HTTP API, executed by ONE worker against the simulator.
 
-Usage:  .venv/bin/python bench/pipeline.py [--backend postgresql|sqlite|both] [-n 5000] [-k 32]
+Usage:  .venv/bin/python bench/pipeline.py [--backend postgresql|sqlite|both] [-n 5000] [-k 64]
+            [--intake-only] [--profile PATH]
 
 Phases, each on a fresh database and a private Redis:
   floor      the same number of raw HTTP POSTs straight to the simulator, same concurrency (the ratio's base)
@@ -90,6 +91,7 @@ class Env:
                 "raw",
                 "-r",
                 "200",
+                "--gil",  # only the thread holding the GIL: Python CPU, not threads waiting on I/O
                 *(["--subprocesses"] if subprocesses else []),
                 "-o",
                 str(profile),
@@ -268,7 +270,13 @@ def seconds(value: Any) -> float:
 
 
 async def run_backend(
-    backend: str, n: int, k: int, web_workers: int, pg_admin: str, profile: Path | None = None
+    backend: str,
+    n: int,
+    k: int,
+    web_workers: int,
+    pg_admin: str,
+    profile: Path | None = None,
+    intake_only: bool = False,
 ) -> dict[str, Any]:
     env = await make_env(backend, pg_admin)
     sim_port, web_port = free_port(), free_port()
@@ -320,6 +328,21 @@ async def run_backend(
         before = cpu.snapshot(roles)
         intake = await loadgen.post_all(f"{web_url}/api/v1/refunds", auth, bodies, k)
         intake_cpu = cpu.per_request(before, cpu.snapshot(roles), n)
+        intake_figures = {
+            "backend": backend,
+            "n": n,
+            "k": k,
+            "web_workers": web_workers,
+            "floor_rps": n / floor.seconds,
+            "floor_errors": floor.errors,
+            "intake_rps": n / intake.seconds,
+            "intake_p50": pct(intake.latencies_ms, 50),
+            "intake_p99": pct(intake.latencies_ms, 99),
+            "intake_errors": intake.errors,
+            "intake_cpu": intake_cpu,
+        }
+        if intake_only:
+            return intake_figures
 
         # execution: one worker drains the queue
         worker = env.start(
@@ -398,17 +421,7 @@ async def run_backend(
         total = n + len(steady_refs)
         lost = total - statuses.get("succeeded", 0)
         return {
-            "backend": backend,
-            "n": n,
-            "k": k,
-            "web_workers": web_workers,
-            "floor_rps": n / floor.seconds,
-            "floor_errors": floor.errors,
-            "intake_rps": n / intake.seconds,
-            "intake_p50": pct(intake.latencies_ms, 50),
-            "intake_p99": pct(intake.latencies_ms, 99),
-            "intake_errors": intake.errors,
-            "intake_cpu": intake_cpu,
+            **intake_figures,
             "exec_cpu": exec_cpu,
             "exec_rps": n / exec_s,
             "final_p50": pct(final_lat, 50),
@@ -442,6 +455,8 @@ def report(r: dict[str, Any]) -> None:
         f"p99 {r['intake_p99']:.1f} ms  errors {r['intake_errors']}"
     )
     print(f"  intake CPU: {cpu.describe(r['intake_cpu'])}")
+    if "exec_rps" not in r:
+        return
     print(
         f"execution queued -> final     {r['exec_rps']:8.0f} refunds/s  "
         f"({r['exec_rps'] / r['floor_rps']:.2f} of floor)"
@@ -475,6 +490,7 @@ def main() -> None:
         type=Path,
         help="write py-spy profiles of the worker and the web processes next to this path",
     )
+    parser.add_argument("--intake-only", action="store_true", help="stop after the intake phase")
     parser.add_argument(
         "--pg-admin",
         default=os.environ.get("BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"),
@@ -488,7 +504,11 @@ def main() -> None:
     backends = ["postgresql", "sqlite"] if args.backend == "both" else [args.backend]
     for backend in backends:
         report(
-            asyncio.run(run_backend(backend, args.n, args.k, args.web_workers, args.pg_admin, args.profile))
+            asyncio.run(
+                run_backend(
+                    backend, args.n, args.k, args.web_workers, args.pg_admin, args.profile, args.intake_only
+                )
+            )
         )
 
 
