@@ -26,6 +26,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from refundwatch.db.groupcommit import GroupCommit
+
 T = TypeVar("T")
 
 
@@ -100,6 +102,11 @@ class Database:
         self._read_pool_size = max(2, pool_size * 3 // 4)
         self._sqlite_writer: Engine | None = None  # plain (sync) engines, made on first use
         self._sqlite_reader: Engine | None = None
+        self._group_commit = (
+            GroupCommit(lambda: self._sqlite_engine(write=True), self._write_turn)
+            if self._write_turn is not None
+            else None
+        )
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -143,21 +150,13 @@ class Database:
         return engine
 
     async def run_sqlite_write(self, work: Callable[[Connection], T]) -> T:
-        """SQLite only: run ``work`` as one write transaction in one thread hop.
-
-        Through aiosqlite every statement is a hop between the event loop and a thread, and the write
-        turn is held across all of them, so a busy loop stretches every transaction and everyone
-        waits. A plain (sync) connection does BEGIN IMMEDIATE … COMMIT in a single hop instead.
-        """
-        engine = self._sqlite_engine(write=True)
-        assert self._write_turn is not None
-
-        def transaction() -> T:
-            with engine.begin() as conn:
-                return work(conn)
-
-        async with self._write_turn:
-            return await asyncio.to_thread(transaction)
+        """SQLite only: run ``work`` atomically in a write transaction, in one thread hop on a plain
+        connection, and return once it is committed. Through aiosqlite every statement is a hop between
+        the event loop and a thread, with the write turn held across all of them. Concurrent calls
+        share one transaction, each in its own savepoint (``groupcommit``): an exception from ``work``
+        undoes its writes alone and is raised here."""
+        assert self._group_commit is not None, "run_sqlite_write is for SQLite"
+        return await self._group_commit.run(work)
 
     async def fetch_all(
         self, statement: Executable, params: Mapping[str, Any] | None = None

@@ -1,0 +1,92 @@
+"""SQLite group commit: the small write transactions of concurrent callers share one transaction.
+
+SQLite has one writer at a time across every process on the file. Each transaction of its own costs a
+thread hop, a ``BEGIN IMMEDIATE`` that may find another process holding the lock (SQLite's busy handler
+then sleeps a millisecond or more, whoever let go meanwhile) and a ``COMMIT`` that writes the WAL. Under
+load a web process has dozens of intake writes waiting on its write turn; here they go together: one hop,
+one lock, one commit. Each caller's work runs inside its own SAVEPOINT, so an exception rolls back that
+caller's writes alone and reaches that caller alone; the others still commit. Nothing is reported as
+done before the COMMIT that made it durable, and if that COMMIT fails every caller in it gets the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine
+
+T = TypeVar("T")
+
+MAX_BATCH = 64  # keeps each transaction (and so everyone's wait for the lock) short
+
+_Work = tuple[Callable[[Connection], Any], "asyncio.Future[Any]"]
+
+
+class GroupCommit:
+    def __init__(self, engine: Callable[[], Engine], turn: asyncio.Lock) -> None:
+        self._engine = engine  # made on first use
+        self._turn = turn  # the process's write turn, which aiosqlite write sessions also take
+        self._waiting: list[_Work] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def run(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` atomically in a write transaction; return once that transaction committed."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._waiting.append((work, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_all())
+        return await future
+
+    async def _flush_all(self) -> None:
+        while self._waiting:
+            # A caller cancelled before its turn came is dropped: its work never runs.
+            batch = [item for item in self._waiting[:MAX_BATCH] if not item[1].done()]
+            del self._waiting[:MAX_BATCH]
+            if not batch:
+                continue
+            try:
+                async with self._turn:
+                    outcomes = await asyncio.to_thread(self._transaction, [work for work, _ in batch])
+            except BaseException as err:  # the transaction as a whole failed, or the loop is closing
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(err if isinstance(err, Exception) else asyncio.CancelledError())
+                if not isinstance(err, Exception):
+                    self._fail_waiting()
+                    raise
+                continue
+            for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+                if future.done():
+                    continue  # cancelled while its transaction ran: it committed all the same
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+
+    def _fail_waiting(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for _, future in waiting:
+            if not future.done():
+                future.cancel()
+
+    def _transaction(self, works: list[Callable[[Connection], Any]]) -> list[tuple[bool, Any]]:
+        outcomes: list[tuple[bool, Any]] = []
+        with self._engine().begin() as conn:
+            driver = conn.connection.dbapi_connection
+            assert driver is not None
+            for work in works:
+                # Straight to the driver: SQLAlchemy need not know of savepoints it does not manage.
+                driver.execute("SAVEPOINT work")
+                try:
+                    value = work(conn)
+                except Exception as err:  # noqa: BLE001 - it belongs to this caller, not to the batch
+                    # Should undoing it fail, that propagates: the whole transaction rolls back.
+                    driver.execute("ROLLBACK TO work")
+                    driver.execute("RELEASE work")
+                    outcomes.append((False, err))
+                else:
+                    driver.execute("RELEASE work")
+                    outcomes.append((True, value))
+        return outcomes
