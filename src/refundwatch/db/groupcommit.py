@@ -41,22 +41,26 @@ class GroupCommit:
 
     async def _flush_all(self) -> None:
         while self._waiting:
-            # A caller cancelled before its turn came is dropped: its work never runs.
-            batch = [item for item in self._waiting[:MAX_BATCH] if not item[1].done()]
-            del self._waiting[:MAX_BATCH]
-            if not batch:
-                continue
+            batch: list[_Work] = []
             try:
                 async with self._turn:
+                    # Taken once the turn is ours: whoever arrived while we waited for it comes along.
+                    # A caller cancelled before its turn came is dropped: its work never runs.
+                    batch = [item for item in self._waiting[:MAX_BATCH] if not item[1].done()]
+                    del self._waiting[:MAX_BATCH]
+                    if not batch:
+                        continue
                     outcomes = await asyncio.to_thread(self._transaction, [work for work, _ in batch])
-            except BaseException as err:  # the transaction as a whole failed, or the loop is closing
+            except Exception as err:  # noqa: BLE001 - the whole transaction failed: nothing of it was written
                 for _, future in batch:
                     if not future.done():
-                        future.set_exception(err if isinstance(err, Exception) else asyncio.CancelledError())
-                if not isinstance(err, Exception):
-                    self._fail_waiting()
-                    raise
+                        future.set_exception(err)
                 continue
+            except BaseException:  # the loop is closing: nobody is left to answer
+                for _, future in batch:
+                    future.cancel()
+                self._cancel_waiting()
+                raise
             for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
                 if future.done():
                     continue  # cancelled while its transaction ran: it committed all the same
@@ -65,7 +69,7 @@ class GroupCommit:
                 else:
                     future.set_exception(value)
 
-    def _fail_waiting(self) -> None:
+    def _cancel_waiting(self) -> None:
         waiting, self._waiting = self._waiting, []
         for _, future in waiting:
             if not future.done():
