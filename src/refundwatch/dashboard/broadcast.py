@@ -169,11 +169,19 @@ class Broadcaster:
                 )
 
 
+_PRUNE_SECONDS = 60.0
+_pruned: dict[str, float] = {}
+
+
 async def _watched(rt: Runtime, key: str) -> list[str]:
+    """What someone still watches: one round trip (the leader asks on every pass while refunds
+    change). Lapsed entries are ignored here and removed about once a minute."""
     redis = rt.require_redis()
     now = time.time()
-    await redis.zremrangebyscore(key, "-inf", now)
-    return [m.decode() for m in await redis.zrange(key, 0, -1)]
+    if now - _pruned.get(key, 0.0) >= _PRUNE_SECONDS:
+        _pruned[key] = now
+        await redis.zremrangebyscore(key, "-inf", now)
+    return [m.decode() for m in await redis.zrangebyscore(key, f"({now}", "+inf")]  # lapsed: score <= now
 
 
 async def watch(rt: Runtime, key: str, member: str, seconds: float = 45.0) -> None:
