@@ -5,7 +5,7 @@ any) and the payment together; it runs outside the write transaction because the
 advisory: the unique (caller, key) index is what claims a key. The second is the write: on PostgreSQL
 one autocommit statement of data-modifying CTEs (reserve the amount if it fits, then insert the refund,
 its first event and its audit entry; a taken key fails the whole statement, reservation included), on
-SQLite one thread hop holding one transaction.
+SQLite the same writes in one transaction that concurrent writers share (``db/groupcommit.py``).
 """
 
 from __future__ import annotations
@@ -93,28 +93,29 @@ def _check_shape(body: RefundCreate) -> None:
         refuse_card_numbers({f"metadata.{key}": value})
 
 
+@functools.cache
+def _earlier_request() -> Select[Any]:
+    """The refund an earlier request with this caller's key created, if any."""
+    return select(REFUNDS.c.id, REFUNDS.c.request_fingerprint).where(
+        REFUNDS.c.client_scope == bindparam("scope"), REFUNDS.c.idempotency_key == bindparam("key")
+    )
+
+
 async def replay_of(rt: Runtime, scope: str, key: str, fingerprint: str) -> Refund | None:
     """The refund an earlier request with this key created (409 if that request was different)."""
-    rows = await rt.db.fetch_all(
-        select(REFUNDS.c.id, REFUNDS.c.request_fingerprint).where(
-            REFUNDS.c.client_scope == scope, REFUNDS.c.idempotency_key == key
-        )
-    )
+    rows = await rt.db.fetch_all(_earlier_request(), {"scope": scope, "key": key})
     if not rows:
         return None
-    found = rows[0]
-    if found.request_fingerprint != fingerprint:
-        raise _key_reused()
-    return await _load(rt, found.id)
+    return await _replay(rt, rows[0].id, rows[0].request_fingerprint, fingerprint)
 
 
-def _key_reused() -> Conflict:
-    return Conflict(
-        "this Idempotency-Key was already used with a different request body", code="idempotency_key_reused"
-    )
-
-
-async def _load(rt: Runtime, refund_id: UUID) -> Refund:
+async def _replay(rt: Runtime, refund_id: UUID, earlier_fingerprint: str | None, fingerprint: str) -> Refund:
+    """The earlier request's refund, as the answer to this one: 409 if this request is different."""
+    if earlier_fingerprint != fingerprint:
+        raise Conflict(
+            "this Idempotency-Key was already used with a different request body",
+            code="idempotency_key_reused",
+        )
     async with rt.db.read_session() as session:
         refund = await session.get(Refund, refund_id)
     assert refund is not None  # refunds are never deleted
@@ -132,11 +133,7 @@ class _Lookup:
 def _lookup_statement(by_connection: bool) -> Select[Any]:
     """One round trip: the refund an earlier request with this key made, and up to two payments
     with this reference (two means it is ambiguous), each outer-joined to a one-row anchor."""
-    replay = (
-        select(REFUNDS.c.id, REFUNDS.c.request_fingerprint)
-        .where(REFUNDS.c.client_scope == bindparam("scope"), REFUNDS.c.idempotency_key == bindparam("key"))
-        .subquery("replay")
-    )
+    replay = _earlier_request().subquery("replay")
     payment = select(PAYMENTS).where(PAYMENTS.c.payment_reference == bindparam("reference"))
     if by_connection:
         payment = payment.where(PAYMENTS.c.connection_id == bindparam("connection_id"))
@@ -224,9 +221,8 @@ async def create_refund(
         return Intake(replay, created=False)
     found = await _lookup(rt, body, scope, idempotency_key, connection_id)
     if found.replay_id is not None:
-        if found.replay_fingerprint != fingerprint:
-            raise _key_reused()
-        return Intake(await _load(rt, found.replay_id), created=False)
+        replay = await _replay(rt, found.replay_id, found.replay_fingerprint, fingerprint)
+        return Intake(replay, created=False)
     _check_shape(body)
     if amount_limit is not None and body.amount > amount_limit:
         raise ValidationFailed(
