@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -31,21 +32,44 @@ def calibrate() -> float:
     return best * 1000
 
 
+@dataclass(frozen=True, slots=True)
+class ProcessCpu:
+    pid: int
+    name: str  # the short command name from /proc/<pid>/stat
+    group: int  # process group
+    session: int
+    seconds: float  # CPU used so far, user + system
+
+
+def process(pid: int) -> ProcessCpu | None:
+    """What /proc/<pid>/stat says of a process; None once it is gone."""
+    try:
+        head, tail = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)
+    except OSError:
+        return None
+    fields = tail.split()
+    seconds = (int(fields[11]) + int(fields[12])) / _TICK
+    return ProcessCpu(pid, head.split("(", 1)[1], int(fields[2]), int(fields[3]), seconds)
+
+
+def processes() -> Iterator[ProcessCpu]:
+    """Every live process on the machine."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (found := process(int(entry))) is not None:
+            yield found
+
+
 def snapshot(roles: Roles) -> dict[str, float]:
     """CPU seconds (user + system) used so far by the live processes of each role."""
     used = dict.fromkeys(roles, 0.0)
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
+    for proc in processes():
         try:
-            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            command = Path(f"/proc/{proc.pid}/cmdline").read_bytes().replace(b"\0", b" ")
         except OSError:
             continue  # gone meanwhile
-        pid, session = int(proc.name), int(stat[3])
         for role, belongs in roles.items():
-            if belongs(pid, session, command):
-                used[role] += (int(stat[11]) + int(stat[12])) / _TICK
+            if belongs(proc.pid, proc.session, command.decode(errors="replace")):
+                used[role] += proc.seconds
                 break
     return used
 

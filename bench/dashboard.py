@@ -86,7 +86,8 @@ from refundwatch.dashboard.rollups import MINUTE_ROWS_KEPT, RESOLUTIONS
 from refundwatch.db.models._stats import LATENCY_BOUNDS_MS
 
 sys.path.insert(0, str(Path(__file__).parent))
-import pipeline  # a sibling script, not a package
+import cpu  # sibling scripts, not a package
+import pipeline
 from pipeline import Env, free_port, pct, wait_http
 
 PY = sys.executable
@@ -476,40 +477,17 @@ async def make_session(redis_url: str) -> str:
 
 def group_cpu(pgid: int) -> float:
     """CPU seconds (user + system) of every live process in a process group (a server and its workers)."""
-    ticks = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return sum(proc.seconds for proc in cpu.processes() if proc.group == pgid)
 
 
 def all_cpu() -> dict[int, tuple[str, int, float]]:
     """pid → (command, process group, CPU seconds) for every process on the machine."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                head, tail = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)
-            except OSError:
-                continue
-            fields = tail.split()
-            cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            found[int(entry)] = (head.split("(", 1)[1], int(fields[2]), cpu)
-    return found
+    return {proc.pid: (proc.name, proc.group, proc.seconds) for proc in cpu.processes()}
 
 
 def process_cpu(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    found = cpu.process(pid)
+    return found.seconds if found is not None else 0.0
 
 
 def machine_busy() -> tuple[float, float]:
