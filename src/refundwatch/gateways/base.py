@@ -45,6 +45,9 @@ class ErrorCode(enum.StrEnum):
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     RESPONSE_MISMATCH = "response_mismatch"  # processor reported a different amount/currency
     PROCESSOR_ERROR = "processor_error"
+    # The request went out and the answer cannot be trusted or read (an unreadable or undecodable 2xx
+    # body, a 2xx that is not a refund): the refund may exist.
+    OUTCOME_UNKNOWN = "outcome_unknown"
 
 
 # Codes whose outcome is unknown or temporary: retry with the same idempotency key.
@@ -55,6 +58,17 @@ RETRYABLE_CODES = frozenset(
         ErrorCode.TIMEOUT,
         ErrorCode.CONNECTION_ERROR,
         ErrorCode.IDEMPOTENCY_CONFLICT,  # e.g. the same key is still being processed
+    }
+)
+
+# The request may have been executed: never failed, settle by looking the refund up (find_refund).
+# A 5xx after the body went out is GATEWAY_UNAVAILABLE, and just as unknown.
+UNKNOWN_OUTCOME_CODES = frozenset(
+    {
+        ErrorCode.TIMEOUT,
+        ErrorCode.CONNECTION_ERROR,
+        ErrorCode.OUTCOME_UNKNOWN,
+        ErrorCode.GATEWAY_UNAVAILABLE,
     }
 )
 
@@ -122,6 +136,7 @@ class RefundResult:
     failure_message: str | None = None
     processor_code: str | None = None
     exchange: Exchange | None = None
+    idempotency_key: str | None = None  # the key the processor echoed (metadata), when it does
 
 
 class GatewayError(Exception):
@@ -149,6 +164,11 @@ class GatewayError(Exception):
     def retryable(self) -> bool:
         return self.code in RETRYABLE_CODES
 
+    @property
+    def outcome_unknown(self) -> bool:
+        """The request may have been executed: never mark the refund failed, look it up instead."""
+        return self.code in UNKNOWN_OUTCOME_CODES
+
 
 class WebhookVerificationError(Exception):
     """Signature missing, malformed, stale or wrong. The message is safe to show."""
@@ -169,6 +189,9 @@ class WebhookEvent:
     failure_code: ErrorCode | None = None
     failure_message: str | None = None
     processor_code: str | None = None
+    # The idempotency key of the attempt that created the refund, when the processor echoes it: with
+    # gateway_refund_id it tells which attempt of a refund the event is about.
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +208,8 @@ class Gateway(Protocol):
     default_base_url: str
     secret_fields: tuple[str, ...]  # credential names from the connections file that are secrets
     option_fields: tuple[str, ...]  # non-secret required fields (e.g. merchant_account)
+    # How long the processor remembers an idempotency key; past it a re-send may execute again.
+    idempotency_retention_seconds: float
 
     async def create_refund(
         self, client: httpx2.AsyncClient, creds: Credentials, request: RefundRequest
@@ -193,6 +218,17 @@ class Gateway(Protocol):
     async def get_refund(
         self, client: httpx2.AsyncClient, creds: Credentials, gateway_refund_id: str
     ) -> RefundResult: ...
+
+    async def find_refund(
+        self, client: httpx2.AsyncClient, creds: Credentials, request: RefundRequest
+    ) -> RefundResult | None:
+        """The refund that this request (this idempotency key) created at the processor, or None when
+        the processor confirms none exists. Raises GatewayError when it cannot tell (unreachable,
+        unreadable).
+
+        It matches the attempt, not only refundwatch's refund id: one refund can have several processor
+        refunds over its life (re_1 failed, retried with a new key: re_2).
+        """
 
     async def health_check(self, client: httpx2.AsyncClient, creds: Credentials) -> HealthResult: ...
 

@@ -158,6 +158,7 @@ async def test_payment_intent_refund_request() -> None:
         "reason": "requested_by_customer",
         "metadata[order]": "A-1001",
         "metadata[refundwatch_refund_id]": "rf_0001",
+        "metadata[refundwatch_idempotency_key]": "rw-rf_0001",
     }
     assert result.status is GatewayStatus.SUCCEEDED
     assert result.gateway_refund_id == "re_1Pgc72B7WZ01zgkWqPvrRrPE"
@@ -184,6 +185,7 @@ def test_form_matches_the_sdk_encoder() -> None:
             "note": "box damaged",
             "refundwatch_reason": "return",
             "refundwatch_refund_id": "rf_0001",
+            "refundwatch_idempotency_key": "rw-rf_0001",
         },
     }
     sdk_pairs = {key: str(value) for key, value in _api_encode(params)}
@@ -206,9 +208,11 @@ def test_reason_mapping(reason: str, sent: str, kept: str | None) -> None:
     assert form.get("metadata[refundwatch_reason]") == kept
 
 
-def test_caller_metadata_cannot_replace_the_refund_id() -> None:
-    form = tx.build_refund_form(make_request(metadata={"refundwatch_refund_id": "someone-else"}))
+def test_caller_metadata_cannot_replace_the_refund_id_or_the_key() -> None:
+    caller = {"refundwatch_refund_id": "someone-else", "refundwatch_idempotency_key": "other-key"}
+    form = tx.build_refund_form(make_request(metadata=caller))
     assert form["metadata[refundwatch_refund_id]"] == "rf_0001"
+    assert form["metadata[refundwatch_idempotency_key]"] == "rw-rf_0001"
 
 
 @pytest.mark.parametrize(
@@ -384,19 +388,20 @@ def test_retry_after_parsing() -> None:
     [
         (httpx2.ReadTimeout, ErrorCode.TIMEOUT),
         (httpx2.WriteTimeout, ErrorCode.TIMEOUT),
-        (httpx2.ConnectTimeout, ErrorCode.TIMEOUT),
-        (httpx2.PoolTimeout, ErrorCode.TIMEOUT),
+        (httpx2.ConnectTimeout, ErrorCode.CONNECTION_ERROR),  # nothing was sent
+        (httpx2.PoolTimeout, ErrorCode.CONNECTION_ERROR),
         (httpx2.ConnectError, ErrorCode.CONNECTION_ERROR),
         (httpx2.ReadError, ErrorCode.CONNECTION_ERROR),
         (httpx2.RemoteProtocolError, ErrorCode.CONNECTION_ERROR),
         (httpx2.ProxyError, ErrorCode.CONNECTION_ERROR),
-        (httpx2.DecodingError, ErrorCode.PROCESSOR_ERROR),
+        (httpx2.DecodingError, ErrorCode.OUTCOME_UNKNOWN),  # an answer came but cannot be read
     ],
 )
 async def test_transport_failures_become_gateway_errors(exc_type: type[Exception], code: ErrorCode) -> None:
     error = await create_error(raising(exc_type))
     assert error.code is code
-    assert error.retryable is (code is not ErrorCode.PROCESSOR_ERROR)
+    assert error.outcome_unknown  # never "failed": the refund is looked up
+    assert error.retryable is (code is not ErrorCode.OUTCOME_UNKNOWN)
     assert error.__cause__ is None
     assert error.__suppress_context__
     assert error.exchange is not None
@@ -469,11 +474,13 @@ async def test_isk_answer_is_converted_back() -> None:
         ),
     ],
 )
-async def test_malformed_success_is_processor_error(text: str | None, body: Any) -> None:
+async def test_malformed_success_is_outcome_unknown(text: str | None, body: Any) -> None:
     recorder = answer(200, body, text=text) if text is not None else answer(200, body)
     error = await create_error(recorder)
-    assert error.code is ErrorCode.PROCESSOR_ERROR
+    assert error.code is ErrorCode.OUTCOME_UNKNOWN
+    assert error.outcome_unknown
     assert not error.retryable
+    assert "may exist" in error.message
 
 
 async def test_exchange_excerpt_is_scrubbed_and_short() -> None:
@@ -557,8 +564,9 @@ async def test_health_ok() -> None:
     [
         (error_answer("bad_api_key"), "401"),
         (error_answer("bad_gateway_html"), "502"),
-        (raising(httpx2.ConnectTimeout), "did not answer"),
-        (raising(httpx2.ConnectError), "could not talk to Stripe"),
+        (raising(httpx2.ReadTimeout), "did not answer"),
+        (raising(httpx2.ConnectTimeout), "could not connect to Stripe"),
+        (raising(httpx2.ConnectError), "could not connect to Stripe"),
     ],
 )
 async def test_health_failures_never_raise(recorder: Recorder, fragment: str) -> None:

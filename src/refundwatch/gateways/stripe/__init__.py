@@ -12,7 +12,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Mapping
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx2
 
@@ -28,6 +28,7 @@ from refundwatch.gateways.base import (
     WebhookVerificationError,
     as_json,
 )
+from refundwatch.gateways.stripe import lookup
 from refundwatch.gateways.stripe import transformers as tx
 from refundwatch.gateways.stripe.transformers import STRIPE_API_VERSION
 from refundwatch.lib.crypto import constant_time_equals
@@ -64,6 +65,9 @@ class StripeGateway:
     default_base_url: str = "https://api.stripe.com"
     secret_fields: tuple[str, ...] = ("api_key", "webhook_secret")
     option_fields: tuple[str, ...] = ()
+    # Stripe removes idempotency keys after at least 24 hours (GATEWAYS.md; Stripe's API reference,
+    # "Idempotent requests"): past that a re-send with the same key may execute a second refund.
+    idempotency_retention_seconds: float = 24 * 3600
 
     # --- refunds --------------------------------------------------------------------------------------
 
@@ -78,15 +82,7 @@ class StripeGateway:
             client, creds, "POST", "/v1/refunds", data=form, idempotency_key=request.idempotency_key
         )
         refund = self._refund_from(response, exchange, payment_lookup=True)
-        mismatch = tx.refund_mismatch(refund, request)
-        if mismatch is not None:
-            # The refund may exist in a shape nobody asked for: a person must look, never a retry.
-            raise GatewayError(
-                ErrorCode.RESPONSE_MISMATCH,
-                self.scrub(f"{mismatch} (Stripe refund {refund.id})"),
-                status_code=response.status_code,
-                exchange=exchange,
-            )
+        self._check(refund, request, response, exchange)
         return self._result(refund, exchange)
 
     async def get_refund(
@@ -98,6 +94,43 @@ class StripeGateway:
         path = f"/v1/refunds/{quote(gateway_refund_id, safe='')}"
         response, exchange = await self._call(client, creds, "GET", path)
         return self._result(self._refund_from(response, exchange, payment_lookup=False), exchange)
+
+    async def find_refund(
+        self, client: httpx2.AsyncClient, creds: Credentials, request: RefundRequest
+    ) -> RefundResult | None:
+        """This attempt's refund among the payment's refunds (matching rule: ``lookup``'s docstring)."""
+        if not request.payment_reference:
+            raise GatewayError(ErrorCode.INVALID_REQUEST, "no payment reference to look refunds up on")
+        refunds: list[tx.StripeRefund] = []
+        starting_after: str | None = None
+        for _ in range(lookup.MAX_PAGES):
+            path = "/v1/refunds?" + urlencode(lookup.list_query(request, starting_after))
+            response, exchange = await self._call(client, creds, "GET", path)
+            if not response.is_success:
+                raise self._error(response, exchange, payment_lookup=True)
+            try:
+                page = lookup.parse_page(json.loads(response.content))
+            except (ValueError, RecursionError) as exc:
+                reason = str(exc) if isinstance(exc, tx.MalformedError) else "not JSON"
+                raise self._unknown(response, exchange, f"an unreadable refund list: {reason}") from None
+            refunds.extend(page.refunds)
+            if not page.has_more:
+                break
+            starting_after = page.refunds[-1].id
+        else:
+            message = f"more than {lookup.MAX_PAGES * lookup.PAGE_LIMIT} refunds on this payment"
+            raise self._unknown(response, exchange, message)
+        try:
+            refund = lookup.match_attempt(refunds, request)
+        except lookup.AmbiguousLookupError as exc:
+            # Possibly paid twice, or not attributable: a person must look, never a re-send.
+            raise GatewayError(
+                ErrorCode.RESPONSE_MISMATCH, self.scrub(str(exc))[:_MESSAGE_CHARS], exchange=exchange
+            ) from None
+        if refund is None:
+            return None
+        self._check(refund, request, response, exchange)
+        return self._result(refund, exchange)
 
     async def health_check(self, client: httpx2.AsyncClient, creds: Credentials) -> HealthResult:
         started = time.perf_counter()
@@ -183,6 +216,11 @@ class StripeGateway:
             timed = await send(
                 client, method, url, timeout_seconds=creds.timeout_seconds, headers=headers, data=data
             )
+        except (httpx2.ConnectTimeout, httpx2.PoolTimeout, httpx2.ConnectError) as exc:
+            raise failed(
+                ErrorCode.CONNECTION_ERROR,
+                f"could not connect to Stripe ({type(exc).__name__}); nothing was sent",
+            ) from None
         except httpx2.TimeoutException as exc:
             raise failed(
                 ErrorCode.TIMEOUT,
@@ -193,12 +231,17 @@ class StripeGateway:
             # A configuration mistake: retrying cannot help.
             raise failed(ErrorCode.PROCESSOR_ERROR, f"bad Stripe base URL ({type(exc).__name__})") from None
         except httpx2.TransportError as exc:
+            # Read/write errors and resets happen once the request may have reached Stripe.
             raise failed(
-                ErrorCode.CONNECTION_ERROR, f"could not talk to Stripe ({type(exc).__name__}: {exc})"
+                ErrorCode.CONNECTION_ERROR,
+                f"the connection to Stripe broke ({type(exc).__name__}: {exc}); the outcome is unknown",
             ) from None
         except (httpx2.HTTPError, httpx2.StreamError) as exc:
+            # An answer arrived but cannot be read (e.g. DecodingError: a body that is not the gzip it
+            # claims): Stripe may have executed the request.
             raise failed(
-                ErrorCode.PROCESSOR_ERROR, f"unreadable answer from Stripe ({type(exc).__name__})"
+                ErrorCode.OUTCOME_UNKNOWN,
+                f"unreadable answer from Stripe ({type(exc).__name__}); the refund may exist",
             ) from None
         response = timed.response
         excerpt = self.scrub(response.text[: EXCERPT_CHARS * 8])[:EXCERPT_CHARS]
@@ -213,13 +256,31 @@ class StripeGateway:
             return tx.parse_refund(json.loads(response.content))
         except (ValueError, RecursionError) as exc:
             reason = str(exc) if isinstance(exc, tx.MalformedError) else "not JSON"
-            # The refund may exist: not retryable, the core decides (usually manual review).
+            # A 2xx is no refusal: the refund may exist, and only a lookup settles it.
+            raise self._unknown(response, exchange, f"a malformed refund: {reason}") from None
+
+    def _unknown(self, response: httpx2.Response, exchange: Exchange, what: str) -> GatewayError:
+        return GatewayError(
+            ErrorCode.OUTCOME_UNKNOWN,
+            self.scrub(f"Stripe answered {response.status_code} with {what}; the refund may exist")[
+                :_MESSAGE_CHARS
+            ],
+            status_code=response.status_code,
+            exchange=exchange,
+        )
+
+    def _check(
+        self, refund: tx.StripeRefund, request: RefundRequest, response: httpx2.Response, exchange: Exchange
+    ) -> None:
+        mismatch = tx.refund_mismatch(refund, request)
+        if mismatch is not None:
+            # The refund may exist in a shape nobody asked for: a person must look, never a retry.
             raise GatewayError(
-                ErrorCode.PROCESSOR_ERROR,
-                self.scrub(f"Stripe answered {response.status_code} with a malformed refund: {reason}"),
+                ErrorCode.RESPONSE_MISMATCH,
+                self.scrub(f"{mismatch} (Stripe refund {refund.id})"),
                 status_code=response.status_code,
                 exchange=exchange,
-            ) from None
+            )
 
     def _error(self, response: httpx2.Response, exchange: Exchange, *, payment_lookup: bool) -> GatewayError:
         error = tx.parse_error(as_json(response))
@@ -249,6 +310,7 @@ class StripeGateway:
             failure_message=failure_message,
             processor_code=refund.failure_reason if failure_code else None,
             exchange=exchange,
+            idempotency_key=refund.metadata.get(tx.METADATA_IDEMPOTENCY_KEY),
         )
 
 

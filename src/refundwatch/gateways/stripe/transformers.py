@@ -24,6 +24,8 @@ STRIPE_API_VERSION: Final = "2026-10-28.endive"
 
 METADATA_REFUND_ID: Final = "refundwatch_refund_id"
 METADATA_REASON: Final = "refundwatch_reason"
+# The attempt's idempotency key, so a lookup can tell this attempt's refund from an earlier attempt's.
+METADATA_IDEMPOTENCY_KEY: Final = "refundwatch_idempotency_key"
 
 
 class MalformedError(ValueError):
@@ -112,6 +114,11 @@ def from_stripe_amount(amount: int, currency: str) -> int | None:
     return None if rest else value
 
 
+def payment_param(payment_reference: str) -> str:
+    """Which parameter names the payment: a PaymentIntent (``pi_``) or else a charge."""
+    return "payment_intent" if payment_reference.startswith("pi_") else "charge"
+
+
 def build_refund_form(request: RefundRequest) -> dict[str, str]:
     """The form body of ``POST /v1/refunds``. ValueError when the request cannot be sent as is."""
     if not request.idempotency_key or len(request.idempotency_key) > 255:
@@ -123,7 +130,7 @@ def build_refund_form(request: RefundRequest) -> dict[str, str]:
         raise ValueError("the currency must be a three-letter ISO 4217 code")
     if not request.payment_reference:
         raise ValueError("the payment reference is empty")
-    target = "payment_intent" if request.payment_reference.startswith("pi_") else "charge"
+    target = payment_param(request.payment_reference)
     form = {
         target: request.payment_reference,
         "amount": str(to_stripe_amount(request.amount, request.currency)),
@@ -134,7 +141,9 @@ def build_refund_form(request: RefundRequest) -> dict[str, str]:
     metadata = dict(request.metadata)
     if form["reason"] != request.reason:
         metadata[METADATA_REASON] = request.reason
-    metadata[METADATA_REFUND_ID] = request.refund_id  # last, so caller metadata cannot override it
+    # Last, so caller metadata cannot override them.
+    metadata[METADATA_REFUND_ID] = request.refund_id
+    metadata[METADATA_IDEMPOTENCY_KEY] = request.idempotency_key
     form.update({f"metadata[{key}]": value for key, value in metadata.items()})
     return form
 
@@ -411,4 +420,5 @@ def parse_event(body: bytes) -> WebhookEvent:
         failure_code=failure_code,
         failure_message=failure_message,
         processor_code=refund.failure_reason if failure_code else None,
+        idempotency_key=refund.metadata.get(METADATA_IDEMPOTENCY_KEY),
     )
