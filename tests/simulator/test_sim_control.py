@@ -70,6 +70,17 @@ def test_fault_defaults(sim: Simulator) -> None:
         "settle_ms": 2000.0,
         "timeout_ms": 35000.0,
         "webhook_duplicate_rate": 0.0,
+        "malformed_rate": 0.0,
+        "idempotency_retention_seconds": 86400.0,  # Stripe keeps keys at least 24 h
+    }
+    retention = {name: c["idempotency_retention_seconds"] for name, c in config.items()}
+    assert retention == {
+        "stripe": 86400.0,
+        "adyen": 31 * 86400.0,
+        "paypal": 45 * 86400.0,
+        "checkout": 86400.0,
+        "square": 86400.0,
+        "braintree": 0.0,  # Braintree has no idempotency keys
     }
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "back_faults",
     "front_faults",
     "json_reply",
+    "mangled",
     "random_id",
     "read_body",
 ]
@@ -70,7 +71,7 @@ async def read_body(receive: Receive, limit: int = 1 << 20) -> bytes:
 class Reply:
     """A complete HTTP answer with a body, sent in one go."""
 
-    __slots__ = ("body", "headers", "status")
+    __slots__ = ("body", "extra", "headers", "status")
 
     def __init__(
         self,
@@ -81,6 +82,7 @@ class Reply:
     ) -> None:
         self.status = status
         self.body = body
+        self.extra = headers or []
         self.headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
         if headers:
             self.headers.extend(headers)
@@ -88,6 +90,15 @@ class Reply:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
         await send({"type": "http.response.body", "body": self.body, "more_body": False})
+
+
+def mangled(reply: Reply) -> Reply:
+    """The answer as a misbehaving proxy would pass it on (``malformed_rate``), at random one of:
+    the body cut in half (a complete HTTP message, so the client reads it and finds no JSON), or the
+    body labelled ``Content-Encoding: gzip`` without being compressed (the client cannot decode it)."""
+    if random.random() < 0.5:
+        return Reply(reply.status, reply.body[: len(reply.body) // 2], reply.extra)
+    return Reply(reply.status, reply.body, [*reply.extra, (b"content-encoding", b"gzip")])
 
 
 def json_reply(status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None) -> Reply:

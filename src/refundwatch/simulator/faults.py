@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 __all__ = [
+    "DEFAULT_RETENTION_SECONDS",
     "PROCESSORS",
     "FaultConfig",
     "FaultConfigError",
@@ -26,10 +27,32 @@ __all__ = [
 
 PROCESSORS: tuple[str, ...] = ("stripe", "adyen", "paypal", "checkout", "square", "braintree")
 
+_DAY = 86_400.0
+# How long each processor remembers an idempotency key (GATEWAYS.md): Stripe at least 24 h, Adyen 31
+# days, PayPal 45 days, Checkout.com 24 h, Square unstated (24 h assumed), Braintree has no keys at all.
+DEFAULT_RETENTION_SECONDS: Mapping[str, float] = {
+    "stripe": _DAY,
+    "adyen": 31 * _DAY,
+    "paypal": 45 * _DAY,
+    "checkout": _DAY,
+    "square": _DAY,
+    "braintree": 0.0,
+}
+
 _RATE_FIELDS = frozenset(
-    {"error_rate", "timeout_rate", "reset_rate", "pending_rate", "fail_later_rate", "webhook_duplicate_rate"}
+    {
+        "error_rate",
+        "timeout_rate",
+        "reset_rate",
+        "pending_rate",
+        "fail_later_rate",
+        "webhook_duplicate_rate",
+        "malformed_rate",
+    }
 )
 _MS_FIELDS = frozenset({"latency_ms", "jitter_ms", "settle_ms", "timeout_ms"})
+_SECONDS_FIELDS = frozenset({"idempotency_retention_seconds"})
+_MAX_SECONDS = 10 * 366 * _DAY
 _BOOL_FIELDS = frozenset({"outage"})
 
 
@@ -52,6 +75,12 @@ class FaultConfig:
     settle_ms: float = 2000.0
     timeout_ms: float = 35000.0
     webhook_duplicate_rate: float = 0.0
+    malformed_rate: float = 0.0  # executed, answered 2xx, but the body arrives mangled
+    idempotency_retention_seconds: float = _DAY  # a key older than this is forgotten: it executes again
+
+    @classmethod
+    def for_processor(cls, processor: str) -> FaultConfig:
+        return cls(idempotency_retention_seconds=DEFAULT_RETENTION_SECONDS.get(processor, _DAY))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,6 +96,10 @@ class FaultConfig:
         delay = self.delay_seconds()
         if delay > 0:
             await asyncio.sleep(delay)
+
+    def mangles(self) -> bool:
+        """Whether this successful answer reaches the client mangled (``malformed_rate``)."""
+        return self.malformed_rate > 0 and random.random() < self.malformed_rate
 
     def roll(self) -> Outcome:
         """Decide what happens to one request (rates are exclusive slices of one roll)."""
@@ -142,6 +175,8 @@ def _validated(name: str, value: object) -> float | bool:
         raise FaultConfigError(f"{name} must be between 0 and 1")
     if name in _MS_FIELDS and not 0.0 <= number <= 3_600_000.0:
         raise FaultConfigError(f"{name} must be between 0 and 3600000 milliseconds")
+    if name in _SECONDS_FIELDS and not 0.0 <= number <= _MAX_SECONDS:
+        raise FaultConfigError(f"{name} must be between 0 and {_MAX_SECONDS:.0f} seconds")
     return number
 
 
@@ -149,7 +184,7 @@ class Faults:
     """The fault configuration of every processor."""
 
     def __init__(self) -> None:
-        self._configs: dict[str, FaultConfig] = {p: FaultConfig() for p in PROCESSORS}
+        self._configs: dict[str, FaultConfig] = {p: FaultConfig.for_processor(p) for p in PROCESSORS}
 
     def get(self, processor: str) -> FaultConfig:
         return self._configs[processor]
@@ -181,4 +216,4 @@ class Faults:
         return self.snapshot()
 
     def reset(self) -> None:
-        self._configs = {p: FaultConfig() for p in PROCESSORS}
+        self._configs = {p: FaultConfig.for_processor(p) for p in PROCESSORS}

@@ -95,6 +95,7 @@ class SavedResponse:
     status: int
     body: bytes
     request_id: str
+    saved_at: float = field(default_factory=time.monotonic)
 
 
 class _KeyLock:
@@ -207,8 +208,14 @@ class Store:
             if entry.users == 0 and self._key_locks.get(key) is entry:
                 del self._key_locks[key]
 
-    def saved_response(self, key: tuple[str, str, str]) -> SavedResponse | None:
-        return self.idempotency.get(key)
+    def saved_response(self, key: tuple[str, str, str], *, max_age: float) -> SavedResponse | None:
+        """The answer saved under ``key``, unless it is ``max_age`` seconds old or older: the processor
+        has forgotten that key, and the same key executes again (a new refund)."""
+        saved = self.idempotency.get(key)
+        if saved is not None and time.monotonic() - saved.saved_at >= max_age:
+            del self.idempotency[key]
+            return None
+        return saved
 
     def save_response(self, key: tuple[str, str, str], saved: SavedResponse) -> None:
         self.idempotency[key] = saved

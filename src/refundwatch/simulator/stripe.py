@@ -17,7 +17,16 @@ import msgspec
 from litestar import Request, Router, get, post
 from litestar.types import ASGIApp
 
-from .asgi import BodyTooLargeError, Reply, back_faults, front_faults, json_reply, random_id, read_body
+from .asgi import (
+    BodyTooLargeError,
+    Reply,
+    back_faults,
+    front_faults,
+    json_reply,
+    mangled,
+    random_id,
+    read_body,
+)
 from .connections import Connections
 from .faults import Faults, plan_refund
 from .state import Payment, Refund, SavedResponse, Store
@@ -233,12 +242,15 @@ class StripeSimulator:
         pairs = parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True)
         if key is None:
             status, payload, _ = self._execute_create(pairs, api_key, incoming)
-            return await back_faults(config, outcome, Reply(status, payload, incoming.headers()))
+            return await back_faults(
+                config, outcome, self._maybe_mangled(Reply(status, payload, incoming.headers()))
+            )
         store_key = (PROCESSOR, api_key, key)
         fingerprint = tuple(sorted(pairs))
         # One request per key at a time: a concurrent twin waits here, then replays the saved answer.
         async with self.store.key_lock(store_key):
-            saved = self.store.saved_response(store_key)
+            # Past the retention Stripe has forgotten the key: the same key executes a new refund.
+            saved = self.store.saved_response(store_key, max_age=config.idempotency_retention_seconds)
             if saved is None:
                 status, payload, keep = self._execute_create(pairs, api_key, incoming)
                 if keep:
@@ -255,7 +267,14 @@ class StripeSimulator:
                 message = idempotency_mismatch(key, saved.endpoint, _CREATE_ENDPOINT)
                 body_json = error_body("idempotency_error", message, incoming.request_id)
                 answer = json_reply(400, body_json, incoming.headers())
-        return await back_faults(config, outcome, answer)
+        return await back_faults(config, outcome, self._maybe_mangled(answer))
+
+    def _maybe_mangled(self, answer: ASGIApp) -> ASGIApp:
+        """``malformed_rate``: a refund executed (and its answer saved) all the same, only the 2xx
+        answer reaches the client mangled."""
+        if isinstance(answer, Reply) and 200 <= answer.status < 300 and self.faults.get(PROCESSOR).mangles():
+            return mangled(answer)
+        return answer
 
     def _execute_create(self, pairs: _Pairs, api_key: str, incoming: _Incoming) -> tuple[int, bytes, bool]:
         """Run the refund; returns (status, body, whether an idempotent request keeps this answer)."""
