@@ -190,6 +190,8 @@ class Stack:
             "outage": False,
             "pending_rate": 0.0,
             "fail_later_rate": 0.0,
+            "malformed_rate": 0.0,
+            "webhook_drop_rate": 0.0,
         }
         self.control("faults", {**base, **values})
 

@@ -10,14 +10,16 @@ Control API (no authentication, JSON):
 
 - ``POST /_control/faults`` ``{processor?, latency_ms, jitter_ms, error_rate, timeout_rate,
   reset_rate, outage, pending_rate, fail_later_rate, settle_ms, timeout_ms,
-  webhook_duplicate_rate, malformed_rate, idempotency_retention_seconds}``: every field optional;
+  webhook_duplicate_rate, webhook_drop_rate, malformed_rate, idempotency_retention_seconds}``:
+  every field optional;
   without ``processor`` it applies to all processors; fields not given keep their value. Answers
   every processor's config, as does ``GET /_control/faults``. Per request, one roll picks:
   ``error_rate`` (5xx, nothing executed), ``reset_rate`` (connection dropped; half after executing,
   half before), ``timeout_rate`` (executed, then the answer hangs ``timeout_ms``). ``outage``
   answers 503 at once. ``pending_rate`` of refunds start pending and settle after ``settle_ms``;
   ``fail_later_rate`` of refunds end up failed after ``settle_ms`` (pending → failed, or succeeded
-  → failed); ``webhook_duplicate_rate`` of webhook events are delivered twice.
+  → failed); ``webhook_duplicate_rate`` of webhook events are delivered twice, and
+  ``webhook_drop_rate`` of them never (lost).
   ``malformed_rate`` of successful refund creations (fresh or replayed) are executed and saved as
   usual, but the 2xx answer arrives mangled, as through a broken proxy: at random its body cut in
   half, or labelled ``Content-Encoding: gzip`` without being compressed.

@@ -47,6 +47,7 @@ _RATE_FIELDS = frozenset(
         "pending_rate",
         "fail_later_rate",
         "webhook_duplicate_rate",
+        "webhook_drop_rate",
         "malformed_rate",
     }
 )
@@ -75,6 +76,8 @@ class FaultConfig:
     settle_ms: float = 2000.0
     timeout_ms: float = 35000.0
     webhook_duplicate_rate: float = 0.0
+    # Events never delivered (an endpoint misconfigured at the processor): only a look-up can tell.
+    webhook_drop_rate: float = 0.0
     malformed_rate: float = 0.0  # executed, answered 2xx, but the body arrives mangled
     idempotency_retention_seconds: float = _DAY  # a key older than this is forgotten: it executes again
 

@@ -413,6 +413,9 @@ class StripeSimulator:
             signature = signature_header(secret, payload, int(time.time()))
             return {"Stripe-Signature": signature, "User-Agent": _WEBHOOK_USER_AGENT}
 
-        rate = self.faults.get(PROCESSOR).webhook_duplicate_rate
+        config = self.faults.get(PROCESSOR)
+        if config.webhook_drop_rate > 0 and random.random() < config.webhook_drop_rate:
+            return  # lost: never delivered
+        rate = config.webhook_duplicate_rate
         duplicate = rate > 0 and random.random() < rate
         self.webhooks.send(connection, event["id"], event_type, _encode(event), signer, duplicate=duplicate)
