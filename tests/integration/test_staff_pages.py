@@ -172,7 +172,7 @@ def test_initiator_amount_limit_and_viewer_cannot_act(stack: Stack) -> None:
         assert refused.status_code == 403
 
 
-ACTIONS = ("cancel", "retry", "approve", "reject", "new")
+ACTIONS = ("cancel", "retry", "approve", "reject", "close", "new")
 ALLOWED = {
     "alice-viewer": set(),
     "ivan-initiator": {"cancel", "retry", "new"},

@@ -282,7 +282,7 @@ def test_late_pending_update_never_moves_a_refund_backwards(stack: Stack) -> Non
     noted = events_mentioning(after, event_id)
     assert len(noted) == 1
     assert noted[0]["from_status"] is None
-    assert "no change" in noted[0]["detail"]
+    assert "ignored: earlier news" in noted[0]["detail"]
 
 
 def test_amount_mismatch_goes_to_manual_review(stack: Stack) -> None:

@@ -17,6 +17,7 @@ from refundwatch.refunds.states import (
     Trigger,
     allowed_commands,
     decide,
+    ignore_reason,
 )
 
 S, T = Status, Trigger
@@ -68,37 +69,79 @@ def test_contract_statuses_and_final_set() -> None:
     assert set(RANK) == set(Status)
 
 
+IGN = Outcome.IGNORE
+MR_ALERT = "manual_review, amount reserved again, alert"  # a contradiction: money moved after release
+REPORTS = (T.ACCEPTED, T.SUCCEEDED, T.FAILED, T.REVERSED, T.NEEDS_REVIEW)
+# Every status against every processor report (money truth first, refunds.states docstring).
+EXPECTED: dict[Status, tuple[Status | Outcome | str, ...]] = {
+    #                   accepted       succeeded     failed         reversed       needs_review
+    S.PENDING_APPROVAL: (MR_ALERT, MR_ALERT, IGN, IGN, IGN),
+    S.REJECTED: (MR_ALERT, MR_ALERT, IGN, IGN, IGN),
+    S.QUEUED: (S.PROCESSING, S.SUCCEEDED, S.FAILED, S.FAILED, S.MANUAL_REVIEW),
+    S.SUBMITTING: (S.PROCESSING, S.SUCCEEDED, S.FAILED, S.FAILED, S.MANUAL_REVIEW),
+    S.PROCESSING: (IGN, S.SUCCEEDED, S.FAILED, S.FAILED, S.MANUAL_REVIEW),
+    S.SUCCEEDED: (IGN, IGN, S.REVERSED, S.REVERSED, IGN),
+    S.FAILED: (MR_ALERT, MR_ALERT, IGN, IGN, IGN),
+    S.CANCELED: (MR_ALERT, MR_ALERT, IGN, IGN, IGN),
+    S.REVERSED: (IGN, IGN, IGN, IGN, IGN),
+    S.MANUAL_REVIEW: (S.PROCESSING, S.SUCCEEDED, S.FAILED, S.FAILED, IGN),
+}
+
+
+@pytest.mark.parametrize(("status", "report"), list(itertools.product(Status, REPORTS)))
+def test_every_status_against_every_processor_report(status: Status, report: Trigger) -> None:
+    expected = EXPECTED[status][REPORTS.index(report)]
+    decision = decide(status, report)
+    if expected is IGN:
+        assert decision is IGN
+        assert ignore_reason(status, report)  # every ignored report says why on the timeline
+        return
+    assert isinstance(decision, Transition)
+    if expected == MR_ALERT:
+        assert decision.after is S.MANUAL_REVIEW
+        assert decision.reserves_amount is (status in RELEASED)
+        assert decision.contradiction
+        assert "processor reports" in decision.contradiction
+    else:
+        assert decision.after is expected
+        assert decision.contradiction is None
+
+
+def test_money_moved_is_never_ignored_where_the_amount_was_released() -> None:
+    for status in RELEASED - {S.REVERSED}:
+        for report in (T.SUCCEEDED, T.ACCEPTED):
+            move = decide(status, report)
+            assert isinstance(move, Transition), (status, report)
+            assert move.reserves_amount
+            assert move.contradiction
+
+
 @pytest.mark.parametrize(("status", "trigger"), list(itertools.product(Status, PROCESSOR_TRIGGERS)))
-def test_processor_triggers_never_move_backwards(status: Status, trigger: Trigger) -> None:
+def test_processor_triggers_move_forward_unless_money_contradicts(status: Status, trigger: Trigger) -> None:
     decision = decide(status, trigger)
     assert decision is not Outcome.REFUSE, "processor events are ignored, never refused"
     if decision is Outcome.IGNORE:
         return
     assert isinstance(decision, Transition)
-    assert RANK[decision.after] >= RANK[status], f"{status} --{trigger}--> {decision.after} goes backwards"
+    if decision.contradiction is None:
+        assert RANK[decision.after] >= RANK[status], (
+            f"{status} --{trigger}--> {decision.after} goes backwards"
+        )
     if decision.after is status:
         # Only the re-send after an unknown outcome stays in place.
         assert (status, trigger) == (S.SUBMITTING, T.SUBMIT)
 
 
-@pytest.mark.parametrize("trigger", PROCESSOR_TRIGGERS)
-def test_late_processor_events_on_settled_refunds_are_ignored(trigger: Trigger) -> None:
-    for status in (S.FAILED, S.CANCELED, S.REJECTED, S.REVERSED, S.PENDING_APPROVAL):
-        assert decide(status, trigger) is Outcome.IGNORE, (status, trigger)
-    if trigger not in (T.FAILED, T.REVERSED):
-        assert decide(S.SUCCEEDED, trigger) is Outcome.IGNORE
-
-
-def test_processor_triggers_never_reopen_a_refund() -> None:
-    """No processor event leads back to queued/submitting from later on, or out of a final status
-    (except succeeded -> reversed)."""
+def test_processor_triggers_never_reopen_a_refund_for_sending() -> None:
+    """No processor event leads back to queued/submitting from later on; out of a final status only
+    succeeded -> reversed, or a contradiction to manual review."""
     for status, trigger in itertools.product(Status, PROCESSOR_TRIGGERS):
         decision = decide(status, trigger)
         if not isinstance(decision, Transition):
             continue
         if decision.after in (S.QUEUED, S.SUBMITTING):
             assert status in (S.QUEUED, S.SUBMITTING), (status, trigger)
-        if status in FINAL:
+        if status in FINAL and decision.contradiction is None:
             assert (status, decision.after) == (S.SUCCEEDED, S.REVERSED), (status, trigger)
 
 
@@ -109,10 +152,14 @@ def test_a_succeeded_refund_can_only_be_reversed() -> None:
         assert decision.after is S.REVERSED
 
 
-def test_queued_refund_waits_for_submission() -> None:
-    """Nothing the processor says can settle a refund that was never sent."""
-    for trigger in (T.ACCEPTED, T.SUCCEEDED, T.FAILED, T.REVERSED, T.NEEDS_REVIEW):
-        assert decide(S.QUEUED, trigger) is Outcome.IGNORE
+def test_manual_review_cannot_be_canceled_only_closed() -> None:
+    assert decide(S.MANUAL_REVIEW, T.CANCEL) is Outcome.REFUSE
+    move = decide(S.MANUAL_REVIEW, T.CLOSE)
+    assert isinstance(move, Transition)
+    assert move.after is S.CANCELED
+    assert move.releases_amount
+    for status in set(Status) - {S.MANUAL_REVIEW}:
+        assert decide(status, T.CLOSE) is Outcome.REFUSE
 
 
 @pytest.mark.parametrize(("status", "command"), list(itertools.product(FINAL, COMMANDS)))
@@ -139,7 +186,7 @@ def test_commands_never_ignored_silently() -> None:
         (S.QUEUED, [T.CANCEL]),
         (S.SUBMITTING, []),  # in flight: cannot be canceled any more
         (S.PROCESSING, []),
-        (S.MANUAL_REVIEW, [T.CANCEL, T.RETRY]),
+        (S.MANUAL_REVIEW, [T.RETRY, T.CLOSE]),
         (S.FAILED, [T.RETRY]),
         (S.SUCCEEDED, []),
         (S.CANCELED, []),
@@ -180,7 +227,9 @@ def test_release_and_reserve_flags_follow_the_balance() -> None:
         (S.SUBMITTING, T.FAILED, True, False),
         (S.PROCESSING, T.REVERSED, True, False),
         (S.SUCCEEDED, T.REVERSED, True, False),
-        (S.MANUAL_REVIEW, T.CANCEL, True, False),
+        (S.MANUAL_REVIEW, T.CLOSE, True, False),
+        (S.FAILED, T.SUCCEEDED, False, True),
+        (S.CANCELED, T.ACCEPTED, False, True),
         (S.FAILED, T.RETRY, False, True),
         (S.MANUAL_REVIEW, T.RETRY, False, False),
         (S.SUBMITTING, T.SUCCEEDED, False, False),

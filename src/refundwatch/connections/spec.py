@@ -94,8 +94,23 @@ def parse_connection(table: Any, index: int) -> ConnectionSpec:
             table.get("health_check_interval_seconds", 60),
             maximum=86_400,
         ),
-        timeout_seconds=_positive_int(name, "timeout_seconds", table.get("timeout_seconds", 30), maximum=300),
+        timeout_seconds=_call_timeout(name, table.get("timeout_seconds", 30)),
     )
+
+
+def _call_timeout(name: str, value: Any) -> int:
+    """A processor call must end before arq kills its job: a killed job never records the attempt's
+    outcome, so a timeout at or above the job timeout would keep a refund re-sending forever."""
+    from refundwatch.config import get_settings
+
+    seconds = _positive_int(name, "timeout_seconds", value, maximum=300)
+    job_timeout = get_settings().job_timeout_seconds
+    if seconds >= job_timeout:
+        raise BadInput(
+            f"connection {name!r}: timeout_seconds ({seconds}) must be below the worker's job timeout "
+            f"({job_timeout} s, REFUNDWATCH_JOB_TIMEOUT_SECONDS)"
+        )
+    return seconds
 
 
 def load_connections_file(path: Path) -> list[ConnectionSpec]:

@@ -331,3 +331,38 @@ async def feed(rt: Runtime, scope: Scope, *, limit: int = 12) -> list[Any]:
         )
     async with rt.db.read_engine.connect() as conn:
         return list((await conn.execute(query)).all())
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRow:
+    refund_id: UUID
+    connection_id: UUID
+    amount: int
+    currency: str
+    alert: str
+    at: dt.datetime
+
+
+async def alerts(rt: Runtime, scope: Scope, *, limit: int = 8) -> list[AlertRow]:
+    """Money alerts a person must act on: a processor's report contradicted a released refund (or an
+    earlier attempt reports money moved). Shown while the refund waits in manual review, whatever
+    the time range: an alert does not age out of view."""
+    where = [REFUNDS.c.alert_at.is_not(None), REFUNDS.c.status == Status.MANUAL_REVIEW.value]
+    if scope.connection_id is not None:
+        where.append(REFUNDS.c.connection_id == scope.connection_id)
+    query = (
+        select(
+            REFUNDS.c.id,
+            REFUNDS.c.connection_id,
+            REFUNDS.c.amount,
+            REFUNDS.c.currency,
+            REFUNDS.c.alert,
+            REFUNDS.c.alert_at,
+        )
+        .where(*where)
+        .order_by(REFUNDS.c.alert_at.desc())
+        .limit(limit)
+    )
+    async with rt.db.read_engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return [AlertRow(*row) for row in rows]

@@ -22,10 +22,11 @@ PANELS: dict[str, Builder] = {
     "failures": panels.failures,
     "wip": panels.work_in_progress,
     "outflow": panels.pending_outflow,
+    "alerts": panels.alerts,
 }
 # What makes a panel stale: a refund changing (feed, work in progress, outflow), the rollups moving,
 # or new health checks. Everything is also redrawn on a slow timer, as windows slide and ages grow.
-ON_REFUND_CHANGE = ("feed", "wip", "outflow")
+ON_REFUND_CHANGE = ("feed", "wip", "outflow", "alerts")
 ON_ROLLUPS = ("success", "timing", "failures")
 ON_HEALTH = ("uptime",)
 

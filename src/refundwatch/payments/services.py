@@ -209,15 +209,17 @@ async def import_payments(
     return created, existing
 
 
-async def reserve(session: AsyncSession, payment_id: UUID, amount: int) -> bool:
+async def reserve(session: AsyncSession, payment_id: UUID, amount: int, *, force: bool = False) -> bool:
     """Count ``amount`` against the payment, atomically, only if it still fits under the captured amount.
 
     One guarded UPDATE: PostgreSQL re-checks the condition on the locked row and SQLite runs it under
-    its write lock, so concurrent requests can never reserve more than was captured.
+    its write lock, so concurrent requests can never reserve more than was captured. ``force`` skips
+    the guard: only for a processor's report that the money has already moved (the books follow it).
     """
+    guard = [] if force else [Payment.reserved_amount + amount <= Payment.amount]
     result = await session.execute(
         update(Payment)
-        .where(Payment.id == payment_id, Payment.reserved_amount + amount <= Payment.amount)
+        .where(Payment.id == payment_id, *guard)
         .values(reserved_amount=Payment.reserved_amount + amount)
         .execution_options(synchronize_session=False)
     )

@@ -20,7 +20,10 @@ from sqlalchemy import or_, select
 from refundwatch.audit.actions import WORKER
 from refundwatch.connections.services import ConnectionInfo
 from refundwatch.dashboard.signals import signals
-from refundwatch.db.models import Refund
+from refundwatch.db.models import Refund, RefundEvent
+from refundwatch.gateways.base import (
+    UNKNOWN_OUTCOME_CODES as UNKNOWN_OUTCOME,
+)
 from refundwatch.gateways.base import (
     ErrorCode,
     Exchange,
@@ -30,7 +33,7 @@ from refundwatch.gateways.base import (
     RefundResult,
 )
 from refundwatch.gateways.registry import get_gateway
-from refundwatch.refunds import cas
+from refundwatch.refunds import attempts, cas, lookup
 from refundwatch.refunds.breaker import Breaker
 from refundwatch.refunds.services import apply, enqueue_execution, lock_refund, utcnow
 from refundwatch.refunds.states import Source, Status, Trigger
@@ -84,11 +87,18 @@ CLAIM_COLUMNS = (
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """A refund marked ``submitting`` (committed) and what the processor call needs."""
+    """A refund marked ``submitting`` (committed) and what the processor call needs.
+
+    ``look_up``: an earlier send's outcome is unknown (or the processor's refund id is known): ask the
+    processor before sending anything, never re-send blind.
+    """
 
     connection_id: UUID
     request: RefundRequest
     attempt: int
+    look_up: bool = False
+    gateway_refund_id: str | None = None
+    key_sent_at: dt.datetime | None = None
 
 
 async def execute_refund(rt: Runtime, refund_id: UUID) -> str | RetryLater:
@@ -102,15 +112,21 @@ async def execute_refund(rt: Runtime, refund_id: UUID) -> str | RetryLater:
     conn = await rt.connections.by_id(claim.connection_id)
     if conn is None:  # cannot happen (foreign key); the sweeper re-sends once it is back
         return "connection missing"
+    if claim.look_up:
+        settled = await lookup.before_resend(rt, conn, refund_id, claim)
+        if settled is not None:
+            return settled
+        if not await _mark_sent_after_lookup(rt, conn, refund_id, claim):
+            return "skipped: the refund moved while the processor was asked"
     try:
         result = await get_gateway(conn.processor).create_refund(
             rt.require_http(), conn.credentials, claim.request
         )
     except GatewayError as err:
         _report_call(rt, conn, err)
-        return await _failed_attempt(rt, refund_id, claim.attempt, err)
+        return await failed_attempt(rt, refund_id, claim.attempt, err)
     _report_call(rt, conn, None)
-    return await record_result(rt, refund_id, result, source=Source.WORKER)
+    return await record_result(rt, refund_id, result, source=Source.WORKER, key=claim.request.idempotency_key)
 
 
 async def _circuit_wait(rt: Runtime, breaker: Breaker, refund_id: UUID) -> float | None:
@@ -147,8 +163,25 @@ def _report_call(rt: Runtime, conn: ConnectionInfo, err: GatewayError | None) ->
         signals.gateway_call(conn.name, ok=False, code=err.code.value, message=err.message)
 
 
+def _request(refund_id: UUID, values: Any) -> RefundRequest:
+    return RefundRequest(
+        refund_id=str(refund_id),
+        payment_reference=values["payment_reference"],
+        amount=values["amount"],
+        currency=values["currency"],
+        reason=values["reason"],
+        idempotency_key=values["gateway_idempotency_key"],
+        metadata={k: str(v) for k, v in (values["metadata_encrypted"] or {}).items()},
+    )
+
+
 async def _claim_first_attempt(rt: Runtime, refund_id: UUID) -> Claim | None:
-    """The common case in one compare-and-set: a queued refund that was never sent."""
+    """The common case in one compare-and-set: a queued refund that was never sent.
+
+    The claim marks the send's outcome unknown (``lookup_before_send``) until an answer is recorded,
+    so a crash or a killed job between here and the answer leads to a look-up, never a blind re-send.
+    """
+    now = utcnow()
     row = await cas.transition_if(
         rt.db,
         refund_id,
@@ -158,31 +191,24 @@ async def _claim_first_attempt(rt: Runtime, refund_id: UUID) -> Claim | None:
         actor=WORKER,
         detail="attempt 1: refund sent to the processor",
         returning=CLAIM_COLUMNS,
-        equal={"attempts": 0},
-        if_null={"submitted_at": utcnow()},
+        equal={"attempts": 0, "lookup_before_send": False},
+        if_null={"submitted_at": now, "key_sent_at": now},
         attempts=1,
         next_attempt_at=None,
+        lookup_before_send=True,
     )
     if row is None:
         return None
     values = row._mapping
-    return Claim(
-        connection_id=values["connection_id"],
-        request=RefundRequest(
-            refund_id=str(refund_id),
-            payment_reference=values["payment_reference"],
-            amount=values["amount"],
-            currency=values["currency"],
-            reason=values["reason"],
-            idempotency_key=values["gateway_idempotency_key"],
-            metadata={k: str(v) for k, v in (values["metadata_encrypted"] or {}).items()},
-        ),
-        attempt=1,
-    )
+    return Claim(connection_id=values["connection_id"], request=_request(refund_id, values), attempt=1)
 
 
 async def _claim_locked(rt: Runtime, refund_id: UUID) -> Claim | str:
-    """Any other attempt (a retry, or a re-send after an unknown outcome), under the row lock."""
+    """Any other attempt (a retry, or a re-send after an unknown outcome), under the row lock.
+
+    Attempts are counted here, when claimed, not when an answer comes back: a job that arq kills
+    mid-call still used one, so no path can send more than ``max_attempts`` times.
+    """
     async with rt.db.session() as session:
         refund = await session.scalar(select(Refund).where(Refund.id == refund_id).with_for_update())
         if refund is None:
@@ -190,17 +216,40 @@ async def _claim_locked(rt: Runtime, refund_id: UUID) -> Claim | str:
         if refund.status not in (Status.QUEUED, Status.SUBMITTING):
             return f"skipped: {refund.status}"
         attempt = refund.attempts + 1
-        resend = " (re-sent: earlier outcome unknown)" if refund.status == Status.SUBMITTING else ""
+        if attempt > rt.settings.max_attempts:
+            await apply(
+                session,
+                refund,
+                Trigger.NEEDS_REVIEW,
+                source=Source.WORKER,
+                actor=WORKER,
+                detail=f"gave up after {refund.attempts} attempts: the outcome of the last one is unknown "
+                "(the key and the reservation are kept; retry looks the refund up first)",
+                next_attempt_at=None,
+            )
+            await session.commit()
+            return "manual_review: attempts exhausted"
+        look_up = bool(refund.lookup_before_send or refund.gateway_refund_id)
+        if look_up:
+            detail = (
+                f"attempt {attempt}: asking the processor where the refund stands before any re-send "
+                "(the last outcome is unknown)"
+            )
+        else:
+            detail = f"attempt {attempt}: refund sent to the processor"
+        now = utcnow()
         await apply(
             session,
             refund,
             Trigger.SUBMIT,
             source=Source.WORKER,
             actor=WORKER,
-            detail=f"attempt {attempt}: refund sent to the processor{resend}",
+            detail=detail,
             attempts=attempt,
-            submitted_at=refund.submitted_at or utcnow(),
+            submitted_at=refund.submitted_at or now,
+            key_sent_at=refund.key_sent_at or (None if look_up else now),
             next_attempt_at=None,
+            lookup_before_send=True,
         )
         claim = Claim(
             connection_id=refund.connection_id,
@@ -214,35 +263,64 @@ async def _claim_locked(rt: Runtime, refund_id: UUID) -> Claim | str:
                 metadata={k: str(v) for k, v in (refund.metadata_ or {}).items()},
             ),
             attempt=attempt,
+            look_up=look_up,
+            gateway_refund_id=refund.gateway_refund_id,
+            key_sent_at=refund.key_sent_at,
         )
         await session.commit()  # the attempt and its key are durable before the processor hears of it
     return claim
 
 
-async def _failed_attempt(rt: Runtime, refund_id: UUID, attempt: int, err: GatewayError) -> str | RetryLater:
-    settings = rt.settings
-    where = describe(err.exchange)
+async def _mark_sent_after_lookup(rt: Runtime, conn: ConnectionInfo, refund_id: UUID, claim: Claim) -> bool:
+    """The processor has no refund under this key: it is about to go out (again), unless the refund
+    moved meanwhile (a webhook). A key the processor had forgotten starts its retention afresh."""
     async with rt.db.session() as session:
         refund = await lock_refund(session, refund_id)
-        if refund.status != Status.SUBMITTING:
+        if refund.status != Status.SUBMITTING or refund.attempts != claim.attempt:
+            return False
+        fresh = not lookup.key_remembered(conn.processor, claim.key_sent_at)
+        refund.key_sent_at = utcnow() if fresh else refund.key_sent_at
+        session.add(
+            RefundEvent(
+                refund_id=refund.id,
+                at=utcnow(),
+                status=refund.status,
+                source=Source.WORKER.value,
+                detail=f"attempt {claim.attempt}: the processor has no refund under this key; refund sent",
+            )
+        )
+        await session.commit()
+    return True
+
+
+async def failed_attempt(rt: Runtime, refund_id: UUID, attempt: int, err: GatewayError) -> str | RetryLater:
+    """Record a call that produced no result. Only an explicit refusal from the processor becomes
+    ``failed``; when the request may have been executed (timeout, reset, 5xx, unreadable answer) the
+    refund stays ``submitting`` with its key and reservation, and the next attempt looks it up first."""
+    settings = rt.settings
+    where = describe(err.exchange)
+    unknown = err.code in UNKNOWN_OUTCOME
+    async with rt.db.session() as session:
+        refund = await lock_refund(session, refund_id)
+        if refund.status != Status.SUBMITTING or refund.attempts != attempt:
             return f"skipped: {refund.status}"
         fields: dict[str, Any] = {
             "error_code": err.code.value,
             "error_message": err.message[:500],
             "processor_code": err.processor_code,
         }
-        if err.retryable and attempt < settings.max_attempts:
+        if not unknown:
+            fields["lookup_before_send"] = False  # the processor said it did not execute this request
+        if (unknown or err.retryable) and attempt < settings.max_attempts:
             delay = backoff(attempt, settings.retry_base_seconds, settings.retry_max_seconds, err.retry_after)
-            unknown = (
-                " — outcome unknown" if err.code in (ErrorCode.TIMEOUT, ErrorCode.CONNECTION_ERROR) else ""
-            )
+            note = " — outcome unknown, the refund is looked up before any re-send" if unknown else ""
             await apply(
                 session,
                 refund,
                 Trigger.SUBMIT,
                 source=Source.WORKER,
                 actor=WORKER,
-                detail=f"attempt {attempt} failed: {err.code.value}{unknown}; retrying in {delay:.1f}s "
+                detail=f"attempt {attempt} failed: {err.code.value}{note}; retrying in {delay:.1f}s "
                 f"with the same idempotency key{where}",
                 next_attempt_at=utcnow() + dt.timedelta(seconds=delay),
                 exchange=err.exchange,
@@ -250,7 +328,10 @@ async def _failed_attempt(rt: Runtime, refund_id: UUID, attempt: int, err: Gatew
             )
             await session.commit()
             return RetryLater(delay)
-        if err.retryable:
+        if unknown:
+            trigger = Trigger.NEEDS_REVIEW
+            detail = f"gave up after {attempt} attempts, outcome unknown: {err.code.value}: {err.message}"
+        elif err.retryable:
             trigger, detail = Trigger.NEEDS_REVIEW, f"gave up after {attempt} attempts: {err.code.value}"
         elif err.code is ErrorCode.RESPONSE_MISMATCH:
             trigger, detail = Trigger.NEEDS_REVIEW, f"processor's answer does not match: {err.message}"
@@ -271,11 +352,22 @@ async def _failed_attempt(rt: Runtime, refund_id: UUID, attempt: int, err: Gatew
 
 
 async def record_result(
-    rt: Runtime, refund_id: UUID, result: RefundResult, *, source: Source, quiet: bool = False
+    rt: Runtime,
+    refund_id: UUID,
+    result: RefundResult,
+    *,
+    source: Source,
+    key: str | None,
+    quiet: bool = False,
+    via: str = "",
 ) -> str:
-    """Move the refund to what the processor reported (forward only)."""
+    """Move the refund to what the processor reported about the attempt sent with ``key``.
+
+    A report about another attempt (an earlier key, another processor refund id) never moves this
+    one: it is recorded on the timeline, with an alert when it says money moved.
+    """
     trigger = TRIGGER_FOR[result.status]
-    fields: dict[str, Any] = {"gateway_status": result.raw_status}
+    fields: dict[str, Any] = {"gateway_status": result.raw_status, "lookup_before_send": False}
     if result.gateway_refund_id:
         fields["gateway_refund_id"] = result.gateway_refund_id
     if result.failure_code is not None:
@@ -287,8 +379,9 @@ async def record_result(
     elif trigger in (Trigger.SUCCEEDED, Trigger.ACCEPTED):
         # An earlier attempt's error is history (kept on the timeline), not this refund's state.
         fields.update(error_code=None, error_message=None, processor_code=None)
-    detail = f"{source.value}: processor status {result.raw_status}{describe(result.exchange)}"
+    detail = f"{source.value}{via}: processor status {result.raw_status}{describe(result.exchange)}"
     # The common case: the answer to the call this worker just made, for a refund still submitting.
+    equal = {"gateway_idempotency_key": key} if key is not None else None
     row = await cas.transition_if(
         rt.db,
         refund_id,
@@ -298,6 +391,7 @@ async def record_result(
         actor=WORKER,
         detail=detail,
         returning=("status",),
+        equal=equal,
         exchange=result.exchange,
         **fields,
     )
@@ -305,6 +399,18 @@ async def record_result(
         return f"{row.status} (from {Status.SUBMITTING.value})"
     async with rt.db.session() as session:
         refund = await lock_refund(session, refund_id)
+        other = attempts.other_attempt(refund, key=key, gateway_refund_id=result.gateway_refund_id)
+        if other is not None:
+            await attempts.record_stale(
+                session,
+                refund,
+                trigger,
+                source=source,
+                detail=f"{detail} — {other}",
+                exchange=result.exchange,
+            )
+            await session.commit()
+            return f"{refund.status} (report about another attempt)"
         decision = await apply(
             session,
             refund,
@@ -328,10 +434,11 @@ async def sync_refund(
         refund = await session.get(Refund, refund_id)
         if refund is None:
             return "missing"
-        gateway_refund_id, connection_id, status = (
+        gateway_refund_id, connection_id, status, key = (
             refund.gateway_refund_id,
             refund.connection_id,
             refund.status,
+            refund.gateway_idempotency_key,
         )
     if status in (Status.QUEUED, Status.SUBMITTING):
         await enqueue_execution(rt, refund_id)  # re-sending with the same key is how these resolve
@@ -348,7 +455,9 @@ async def sync_refund(
     except GatewayError as err:
         log.info("sync of %s failed: %s", refund_id, err.code)
         return f"sync failed: {err.code.value}"
-    return await record_result(rt, refund_id, result, source=source, quiet=not forced)
+    return await record_result(
+        rt, refund_id, result, source=source, key=key, quiet=not forced, via=" (read back)"
+    )
 
 
 async def due_for_sync(rt: Runtime, *, older_than_seconds: int, limit: int = 500) -> list[UUID]:

@@ -28,6 +28,7 @@ from refundwatch.dashboard import timeline
 from refundwatch.db.models import Payment
 from refundwatch.lib.exceptions import RefundwatchError, ValidationFailed
 from refundwatch.refunds import export, services
+from refundwatch.refunds.closing import close_unexecuted
 from refundwatch.refunds.intake import create_refund
 from refundwatch.refunds.listing import REASONS, STATUSES, Listing, parse_listing
 from refundwatch.refunds.queries import Page, RefundFilter, filter_conditions, list_refunds
@@ -155,6 +156,7 @@ _ACTION_FOR = {
     Trigger.RETRY: Action.RETRY,
     Trigger.APPROVE: Action.APPROVE,
     Trigger.REJECT: Action.APPROVE,
+    Trigger.CLOSE: Action.APPROVE,  # releases money whose fate was unknown: an approver's call
 }
 
 
@@ -163,15 +165,20 @@ async def _command(
 ) -> Response[Any]:
     rt = runtime_of(request)
     try:
-        await services.command(
-            rt,
-            refund_id,
-            trigger,
-            actor=user_actor(session.user, request),
-            source=Source.USER,
-            reason=reason,
-            by=session.user.key,
-        )
+        if trigger is Trigger.CLOSE:
+            await close_unexecuted(
+                rt, refund_id, actor=user_actor(session.user, request), by=session.user.key, reason=reason
+            )
+        else:
+            await services.command(
+                rt,
+                refund_id,
+                trigger,
+                actor=user_actor(session.user, request),
+                source=Source.USER,
+                reason=reason,
+                by=session.user.key,
+            )
     except RefundwatchError as exc:
         found = await timeline.story(rt, refund_id)
         return _page(
@@ -200,6 +207,14 @@ async def retry_refund(
     request: Request[Any, Any, Any], session: Session, refund_id: UUID, data: Annotated[dict[str, str], FORM]
 ) -> Response[Any]:
     return await _command(request, session, refund_id, Trigger.RETRY, data.get("reason"))
+
+
+@post("/refunds/{refund_id:uuid}/close", opt={"action": Action.APPROVE}, status_code=303)
+async def close_refund(
+    request: Request[Any, Any, Any], session: Session, refund_id: UUID, data: Annotated[dict[str, str], FORM]
+) -> Response[Any]:
+    """Manual review only: closed as not executed once the processor confirms it has no such refund."""
+    return await _command(request, session, refund_id, Trigger.CLOSE, data.get("reason"))
 
 
 @post("/refunds/{refund_id:uuid}/approve", opt={"action": Action.APPROVE}, status_code=303)
@@ -333,6 +348,7 @@ ROUTES = [
     refund_page,
     cancel_refund,
     retry_refund,
+    close_refund,
     approve_refund,
     reject_refund,
     approvals_page,

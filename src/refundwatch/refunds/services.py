@@ -18,12 +18,21 @@ from refundwatch.audit import actions
 from refundwatch.audit.actions import Actor
 from refundwatch.audit.services import record
 from refundwatch.dashboard.rollups import counted
-from refundwatch.db.models import Refund, RefundEvent, RollupOutbox
+from refundwatch.db.models import Refund, RefundAttempt, RefundEvent, RollupOutbox
 from refundwatch.gateways.base import Exchange, exchange_json
 from refundwatch.jobs import enqueue
 from refundwatch.lib.exceptions import InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from refundwatch.payments.services import add_refunded, release, reserve
-from refundwatch.refunds.states import FINAL, Outcome, Source, Status, Transition, Trigger, decide
+from refundwatch.refunds.states import (
+    FINAL,
+    Outcome,
+    Source,
+    Status,
+    Transition,
+    Trigger,
+    decide,
+    ignore_reason,
+)
 from refundwatch.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -71,15 +80,24 @@ async def apply(
                     at=now,
                     status=refund.status,
                     source=source.value,
-                    detail=f"{detail} (no change: refund is already {refund.status})",
+                    detail=f"{detail} — ignored: {ignore_reason(refund.status, trigger)}",
                     exchange=exchange_json(exchange),
                 )
             )
         return decision
     for key, value in changes.items():
         setattr(refund, key, value)
+    if decision.contradiction:
+        detail = (
+            f"{detail} — CONTRADICTION: {decision.contradiction}; amount reserved again, a person must decide"
+        )
+        refund.alert = decision.contradiction[:500]
+        refund.alert_at = now
     if decision.changed:
-        await _move_money(session, refund, decision)
+        over = await _move_money(session, refund, decision)
+        if over:
+            detail += "; the payment is now refunded beyond its captured amount"
+            refund.alert = f"{refund.alert or ''}; the payment is now refunded beyond its captured amount"
         refund.status = decision.after.value
         if decision.after is Status.PROCESSING or (
             decision.after is Status.SUCCEEDED and not refund.accepted_at
@@ -127,18 +145,26 @@ async def apply(
     return decision
 
 
-async def _move_money(session: AsyncSession, refund: Refund, move: Transition) -> None:
+async def _move_money(session: AsyncSession, refund: Refund, move: Transition) -> bool:
+    """The payment's balances for this move. True when a contradicting report pushed the payment's
+    reservations past its captured amount (money moved that refundwatch had given to another refund)."""
+    over = False
     if move.releases_amount:
         await release(session, refund.payment_id, refund.amount)
     if move.reserves_amount and not await reserve(session, refund.payment_id, refund.amount):
-        raise ValidationFailed(
-            "the payment no longer has enough refundable balance for this refund",
-            code="amount_exceeds_refundable",
-        )
+        if not move.contradiction:
+            raise ValidationFailed(
+                "the payment no longer has enough refundable balance for this refund",
+                code="amount_exceeds_refundable",
+            )
+        # The processor says the money moved: the books follow it, whatever the balance says.
+        await reserve(session, refund.payment_id, refund.amount, force=True)
+        over = True
     if move.after is Status.SUCCEEDED:
         await add_refunded(session, refund.payment_id, refund.amount)
     elif move.before is Status.SUCCEEDED:
         await add_refunded(session, refund.payment_id, -refund.amount)
+    return over
 
 
 async def enqueue_execution(rt: Runtime, refund_id: UUID, *, defer_seconds: float | None = None) -> None:
@@ -182,8 +208,14 @@ async def command(
         if trigger in (Trigger.APPROVE, Trigger.REJECT) and (by is None or by == refund.created_by):
             raise SelfApproval("a refund needs a second person: you cannot approve or reject your own")
         changes: dict[str, Any] = {}
+        if trigger is Trigger.CLOSE:
+            raise InvalidTransition(
+                "a refund in manual review is closed with close_unexecuted, after the processor "
+                "confirms that no refund exists",
+                code="processor_confirmation_required",
+            )
         if trigger is Trigger.RETRY:
-            changes = _retry_changes(refund)
+            changes = _retry_changes(session, refund)
         detail = f"{trigger.value} by {actor.id}" + (f": {reason}" if reason else "")
         await apply(session, refund, trigger, source=source, detail=detail, actor=actor, **changes)
         await session.commit()
@@ -192,9 +224,10 @@ async def command(
     return refund
 
 
-def _retry_changes(refund: Refund) -> dict[str, Any]:
-    """A refund the processor refused gets a new idempotency key (the old one would replay the refusal);
-    one whose outcome is unknown (manual review) keeps its key, so the processor cannot pay twice."""
+def _retry_changes(session: AsyncSession, refund: Refund) -> dict[str, Any]:
+    """A refund the processor refused gets a new idempotency key (the old one would replay the refusal),
+    and its earlier attempt is kept so late news about it is recognised. One whose outcome is unknown
+    (manual review) keeps its key, so the processor cannot pay twice, and is looked up before any send."""
     changes: dict[str, Any] = {
         "error_code": None,
         "error_message": None,
@@ -203,12 +236,26 @@ def _retry_changes(refund: Refund) -> dict[str, Any]:
         "attempts": 0,
     }
     if refund.status == Status.FAILED.value:
+        session.add(
+            RefundAttempt(
+                refund_id=refund.id,
+                idempotency_key=refund.gateway_idempotency_key,
+                gateway_refund_id=refund.gateway_refund_id,
+                gateway_status=refund.gateway_status,
+                ended_at=utcnow(),
+                outcome=Status.FAILED.value,
+            )
+        )
         generation = 1
         if "_r" in refund.gateway_idempotency_key:
             generation = int(refund.gateway_idempotency_key.rsplit("_r", 1)[1]) + 1
         changes["gateway_idempotency_key"] = gateway_key(refund.id, generation)
         changes["gateway_refund_id"] = None
         changes["gateway_status"] = None
+        changes["key_sent_at"] = None
+        changes["lookup_before_send"] = False
+    else:
+        changes["lookup_before_send"] = True
     return changes
 
 

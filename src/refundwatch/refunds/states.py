@@ -1,8 +1,26 @@
 """The refund state machine: one pure, total transition table (no I/O here).
 
-Every (status, trigger) pair has an entry. Processor-driven triggers (from the worker, webhooks or
-sync) only ever move a refund forward, so a late or duplicate event is ignored instead of moving it
-back. People's commands (approve, cancel, retry, ...) are refused when they do not apply.
+Every (status, trigger) pair has an entry. People's commands (approve, cancel, retry, close...) are
+refused when they do not apply. Processor reports (from the worker, webhooks or sync) follow one rule,
+**money truth first**:
+
+- The status a person sees only moves forward: a late or duplicate report that agrees with where the
+  refund already is (a second ``succeeded``, an old ``pending`` after ``succeeded``, a ``failed`` for a
+  refund already failed) is IGNORED, and the caller records it on the timeline with :func:`ignore_reason`.
+- A report that money moved (``succeeded``, or ``accepted``: the processor will move it) is never
+  ignored when the refund is in a status that released its amount (``failed``, ``canceled``,
+  ``rejected``) or never went out (``pending_approval``). Such a refund goes to ``manual_review``,
+  takes its amount back from the payment's refundable balance at once (even past the captured amount:
+  the money has left), and carries the contradiction as an alert for a person
+  (:attr:`Transition.contradiction`).
+- A report that money did not move (``failed``, ``reversed``) for a refund that holds its amount
+  (``queued``, ``submitting``, ``processing``, ``manual_review``) moves it to ``failed`` and releases
+  the amount; for a refund that had ``succeeded`` it means ``reversed``.
+- "Outcome unknown" (a timeout, an unreadable 2xx, a 5xx after the request went out) is not a report:
+  the refund stays ``submitting`` with its key and reservation until the processor is asked.
+
+Which attempt a report is about is checked before the table is consulted: a report about an earlier
+attempt (another processor refund id or idempotency key) never moves the current one.
 """
 
 from __future__ import annotations
@@ -28,8 +46,9 @@ class Trigger(enum.StrEnum):
     # people and API clients
     APPROVE = "approve"
     REJECT = "reject"
-    CANCEL = "cancel"
+    CANCEL = "cancel"  # before submission only
     RETRY = "retry"
+    CLOSE = "close"  # manual review, closed as not executed once the processor confirms no refund exists
     # the worker and the processor
     SUBMIT = "submit"  # a call is about to be sent (or re-sent with the same key)
     ACCEPTED = "accepted"  # processor took it; outcome still to come
@@ -50,7 +69,11 @@ class Source(enum.StrEnum):
 FINAL = frozenset({Status.REJECTED, Status.SUCCEEDED, Status.FAILED, Status.CANCELED, Status.REVERSED})
 # Statuses in which the refund's amount no longer counts against the payment's refundable balance.
 RELEASED = frozenset({Status.REJECTED, Status.FAILED, Status.CANCELED, Status.REVERSED})
-COMMANDS = frozenset({Trigger.APPROVE, Trigger.REJECT, Trigger.CANCEL, Trigger.RETRY})
+COMMANDS = frozenset({Trigger.APPROVE, Trigger.REJECT, Trigger.CANCEL, Trigger.RETRY, Trigger.CLOSE})
+# Processor reports that say money moved, or will.
+MONEY_MOVED = frozenset({Trigger.SUCCEEDED, Trigger.ACCEPTED})
+# Where such a report contradicts what refundwatch believed: the amount was released, or never sent.
+CONTRADICTED_BY_MONEY = frozenset({Status.FAILED, Status.CANCELED, Status.REJECTED, Status.PENDING_APPROVAL})
 
 
 class Outcome(enum.Enum):
@@ -65,10 +88,18 @@ _MOVES: dict[tuple[Status, Trigger], Status] = {
     (S.PENDING_APPROVAL, T.CANCEL): S.CANCELED,
     (S.QUEUED, T.CANCEL): S.CANCELED,
     (S.QUEUED, T.SUBMIT): S.SUBMITTING,
+    # A queued refund can hear from the processor: a retry of an unknown outcome keeps its key, and
+    # the earlier send may have gone through after all.
+    (S.QUEUED, T.ACCEPTED): S.PROCESSING,
+    (S.QUEUED, T.SUCCEEDED): S.SUCCEEDED,
+    (S.QUEUED, T.FAILED): S.FAILED,
+    (S.QUEUED, T.REVERSED): S.FAILED,
+    (S.QUEUED, T.NEEDS_REVIEW): S.MANUAL_REVIEW,
     (S.SUBMITTING, T.SUBMIT): S.SUBMITTING,  # re-send with the same key after an unknown outcome
     (S.SUBMITTING, T.ACCEPTED): S.PROCESSING,
     (S.SUBMITTING, T.SUCCEEDED): S.SUCCEEDED,
     (S.SUBMITTING, T.FAILED): S.FAILED,
+    (S.SUBMITTING, T.REVERSED): S.FAILED,
     (S.SUBMITTING, T.NEEDS_REVIEW): S.MANUAL_REVIEW,
     (S.PROCESSING, T.SUCCEEDED): S.SUCCEEDED,
     (S.PROCESSING, T.FAILED): S.FAILED,
@@ -78,12 +109,19 @@ _MOVES: dict[tuple[Status, Trigger], Status] = {
     (S.SUCCEEDED, T.REVERSED): S.REVERSED,
     (S.FAILED, T.RETRY): S.QUEUED,
     (S.MANUAL_REVIEW, T.RETRY): S.QUEUED,
-    (S.MANUAL_REVIEW, T.CANCEL): S.CANCELED,  # a person decided it never went out
+    # Cancel means "before submission": from manual review only CLOSE, after the processor confirmed
+    # that no refund exists (refunds.services.close_unexecuted).
+    (S.MANUAL_REVIEW, T.CLOSE): S.CANCELED,
     (S.MANUAL_REVIEW, T.ACCEPTED): S.PROCESSING,
     (S.MANUAL_REVIEW, T.SUCCEEDED): S.SUCCEEDED,
     (S.MANUAL_REVIEW, T.FAILED): S.FAILED,
+    (S.MANUAL_REVIEW, T.REVERSED): S.FAILED,
 }
-del S, T
+# Money moved where refundwatch had released the amount or never sent the refund: a person decides.
+for _status in CONTRADICTED_BY_MONEY:
+    for _trigger in MONEY_MOVED:
+        _MOVES[_status, _trigger] = S.MANUAL_REVIEW
+del S, T, _status, _trigger
 
 
 def _build_table() -> dict[tuple[Status, Trigger], Status | Outcome]:
@@ -99,6 +137,38 @@ def _build_table() -> dict[tuple[Status, Trigger], Status | Outcome]:
 
 
 TABLE: dict[tuple[Status, Trigger], Status | Outcome] = _build_table()
+
+
+def contradiction(before: Status, trigger: Trigger) -> str | None:
+    """What a money-moved report contradicts, in words for the alert; ``None`` when it does not."""
+    if trigger not in MONEY_MOVED or before not in CONTRADICTED_BY_MONEY:
+        return None
+    said = "succeeded" if trigger is Trigger.SUCCEEDED else "accepted (it will pay out)"
+    believed = {
+        Status.FAILED: "refundwatch had recorded it as failed and released its amount",
+        Status.CANCELED: "refundwatch had canceled it and released its amount",
+        Status.REJECTED: "it was rejected and never sent",
+        Status.PENDING_APPROVAL: "it was still waiting for approval and never sent",
+    }[before]
+    return f"the processor reports this refund {said}, but {believed}"
+
+
+def ignore_reason(current: Status | str, trigger: Trigger) -> str:
+    """Why a processor report changes nothing, for the timeline (every ignored report is recorded)."""
+    status = Status(current)
+    if trigger is Trigger.SUBMIT:
+        return f"not sent: the refund is {status}"
+    if trigger is Trigger.NEEDS_REVIEW:
+        return f"no review needed: the refund is already {status}"
+    if status is Status.SUCCEEDED:
+        return "earlier news: the refund has already succeeded"
+    if status is Status.REVERSED:
+        return "earlier news: the processor has since reversed this refund"
+    if status is Status.PROCESSING and trigger is Trigger.ACCEPTED:
+        return "duplicate: the processor had already accepted this refund"
+    if trigger in (Trigger.FAILED, Trigger.REVERSED) and status in RELEASED:
+        return f"agrees with what is recorded: no money moved and the refund is {status}"
+    return f"no change: the refund is already {status}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +188,14 @@ class Transition:
 
     @property
     def reserves_amount(self) -> bool:
-        """The refund starts counting again (a retry of a failed refund)."""
+        """The refund starts counting again (a retry of a failed refund, or a contradicting report)."""
         return self.before in RELEASED and self.after not in RELEASED
+
+    @property
+    def contradiction(self) -> str | None:
+        """Set when a processor's report contradicts a released status: reserve even past the
+        captured amount (the money has moved) and alert a person."""
+        return contradiction(self.before, self.trigger)
 
 
 def decide(current: Status | str, trigger: Trigger) -> Transition | Outcome:
@@ -133,8 +209,4 @@ def decide(current: Status | str, trigger: Trigger) -> Transition | Outcome:
 
 def allowed_commands(current: Status | str) -> list[Trigger]:
     status = Status(current)
-    return [
-        t
-        for t in (Trigger.APPROVE, Trigger.REJECT, Trigger.CANCEL, Trigger.RETRY)
-        if isinstance(TABLE[status, t], Status)
-    ]
+    return [t for t in Trigger if t in COMMANDS and isinstance(TABLE[status, t], Status)]

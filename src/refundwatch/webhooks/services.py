@@ -26,6 +26,7 @@ from refundwatch.gateways.base import WebhookEvent, WebhookVerificationError
 from refundwatch.gateways.registry import get_gateway
 from refundwatch.jobs import enqueue
 from refundwatch.lib.exceptions import AuthenticationFailed, NotFound, ValidationFailed
+from refundwatch.refunds import attempts
 from refundwatch.refunds.execution import TRIGGER_FOR
 from refundwatch.refunds.services import apply
 from refundwatch.refunds.states import Source, Trigger
@@ -158,6 +159,8 @@ async def _find_refund(session: AsyncSession, connection_id: UUID, event: Webhoo
             .where(Refund.connection_id == connection_id, Refund.gateway_refund_id == event.gateway_refund_id)
             .with_for_update()
         )
+        if found is None:  # an earlier attempt's processor refund: its report still belongs on the timeline
+            found = await attempts.refund_of_attempt(session, connection_id, event.gateway_refund_id)
         return found
     return None
 
@@ -197,7 +200,18 @@ async def _apply_event(
     if mismatch:
         trigger = Trigger.NEEDS_REVIEW
         detail += f" — reported {event.amount} {event.currency}, expected {refund.amount} {refund.currency}"
-    fields: dict[str, Any] = {}
+    other = await attempts.earlier_attempt(
+        session,
+        refund,
+        key=event.idempotency_key,
+        gateway_refund_id=event.gateway_refund_id,
+    )
+    if other is not None:
+        await attempts.record_stale(
+            session, refund, trigger, source=Source.WEBHOOK, detail=f"{detail} — {other}"
+        )
+        return f"{event.event_type}: about another attempt ({refund.status})"
+    fields: dict[str, Any] = {"lookup_before_send": False}  # the processor has spoken about this attempt
     if event.gateway_refund_id and not refund.gateway_refund_id:
         fields["gateway_refund_id"] = event.gateway_refund_id
     if event.raw_status:

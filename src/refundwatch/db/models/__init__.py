@@ -6,7 +6,7 @@ from refundwatch.db.models._apikey import ApiKey
 from refundwatch.db.models._audit import AuditEntry
 from refundwatch.db.models._connection import Connection, HealthCheck
 from refundwatch.db.models._payment import Payment
-from refundwatch.db.models._refund import Refund, RefundEvent
+from refundwatch.db.models._refund import Refund, RefundAttempt, RefundEvent
 from refundwatch.db.models._stats import HealthStat, RefundStat, RollupOutbox
 from refundwatch.db.models._webhook import WebhookEvent
 
@@ -20,6 +20,7 @@ __all__ = [
     "HealthStat",
     "Payment",
     "Refund",
+    "RefundAttempt",
     "RefundEvent",
     "RefundStat",
     "RollupOutbox",

@@ -20,7 +20,9 @@ class Payment(UUIDv7AuditBase):
     __tablename__ = "payments"
     __table_args__ = (
         UniqueConstraint("connection_id", "payment_reference", name="uq_payments_connection_reference"),
-        CheckConstraint("reserved_amount >= 0 AND reserved_amount <= amount", name="ck_payments_reserved"),
+        # Intake's guarded reservation keeps reserved <= amount; only a processor's report that money
+        # moved may push it past (refunds.states: money truth first), so the database allows that.
+        CheckConstraint("reserved_amount >= 0", name="ck_payments_reserved_nonnegative"),
         CheckConstraint("amount > 0", name="ck_payments_amount_positive"),
     )
 

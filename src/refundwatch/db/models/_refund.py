@@ -6,7 +6,7 @@ from uuid import UUID
 
 from advanced_alchemy.base import BigIntBase, UUIDv7AuditBase
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from refundwatch.db.types import EncryptedJSON
@@ -23,6 +23,7 @@ class Refund(UUIDv7AuditBase):
         # The refunds list's search box: payment (indexed below), order or invoice reference.
         Index("ix_refunds_order_id", "order_id"),
         Index("ix_refunds_invoice_id", "invoice_id"),
+        Index("ix_refunds_alert_at", "alert_at"),
     )
 
     payment_id: Mapped[UUID] = mapped_column(ForeignKey("payments.id"), index=True)
@@ -52,6 +53,32 @@ class Refund(UUIDv7AuditBase):
     accepted_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     finalized_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    # When the current idempotency key first went out: past the processor's retention it is forgotten.
+    key_sent_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    # The last send's outcome is unknown: look the refund up at the processor before any re-send.
+    # Server-side default only: intake inserts through CTEs, where Python defaults are not bound.
+    lookup_before_send: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    # A processor report contradicted a released status (money moved): a person must look.
+    alert: Mapped[str | None] = mapped_column(Text, default=None)
+    alert_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+
+
+class RefundAttempt(BigIntBase):
+    """An earlier attempt of a refund (one idempotency key), kept when a retry starts a new one, so a
+    late report about it is recognised as such instead of moving the current attempt."""
+
+    __tablename__ = "refund_attempts"
+    __table_args__ = (
+        UniqueConstraint("refund_id", "idempotency_key", name="uq_refund_attempts_key"),
+        Index("ix_refund_attempts_gateway_refund_id", "gateway_refund_id"),
+    )
+
+    refund_id: Mapped[UUID] = mapped_column(ForeignKey("refunds.id", ondelete="CASCADE"))
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    gateway_refund_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    gateway_status: Mapped[str | None] = mapped_column(String(64), default=None)
+    ended_at: Mapped[dt.datetime] = mapped_column(DateTimeUTC(timezone=True))
+    outcome: Mapped[str] = mapped_column(String(32))
 
 
 class RefundEvent(BigIntBase):

@@ -1,0 +1,81 @@
+"""Looking a refund up at the processor instead of re-sending it blind.
+
+After an unknown outcome (timeout, reset, 5xx, unreadable answer, a crashed or killed job) the
+processor may or may not have executed the refund. A re-send with the same idempotency key is safe
+only while the processor still remembers the key (its retention, declared by each processor package);
+past it, a re-send would pay twice. So before any re-send the refund is looked up: by its processor id
+when known, otherwise by the attempt's key and refundwatch's id (``Gateway.find_refund``). Only the
+processor's confirmation that no such refund exists lets the same key go out again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+from refundwatch.connections.services import ConnectionInfo
+from refundwatch.gateways.base import ErrorCode, GatewayError, RefundResult
+from refundwatch.gateways.registry import get_gateway
+from refundwatch.refunds.states import Source
+from refundwatch.runtime import Runtime
+
+if TYPE_CHECKING:
+    from refundwatch.refunds.execution import Claim, RetryLater
+
+# Keys are trusted only well inside the processor's retention (clock skew, "at least 24 hours").
+RETENTION_MARGIN = 0.9
+
+
+def retention_seconds(processor: str) -> float:
+    return float(get_gateway(processor).idempotency_retention_seconds)
+
+
+def key_remembered(processor: str, key_sent_at: dt.datetime | None, now: dt.datetime | None = None) -> bool:
+    """Whether the processor still remembers a key first sent at ``key_sent_at``."""
+    if key_sent_at is None:
+        return False
+    now = now or dt.datetime.now(dt.UTC)
+    return (now - key_sent_at).total_seconds() < retention_seconds(processor) * RETENTION_MARGIN
+
+
+async def ask(rt: Runtime, conn: ConnectionInfo, claim: Claim) -> RefundResult | None:
+    """What the processor knows of this attempt; ``None`` when it confirms there is no such refund.
+    Raises GatewayError when it cannot tell."""
+    gateway = get_gateway(conn.processor)
+    if claim.gateway_refund_id:
+        return await gateway.get_refund(rt.require_http(), conn.credentials, claim.gateway_refund_id)
+    return await gateway.find_refund(rt.require_http(), conn.credentials, claim.request)
+
+
+async def before_resend(
+    rt: Runtime, conn: ConnectionInfo, refund_id: UUID, claim: Claim
+) -> str | RetryLater | None:
+    """Settle the refund from the processor's answer, or wait; ``None``: nothing exists, send it."""
+    from refundwatch.refunds import execution
+
+    try:
+        found = await ask(rt, conn, claim)
+    except GatewayError as err:
+        if not claim.gateway_refund_id and key_remembered(conn.processor, claim.key_sent_at):
+            return None  # the processor still knows the key: a re-send replays, it cannot pay twice
+        # Never a refusal of the refund: the refund stays submitting and is asked again later.
+        unknown = GatewayError(
+            ErrorCode.OUTCOME_UNKNOWN,
+            f"could not ask the processor where the refund stands ({err.code.value}: {err.message}); "
+            "nothing re-sent",
+            processor_code=err.processor_code,
+            retry_after=err.retry_after,
+            exchange=err.exchange,
+        )
+        return await execution.failed_attempt(rt, refund_id, claim.attempt, unknown)
+    if found is None:
+        return None
+    return await execution.record_result(
+        rt,
+        refund_id,
+        found,
+        source=Source.WORKER,
+        key=claim.request.idempotency_key,
+        via=" (looked up before any re-send)",
+    )

@@ -1,0 +1,305 @@
+"""Money truth first (issue 11): every way found to refund twice or lose a refund, as it happens in real
+life, end to end on both databases: web, worker, simulator and the processor's webhooks.
+
+- an earlier attempt's late failure never moves the current attempt (defect 1);
+- an unreadable 2xx is an unknown outcome, never a failure (defect 2);
+- manual review is closed only on the processor's word, by an approver (defect 3);
+- a forgotten idempotency key is never trusted: the refund is looked up first (defect 4);
+- a call that outlives its job still counts as an attempt (defect 8);
+- a report that money moved after refundwatch released the amount reserves it again and alerts.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from test_staff_pages import csrf, signed_in
+from test_webhooks import deliver, processed, refund_event, sign
+
+from stack import Stack, db_rows, wait_until
+
+pytestmark = pytest.mark.slow
+
+FINAL = ("succeeded", "failed", "reversed", "manual_review", "canceled", "rejected")
+
+
+def new_refund(stack: Stack, reference: str, amount: int) -> str:
+    response = stack.refund(reference, amount)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def ledger_for(stack: Stack, reference: str) -> list[dict[str, Any]]:
+    return [row for row in stack.ledger() if row["payment_reference"] == reference]
+
+
+def refundable(stack: Stack, reference: str, captured: int = 10_000) -> int:
+    """Registering the payment again with the same data answers 200 with its balances."""
+    with stack.api() as client:
+        response = client.post(
+            "/api/v1/payments",
+            json={
+                "connection": "stripe-test",
+                "payment_reference": reference,
+                "amount": captured,
+                "currency": "EUR",
+                "captured_at": "2026-11-01T10:00:00Z",
+            },
+        )
+    assert response.status_code == 200, response.text
+    return int(response.json()["refundable_amount"])
+
+
+def details(refund: dict[str, Any]) -> list[str]:
+    return [str(e["detail"]) for e in refund["events"]]
+
+
+def statuses(refund: dict[str, Any]) -> set[str]:
+    return {str(e["status"]) for e in refund["events"]}
+
+
+def webhook(stack: Stack, refund: dict[str, Any], **kwargs: Any) -> str:
+    event_id, body = refund_event(refund, **kwargs)
+    response = deliver(stack, body, sign(body))
+    assert response.status_code == 200, response.text
+    return processed(stack, event_id)
+
+
+def test_a_late_failure_of_an_earlier_attempt_never_moves_the_current_one(stack: Stack) -> None:
+    """R goes out as re_1, which fails; the retry goes out as re_2, which succeeds. Stripe then sends
+    re_1's failure again: R stays succeeded and its amount stays taken."""
+    stack.faults(pending_rate=1.0, fail_later_rate=1.0, settle_ms=500)
+    try:
+        reference = stack.payment(10_000)
+        refund_id = new_refund(stack, reference, 10_000)
+        first = stack.wait_status(refund_id, *FINAL)
+        assert first["status"] == "failed", first
+        re_1 = first["gateway_refund_id"]
+        assert re_1
+    finally:
+        stack.faults()
+    with stack.api() as client:
+        assert client.post(f"/api/v1/refunds/{refund_id}/retry").status_code == 200
+    second = stack.wait_status(refund_id, *FINAL)
+    assert second["status"] == "succeeded", second
+    assert second["gateway_refund_id"] != re_1
+    assert refundable(stack, reference) == 0
+
+    outcome = webhook(stack, first, event_type="refund.updated", status="failed")
+    assert "another attempt" in outcome, outcome
+    after = stack.get(refund_id)
+    assert after["status"] == "succeeded", after
+    assert after["gateway_refund_id"] == second["gateway_refund_id"]
+    assert any(re_1 in d and "not the current attempt" in d and "ignored" in d for d in details(after)), (
+        details(after)
+    )
+    assert refundable(stack, reference) == 0
+    again = stack.refund(reference, 10_000)
+    assert again.status_code == 422, again.text
+    assert again.json()["code"] == "amount_exceeds_refundable"
+
+
+def test_an_unreadable_success_is_an_unknown_outcome_never_a_failure(stack: Stack) -> None:
+    """A proxy mangles Stripe's 200: the refund keeps its key and reservation, and is settled by the
+    processor's word (its webhook or a look-up), once."""
+    stack.faults(malformed_rate=1.0, webhook_drop_rate=1.0)
+    try:
+        reference = stack.payment(10_000)
+        refund_id = new_refund(stack, reference, 4_000)
+        wait_until(
+            lambda: any("outcome_unknown" in d for d in details(stack.get(refund_id))),
+            timeout=20,
+            what="the unreadable answer",
+        )
+        refund = stack.get(refund_id)
+        assert refund["status"] == "submitting", refund
+        assert refundable(stack, reference) == 6_000
+        assert len(ledger_for(stack, reference)) == 1
+    finally:
+        stack.faults()
+    refund = stack.wait_status(refund_id, *FINAL)
+    assert refund["status"] == "succeeded", refund
+    assert "failed" not in statuses(refund)
+    rows = ledger_for(stack, reference)
+    assert len(rows) == 1, rows
+    assert refund["gateway_refund_id"] == rows[0]["gateway_refund_id"]
+    assert any("looked up before any re-send" in d for d in details(refund)), details(refund)
+
+
+def test_a_forgotten_key_is_never_trusted_the_refund_is_looked_up_first(stack: Stack) -> None:
+    """The processor executed the refund, but no answer and no webhook ever arrived: manual review.
+    A person retries it days later, when the processor has forgotten the key: a blind re-send with
+    the stored key would pay twice, so the refund is looked up first."""
+    stack.faults(timeout_rate=1.0, timeout_ms=3_000, webhook_drop_rate=1.0)
+    try:
+        reference = stack.payment(10_000)
+        refund_id = new_refund(stack, reference, 2_500)
+        refund = stack.wait_status(refund_id, *FINAL, timeout=90)
+        assert refund["status"] == "manual_review", refund
+        assert len(ledger_for(stack, reference)) == 1
+        assert refundable(stack, reference) == 7_500
+        # "Monday": the processor keeps keys one second from now on, so it has forgotten this one.
+        stack.faults(webhook_drop_rate=1.0, idempotency_retention_seconds=1)
+        time.sleep(1.2)
+        with stack.api() as client:
+            assert client.post(f"/api/v1/refunds/{refund_id}/retry").status_code == 200
+        refund = stack.wait_status(refund_id, *FINAL)
+    finally:
+        stack.faults(idempotency_retention_seconds=86_400)
+    assert refund["status"] == "succeeded", refund
+    rows = ledger_for(stack, reference)
+    assert len(rows) == 1, rows
+    assert refund["gateway_refund_id"] == rows[0]["gateway_refund_id"]
+    assert any("looked up before any re-send" in d for d in details(refund)), details(refund)
+
+
+def manual_review_after_outage(stack: Stack, reference: str, amount: int) -> str:
+    stack.faults(outage=True)
+    try:
+        refund_id = new_refund(stack, reference, amount)
+        assert stack.wait_status(refund_id, *FINAL)["status"] == "manual_review"
+    finally:
+        stack.faults()
+    return refund_id
+
+
+def test_manual_review_is_not_canceled_but_closed_by_an_approver_on_the_processors_word(stack: Stack) -> None:
+    reference = stack.payment(10_000)
+    refund_id = manual_review_after_outage(stack, reference, 3_000)
+    with stack.api() as client:
+        refused = client.post(f"/api/v1/refunds/{refund_id}/cancel")
+    assert refused.status_code == 409, refused.text
+    assert refundable(stack, reference) == 7_000
+
+    with signed_in(stack, "ivan-initiator") as ivan:
+        token = csrf(ivan.get(f"/refunds/{refund_id}").text)
+        assert (
+            ivan.post(f"/refunds/{refund_id}/close", data={"_csrf_token": token, "reason": "x"}).status_code
+            == 403
+        )
+    with signed_in(stack, "amy-approver") as amy:
+        page = amy.get(f"/refunds/{refund_id}").text
+        assert f'action="/refunds/{refund_id}/close"' in page
+        assert f'action="/refunds/{refund_id}/cancel"' not in page
+        token = csrf(page)
+        no_reason = amy.post(f"/refunds/{refund_id}/close", data={"_csrf_token": token, "reason": " "})
+        assert no_reason.status_code == 422, no_reason.status_code
+        closed = amy.post(
+            f"/refunds/{refund_id}/close",
+            data={"_csrf_token": token, "reason": "outage: never reached Stripe"},
+        )
+        assert closed.status_code == 303, closed.text[:500]
+    refund = stack.get(refund_id)
+    assert refund["status"] == "canceled", refund
+    assert any("confirmed it has no refund" in d and "never reached Stripe" in d for d in details(refund))
+    assert refundable(stack, reference) == 10_000
+    assert ledger_for(stack, reference) == []
+    audited = db_rows(
+        stack,
+        "SELECT actor_id, details FROM audit_log WHERE target_id = ? AND details LIKE ?",
+        refund_id,
+        "%closed as not executed%",
+    )
+    assert audited, "the close is audited"
+    assert "amy" in str(audited[0][0]), audited
+
+
+def test_closing_a_refund_the_processor_has_records_it_instead(stack: Stack) -> None:
+    stack.faults(pending_rate=1.0, settle_ms=3_600_000)
+    try:
+        reference = stack.payment(10_000)
+        refund_id = new_refund(stack, reference, 1_000)
+        refund = stack.wait_status(refund_id, "processing")
+        # The processor reports another amount: a person must look.
+        webhook(stack, refund, status="succeeded", amount=999)
+        assert stack.wait_status(refund_id, *FINAL)["status"] == "manual_review"
+    finally:
+        stack.faults()
+    with signed_in(stack, "amy-approver") as amy:
+        token = csrf(amy.get(f"/refunds/{refund_id}").text)
+        response = amy.post(
+            f"/refunds/{refund_id}/close", data={"_csrf_token": token, "reason": "looks unsent"}
+        )
+    assert response.status_code == 409, response.status_code
+    assert "the processor has this refund" in response.text
+    refund = stack.get(refund_id)
+    assert refund["status"] == "processing", refund
+    assert refundable(stack, reference) == 9_000
+
+
+def test_money_moving_after_the_amount_was_released_reserves_it_again_and_alerts(stack: Stack) -> None:
+    """Stripe says failed, refundwatch releases the amount and another refund takes it; then Stripe
+    says the first one succeeded after all. The books follow the money, and a person is told."""
+    stack.faults(pending_rate=1.0, settle_ms=3_600_000)
+    try:
+        # The processor knows more was captured, so the second refund below is not refused there.
+        reference = stack.payment(10_000, simulator_amount=30_000)
+        refund_id = new_refund(stack, reference, 6_000)
+        refund = stack.wait_status(refund_id, "processing")
+    finally:
+        stack.faults()
+    webhook(stack, refund, event_type="refund.failed", status="failed")
+    assert stack.get(refund_id)["status"] == "failed"
+    assert refundable(stack, reference) == 10_000
+    other = new_refund(stack, reference, 10_000)
+    assert stack.wait_status(other, *FINAL)["status"] == "succeeded"
+
+    webhook(stack, refund, event_type="refund.updated", status="succeeded")
+    after = stack.get(refund_id)
+    assert after["status"] == "manual_review", after
+    assert any("CONTRADICTION" in d for d in details(after)), details(after)
+    assert refundable(stack, reference) == -6_000  # over-refunded: the money left twice
+    with signed_in(stack, "alice-viewer") as alice:
+        panel = alice.get("/dashboard/panels/alerts")
+        assert panel.status_code == 200
+        assert refund_id in panel.text
+        assert "refunded beyond its captured amount" in panel.text
+
+
+def test_a_call_that_outlives_its_job_still_counts_as_an_attempt(stack: Stack) -> None:
+    """A worker whose job timeout is below the connection's call timeout: arq kills each job mid-call.
+    Attempts are counted when claimed, so the refund ends in manual review instead of re-sending forever."""
+    refused = stack.cli(
+        "connections",
+        "import",
+        str(_timeout_file(stack, 5)),
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "timeout_seconds (5) must be below the worker's job timeout" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+
+    stack.stop_worker()
+    stack.start_worker(REFUNDWATCH_JOB_TIMEOUT_SECONDS="2")
+    stack.wait_worker_ready()
+    stack.faults(latency_ms=2_500, webhook_drop_rate=1.0)
+    try:
+        reference = stack.payment(10_000)
+        refund_id = new_refund(stack, reference, 1_000)
+        refund = stack.wait_status(refund_id, *FINAL, timeout=90)
+    finally:
+        stack.faults()
+        stack.stop_worker()
+        stack.start_worker()
+        stack.wait_worker_ready()
+    assert refund["status"] == "manual_review", refund
+    assert refund["attempts"] <= 4
+    assert len(ledger_for(stack, reference)) <= 1
+
+
+def _timeout_file(stack: Stack, seconds: int) -> Any:
+    path = stack.workdir / "slow-connection.toml"
+    path.write_text(
+        f"""
+[[connection]]
+name = "stripe-slow"
+processor = "stripe"
+base_url = "{stack.sim_url}/stripe"
+api_key = "sk_test_slow"
+webhook_secret = "whsec_slow"
+timeout_seconds = {seconds}
+"""
+    )
+    return path
