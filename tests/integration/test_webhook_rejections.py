@@ -8,6 +8,7 @@ its own sender.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import re
@@ -20,7 +21,7 @@ import pytest
 import redis
 from test_webhooks import CONNECTION, processed, refund_event, rejected_metric, sign
 
-from _services import free_port
+from _services import free_port, start_private_redis
 from stack import Proc, Stack, db_rows, wait_http, wait_until
 
 pytestmark = pytest.mark.slow
@@ -205,3 +206,27 @@ def test_the_flush_writes_one_entry_per_minute_after_a_crash_at_any_step(stack: 
         ]
     )
     assert stack.cli("audit", "verify").returncode == 0
+
+
+def test_with_redis_down_each_rejection_is_audited_directly(stack: Stack) -> None:
+    """Redis away: no count, no limit, but the fact is never lost: one audit entry per rejection."""
+    port, redis_url = free_port(), start_private_redis()
+    env = {**stack.env, "REFUNDWATCH_REDIS_URL": redis_url}
+    proc = Proc(
+        "web-noredis", ["refundwatch", "serve", "--port", str(port)], env, stack.workdir / "web-nr.log"
+    )
+    proc.start()
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+        with contextlib.suppress(redis.ConnectionError):  # it goes away while answering
+            redis.Redis.from_url(redis_url).shutdown(nosave=True)
+        _, body = charge_event()
+        before = rejection_entries(stack)
+        with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            answers = [post(client, body, f"t=1,v1={'cd' * 32}", "ignored").status_code for _ in range(3)]
+    finally:
+        proc.stop()
+    assert answers == [401] * 3
+    new = [e for e in rejection_entries(stack) if e not in before]
+    assert len(new) == 3, new
+    assert all(e == {"reason": new[0]["reason"]} for e in new), new

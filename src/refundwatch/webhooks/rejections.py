@@ -36,6 +36,7 @@ import hashlib
 import json
 import logging
 import math
+import time
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -165,6 +166,20 @@ def _sha(script: str) -> str:
     return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
 
 
+_quiet_until = 0.0  # throttles the "Redis is down" warning: a flood must not flood the log too
+
+
+def _redis_failed(exc: BaseException) -> None:
+    global _quiet_until  # noqa: PLW0603 — one process-wide throttle, like web.ratelimit's
+    now = time.monotonic()
+    if now >= _quiet_until:
+        _quiet_until = now + 60
+        log.warning(
+            "webhook rejections audited directly and not limited, Redis did not answer: %s",
+            exc.__class__.__name__,
+        )
+
+
 def _limit_key(connection: str, address: str | None) -> str:
     return f"{LIMIT_PREFIX}{connection}:{address or 'unknown'}"
 
@@ -182,8 +197,8 @@ async def check(rt: Runtime, connection: str, address: str | None) -> None:
     keys = [OPEN_KEY, RATE_LIMITED_COUNTER, _limit_key(connection, address)]
     try:
         wait_ms = int(await _script(rt.redis, CHECK, keys, connection, BUCKET_PREFIX, limit))
-    except (RedisError, OSError):
-        log.warning("webhook rate limit not applied, Redis did not answer", exc_info=True)
+    except (RedisError, OSError) as exc:
+        _redis_failed(exc)
         return
     if wait_ms > 0:
         raise RateLimited(wait_ms)
@@ -198,8 +213,8 @@ async def note_rejection(rt: Runtime, connection: str, reason: str, address: str
     args = (connection, BUCKET_PREFIX, reason[:MAX_REASON], address or "unknown")
     try:
         await _script(rt.redis, NOTE_REJECTION, keys, *args, WINDOW_MS if limit > 0 else 0, SAMPLE)
-    except (RedisError, OSError):
-        log.warning("could not count a rejected webhook for %s in Redis", connection, exc_info=True)
+    except (RedisError, OSError) as exc:
+        _redis_failed(exc)
         return False
     return True
 
@@ -213,7 +228,8 @@ async def note_unknown(rt: Runtime, address: str | None) -> None:
         count, wait_ms = await _script(
             rt.redis, NOTE_UNKNOWN, [UNKNOWN_PREFIX + (address or "unknown")], WINDOW_MS
         )
-    except (RedisError, OSError):
+    except (RedisError, OSError) as exc:
+        _redis_failed(exc)
         return
     if int(count) > limit:
         raise RateLimited(int(wait_ms))
