@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     rate_limit_api_per_minute: int = Field(default=60_000, ge=0)
     rate_limit_sign_in_per_minute: int = Field(default=30, ge=0)
     rate_limit_auth_failures_per_minute: int = Field(default=60, ge=0)
+    # Rejected webhook deliveries (bad signature, malformed body) one address may cause on one
+    # connection per minute before its further requests there get 429 unchecked; also caps requests
+    # to unknown connection names per address. Rejections are limited, not requests, so a flood
+    # never throttles the processor's own deliveries.
+    rate_limit_webhook_rejections_per_minute: int = Field(default=60, ge=0)
     # Behind a load balancer or reverse proxy: the addresses or networks (comma-separated, e.g.
     # "10.0.0.0/8") whose X-Forwarded-For / X-Forwarded-Proto are believed. Without it every client
     # would share the proxy's address in rate limits and the audit log.

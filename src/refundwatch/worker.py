@@ -28,6 +28,7 @@ from refundwatch.refunds.breaker import Breaker
 from refundwatch.refunds.execution import RetryLater
 from refundwatch.refunds.services import enqueue_execution
 from refundwatch.runtime import QUEUE_NAME, Runtime, redis_settings
+from refundwatch.webhooks import rejections
 from refundwatch.webhooks import services as webhooks
 
 log = logging.getLogger("refundwatch.worker")
@@ -88,6 +89,11 @@ async def seal_audit(ctx: dict[str, Any]) -> int:
     return await seal(_rt(ctx).db)
 
 
+async def flush_webhook_rejections(ctx: dict[str, Any]) -> int:
+    """One audit entry per connection and minute of rejected webhooks (webhooks.rejections)."""
+    return await rejections.flush(_rt(ctx))
+
+
 async def fold_rollups(ctx: dict[str, Any]) -> int:
     """Count new outcomes into the dashboard rollups (dashboard.rollups), then tell the dashboards."""
     db, folded = _rt(ctx).db, 0
@@ -145,6 +151,7 @@ def worker_settings() -> dict[str, Any]:
             cron(health_checks, second=_EVERY_SECOND, timeout=timeout, unique=True),
             cron(seal_audit, second=_EVERY_SECOND, timeout=timeout, unique=True),
             cron(fold_rollups, second=_EVERY_SECOND, timeout=timeout, unique=True),
+            cron(flush_webhook_rejections, second=set(range(0, 60, 5)), timeout=timeout, unique=True),
             cron(prune_rollups, minute=7, second=0, timeout=timeout, unique=True),
         ],
         "on_startup": startup,

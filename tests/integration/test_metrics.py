@@ -140,6 +140,7 @@ def test_metrics_are_valid_exposition_with_low_cardinality_labels(stack: Stack) 
         "refundwatch_job_queue_depth": "gauge",
         "refundwatch_webhooks_accepted": "counter",
         "refundwatch_webhooks_rejected": "counter",
+        "refundwatch_webhooks_rate_limited": "counter",
         "refundwatch_redis_up": "gauge",
     }
     for name, kind in expected.items():

@@ -15,8 +15,8 @@ connection cache's reload):
    unfinished refunds are read, never the finished ones.
 5. Stored webhook events since a watermark kept in Redis (below), through the primary key.
 
-Redis: one pipeline (rejected webhooks, the accepted-webhook totals, the job queue, web requests) and
-the live call counts behind the gateway state; a third call moves the webhook watermark forward.
+Redis: one pipeline (rejected and rate-limited webhooks, the accepted-webhook totals, the job queue, web
+requests) and the live call counts behind the gateway state; a third call moves the webhook watermark forward.
 
 Accepted webhooks are counted without reading every stored event on every scrape. Event ids are UUIDv7,
 so they sort by creation time. Redis holds per-connection totals of the events with ids below a
@@ -65,7 +65,7 @@ from refundwatch.gateways.base import ErrorCode
 from refundwatch.health.httpmetrics import cumulative_buckets, http_families
 from refundwatch.refunds.states import Status
 from refundwatch.runtime import QUEUE_NAME, Runtime
-from refundwatch.webhooks.services import REJECTED_COUNTER
+from refundwatch.webhooks.rejections import RATE_LIMITED_COUNTER, REJECTED_COUNTER
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,7 @@ class Snapshot:
     # name → (calls, failed, when the last one failed) over the last minute
     live_calls: dict[str, tuple[int, int, dt.datetime | None]] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)  # connection name → count
+    rate_limited: dict[str, int] = field(default_factory=dict)  # connection name → 429s
     accepted: dict[UUID, int] | None = None  # connection id → count; None without Redis
     queue_due: int | None = None
     queue_deferred: int | None = None
@@ -266,13 +267,15 @@ async def _read_redis(rt: Runtime, snap: Snapshot) -> tuple[UUID | None, dict[UU
         pipe.zcount(QUEUE_NAME, "-inf", now_ms)
         pipe.zcard(QUEUE_NAME)
         pipe.hgetall(HTTP_KEY)
-        rejected, accepted, due, total, snap.http = await pipe.execute()
+        pipe.hgetall(RATE_LIMITED_COUNTER)
+        rejected, accepted, due, total, snap.http, rate_limited = await pipe.execute()
         live = await live_calls(rt, snap.enabled) if snap.enabled else {}
     except Exception:  # the database half of the metrics still answers
         log.warning("metrics: Redis unavailable", exc_info=True)
         snap.redis_up = False
         return None, None
     snap.rejected = {name.decode(): int(count) for name, count in rejected.items()}
+    snap.rate_limited = {name.decode(): int(count) for name, count in rate_limited.items()}
     snap.queue_due, snap.queue_deferred = int(due), int(total) - int(due)
     snap.live_calls = {
         name: (calls, failed, None if failure is None else failure.at)
@@ -500,21 +503,32 @@ def _work_families(snap: Snapshot) -> Iterable[Metric]:
         yield queue
 
 
+def _per_connection(name: str, doc: str, counted: dict[str, int], names: dict[UUID, str]) -> Metric:
+    family = CounterMetricFamily(name, doc, labels=["connection"])
+    counts: dict[str, int] = dict.fromkeys(names.values(), 0)
+    for connection, n in counted.items():
+        if connection in counts:  # only known connections are ever counted; keep it that way
+            counts[connection] += n
+    for connection, n in sorted(counts.items()):
+        family.add_metric([connection], n)
+    return family
+
+
 def _webhook_families(snap: Snapshot, names: dict[UUID, str]) -> Iterable[Metric]:
     if not snap.redis_up:
         return
-    rejected = CounterMetricFamily(
+    yield _per_connection(
         "refundwatch_webhooks_rejected",
         "Webhook deliveries rejected (bad signature or malformed body).",
-        labels=["connection"],
+        snap.rejected,
+        names,
     )
-    counts: dict[str, int] = dict.fromkeys(names.values(), 0)
-    for name, n in snap.rejected.items():
-        if name in counts:  # only known connections are ever counted; keep it that way
-            counts[name] += n
-    for name, n in sorted(counts.items()):
-        rejected.add_metric([name], n)
-    yield rejected
+    yield _per_connection(
+        "refundwatch_webhooks_rate_limited",
+        "Webhook requests refused unchecked (429): their address had too many rejections on that connection.",
+        snap.rate_limited,
+        names,
+    )
     if snap.accepted is None:
         return
     accepted = CounterMetricFamily(

@@ -8,6 +8,7 @@ from litestar import Request, Response, post
 
 from refundwatch.web.auth import client_ip
 from refundwatch.web.state import runtime_of
+from refundwatch.webhooks import rejections
 from refundwatch.webhooks.services import receive
 
 MAX_BODY = 1024 * 1024  # processors send small JSON; anything larger is not a webhook
@@ -15,13 +16,19 @@ MAX_BODY = 1024 * 1024  # processors send small JSON; anything larger is not a w
 
 @post("/webhooks/{connection:str}", status_code=200, request_max_body_size=MAX_BODY, tags=["webhooks"])
 async def webhook(request: Request[Any, Any, Any], connection: str) -> Response[dict[str, Any]]:
-    body = await request.body()
-    receipt = await receive(
-        runtime_of(request),
-        connection,
-        request.headers,
-        body,
-        ip=client_ip(request),
-        user_agent=request.headers.get("user-agent"),
-    )
+    rt, ip = runtime_of(request), client_ip(request)
+    try:
+        # A sender over its rejections is refused before its body is read or a signature checked.
+        await rejections.check(rt, connection, ip)
+        body = await request.body()
+        receipt = await receive(
+            rt, connection, request.headers, body, ip=ip, user_agent=request.headers.get("user-agent")
+        )
+    except rejections.RateLimited as refused:
+        message = f"too many rejected webhook deliveries from this address; retry in {refused.retry_after} s"
+        return Response(
+            {"code": "rate_limited", "message": message, "retry_after": refused.retry_after},
+            status_code=429,
+            headers={"Retry-After": str(refused.retry_after)},
+        )
     return Response({"received": True, "stored": receipt.stored, "duplicates": receipt.duplicates})

@@ -31,10 +31,10 @@ from refundwatch.refunds.execution import TRIGGER_FOR
 from refundwatch.refunds.services import apply
 from refundwatch.refunds.states import Source, Trigger
 from refundwatch.runtime import Runtime
+from refundwatch.webhooks import rejections
 
 log = logging.getLogger(__name__)
 PROCESS_JOB = "process_webhook_event"
-REJECTED_COUNTER = "refundwatch:webhooks:rejected"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +44,10 @@ class Receipt:
 
 
 async def _reject(rt: Runtime, connection: str, reason: str, actor: Actor) -> None:
-    """Count and audit a rejected delivery; never let this bookkeeping hide the rejection itself."""
+    """Count a rejected delivery in Redis, audited per minute by the worker (webhooks.rejections);
+    only when Redis cannot take it, audit it here. Never let this bookkeeping hide the rejection."""
+    if await rejections.note_rejection(rt, connection, reason, actor.ip):
+        return
     try:
         async with rt.db.session() as session:
             record(
@@ -56,8 +59,6 @@ async def _reject(rt: Runtime, connection: str, reason: str, actor: Actor) -> No
                 details={"reason": reason},
             )
             await session.commit()
-        if rt.redis is not None:
-            await rt.redis.hincrby(REJECTED_COUNTER, connection, 1)  # type: ignore[misc]
     except Exception:
         log.warning("could not record a rejected webhook for %s", connection, exc_info=True)
 
@@ -85,6 +86,7 @@ async def receive(
     actor = Actor("processor", connection_name, ip, user_agent)
     conn = await rt.connections.by_name(connection_name)
     if conn is None:
+        await rejections.note_unknown(rt, ip)
         raise NotFound(f"no connection {connection_name!r}", code="unknown_connection")
     gateway = get_gateway(conn.processor)
     try:
