@@ -31,7 +31,7 @@ from stack import Stack, wait_until
 pytestmark = pytest.mark.slow
 
 FINAL = ("succeeded", "failed", "reversed", "manual_review", "canceled", "rejected")
-INTACT = re.compile(r"^audit chain intact: (\d+) entries verified, (\d+) awaiting their seal$")
+INTACT = re.compile(r"^audit chain intact: (\d+) entries verified, (\d+) awaiting their seal(?:; [^;]+)*$")
 COLUMNS = (
     "id",
     "at",
@@ -464,6 +464,76 @@ def test_edited_unsealed_entry_is_named(quiet: Stack) -> None:
         assert_broken(stack, f"#{row['id']} ", "not yet sealed", "changed")
     finally:
         bypassing_guards(stack, "UPDATE audit_log SET details = ? WHERE id = ?", row["details"], row["id"])
+
+
+def dropping_guards(stack: Stack, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+    """What a table owner can do: drop the guard triggers, run statements, put the triggers back."""
+    if stack.backend == "sqlite":
+        for sql, params in statements:
+            bypassing_guards(stack, sql, *params)
+        return
+
+    async def work() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(_pg_dsn(stack), timeout=10)
+        try:
+            async with conn.transaction():
+                triggers = await conn.fetch(
+                    "SELECT tgname, pg_get_triggerdef(oid) AS ddl FROM pg_trigger"
+                    " WHERE tgrelid = 'audit_log'::regclass AND NOT tgisinternal"
+                )
+                assert {t["tgname"] for t in triggers} == {"audit_log_append_only", "audit_log_no_truncate"}
+                for trigger in triggers:
+                    await conn.execute(f'DROP TRIGGER "{trigger["tgname"]}" ON audit_log')
+                for sql, params in statements:
+                    await conn.execute(_pg_sql(sql), *params)
+                for trigger in triggers:
+                    await conn.execute(trigger["ddl"])
+        finally:
+            await conn.close()
+
+    _run(work)
+
+
+def anchors(stack: Stack) -> list[dict[str, Any]]:
+    path = stack.workdir / "var" / "audit-anchors.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _payments(stack: Stack, count: int) -> None:
+    with stack.api() as client:
+        for _ in range(count):
+            response = client.post(
+                "/api/v1/payments",
+                json={
+                    "connection": "stripe-test",
+                    "payment_reference": f"pi_{uuid.uuid4().hex[:20]}",
+                    "amount": 100,
+                    "currency": "EUR",
+                    "captured_at": "2026-11-01T10:00:00Z",
+                },
+            )
+            assert response.status_code == 201, response.text
+
+
+def test_deleting_the_newest_entries_after_an_anchor_is_found(quiet: Stack) -> None:
+    """Issue 11: the table owner drops the trigger and deletes the last ten entries; the anchor,
+    kept outside the database, still knows how long the chain was."""
+    stack = quiet
+    _payments(stack, 12)
+    stack.cli("audit", "seal")
+    stack.cli("audit", "anchor")
+    head = max(sealed(stack), key=lambda r: r["seq"])
+    tail = [r for r in sealed(stack) if r["seq"] > head["seq"] - 10]
+    assert len(tail) == 10
+    dropping_guards(stack, [("DELETE FROM audit_log WHERE seq > ?", (head["seq"] - 10,))])
+    try:
+        line = assert_broken(stack, "missing tail", f"seq {head['seq'] - 10}", f"seq {head['seq']}")
+        assert "anchor" in line
+    finally:
+        for row in tail:
+            restore_row(stack, row)
 
 
 def test_restored_chain_verifies_again(quiet: Stack) -> None:
