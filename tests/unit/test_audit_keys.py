@@ -87,3 +87,10 @@ def test_a_pipe_is_written_but_not_read_back(tmp_path: Path) -> None:
             read_last(fifo)
     finally:
         os.close(reader)
+
+
+def test_a_pipe_nobody_reads_fails_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "anchors.fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(AnchorError, match="cannot append"):
+        append(fifo, Anchor(5, "e" * 64, "t"))

@@ -123,7 +123,9 @@ def append(path: Path, anchor: Anchor) -> None:
     try:
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        # O_NONBLOCK: a FIFO nobody reads fails at once (ENXIO) instead of hanging the worker.
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK
+        fd = os.open(path, flags, 0o640)
         try:
             data = anchor.line()
             if os.write(fd, data) != len(data):
