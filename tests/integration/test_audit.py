@@ -636,6 +636,29 @@ def test_an_entry_rewritten_without_the_key_is_named(quiet: Stack, formula: str)
         )
 
 
+def test_unkeyed_entries_pass_only_as_the_chains_start_and_the_anchor_pins_them(
+    quiet: Stack, tmp_path: Path
+) -> None:
+    """Entries sealed before refundwatch keyed its chain carry the plain sha256 and still verify, at
+    the chain's start; a whole chain rewritten that way (no key needed) is caught by the anchor."""
+    stack = quiet
+    stack.cli("audit", "anchor")
+    rows = sorted(sealed(stack), key=lambda r: r["seq"])
+    unkeyed, prev = [], "0" * 64  # the genesis prev_hash
+    for row in rows:
+        digest = chain_hash(row["seq"], prev, row["entry_hash"])
+        unkeyed.append((prev, digest, row["id"]))
+        prev = digest
+    rewrite = "UPDATE audit_log SET prev_hash = ?, hash = ? WHERE id = ?"
+    dropping_guards(stack, [(rewrite, params) for params in unkeyed])
+    try:
+        assert_broken(stack, f"(seq {anchors(stack)[-1]['seq']})", "differs from the last anchor")
+        alone = stack.cli("audit", "verify", "--anchors", str(tmp_path / "none.jsonl"))
+        assert f"the first {len(rows)} were sealed before REFUNDWATCH_AUDIT_KEY (unkeyed)" in alone.stdout
+    finally:
+        dropping_guards(stack, [(rewrite, (r["prev_hash"], r["hash"], r["id"])) for r in rows])
+
+
 def test_verify_needs_the_key_that_sealed_the_chain(quiet: Stack) -> None:
     stack = quiet
     first = min(sealed(stack), key=lambda r: r["seq"])
