@@ -214,28 +214,53 @@ def audit() -> None:
 
 
 @audit.command("verify")
+@click.option(
+    "--anchors",
+    "anchors_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="anchors to check against (default: REFUNDWATCH_AUDIT_ANCHOR), e.g. a copy from write-once storage",
+)
 @friendly
-def audit_verify() -> None:
-    """Check the audit chain: exit 0 with a count when intact, non-zero naming the first bad entry."""
-    from refundwatch.audit.services import verify
+def audit_verify(anchors_path: Path | None) -> None:
+    """Check the audit chain against its key and the last anchor: exit 0 with a count when intact,
+    non-zero naming the first bad entry or the missing tail."""
+    from refundwatch.audit.keys import AuditKeys
+    from refundwatch.audit.verification import verify
 
     async def work(rt: Any) -> Any:
-        return await verify(rt.db)
+        path = anchors_path or Path(rt.settings.audit_anchor)
+        return await verify(rt.db, AuditKeys.from_settings(rt.settings), path)
 
     report = run(_with_runtime, work)
     if not report.ok:
         _fail(f"audit chain broken: {report.problem}", code=1)
-    click.echo(f"audit chain intact: {report.sealed} entries verified, {report.pending} awaiting their seal")
+    click.echo(report.summary())
+
+
+@audit.command("anchor")
+@friendly
+def audit_anchor() -> None:
+    """Append the chain's head (seq and keyed hash) to REFUNDWATCH_AUDIT_ANCHOR now (the worker also
+    does it every REFUNDWATCH_AUDIT_ANCHOR_INTERVAL_SECONDS when the head moved)."""
+    from refundwatch.audit.anchors import anchor
+
+    async def work(rt: Any) -> Any:
+        return await anchor(rt.db, Path(rt.settings.audit_anchor))
+
+    written = run(_with_runtime, work)
+    click.echo(f"anchored the audit chain at seq {written.seq} ({written.hash[:16]}…)")
 
 
 @audit.command("seal")
 @friendly
 def audit_seal() -> None:
     """Chain entries not sealed yet (the worker does this every second)."""
+    from refundwatch.audit.keys import AuditKeys
     from refundwatch.audit.services import seal
 
     async def work(rt: Any) -> int:
-        return await seal(rt.db)
+        return await seal(rt.db, AuditKeys.from_settings(rt.settings))
 
     click.echo(f"sealed {run(_with_runtime, work)} entries")
 

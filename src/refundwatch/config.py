@@ -14,6 +14,9 @@ Mode = Literal["production", "demo", "test"]
 # Only used when REFUNDWATCH_MODE is demo or test; production refuses to start without real values.
 _DEV_SECRET = "refundwatch-dev-secret-not-for-production"  # noqa: S105 - public dev default
 _DEV_ENCRYPTION_KEY = "cmVmdW5kd2F0Y2gtZGV2LWtleS1ub3QtZm9yLXByb2Q="
+_DEV_AUDIT_KEY = "refundwatch-dev-audit-key-not-for-production"
+# A shorter audit key can be guessed from one entry's HMAC offline.
+AUDIT_KEY_MIN_LENGTH = 16
 
 
 class ConfigError(Exception):
@@ -36,6 +39,11 @@ class Settings(BaseSettings):
     role_map: str = ""
     api_audience: str = "urn:refundwatch:api"
     approval_threshold: str = "50000"
+    # The audit chain's HMAC keys (comma-separated: the first seals, all verify) and where its head
+    # is anchored outside the database (audit/anchors.py), every audit_anchor_interval_seconds.
+    audit_key: str = ""
+    audit_anchor: str = "var/audit-anchors.jsonl"
+    audit_anchor_interval_seconds: int = Field(default=60, ge=1)
 
     # Sign-in and roles beyond the contract's names.
     session_idle_minutes: int = Field(default=30, ge=1)
@@ -107,6 +115,13 @@ class Settings(BaseSettings):
         keys = [k.strip() for k in self.encryption_keys.split(",") if k.strip()]
         return keys or [_DEV_ENCRYPTION_KEY]
 
+    @property
+    def audit_key_list(self) -> list[str]:
+        keys = [k.strip() for k in self.audit_key.split(",") if k.strip()]
+        if not keys and self.mode == "production":
+            raise ConfigError("missing required settings: REFUNDWATCH_AUDIT_KEY")
+        return keys or [_DEV_AUDIT_KEY]
+
     def approval_threshold_for(self, currency: str) -> int:
         """Minor-unit threshold at or above which a refund needs a second person."""
         value = self.approval_threshold.strip()
@@ -130,6 +145,7 @@ class Settings(BaseSettings):
                 for name, value in (
                     ("REFUNDWATCH_SECRET_KEY", self.secret_key),
                     ("REFUNDWATCH_ENCRYPTION_KEYS", self.encryption_keys),
+                    ("REFUNDWATCH_AUDIT_KEY", self.audit_key),
                 )
                 if not value.strip()
             ]
@@ -139,6 +155,10 @@ class Settings(BaseSettings):
             FieldCipher(self.encryption_key_list)
         except ValueError as exc:
             raise ConfigError(f"REFUNDWATCH_ENCRYPTION_KEYS: {exc}") from None
+        if any(len(key) < AUDIT_KEY_MIN_LENGTH for key in self.audit_key_list):
+            raise ConfigError(
+                f"REFUNDWATCH_AUDIT_KEY: each key needs at least {AUDIT_KEY_MIN_LENGTH} characters"
+            )
         from refundwatch.auth.roles import parse_role_limits, parse_role_map
         from refundwatch.lib.exceptions import BadInput
 

@@ -16,6 +16,7 @@ from uuid import UUID
 from arq import Retry, cron, func
 from arq.connections import RedisSettings
 
+from refundwatch.audit.anchors import anchor_periodically
 from refundwatch.audit.services import seal
 from refundwatch.config import get_settings
 from refundwatch.dashboard import rollups
@@ -94,6 +95,11 @@ async def flush_webhook_rejections(ctx: dict[str, Any]) -> int:
     return await rejections.flush(_rt(ctx))
 
 
+async def anchor_audit(ctx: dict[str, Any]) -> str | None:
+    rt = _rt(ctx)
+    return await anchor_periodically(rt.db, rt.settings, ctx)
+
+
 async def fold_rollups(ctx: dict[str, Any]) -> int:
     """Count new outcomes into the dashboard rollups (dashboard.rollups), then tell the dashboards."""
     db, folded = _rt(ctx).db, 0
@@ -150,6 +156,7 @@ def worker_settings() -> dict[str, Any]:
             cron(schedule_syncs, second=sync_seconds, timeout=timeout),
             cron(health_checks, second=_EVERY_SECOND, timeout=timeout, unique=True),
             cron(seal_audit, second=_EVERY_SECOND, timeout=timeout, unique=True),
+            cron(anchor_audit, second=_EVERY_SECOND, timeout=timeout, unique=True),
             cron(fold_rollups, second=_EVERY_SECOND, timeout=timeout, unique=True),
             cron(flush_webhook_rejections, second=set(range(0, 60, 5)), timeout=timeout, unique=True),
             cron(prune_rollups, minute=7, second=0, timeout=timeout, unique=True),

@@ -15,23 +15,27 @@ import concurrent.futures
 import contextlib
 import datetime as dt
 import hashlib
+import hmac
+import itertools
 import json
 import re
 import sqlite3
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
 
+from refundwatch.config import Settings
 from stack import Stack, wait_until
 
 pytestmark = pytest.mark.slow
 
 FINAL = ("succeeded", "failed", "reversed", "manual_review", "canceled", "rejected")
-INTACT = re.compile(r"^audit chain intact: (\d+) entries verified, (\d+) awaiting their seal$")
+INTACT = re.compile(r"^audit chain intact: (\d+) entries verified, (\d+) awaiting their seal(?:; [^;]+)*$")
 COLUMNS = (
     "id",
     "at",
@@ -220,6 +224,22 @@ def middle_sealed(stack: Stack) -> dict[str, Any]:
     return rows[len(rows) // 2]
 
 
+def _payments(stack: Stack, count: int) -> None:
+    with stack.api() as client:
+        for _ in range(count):
+            response = client.post(
+                "/api/v1/payments",
+                json={
+                    "connection": "stripe-test",
+                    "payment_reference": f"pi_{uuid.uuid4().hex[:20]}",
+                    "amount": 100,
+                    "currency": "EUR",
+                    "captured_at": "2026-11-01T10:00:00Z",
+                },
+            )
+            assert response.status_code == 201, response.text
+
+
 # --------------------------------------------------------------------------------- recording and sealing
 
 
@@ -326,6 +346,40 @@ def _expect_refused(stack: Stack, statement: str) -> None:
 
     with pytest.raises(asyncpg.PostgresError, match="append-only"):
         plain_statement(stack, statement)
+
+
+# ---------------------------------------------------------------------------------------------- anchors
+
+
+def _anchor_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_the_worker_anchors_the_head_when_it_moves(stack: Stack) -> None:
+    path = stack.workdir / "periodic-anchors.jsonl"
+    stack.stop_worker()
+    stack.start_worker(REFUNDWATCH_AUDIT_ANCHOR=str(path), REFUNDWATCH_AUDIT_ANCHOR_INTERVAL_SECONDS="1")
+    try:
+        wait_until(lambda: _anchor_lines(path) or None, timeout=30, what="the worker's first anchor")
+        for _ in range(2):  # each round of activity moves the head, and the worker anchors it
+            before = _anchor_lines(path)[-1]["seq"]
+            _payments(stack, 2)
+            wait_until(
+                lambda before=before: _anchor_lines(path)[-1]["seq"] > before or None,
+                timeout=30,
+                what="an anchor of the moved head",
+            )
+        lines = _anchor_lines(path)
+        assert len(lines) >= 3
+        assert all(a["seq"] < b["seq"] for a, b in itertools.pairwise(lines)), lines  # only moves
+        anchored = audit_rows(stack, "seq = ?", lines[-1]["seq"])
+        assert [r["hash"] for r in anchored] == [lines[-1]["hash"]]
+        result = stack.cli("audit", "verify", "--anchors", str(path))
+        assert "matches the last anchor" in result.stdout, result.stdout
+    finally:
+        stack.stop_worker()
+        stack.start_worker()
+        stack.wait_worker_ready()
 
 
 # -------------------------------------------------------------------------------------------- tampering
@@ -464,6 +518,204 @@ def test_edited_unsealed_entry_is_named(quiet: Stack) -> None:
         assert_broken(stack, f"#{row['id']} ", "not yet sealed", "changed")
     finally:
         bypassing_guards(stack, "UPDATE audit_log SET details = ? WHERE id = ?", row["details"], row["id"])
+
+
+def dropping_guards(stack: Stack, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+    """What a table owner can do: drop the guard triggers, run statements, put the triggers back."""
+    if stack.backend == "sqlite":
+        for sql, params in statements:
+            bypassing_guards(stack, sql, *params)
+        return
+
+    async def work() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(_pg_dsn(stack), timeout=10)
+        try:
+            async with conn.transaction():
+                triggers = await conn.fetch(
+                    "SELECT tgname, pg_get_triggerdef(oid) AS ddl FROM pg_trigger"
+                    " WHERE tgrelid = 'audit_log'::regclass AND NOT tgisinternal"
+                )
+                assert {t["tgname"] for t in triggers} == {"audit_log_append_only", "audit_log_no_truncate"}
+                for trigger in triggers:
+                    await conn.execute(f'DROP TRIGGER "{trigger["tgname"]}" ON audit_log')
+                for sql, params in statements:
+                    await conn.execute(_pg_sql(sql), *params)
+                for trigger in triggers:
+                    await conn.execute(trigger["ddl"])
+        finally:
+            await conn.close()
+
+    _run(work)
+
+
+def anchors(stack: Stack) -> list[dict[str, Any]]:
+    """The anchors in the stack's default destination (var/audit-anchors.jsonl under its directory)."""
+    return _anchor_lines(stack.workdir / "var" / "audit-anchors.jsonl")
+
+
+def test_deleting_the_newest_entries_after_an_anchor_is_found(quiet: Stack) -> None:
+    """Issue 11: the table owner drops the trigger and deletes the last ten entries; the anchor,
+    kept outside the database, still knows how long the chain was."""
+    stack = quiet
+    _payments(stack, 12)
+    stack.cli("audit", "seal")
+    stack.cli("audit", "anchor")
+    head = max(sealed(stack), key=lambda r: r["seq"])
+    tail = [r for r in sealed(stack) if r["seq"] > head["seq"] - 10]
+    assert len(tail) == 10
+    dropping_guards(stack, [("DELETE FROM audit_log WHERE seq > ?", (head["seq"] - 10,))])
+    try:
+        line = assert_broken(stack, "missing tail", f"seq {head['seq'] - 10}", f"seq {head['seq']}")
+        assert "anchor" in line
+        # Nor can the next anchor bless the shortened chain.
+        written = anchors(stack)
+        refused = stack.cli("audit", "anchor", check=False)
+        assert refused.returncode != 0
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        assert "refusing to anchor" in refused.stderr
+        assert f"seq {head['seq']}" in refused.stderr
+        assert anchors(stack) == written
+    finally:
+        for row in tail:
+            restore_row(stack, row)
+
+
+def test_a_rewritten_tail_is_found_at_the_anchor(quiet: Stack) -> None:
+    """The newest entries deleted and new ones sealed after them: as long as before, but not the same."""
+    stack = quiet
+    stack.cli("audit", "seal")
+    stack.cli("audit", "anchor")
+    head = max(sealed(stack), key=lambda r: r["seq"])
+    tail = [r for r in sealed(stack) if r["seq"] > head["seq"] - 3]
+    dropping_guards(stack, [("DELETE FROM audit_log WHERE seq > ?", (head["seq"] - 3,))])
+    try:
+        _payments(stack, 4)
+        stack.cli("audit", "seal")
+        replaced = next(r for r in sealed(stack) if r["seq"] == head["seq"])
+        assert replaced["hash"] != head["hash"]  # (SQLite may even reuse the deleted row's id)
+        assert_broken(stack, f"#{replaced['id']} ", f"(seq {head['seq']})", "differs from the last anchor")
+    finally:
+        dropping_guards(stack, [("DELETE FROM audit_log WHERE seq > ? OR seq IS NULL", (head["seq"] - 3,))])
+        for row in tail:
+            restore_row(stack, row)
+
+
+@pytest.mark.parametrize("formula", ["unkeyed", "guessed key"])
+def test_an_entry_rewritten_without_the_key_is_named(quiet: Stack, formula: str) -> None:
+    """A table owner edits an entry and recomputes every hash after it, as refundwatch did before the
+    key (or with a key of their own): without REFUNDWATCH_AUDIT_KEY the chain does not hold."""
+    stack = quiet
+    rows = sorted(sealed(stack), key=lambda r: r["seq"])[-3:]
+    target = rows[0]
+
+    def rehash(seq: int, prev: str, entry_hash: str) -> str:
+        if formula == "unkeyed":
+            return chain_hash(seq, prev, entry_hash)
+        return hmac.new(b"refundwatch", f"{seq}|{prev}|{entry_hash}".encode(), hashlib.sha256).hexdigest()
+
+    forged, prev = [], target["prev_hash"]
+    for row in rows:
+        changed = {**row, "actor_id": "nobody"} if row is target else dict(row)
+        changed["entry_hash"] = content_hash(changed)
+        changed["prev_hash"], changed["hash"] = prev, rehash(row["seq"], prev, changed["entry_hash"])
+        prev = changed["hash"]
+        forged.append(changed)
+    rewrite = "UPDATE audit_log SET actor_id = ?, entry_hash = ?, prev_hash = ?, hash = ? WHERE id = ?"
+    dropping_guards(
+        stack,
+        [(rewrite, (r["actor_id"], r["entry_hash"], r["prev_hash"], r["hash"], r["id"])) for r in forged],
+    )
+    try:
+        assert_broken(stack, f"#{target['id']} ", f"(seq {target['seq']})", "hash does not match")
+    finally:
+        dropping_guards(
+            stack,
+            [(rewrite, (r["actor_id"], r["entry_hash"], r["prev_hash"], r["hash"], r["id"])) for r in rows],
+        )
+
+
+def test_unkeyed_entries_pass_only_as_the_chains_start_and_the_anchor_pins_them(
+    quiet: Stack, tmp_path: Path
+) -> None:
+    """Entries sealed before refundwatch keyed its chain carry the plain sha256 and still verify, at
+    the chain's start; a whole chain rewritten that way (no key needed) is caught by the anchor."""
+    stack = quiet
+    stack.cli("audit", "anchor")
+    rows = sorted(sealed(stack), key=lambda r: r["seq"])
+    unkeyed, prev = [], "0" * 64  # the genesis prev_hash
+    for row in rows:
+        digest = chain_hash(row["seq"], prev, row["entry_hash"])
+        unkeyed.append((prev, digest, row["id"]))
+        prev = digest
+    rewrite = "UPDATE audit_log SET prev_hash = ?, hash = ? WHERE id = ?"
+    dropping_guards(stack, [(rewrite, params) for params in unkeyed])
+    try:
+        assert_broken(stack, f"(seq {anchors(stack)[-1]['seq']})", "differs from the last anchor")
+        alone = stack.cli("audit", "verify", "--anchors", str(tmp_path / "none.jsonl"))
+        assert f"the first {len(rows)} were sealed before REFUNDWATCH_AUDIT_KEY (unkeyed)" in alone.stdout
+    finally:
+        dropping_guards(stack, [(rewrite, (r["prev_hash"], r["hash"], r["id"])) for r in rows])
+
+
+def test_verify_needs_the_key_that_sealed_the_chain(quiet: Stack) -> None:
+    stack = quiet
+    first = min(sealed(stack), key=lambda r: r["seq"])
+    wrong = stack.cli(
+        "audit", "verify", check=False, extra_env={"REFUNDWATCH_AUDIT_KEY": "a-wrong-key-0123456789"}
+    )
+    assert wrong.returncode != 0
+    assert wrong.stderr.count("\n") == 1, wrong.stderr
+    assert "Traceback" not in wrong.stderr
+    assert f"#{first['id']} (seq 1)" in wrong.stderr
+    assert "REFUNDWATCH_AUDIT_KEY" in wrong.stderr
+    # Rotation: a new key first, the one that sealed so far after it; both verify.
+    sealing_key = Settings(mode="test").audit_key_list[0]
+    rotated = stack.cli(
+        "audit",
+        "verify",
+        check=False,
+        extra_env={"REFUNDWATCH_AUDIT_KEY": f"a-new-key-0123456789,{sealing_key}"},
+    )
+    assert rotated.returncode == 0, rotated.stderr
+    assert INTACT.fullmatch(rotated.stdout.strip()), rotated.stdout
+
+
+def test_anchoring_twice_appends_twice_and_verify_reads_the_last(quiet: Stack, tmp_path: Path) -> None:
+    """Each `audit anchor` appends a line, even when the head did not move: a later line with the
+    same head is itself a witness that nothing was added or lost in between."""
+    stack = quiet
+    stack.cli("audit", "seal")
+    before = anchors(stack)
+    outputs = [stack.cli("audit", "anchor").stdout.strip() for _ in range(2)]
+    head = max(sealed(stack), key=lambda r: r["seq"])
+    assert outputs[0] == outputs[1] == f"anchored the audit chain at seq {head['seq']} ({head['hash'][:16]}…)"
+    added = anchors(stack)[len(before) :]
+    assert [(a["seq"], a["hash"]) for a in added] == [(head["seq"], head["hash"])] * 2
+    assert added[0]["at"] <= added[1]["at"]
+    code, out, err = verify(stack)
+    assert code == 0, err
+    assert f"matches the last anchor (seq {head['seq']}, {added[1]['at']})" in out
+
+    missing = stack.cli("audit", "verify", "--anchors", str(tmp_path / "none.jsonl"))
+    assert missing.stdout.strip().endswith("; no anchor yet"), missing.stdout
+    assert INTACT.fullmatch(missing.stdout.strip())
+
+    malformed = tmp_path / "malformed.jsonl"
+    malformed.write_text(json.dumps(added[0]) + "\n" + '{"seq": "many"}\n')
+    for args, env in (
+        (("audit", "verify", "--anchors", str(malformed)), {}),
+        (("audit", "verify"), {"REFUNDWATCH_AUDIT_ANCHOR": str(malformed)}),
+        (("audit", "anchor"), {"REFUNDWATCH_AUDIT_ANCHOR": str(malformed)}),
+    ):
+        result = stack.cli(*args, check=False, extra_env=env)
+        assert result.returncode != 0, args
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert "Traceback" not in result.stderr
+        assert str(malformed) in result.stderr
+        assert "no valid seq" in result.stderr
+    assert malformed.read_text().count("\n") == 2  # nothing appended behind a bad anchor
 
 
 def test_restored_chain_verifies_again(quiet: Stack) -> None:

@@ -436,6 +436,7 @@ def start_in_production(
         "REFUNDWATCH_MODE": "production",
         "REFUNDWATCH_SECRET_KEY": "",
         "REFUNDWATCH_ENCRYPTION_KEYS": "",
+        "REFUNDWATCH_AUDIT_KEY": "",
         **env,
     }
     proc = subprocess.Popen(
@@ -456,7 +457,7 @@ def start_in_production(
 @pytest.mark.parametrize("command", ["serve", "worker"])
 def test_production_refuses_to_start_without_secrets(offline: Offline, command: str) -> None:
     result, bound = start_in_production(offline, command)
-    one_line_error(result, "REFUNDWATCH_SECRET_KEY", "REFUNDWATCH_ENCRYPTION_KEYS")
+    one_line_error(result, "REFUNDWATCH_SECRET_KEY", "REFUNDWATCH_ENCRYPTION_KEYS", "REFUNDWATCH_AUDIT_KEY")
     assert not bound, "the server bound its port before refusing to start"
 
     if command == "serve":
@@ -468,7 +469,11 @@ def test_production_refuses_to_start_without_secrets(offline: Offline, command: 
 
 @pytest.mark.parametrize("command", ["serve", "apikeys"])
 def test_malformed_encryption_key_is_a_one_line_error(offline: Offline, command: str) -> None:
-    env = {"REFUNDWATCH_SECRET_KEY": "s" * 40, "REFUNDWATCH_ENCRYPTION_KEYS": "not-a-key"}
+    env = {
+        "REFUNDWATCH_SECRET_KEY": "s" * 40,
+        "REFUNDWATCH_ENCRYPTION_KEYS": "not-a-key",
+        "REFUNDWATCH_AUDIT_KEY": "a" * 40,
+    }
     if command == "serve":
         result, bound = start_in_production(offline, command, **env)
         assert not bound, "the server bound its port before noticing the bad key"

@@ -66,6 +66,7 @@ def test_production_names_every_missing_variable() -> None:
     message = str(info.value)
     assert "REFUNDWATCH_SECRET_KEY" in message
     assert "REFUNDWATCH_ENCRYPTION_KEYS" in message
+    assert "REFUNDWATCH_AUDIT_KEY" in message
     assert "\n" not in message
 
 
@@ -80,7 +81,9 @@ def test_production_names_every_missing_variable() -> None:
 def test_production_names_only_what_is_missing(
     secret_key: str, encryption_keys: str, missing: str, present: str
 ) -> None:
-    settings = Settings(mode="production", secret_key=secret_key, encryption_keys=encryption_keys)
+    settings = Settings(
+        mode="production", secret_key=secret_key, encryption_keys=encryption_keys, audit_key="a" * 32
+    )
     with pytest.raises(ConfigError) as info:
         settings.check_required()
     assert missing in str(info.value)
@@ -89,7 +92,34 @@ def test_production_names_only_what_is_missing(
 
 def test_production_with_everything_passes() -> None:
     key = Fernet.generate_key().decode()
-    Settings(mode="production", secret_key="s" * 32, encryption_keys=key).check_required()
+    Settings(mode="production", secret_key="s" * 32, encryption_keys=key, audit_key="a" * 32).check_required()
+
+
+def test_production_refuses_to_start_without_the_audit_key() -> None:
+    """Issue 11: the audit chain's key lives outside the database and must be given."""
+    key = Fernet.generate_key().decode()
+    for blank in ("", "  ", " , "):
+        settings = Settings(mode="production", secret_key="s" * 32, encryption_keys=key, audit_key=blank)
+        with pytest.raises(ConfigError) as info:
+            settings.check_required()
+        assert str(info.value) == "missing required settings: REFUNDWATCH_AUDIT_KEY"
+        with pytest.raises(ConfigError, match="REFUNDWATCH_AUDIT_KEY"):
+            settings.audit_key_list  # noqa: B018 - the audit commands read it without check_required
+
+
+@pytest.mark.parametrize("mode", ["production", "demo", "test"])
+def test_a_short_audit_key_is_refused(mode: str) -> None:
+    key = Fernet.generate_key().decode()
+    settings = Settings(mode=mode, secret_key="s" * 32, encryption_keys=key, audit_key="a" * 32 + ",short")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="REFUNDWATCH_AUDIT_KEY: each key needs at least 16 characters"):
+        settings.check_required()
+
+
+def test_audit_keys_are_a_list_newest_first() -> None:
+    settings = Settings(mode="production", audit_key=" new-key-0123456789 , old-key-0123456789 ,")
+    assert settings.audit_key_list == ["new-key-0123456789", "old-key-0123456789"]
+    assert Settings(mode="test").audit_key_list == Settings(mode="demo").audit_key_list  # the fixed dev key
+    assert settings.audit_anchor == "var/audit-anchors.jsonl"
 
 
 @pytest.mark.parametrize("mode", ["demo", "test"])
@@ -112,10 +142,12 @@ def test_environment_is_read_with_prefix(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("REFUNDWATCH_SECRET_KEY", "from-env")
     a, b = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     monkeypatch.setenv("REFUNDWATCH_ENCRYPTION_KEYS", f" {a} , {b} ,, ")
+    monkeypatch.setenv("REFUNDWATCH_AUDIT_KEY", "audit-key-from-env-0123")
     monkeypatch.setenv("REFUNDWATCH_DATABASE_URL", "postgresql+asyncpg://u@h/db")
     settings = get_settings()
     assert settings.secret_key == "from-env"
     assert settings.encryption_key_list == [a, b]
+    assert settings.audit_key_list == ["audit-key-from-env-0123"]
     assert not settings.is_sqlite
     settings.check_required()
     assert get_settings() is settings  # read once

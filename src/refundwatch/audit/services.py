@@ -3,9 +3,11 @@
 Writing: ``record`` adds an entry inside the caller's transaction, with ``entry_hash`` over its
 content, so the entry commits (or not) together with the action it records and no writer waits on a
 global lock. Sealing: ``seal`` (run every second by the worker) gives committed entries their place
-in the chain — ``seq``, ``prev_hash`` and ``hash = sha256(seq|prev_hash|entry_hash)`` — one sealer at a
-time. Verifying: ``verify`` walks the chain and rechecks every entry, so an edited, deleted or
-inserted row is found, and an edited entry still waiting for its seal is found by its entry hash.
+in the chain — ``seq``, ``prev_hash`` and ``hash = HMAC(REFUNDWATCH_AUDIT_KEY, seq|prev_hash|entry_hash)``
+(audit.keys) — one sealer at a time. Anchoring: the chain's head is written outside the database
+(audit.anchors), so deleting the newest entries is found too. Verifying: audit.verification walks
+the chain and rechecks every entry, so an edited, deleted or inserted row is found, and an edited
+entry still waiting for its seal is found by its entry hash.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from refundwatch.audit.actions import Actor
+from refundwatch.audit.keys import AuditKeys
 from refundwatch.db.engine import Database
 from refundwatch.db.models import AuditEntry
 from refundwatch.lib.crypto import sha256_hex
@@ -75,10 +78,6 @@ def content_hash(entry: AuditContent) -> str:
         ensure_ascii=False,
     )
     return sha256_hex(canonical)
-
-
-def chain_hash(seq: int, prev_hash: str, entry_hash: str) -> str:
-    return sha256_hex(f"{seq}|{prev_hash}|{entry_hash}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +145,7 @@ def record(
     return entry
 
 
-async def _chain_head(session: AsyncSession) -> tuple[int, str]:
+async def chain_head(session: AsyncSession) -> tuple[int, str]:
     row = (
         await session.execute(
             select(AuditEntry.seq, AuditEntry.hash)
@@ -160,17 +159,19 @@ async def _chain_head(session: AsyncSession) -> tuple[int, str]:
     return int(row[0]), str(row[1])
 
 
-async def seal(db: Database, *, batch: int = _SEAL_BATCH) -> int:
-    """Chain committed entries that are not chained yet; returns how many were sealed.
+async def seal(db: Database, keys: AuditKeys | None = None, *, batch: int = _SEAL_BATCH) -> int:
+    """Chain committed entries that are not chained yet, under the first audit key; returns how many
+    were sealed.
 
     An entry whose content no longer matches its entry hash is never sealed: sealing stops before it
     and ``verify`` names it.
     """
+    keys = keys or AuditKeys.from_settings()
     sealed = 0
     async with db.session() as session:
         if not db.is_sqlite:
             await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SEAL_LOCK_ID})
-        seq, prev = await _chain_head(session)
+        seq, prev = await chain_head(session)
         pending = (
             await session.scalars(
                 select(AuditEntry).where(AuditEntry.seq.is_(None)).order_by(AuditEntry.id).limit(batch)
@@ -181,7 +182,7 @@ async def seal(db: Database, *, batch: int = _SEAL_BATCH) -> int:
             if content_hash(entry) != entry.entry_hash:
                 break
             seq += 1
-            digest = chain_hash(seq, prev, entry.entry_hash)
+            digest = keys.seal_hash(seq, prev, entry.entry_hash)
             rows.append({"id": entry.id, "seq": seq, "prev_hash": prev, "hash": digest})
             prev = digest
         if rows:
@@ -191,71 +192,3 @@ async def seal(db: Database, *, batch: int = _SEAL_BATCH) -> int:
             sealed = len(rows)
         await session.commit()
     return sealed
-
-
-@dataclass(frozen=True, slots=True)
-class VerifyReport:
-    sealed: int
-    pending: int
-    problem: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.problem is None
-
-
-async def verify(db: Database, *, chunk: int = 5000) -> VerifyReport:
-    """Walk the whole chain in order and recheck every entry (read-only)."""
-    expected_seq, prev = 1, GENESIS
-    sealed = 0
-    async with db.snapshot_session() as session:
-        outside = await session.scalar(select(AuditEntry).where(AuditEntry.seq < 1).limit(1))
-        if outside is not None:
-            return VerifyReport(
-                0, 0, f"audit entry #{outside.id} (seq {outside.seq}): outside the chain; inserted"
-            )
-        while True:
-            rows = (
-                await session.scalars(
-                    select(AuditEntry)
-                    .where(AuditEntry.seq >= expected_seq)
-                    .order_by(AuditEntry.seq)
-                    .limit(chunk)
-                )
-            ).all()
-            if not rows:
-                break
-            for entry in rows:
-                where = f"audit entry #{entry.id} (seq {entry.seq})"
-                if entry.seq != expected_seq:
-                    return VerifyReport(
-                        sealed, 0, f"{where}: expected seq {expected_seq}; entries are missing"
-                    )
-                if entry.prev_hash != prev:
-                    return VerifyReport(sealed, 0, f"{where}: prev_hash does not match the entry before it")
-                if content_hash(entry) != entry.entry_hash:
-                    return VerifyReport(sealed, 0, f"{where}: content was changed after it was written")
-                if chain_hash(entry.seq, prev, entry.entry_hash) != entry.hash:
-                    return VerifyReport(sealed, 0, f"{where}: hash does not match; the chain was altered")
-                prev = entry.hash
-                expected_seq += 1
-                sealed += 1
-            session.expunge_all()
-        total_sealed = await session.scalar(
-            select(func.count(AuditEntry.id)).where(AuditEntry.seq.is_not(None))
-        )
-        if total_sealed != sealed:
-            return VerifyReport(
-                sealed, 0, "sealed entries exist outside the chain (seq gap or inserted rows)"
-            )
-        pending_rows = (
-            await session.scalars(select(AuditEntry).where(AuditEntry.seq.is_(None)).order_by(AuditEntry.id))
-        ).all()
-        for entry in pending_rows:
-            if content_hash(entry) != entry.entry_hash:
-                return VerifyReport(
-                    sealed,
-                    len(pending_rows),
-                    f"audit entry #{entry.id} (not yet sealed): content was changed",
-                )
-        return VerifyReport(sealed, len(pending_rows))

@@ -12,8 +12,9 @@ class AuditEntry(BigIntBase):
     """Append-only, hash-chained record of every action.
 
     ``entry_hash`` covers the entry's content and is written in the same transaction as the action it
-    records. The chain (``seq``, ``prev_hash``, ``hash``) is sealed shortly after by one sealer at a
-    time, so concurrent writers never queue on a global lock (see audit.services).
+    records. The chain (``seq``, ``prev_hash``, ``hash``, keyed with REFUNDWATCH_AUDIT_KEY) is sealed
+    shortly after by one sealer at a time, so concurrent writers never queue on a global lock (see
+    audit.services, audit.keys, audit.anchors).
     """
 
     __tablename__ = "audit_log"
