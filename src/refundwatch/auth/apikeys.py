@@ -36,7 +36,16 @@ class Principal:
 
     @property
     def scope_key(self) -> str:
-        """Idempotency keys are scoped per caller, as Stripe scopes them per account."""
+        """Idempotency keys are scoped per client, as Stripe scopes them per account: every API key
+        created with the same ``--name`` is one client (so a key rotated mid-retry still replays), and
+        a machine token's client is its ``client_id`` (its name, here)."""
+        if self.kind in ("api_key", "client"):
+            return f"client:{self.name}"
+        return self.identity
+
+    @property
+    def identity(self) -> str:
+        """This one credential (``api_key:<id>``, ``client:<client_id>``): who created a refund."""
         return f"{self.kind}:{self.id}"
 
     def actor(self, ip: str | None = None, user_agent: str | None = None) -> Actor:
