@@ -161,3 +161,34 @@ def test_a_request_from_before_the_upgrade_replays_with_a_new_key(stack: Stack) 
         retry = post(stack, token, key, body)
         assert (retry.status_code, retry.json()["id"]) == (200, first.json()["id"]), retry.text
     assert len(refunds_of(stack, reference)) == 1
+
+
+def key_id(stack: Stack, key: str) -> str:
+    lines = [line for line in stack.cli("apikeys", "list").stdout.splitlines() if f" {key[:8]}… " in line]
+    assert len(lines) == 1, lines
+    assert key not in lines[0]  # only the prefix is ever shown
+    return lines[0].split()[0]
+
+
+def test_rotation_ends_with_revoking_the_old_key(stack: Stack) -> None:
+    client_name = f"rotating-{uuid.uuid4().hex[:8]}"
+    old_key = new_key(stack, client_name)  # never used: no web process has it cached
+    new = new_key(stack, client_name)
+    old_id = key_id(stack, old_key)
+    result = stack.cli("apikeys", "revoke", old_id)
+    assert f"revoked {old_id}" in result.stdout
+    assert f"revoked {old_id}" in stack.cli("apikeys", "revoke", old_id).stdout  # again: no change
+    with stack.api(old_key) as client:
+        assert client.get("/api/v1/refunds").status_code == 401
+    with stack.api(new) as client:
+        assert client.get("/api/v1/refunds").status_code == 200
+    listed = [line for line in stack.cli("apikeys", "list").stdout.splitlines() if line.startswith(old_id)]
+    assert "revoked" in listed[0]
+    (count,) = db_rows(
+        stack, "SELECT count(*) FROM audit_log WHERE action = 'cli:apikey:revoke' AND target_id = ?", old_id
+    )[0]
+    assert count == 1
+    for bad in ("not-an-id", str(uuid.uuid4())):
+        refused = stack.cli("apikeys", "revoke", bad, check=False)
+        assert refused.returncode != 0
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
