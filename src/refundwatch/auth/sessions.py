@@ -145,7 +145,11 @@ class SessionStore:
             return None
         # Read and renew the idle timeout in one round trip. Only the TTL is touched: rewriting the
         # record from this copy could undo a role re-read that a concurrent request just saved.
-        raw = await self._redis.getex(_key(session_id), ex=self.idle_seconds)
+        # (GET + EXPIRE pipelined rather than GETEX, which needs Redis 6.2.)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(_key(session_id))
+            pipe.expire(_key(session_id), self.idle_seconds)
+            raw, _ = await pipe.execute()
         if raw is None:
             return None
         session = _load(session_id, raw, self._cipher)
