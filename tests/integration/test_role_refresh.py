@@ -176,3 +176,51 @@ def test_the_provider_tokens_are_kept_encrypted_and_never_reach_the_browser(web:
         assert token not in json.dumps(record)
         assert token not in cookies
         assert token not in page.text
+
+
+@contextlib.contextmanager
+def web_with_own_provider(stack: Stack, minutes: float) -> Iterator[tuple[Web, Proc]]:
+    """A web process signing in through a provider of its own, which the test may stop."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    idp = IdentityProvider(rp_base_url=url, log_path=stack.workdir / f"idp-{port}.log").start()
+    env = {
+        **stack.env,
+        **idp.refundwatch_env(),
+        "REFUNDWATCH_BASE_URL": url,
+        "REFUNDWATCH_ROLE_REFRESH_MINUTES": str(minutes),
+    }
+    proc = Proc(
+        "web-own-idp", ["refundwatch", "serve", "--port", str(port)], env, stack.workdir / f"web-{port}.log"
+    )
+    proc.start()
+    try:
+        wait_http(f"{url}/healthz", proc)
+        yield Web(url, idp, stack), proc
+    finally:
+        proc.stop()
+        idp.stop()
+
+
+def test_a_provider_outage_keeps_sessions_for_a_bounded_grace(stack: Stack) -> None:
+    """The provider goes away: the first failed re-read signs nobody out; once the grace (one more
+    interval, here six seconds) has passed without an answer, the session ends."""
+    with web_with_own_provider(stack, 0.1) as (web, proc):
+        username = person(web, ["refundwatch-approvers"])
+        with contextlib.closing(signed_in(web, username)) as client:
+            assert client.get("/approvals").status_code == 200
+            web.idp.stop()
+
+            def postponed() -> bool:
+                assert client.get("/approvals").status_code == 200  # never signed out before it
+                return "role re-read postponed" in proc.tail(100_000)
+
+            wait_until(postponed, timeout=PATIENCE, interval=0.5, what="a failed re-read")
+            wait_until(
+                lambda: signed_out(client.get("/approvals")),
+                timeout=PATIENCE,
+                interval=0.5,
+                what="the grace to run out",
+            )
+            (ended,) = audit(web, client, "user:auth:session_ended")
+            assert "did not answer" in ended["reason"]
