@@ -224,3 +224,28 @@ def test_a_provider_outage_keeps_sessions_for_a_bounded_grace(stack: Stack) -> N
             )
             (ended,) = audit(web, client, "user:auth:session_ended")
             assert "did not answer" in ended["reason"]
+
+
+def test_a_session_from_before_the_upgrade_ends_at_its_first_check(web: Web) -> None:
+    """Sessions written before role re-reads existed hold no provider tokens: nothing can vouch for
+    their role any more, so the first check ends them (one sign-in again)."""
+    from refundwatch.lib.crypto import sha256_hex
+
+    username = person(web, ["refundwatch-approvers"])
+    with contextlib.closing(signed_in(web, username)) as client:
+        session_id = client.cookies.get("rw_session", domain="127.0.0.1")
+        assert session_id
+        store = redis.Redis.from_url(web.stack.redis_url)
+        try:
+            key = f"rw:session:{sha256_hex(session_id)}"
+            record = json.loads(store.get(key) or b"{}")
+            for name in ("tokens", "roles_checked_at", "retry_at"):
+                record.pop(name)
+            store.set(key, json.dumps(record), keepttl=True)
+        finally:
+            store.close()
+        assert signed_out(client.get("/approvals"))
+        (ended,) = audit(web, client, "user:auth:session_ended")
+        assert "no token" in ended["reason"]
+    with contextlib.closing(signed_in(web, username)) as again:
+        assert again.get("/approvals").status_code == 200

@@ -36,7 +36,7 @@ SESSION_ENDED = "user:auth:session_ended"
 MAX_GRACE_SECONDS = 15 * 60
 RETRY_SECONDS = 30.0
 _LOCK_PREFIX = "rw:rolecheck:"
-_LOCK_SECONDS = 30  # longer than the provider calls' timeouts together
+_LOCK_SECONDS = 60  # longer than the provider calls' timeouts together (3 x 10 s)
 
 log = logging.getLogger("refundwatch.auth.rolecheck")
 
@@ -64,27 +64,26 @@ async def checked(connection: Any, session: Session) -> Session | None:
         await redis.delete(lock)
 
 
-async def _ask(oidc: OidcProvider, session: Session) -> tuple[dict[str, Any], Tokens]:
-    tokens = Tokens(session.access_token, session.refresh_token)
-    if session.refresh_token:
-        tokens = await oidc.refresh(session.refresh_token)
-    elif not session.access_token:
-        raise ProviderRefused("the session holds no token to re-read the role with")
-    return await oidc.userinfo(tokens.access_token, session.user.subject), tokens
-
-
 async def _reread(connection: Any, session: Session, now: float, interval: float) -> Session | None:
     settings = runtime_of(connection).settings
     store: SessionStore = connection.app.state.sessions
+    oidc: OidcProvider = connection.app.state.oidc
+    if not session.refresh_token and not session.access_token:  # signed in before this existed
+        return await _end(connection, session, "the session holds no token to re-read the role with")
+    tokens = Tokens(session.access_token, session.refresh_token)
     try:
-        claims, tokens = await _ask(connection.app.state.oidc, session)
+        if session.refresh_token:
+            tokens = await oidc.refresh(session.refresh_token)
+        claims = await oidc.userinfo(tokens.access_token, session.user.subject)
     except ProviderRefused as exc:
         return await _end(connection, session, str(exc))
     except ProviderUnavailable as exc:
         if now - session.roles_checked_at > interval + grace_seconds(interval):
             return await _end(connection, session, f"the identity provider did not answer ({exc})")
         log.warning("role re-read postponed: the identity provider did not answer (%s)", exc)
-        await store.save(replace(session, retry_at=now + min(RETRY_SECONDS, interval)))
+        # Keep tokens a refresh may already have rotated: the old refresh token is spent.
+        postponed = session.with_tokens(tokens.refresh_token, tokens.access_token)
+        await store.save(replace(postponed, retry_at=now + min(RETRY_SECONDS, interval)))
         return session
     groups = groups_of(claims, settings.oidc_roles_claim) or []
     role = role_for(groups, parse_role_map(settings.role_map))
