@@ -443,7 +443,11 @@ async def make_env(pg_admin: str, reuse: str | None) -> Env:
         await conn.execute(f'CREATE DATABASE "{name}"')
         await conn.close()
     db_url = pg_admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
-    return pipeline.bench_env("postgresql", workdir, db_url, name)
+    env = pipeline.bench_env("postgresql", workdir, db_url, name)
+    # The bench's session is written straight into Redis, without provider tokens: no role re-reads
+    # within the session's lifetime (they would end it, as for any session the provider no longer backs).
+    env.vars["REFUNDWATCH_ROLE_REFRESH_MINUTES"] = str(12 * 60)
+    return env
 
 
 def write_connections(env: Env, sim_url: str) -> Path:
@@ -459,16 +463,19 @@ def write_connections(env: Env, sim_url: str) -> Path:
     return path
 
 
-async def make_session(redis_url: str) -> str:
+async def make_session(env_vars: dict[str, str]) -> str:
     """A viewer session written by the app's own store (see the module docstring: OIDC is bypassed)."""
     from redis.asyncio import Redis
 
     from refundwatch.auth.roles import Role, User
     from refundwatch.auth.sessions import SessionStore
+    from refundwatch.config import Settings
+    from refundwatch.lib.crypto import FieldCipher
 
-    redis = Redis.from_url(redis_url)
+    keys = Settings(encryption_keys=env_vars.get("REFUNDWATCH_ENCRYPTION_KEYS", "")).encryption_key_list
+    redis = Redis.from_url(env_vars["REFUNDWATCH_REDIS_URL"])
     try:
-        store = SessionStore(redis, idle_seconds=6 * 3600, absolute_seconds=12 * 3600)
+        store = SessionStore(redis, FieldCipher(keys), idle_seconds=6 * 3600, absolute_seconds=12 * 3600)
         user = User(subject="bench-viewer", name="Bench Viewer", email="bench@example.test", role=Role.VIEWER)
         return (await store.create(user, id_token="")).id
     finally:
@@ -1057,7 +1064,7 @@ async def run(args: argparse.Namespace) -> None:
             report_seed(args.refunds, seeded)
         env.start("web", "refundwatch", "serve", "--port", str(web_port), "--workers", "1")
         await wait_http(f"{web_url}/healthz")
-        session = await make_session(env.vars["REFUNDWATCH_REDIS_URL"])
+        session = await make_session(env.vars)
         headers = {"Cookie": f"rw_session={session}"}
         if not args.skip_panels:
             report_http(args, await http_phase(args, web_url, headers))

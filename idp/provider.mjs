@@ -45,6 +45,9 @@
  *
  * Web clients: confidential, client_secret_basic or client_secret_post (oidc-provider accepts either
  * for a client registered with one of them), response_type code, PKCE S256 required, ID token RS256.
+ * They may use the refresh-token grant, and get a refresh token at every sign-in (as Keycloak does;
+ * oidc-provider would otherwise want `offline_access` with `prompt=consent`), tied to the provider
+ * session unless `offline_access` was granted.
  * Scopes `openid profile email groups`; the ID token itself carries the scope claims (groups included).
  * Consent is granted automatically (all clients are first party): no consent screen.
  *
@@ -83,6 +86,11 @@
  *       wrong kid, or a header can lie about alg. Answers {"token", "header", "claims"}.
  *   POST /__test/users  {"username", "password", "groups"?, ...}  adds or replaces a user; answers it
  *                       without the password.
+ *   POST /__test/users/<username>  {"groups"?: [...] | null, "disabled"?: bool, ...}  changes a
+ *                       running user in place (null removes a field; groups null: no groups claim);
+ *                       answers it without the password. The next refresh-token grant or userinfo
+ *                       call sees the change; a disabled user cannot sign in and every refresh token
+ *                       and access token of theirs stops working (invalid_grant / 401).
  *   GET  /__test/users  the users (without passwords).
  *   POST /__test/clients {"redirect_uris": [...], "post_logout_redirect_uris"?, "client_id"?, "client_secret"?}
  *                       registers (or replaces) another web client with the web-client defaults, so one
@@ -229,7 +237,7 @@ function webClientMetadata(config, client) {
     redirect_uris: client.redirect_uris || [`${config.rpBaseUrl}/auth/callback`],
     post_logout_redirect_uris: client.post_logout_redirect_uris
       || [`${config.rpBaseUrl}/`, `${config.rpBaseUrl}/auth/login`],
-    grant_types: client.grant_types || ['authorization_code'],
+    grant_types: client.grant_types || ['authorization_code', 'refresh_token'],
     response_types: ['code'],
     scope: client.scope || ['openid', ...Object.keys(config.claims).filter((s) => s !== 'openid')].join(' '),
   };
@@ -255,6 +263,18 @@ function addUser(users, raw) {
   }
   users.set(user.sub, user);
   return user;
+}
+
+function updateUser(users, username, changes) {
+  const user = [...users.values()].find((candidate) => candidate.username === username);
+  if (!user) throw Object.assign(new Error(`no user ${username}`), { status: 404 });
+  const changed = { ...user };
+  for (const [key, value] of Object.entries(changes || {})) {
+    if (['username', 'sub'].includes(key)) throw new Error(`${key} cannot change`);
+    if (value === null) delete changed[key];
+    else changed[key] = value;
+  }
+  return addUser(users, changed);
 }
 
 function publicUser({ password, ...rest }) {
@@ -405,7 +425,7 @@ async function renderError(ctx, out) {
 
 async function findAccount(_ctx, sub) {
   const user = config.users.get(sub);
-  if (!user) return undefined;
+  if (!user || user.disabled) return undefined;
   return {
     accountId: user.sub,
     async claims() {
@@ -465,6 +485,8 @@ const provider = (issuer) => new Provider(issuer, {
   },
   responseTypes: ['code'],
   pkce: { required: () => true },
+  // Every web client that may refresh gets a refresh token (see "Web clients" above).
+  issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
   interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
   features: {
     devInteractions: { enabled: false },
@@ -580,7 +602,7 @@ function interactionRoutes(oidcProvider) {
       const username = form.get('username') || '';
       const password = form.get('password') || '';
       const user = [...config.users.values()].find((candidate) => candidate.username === username);
-      if (!user || !timingSafeEqualText(user.password, password)) {
+      if (!user || user.disabled || !timingSafeEqualText(user.password, password)) {
         ctx.status = 401;
         ctx.type = 'html';
         ctx.body = loginPage({ uid, clientName, username, error: 'Invalid username or password.' });
@@ -634,6 +656,9 @@ function testHookRoutes(oidcProvider) {
         ctx.body = signJwt(JSON.parse(await readBody(ctx.req) || '{}'));
       } else if (ctx.path === '/__test/users' && ctx.method === 'POST') {
         ctx.body = publicUser(addUser(config.users, JSON.parse(await readBody(ctx.req) || '{}')));
+      } else if (ctx.path.startsWith('/__test/users/') && ctx.method === 'POST') {
+        const username = decodeURIComponent(ctx.path.slice('/__test/users/'.length));
+        ctx.body = publicUser(updateUser(config.users, username, JSON.parse(await readBody(ctx.req) || '{}')));
       } else if (ctx.path === '/__test/clients' && ctx.method === 'POST') {
         ctx.body = await registerWebClient(oidcProvider, JSON.parse(await readBody(ctx.req) || '{}'));
       } else if (ctx.path === '/__test/users' && ctx.method === 'GET') {

@@ -400,6 +400,15 @@ class IdentityProvider:
         result: dict[str, Any] = response.json()
         return result
 
+    def update_user(self, username: str, **changes: Any) -> dict[str, Any]:
+        """Changes a user in the running provider (``groups=None`` removes the groups claim,
+        ``disabled=True`` refuses their sign-ins and tokens); later refreshes see it."""
+        response = httpx2.post(f"{self.url}/__test/users/{username}", json=changes, timeout=10)
+        if response.status_code != 200:
+            raise IdpError(f"/__test/users/{username} failed ({response.status_code}): {response.text}")
+        result: dict[str, Any] = response.json()
+        return result
+
     def register_web_client(
         self, base_url: str, *, post_logout_redirect_uris: list[str] | None = None
     ) -> OidcClient:

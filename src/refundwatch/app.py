@@ -77,6 +77,7 @@ def create_app() -> Litestar:
         app.state.apikeys = ApiKeyAuthenticator(rt.db)
         app.state.sessions = SessionStore(
             rt.require_redis(),
+            rt.cipher,
             idle_seconds=settings.session_idle_minutes * 60,
             absolute_seconds=settings.session_absolute_hours * 3600,
         )

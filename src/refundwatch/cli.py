@@ -187,6 +187,34 @@ def apikeys_create(name: str, scopes: str) -> None:
     click.echo(run(_with_runtime, work))
 
 
+@apikeys.command("list")
+@friendly
+def apikeys_list() -> None:
+    """The API keys: id, client name, prefix, scopes, created, revoked (never the key itself)."""
+    from refundwatch.auth.apikeys import list_api_keys
+
+    async def work(rt: Any) -> list[Any]:
+        return await list_api_keys(rt.db)
+
+    for key in run(_with_runtime, work):
+        revoked = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+        click.echo(f"{key.id}  {key.name}  {key.prefix}…  {key.scopes}  {key.created_at:%Y-%m-%d}  {revoked}")
+
+
+@apikeys.command("revoke")
+@click.argument("key_id")
+@friendly
+def apikeys_revoke(key_id: str) -> None:
+    """Revoke the key with this id (from `apikeys list`); it stops working within 30 seconds."""
+    from refundwatch.auth.apikeys import revoke_api_key
+
+    async def work(rt: Any) -> Any:
+        return await revoke_api_key(rt.db, key_id, CLI_ACTOR)
+
+    key = run(_with_runtime, work)
+    click.echo(f"revoked {key.id} ({key.name}, {key.prefix}…)")
+
+
 @main.group()
 def keys() -> None:
     """Data keys of the fields encrypted at rest (REFUNDWATCH_ENCRYPTION_KEYS)."""

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     # Sign-in and roles beyond the contract's names.
     session_idle_minutes: int = Field(default=30, ge=1)
     session_absolute_hours: int = Field(default=12, ge=1)
+    # How often a signed-in person's role is re-read from the provider (minutes, fractions allowed).
+    role_refresh_minutes: float = Field(default=5, gt=0)
     # The most one refund may be for, per role, in minor units (a role not named has no limit).
     role_limits: str = "initiator=100000,approver=1000000"
     # Per-client limits (fixed one-minute windows in Redis; 0 turns one off). The API default

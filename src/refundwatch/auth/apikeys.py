@@ -6,8 +6,10 @@ every API request checks one.
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 import time
+import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -36,7 +38,16 @@ class Principal:
 
     @property
     def scope_key(self) -> str:
-        """Idempotency keys are scoped per caller, as Stripe scopes them per account."""
+        """Idempotency keys are scoped per client, as Stripe scopes them per account: every API key
+        created with the same ``--name`` is one client (so a key rotated mid-retry still replays), and
+        a machine token's client is its ``client_id`` (its name, here)."""
+        if self.kind in ("api_key", "client"):
+            return f"client:{self.name}"
+        return self.identity
+
+    @property
+    def identity(self) -> str:
+        """This one credential (``api_key:<id>``, ``client:<client_id>``): who created a refund."""
         return f"{self.kind}:{self.id}"
 
     def actor(self, ip: str | None = None, user_agent: str | None = None) -> Actor:
@@ -70,6 +81,36 @@ async def create_api_key(db: Database, name: str, scopes: list[str], actor: Acto
         )
         await session.commit()
     return key
+
+
+async def list_api_keys(db: Database) -> list[ApiKey]:
+    async with db.read_session() as session:
+        return list(await session.scalars(select(ApiKey).order_by(ApiKey.name, ApiKey.created_at)))
+
+
+async def revoke_api_key(db: Database, key_id: str, actor: Actor) -> ApiKey:
+    """Stop a key working (within the authenticators' cache time). Rotation: create a key with the
+    same ``--name`` (same client, same idempotency scope), move the caller to it, then revoke the old."""
+    try:
+        wanted = uuid.UUID(key_id.strip())
+    except ValueError:
+        raise BadInput(f"{key_id!r} is not an API key id (see `refundwatch apikeys list`)") from None
+    async with db.session() as session:
+        row = await session.get(ApiKey, wanted)
+        if row is None:
+            raise BadInput(f"no API key with id {wanted}")
+        if row.revoked_at is None:
+            row.revoked_at = dt.datetime.now(dt.UTC)
+            record(
+                session,
+                actor,
+                actions.CLI_APIKEY_REVOKE,
+                target_type="api_key",
+                target_id=str(row.id),
+                details={"name": row.name, "prefix": row.prefix},
+            )
+            await session.commit()
+        return row
 
 
 class ApiKeyAuthenticator:

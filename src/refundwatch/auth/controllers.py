@@ -130,7 +130,13 @@ class AuthController(Controller):
             groups=tuple(groups)[:50],
         )
         store = session_store(request)
-        session = await store.create(user, done.id_token, replacing=request.cookies.get(COOKIE))
+        session = await store.create(
+            user,
+            done.id_token,
+            refresh_token=done.tokens.refresh_token,
+            access_token=done.tokens.access_token,
+            replacing=request.cookies.get(COOKIE),
+        )
         await _audit(
             request,
             user_actor(user, request),

@@ -18,6 +18,7 @@ from litestar.response import Redirect, Template
 
 from refundwatch.audit.actions import Actor
 from refundwatch.audit.services import record
+from refundwatch.auth import rolecheck
 from refundwatch.auth.roles import Action, User
 from refundwatch.auth.sessions import COOKIE, Session, SessionStore
 from refundwatch.web.state import runtime_of
@@ -55,10 +56,19 @@ async def current_session(connection: ASGIConnection[Any, Any, Any, Any]) -> Ses
     cached: Session | None = connection.state.get("session")
     if cached is not None:
         return cached
-    session = await session_store(connection).get(connection.cookies.get(COOKIE))
+    session = await live_session(connection)
     if session is not None:
         connection.state.session = session
     return session
+
+
+async def live_session(connection: ASGIConnection[Any, Any, Any, Any]) -> Session | None:
+    """The browser's session, its role re-read from the provider when that is due; None when
+    there is none or it just ended (``auth/rolecheck.py``)."""
+    session = await session_store(connection).get(connection.cookies.get(COOKIE))
+    if session is None:
+        return None
+    return await rolecheck.checked(connection, session)
 
 
 def _wanted_path(connection: ASGIConnection[Any, Any, Any, Any]) -> str:

@@ -8,6 +8,8 @@
   JWKS once (key rotation), at most every few seconds, so forged kids cannot hammer the provider.
 - ID tokens: iss, aud (our client id), exp, iat, nonce, with a small leeway.
 - Machine access tokens (RFC 9068): typ at+jwt, iss, aud = REFUNDWATCH_API_AUDIENCE, exp, scope.
+- Role re-reads (``auth/rolecheck.py``): the refresh-token grant, then the userinfo endpoint.
+  ``offline_access`` is asked for when the provider lists it, since many issue refresh tokens only then.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ import json
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import httpx2
 from authlib.common.errors import AuthlibBaseError as OAuthError
@@ -47,6 +49,20 @@ class TokenInvalid(Exception):
     """A token failed verification; the message says which check, never the token."""
 
 
+class ProviderRefused(Exception):
+    """The provider no longer vouches for the person (refresh token or access token refused)."""
+
+
+class ProviderUnavailable(Exception):
+    """The provider could not be asked (down, slow, or answering errors that are not a refusal)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    access_token: str = field(repr=False)
+    refresh_token: str = field(default="", repr=False)
+
+
 @dataclass(frozen=True, slots=True)
 class PendingSignIn:
     nonce: str
@@ -60,6 +76,7 @@ class SignedIn:
     claims: dict[str, Any]
     id_token: str
     return_to: str
+    tokens: Tokens
 
 
 class OidcProvider:
@@ -143,7 +160,7 @@ class OidcProvider:
             state=state,
             code_verifier=verifier,
             nonce=nonce,
-            scope="openid profile email groups",
+            scope=" ".join(["openid", "profile", "email", "groups", *_offline(metadata)]),
         )
         return str(url)
 
@@ -198,7 +215,8 @@ class OidcProvider:
             claims = await self.verify_id_token(id_token, pending.nonce)
         except TokenInvalid as exc:
             raise SignInError(f"the ID token was rejected: {exc}") from None
-        return SignedIn(claims=claims, id_token=id_token, return_to=pending.return_to)
+        tokens = Tokens(str(token.get("access_token") or ""), str(token.get("refresh_token") or ""))
+        return SignedIn(claims=claims, id_token=id_token, return_to=pending.return_to, tokens=tokens)
 
     async def verify_id_token(self, token: str, nonce: str) -> dict[str, Any]:
         decoded = await self._decode(token)
@@ -234,6 +252,50 @@ class OidcProvider:
             query["id_token_hint"] = id_token
         return f"{endpoint}?{urlencode(query)}"
 
+    # --- re-reading a signed-in person -------------------------------------------------------------
+
+    async def refresh(self, refresh_token: str) -> Tokens:
+        """The refresh-token grant. ``invalid_grant`` (revoked, expired, person disabled) is a
+        refusal; anything else that goes wrong is the provider being unavailable."""
+        try:
+            endpoint = str((await self.metadata())["token_endpoint"])
+        except (SignInError, KeyError):
+            raise ProviderUnavailable("no token endpoint") from None
+        answer = await self._call(
+            "POST",
+            endpoint,
+            data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+            auth=(quote(self.client_id, safe=""), quote(self.client_secret, safe="")),
+        )
+        if answer.status_code in (400, 401) and _error_code(answer) == "invalid_grant":
+            raise ProviderRefused("the provider refused the refresh token")
+        body = _json_object(answer) if answer.status_code == 200 else {}
+        if not body.get("access_token"):
+            raise ProviderUnavailable(f"token endpoint answered {answer.status_code}")
+        return Tokens(str(body["access_token"]), str(body.get("refresh_token") or refresh_token))
+
+    async def userinfo(self, access_token: str, subject: str) -> dict[str, Any]:
+        """The person's current claims; a refused token, or another person's claims, is a refusal."""
+        try:
+            endpoint = str((await self.metadata())["userinfo_endpoint"])
+        except (SignInError, KeyError):
+            raise ProviderUnavailable("no userinfo endpoint") from None
+        answer = await self._call("GET", endpoint, headers={"Authorization": f"Bearer {access_token}"})
+        if answer.status_code in (401, 403):
+            raise ProviderRefused("the provider refused the access token")
+        claims = _json_object(answer) if answer.status_code == 200 else {}
+        if not claims:
+            raise ProviderUnavailable(f"userinfo answered {answer.status_code}")
+        if str(claims.get("sub")) != subject:  # OIDC Core 5.3.2: must be the signed-in person
+            raise ProviderRefused("userinfo is about someone else")
+        return claims
+
+    async def _call(self, method: str, url: str, **kwargs: Any) -> httpx2.Response:
+        try:
+            return await self._http.request(method, url, timeout=10.0, **kwargs)
+        except httpx2.HTTPError as exc:
+            raise ProviderUnavailable(type(exc).__name__) from None
+
     def _client(self) -> AsyncOAuth2Client:
         return AsyncOAuth2Client(
             client_id=self.client_id,
@@ -264,3 +326,19 @@ class OidcProvider:
         except JoseError as exc:
             raise TokenInvalid(f"claim check failed: {exc.error}") from None
         return dict(decoded.claims)
+
+
+def _offline(metadata: Mapping[str, Any]) -> list[str]:
+    return ["offline_access"] if "offline_access" in (metadata.get("scopes_supported") or ()) else []
+
+
+def _json_object(response: httpx2.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _error_code(response: httpx2.Response) -> str:
+    return str(_json_object(response).get("error", ""))

@@ -18,8 +18,8 @@ from litestar import Request, get
 from litestar.channels import ChannelsPlugin, Subscriber
 from litestar.response import Response, Stream, Template
 
-from refundwatch.auth.guards import session_store
-from refundwatch.auth.sessions import COOKIE, Session
+from refundwatch.auth.guards import live_session
+from refundwatch.auth.sessions import Session
 from refundwatch.dashboard import render
 from refundwatch.dashboard.broadcast import REFUNDS_KEY, VIEWS_KEY, refund_channel, view_channel, watch
 from refundwatch.dashboard.panels import resolve
@@ -145,7 +145,7 @@ async def _events(
             if asyncio.get_running_loop().time() - checked > SESSION_RECHECK_SECONDS:
                 checked = asyncio.get_running_loop().time()
                 # Signed out elsewhere or expired: end the stream; the reconnect meets the sign-in guard.
-                if await session_store(request).get(request.cookies.get(COOKIE)) is None:
+                if await live_session(request) is None:  # role re-read too: its end ends the stream
                     return
     finally:
         with contextlib.suppress(Exception):

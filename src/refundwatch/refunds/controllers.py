@@ -60,6 +60,7 @@ class RefundController(Controller):
             rt,
             data,
             scope=who.scope_key,
+            created_by=who.identity,
             idempotency_key=idempotency_key,
             actor=_actor(request, who),
             source=Source.API,

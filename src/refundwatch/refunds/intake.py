@@ -2,7 +2,7 @@
 
 Two round trips to the database per new refund. The first reads the earlier request with this key (if
 any) and the payment together; it runs outside the write transaction because the replay check is
-advisory: the unique (caller, key) index is what claims a key. The second is the write: on PostgreSQL
+advisory: the unique (client, key) index is what claims a key. The second is the write: on PostgreSQL
 one autocommit statement of data-modifying CTEs (reserve the amount if it fits, then insert the refund,
 its first event and its audit entry; a taken key fails the whole statement, reservation included), on
 SQLite the same writes in one transaction that concurrent writers share (``db/groupcommit.py``).
@@ -60,7 +60,7 @@ REFUND_COLUMNS = (
     "updated_at",
 )
 EVENT_COLUMNS = ("at", "status", "source", "detail")
-KEY_INDEX = "uq_refunds_client_idempotency"  # the unique (caller, key) index that claims a key
+KEY_INDEX = "uq_refunds_client_idempotency"  # the unique (client, key) index that claims a key
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +95,7 @@ def _check_shape(body: RefundCreate) -> None:
 
 @functools.cache
 def _earlier_request() -> Select[Any]:
-    """The refund an earlier request with this caller's key created, if any."""
+    """The refund an earlier request of this client with this key created, if any."""
     return select(REFUNDS.c.id, REFUNDS.c.request_fingerprint).where(
         REFUNDS.c.client_scope == bindparam("scope"), REFUNDS.c.idempotency_key == bindparam("key")
     )
@@ -208,9 +208,11 @@ async def create_refund(
     actor: Actor,
     source: Source,
     amount_limit: int | None = None,
+    created_by: str | None = None,
 ) -> Intake:
     """Check a refund request against its payment, reserve the amount, record it, and queue it
-    (exactly once per key). A refund at or above the threshold waits for approval instead."""
+    (exactly once per key within ``scope``, the client). A refund at or above the threshold waits for
+    approval instead. ``created_by``: the credential that sent it, when not the scope itself."""
     fingerprint = _fingerprint(body)
     try:
         connection_id = await _connection_named(rt, body)
@@ -233,7 +235,9 @@ async def create_refund(
     await _check_against_payment(rt, body, payment)
     threshold = rt.settings.approval_threshold_for(payment.currency)
     needs_approval = body.amount >= threshold
-    refund = _new_refund(body, payment, scope, idempotency_key, fingerprint, actor, needs_approval)
+    refund = _new_refund(
+        body, payment, scope, idempotency_key, fingerprint, needs_approval, created_by or scope
+    )
     detail = f"requested by {actor.id}: {body.reason}"
     if needs_approval:
         detail += f"; at or above the {threshold} {payment.currency} threshold, a second person must approve"
@@ -402,8 +406,8 @@ def _new_refund(
     scope: str,
     key: str,
     fingerprint: str,
-    actor: Actor,
     needs_approval: bool,
+    created_by: str,
 ) -> Refund:
     now = dt.datetime.now(dt.UTC)
     refund = Refund(
@@ -421,7 +425,7 @@ def _new_refund(
         client_scope=scope,
         idempotency_key=key,
         request_fingerprint=fingerprint,
-        created_by=scope,  # the stable identity (user:<sub>, api_key:<id>) the four-eyes check uses
+        created_by=created_by,  # the stable identity (user:<sub>, api_key:<id>) four-eyes checks use
         created_at=now,
         updated_at=now,
     )

@@ -45,7 +45,8 @@ class Refund(UUIDv7AuditBase):
     error_code: Mapped[str | None] = mapped_column(String(64), default=None)
     error_message: Mapped[str | None] = mapped_column(String(500), default=None)
     processor_code: Mapped[str | None] = mapped_column(String(128), default=None)
-    client_scope: Mapped[str] = mapped_column(String(128))
+    # The client an Idempotency-Key belongs to: client:<API key name or OAuth client id>, user:<sub>.
+    client_scope: Mapped[str] = mapped_column(String(255))
     idempotency_key: Mapped[str] = mapped_column(String(255))
     request_fingerprint: Mapped[str] = mapped_column(String(64))
     created_by: Mapped[str] = mapped_column(String(255))
