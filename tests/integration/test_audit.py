@@ -297,10 +297,8 @@ def test_activity_is_audited_sealed_and_verified(stack: Stack) -> None:
         json.loads(r["details"])["reference"] for r in audit_rows(stack, "action = ?", "api:payment:create")
     ]
     assert {good_reference, refused_reference} <= set(payments)
-    rejections = audit_rows(stack, "action = ?", "webhook:event:rejected")
-    assert rejections
-    assert rejections[-1]["actor_type"] == "processor"
-    assert rejections[-1]["target_id"] == "stripe-test"
+    # Rejected webhooks are audited once per connection and minute, after the minute closes
+    # (webhooks.rejections; tests/integration/test_webhook_rejections.py waits for that flush).
     assert audit_rows(stack, "action = ?", "webhook:event:accepted")  # the simulator's signed webhooks
 
     seal = stack.cli("audit", "seal")
