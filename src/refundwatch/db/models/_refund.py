@@ -6,7 +6,7 @@ from uuid import UUID
 
 from advanced_alchemy.base import BigIntBase, UUIDv7AuditBase
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from refundwatch.db.types import EncryptedJSON
@@ -23,6 +23,13 @@ class Refund(UUIDv7AuditBase):
         # The refunds list's search box: payment (indexed below), order or invoice reference.
         Index("ix_refunds_order_id", "order_id"),
         Index("ix_refunds_invoice_id", "invoice_id"),
+        # The status sync's turn order (refunds.syncing): only processing refunds are synced.
+        Index(
+            "ix_refunds_sync_due",
+            text("coalesce(last_synced_at, updated_at)"),
+            postgresql_where=text("status = 'processing'"),
+            sqlite_where=text("status = 'processing'"),
+        ),
     )
 
     payment_id: Mapped[UUID] = mapped_column(ForeignKey("payments.id"), index=True)
@@ -52,6 +59,8 @@ class Refund(UUIDv7AuditBase):
     accepted_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     finalized_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    # When a status sync last took this refund (refunds.syncing), whether or not it learned anything.
+    last_synced_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
 
 
 class RefundEvent(BigIntBase):
