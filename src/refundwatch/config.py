@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     retry_base_seconds: float = Field(default=1.0, ge=0)
     retry_max_seconds: float = Field(default=60.0, ge=0)
     sync_interval_seconds: int = Field(default=30, ge=1)
+    # Each sync round claims at most this many due refunds per worker, least recently synced first.
+    sync_batch_size: int = Field(default=500, ge=1)
+    # A refund whose connection is disabled waits this long between looks (attempts untouched).
+    disabled_connection_wait_seconds: float = Field(default=30.0, gt=0)
     sweep_interval_seconds: int = Field(default=15, ge=1)
     sweep_grace_seconds: int = Field(default=10, ge=0)
     # A processor that cannot be reached this many times in a row is left alone (refunds wait, their

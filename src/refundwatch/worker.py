@@ -24,7 +24,7 @@ from refundwatch.dashboard.signals import ROLLUPS, signals
 from refundwatch.health.checks import run_due_checks
 from refundwatch.jobs import Worker, enqueue
 from refundwatch.logs import configure_logging
-from refundwatch.refunds import execution
+from refundwatch.refunds import execution, syncing
 from refundwatch.refunds.breaker import Breaker
 from refundwatch.refunds.execution import RetryLater
 from refundwatch.refunds.services import enqueue_execution
@@ -76,7 +76,9 @@ async def sweep_cron(ctx: dict[str, Any]) -> str:
 
 async def schedule_syncs(ctx: dict[str, Any]) -> int:
     rt = _rt(ctx)
-    ids = await execution.due_for_sync(rt, older_than_seconds=rt.settings.sync_interval_seconds)
+    ids = await syncing.claim_due_syncs(
+        rt, interval_seconds=rt.settings.sync_interval_seconds, batch=rt.settings.sync_batch_size
+    )
     for refund_id in ids:
         await enqueue(rt.require_redis(), SYNC_JOB, str(refund_id), job_id=f"sync:{refund_id}")
     return len(ids)

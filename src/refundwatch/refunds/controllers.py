@@ -19,6 +19,7 @@ from refundwatch.refunds.intake import create_refund
 from refundwatch.refunds.queries import RefundFilter, list_refunds
 from refundwatch.refunds.schemas import PaymentCreate, PaymentOut, RefundCreate, RefundList, RefundOut
 from refundwatch.refunds.states import Source, Trigger
+from refundwatch.refunds.syncing import stamp_synced
 from refundwatch.refunds.views import refund_out
 from refundwatch.runtime import Runtime
 from refundwatch.web.auth import client_ip, principal, require_idempotency_key, require_scopes
@@ -121,6 +122,7 @@ class RefundController(Controller):
     async def sync(self, request: Request[Any, Any, Any], who: Principal, refund_id: UUID) -> RefundOut:
         rt = runtime_of(request)
         refund, _ = await services.get_refund(rt, refund_id)  # 404 before touching the processor
+        await stamp_synced(rt, refund_id)
         await sync_refund(rt, refund_id, source=Source.SYNC, forced=True)
         return await _out(rt, refund)
 

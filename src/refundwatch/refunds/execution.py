@@ -35,6 +35,7 @@ from refundwatch.gateways.base import (
 from refundwatch.gateways.registry import get_gateway
 from refundwatch.refunds import attempts, cas, lookup
 from refundwatch.refunds.breaker import Breaker
+from refundwatch.refunds.connection_wait import disabled_connection_wait
 from refundwatch.refunds.services import apply, enqueue_execution, lock_refund, utcnow
 from refundwatch.refunds.states import Source, Status, Trigger
 from refundwatch.runtime import Runtime
@@ -102,6 +103,9 @@ class Claim:
 
 
 async def execute_refund(rt: Runtime, refund_id: UUID) -> str | RetryLater:
+    # A disabled connection: the refund waits, attempts untouched (refunds.connection_wait).
+    if (held := await disabled_connection_wait(rt, refund_id)) is not None:
+        return RetryLater(held)
     if rt.breaker is not None and rt.breaker.any_open:
         wait = await _circuit_wait(rt, rt.breaker, refund_id)
         if wait is not None:
@@ -458,18 +462,6 @@ async def sync_refund(
     return await record_result(
         rt, refund_id, result, source=source, key=key, quiet=not forced, via=" (read back)"
     )
-
-
-async def due_for_sync(rt: Runtime, *, older_than_seconds: int, limit: int = 500) -> list[UUID]:
-    cutoff = utcnow() - dt.timedelta(seconds=older_than_seconds)
-    async with rt.db.read_session() as session:
-        rows = await session.scalars(
-            select(Refund.id)
-            .where(Refund.status == Status.PROCESSING, Refund.updated_at < cutoff)
-            .order_by(Refund.updated_at)
-            .limit(limit)
-        )
-        return list(rows)
 
 
 async def stranded(rt: Runtime, *, grace_seconds: int, limit: int = 1000) -> list[UUID]:

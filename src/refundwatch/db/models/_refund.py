@@ -6,7 +6,18 @@ from uuid import UUID
 
 from advanced_alchemy.base import BigIntBase, UUIDv7AuditBase
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from refundwatch.db.types import EncryptedJSON
@@ -24,6 +35,13 @@ class Refund(UUIDv7AuditBase):
         Index("ix_refunds_order_id", "order_id"),
         Index("ix_refunds_invoice_id", "invoice_id"),
         Index("ix_refunds_alert_at", "alert_at"),
+        # The status sync's turn order (refunds.syncing): only processing refunds are synced.
+        Index(
+            "ix_refunds_sync_due",
+            text("coalesce(last_synced_at, updated_at)"),
+            postgresql_where=text("status = 'processing'"),
+            sqlite_where=text("status = 'processing'"),
+        ),
     )
 
     payment_id: Mapped[UUID] = mapped_column(ForeignKey("payments.id"), index=True)
@@ -62,6 +80,9 @@ class Refund(UUIDv7AuditBase):
     # A processor report contradicted a released status (money moved): a person must look.
     alert: Mapped[str | None] = mapped_column(Text, default=None)
     alert_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+
+    # When a status sync last took this refund (refunds.syncing), whether or not it learned anything.
+    last_synced_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
 
 
 class RefundAttempt(BigIntBase):

@@ -1,7 +1,7 @@
 """idempotency keys scoped to the client, not to one API key
 
 Revision ID: 0011
-Revises: 0007
+Revises: 0010
 Create Date: 2026-12-06 02:30:00
 
 A returns system that rotates its API key mid-retry must get its first refund back, not a second one.
@@ -25,7 +25,7 @@ from advanced_alchemy.types import GUID
 from alembic import op
 
 revision = "0011"
-down_revision = "0007"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
