@@ -94,7 +94,7 @@ def parse_connection(table: Any, index: int) -> ConnectionSpec:
             table.get("health_check_interval_seconds", 60),
             maximum=86_400,
         ),
-        timeout_seconds=_call_timeout(name, table.get("timeout_seconds", 30)),
+        timeout_seconds=_call_timeout(name, table.get("timeout_seconds")),
     )
 
 
@@ -103,8 +103,10 @@ def _call_timeout(name: str, value: Any) -> int:
     outcome, so a timeout at or above the job timeout would keep a refund re-sending forever."""
     from refundwatch.config import get_settings
 
-    seconds = _positive_int(name, "timeout_seconds", value, maximum=300)
     job_timeout = get_settings().job_timeout_seconds
+    if value is None:  # not given: 30 s, or less where the worker's jobs are shorter
+        return max(1, min(30, job_timeout - 1))
+    seconds = _positive_int(name, "timeout_seconds", value, maximum=300)
     if seconds >= job_timeout:
         raise BadInput(
             f"connection {name!r}: timeout_seconds ({seconds}) must be below the worker's job timeout "
