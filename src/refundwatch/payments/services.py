@@ -23,6 +23,7 @@ from refundwatch.db.models import Payment
 from refundwatch.lib.cards import refuse_card_numbers
 from refundwatch.lib.exceptions import BadInput, Conflict, ValidationFailed
 from refundwatch.lib.money import is_known_currency
+from refundwatch.refunds.schemas import MAX_AMOUNT
 
 CSV_COLUMNS = [
     "connection",
@@ -33,7 +34,6 @@ CSV_COLUMNS = [
     "order_id",
     "invoice_id",
 ]
-MAX_AMOUNT = 10**15  # far beyond any real payment; keeps sums inside BIGINT
 
 
 @dataclass(frozen=True, slots=True)

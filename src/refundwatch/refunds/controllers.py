@@ -23,6 +23,7 @@ from refundwatch.refunds.views import refund_out
 from refundwatch.runtime import Runtime
 from refundwatch.web.auth import client_ip, principal, require_idempotency_key, require_scopes
 from refundwatch.web.state import runtime_of
+from refundwatch.web.strict import require_integer_amount
 
 READ, WRITE, PAY = {"scopes": ["refunds:read"]}, {"scopes": ["refunds:write"]}, {"scopes": ["payments:write"]}
 
@@ -47,7 +48,7 @@ class RefundController(Controller):
     guards = [require_scopes]
     tags = ["refunds"]
 
-    @post("/refunds", opt=WRITE, status_code=201, guards=[require_idempotency_key])
+    @post("/refunds", opt=WRITE, status_code=201, guards=[require_idempotency_key, require_integer_amount])
     async def create(
         self,
         request: Request[Any, Any, Any],
@@ -146,7 +147,7 @@ class PaymentController(Controller):
     guards = [require_scopes]
     tags = ["payments"]
 
-    @post("/payments", opt=PAY, status_code=201)
+    @post("/payments", opt=PAY, status_code=201, guards=[require_integer_amount])
     async def create(
         self, request: Request[Any, Any, Any], who: Principal, data: PaymentCreate
     ) -> Response[PaymentOut]:

@@ -32,8 +32,7 @@ from refundwatch.gateways.registry import supported_processors
 from refundwatch.lib.cards import refuse_card_numbers
 from refundwatch.lib.crypto import sha256_hex
 from refundwatch.lib.exceptions import Conflict, ValidationFailed
-from refundwatch.payments.services import MAX_AMOUNT
-from refundwatch.refunds.schemas import RefundCreate
+from refundwatch.refunds.schemas import MAX_AMOUNT, RefundCreate
 from refundwatch.refunds.services import enqueue_execution, gateway_key
 from refundwatch.refunds.states import Source, Status
 from refundwatch.runtime import Runtime
