@@ -32,7 +32,7 @@ from refundwatch.auth.sessions import SessionStore
 from refundwatch.config import get_settings
 from refundwatch.dashboard.broadcast import Broadcaster
 from refundwatch.dashboard.controllers import LiveSubscriber
-from refundwatch.health.controllers import healthz, metrics, readyz
+from refundwatch.health.controllers import healthz, metrics, readyz, warn_if_metrics_open
 from refundwatch.logs import configure_logging
 from refundwatch.refunds.controllers import PaymentController, RefundController
 from refundwatch.runtime import Runtime
@@ -58,6 +58,7 @@ def create_asgi() -> ASGIApp:
 def create_app() -> Litestar:
     settings = get_settings()
     configure_logging(settings)
+    warn_if_metrics_open(settings)
     rt = Runtime.build(settings)
     # Live updates travel on their own Redis connection (a subscribed connection can do nothing else).
     channels_redis = Redis.from_url(settings.redis_url)

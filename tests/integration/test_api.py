@@ -805,7 +805,7 @@ def test_health_readiness_metrics_and_schema(stack: Stack) -> None:
         lambda: (
             response
             if 'refundwatch_refunds_total{connection="stripe-test",error_code="",outcome="succeeded"}'
-            in (response := httpx2.get(f"{stack.web_url}/metrics")).text
+            in (response := stack.metrics()).text
             else None
         ),
         timeout=10,
