@@ -790,6 +790,20 @@ def test_nul_characters_are_refused_not_a_500(stack: Stack) -> None:
 # --------------------------------------------------------------------------------------------- operations
 
 
+def test_options_lists_every_method_of_the_path(stack: Stack) -> None:
+    """Litestar's automatic OPTIONS answered ``Allow: OPTIONS, POST`` for /api/v1/refunds, which
+    has GET too (found by schemathesis' allow_header_conformance)."""
+    with stack.api() as client:
+        for path, methods in (
+            ("/api/v1/refunds", "GET, OPTIONS, POST"),
+            ("/api/v1/payments", "OPTIONS, POST"),
+            (f"/api/v1/refunds/{uuid.uuid4()}", "GET, OPTIONS"),
+        ):
+            response = client.options(path)
+            assert response.status_code == 204, response.text
+            assert response.headers["allow"] == methods, (path, response.headers["allow"])
+
+
 def test_health_readiness_metrics_and_schema(stack: Stack) -> None:
     healthz = httpx2.get(f"{stack.web_url}/healthz")
     assert healthz.status_code == 200

@@ -21,7 +21,8 @@ def _body(code: str, message: str, **extra: Any) -> dict[str, Any]:
 
 
 def refundwatch_error(_: Request[Any, Any, Any], exc: RefundwatchError) -> Response[dict[str, Any]]:
-    return Response(_body(exc.code, exc.message, **exc.extra), status_code=exc.status_code)
+    headers = getattr(exc, "headers", None)
+    return Response(_body(exc.code, exc.message, **exc.extra), status_code=exc.status_code, headers=headers)
 
 
 def validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
