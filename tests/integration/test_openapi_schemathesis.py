@@ -20,6 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx2
+
 from stack import Stack
 
 SEED = 20261206
@@ -34,6 +36,59 @@ CHECKS = """
 [checks.positive_data_acceptance]
 expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"]
 """
+
+
+def test_document_declares_errors_security_headers_and_constraints(stack: Stack) -> None:
+    """What the issue found missing, read from the served document: no Litestar {status_code, detail}
+    anywhere, every API operation with 401/403/422/429 in the {code, message} shape and the bearer
+    scheme, the Idempotency-Key header, Retry-After, and the body constraints."""
+    document = httpx2.get(f"{stack.web_url}/schema/openapi.json", timeout=30).json()
+    text = json.dumps(document)
+    assert '"status_code"' not in text  # Litestar's default error shape
+    assert document["components"]["securitySchemes"]["bearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": document["components"]["securitySchemes"]["bearer"]["description"],
+    }
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            where = f"{method.upper()} {path}"
+            responses = operation["responses"]
+            assert "400" not in responses or path == "/api/v1/refunds", where
+            if not path.startswith("/api/"):
+                assert operation["security"] == [], where
+                continue
+            assert operation["security"] == [{"bearer": []}], where
+            for status in ("401", "403", "422", "429"):
+                schema = responses[status]["content"]["application/json"]["schema"]
+                assert schema["allOf"][0] == {"$ref": "#/components/schemas/Error"}, (where, status)
+                assert schema["allOf"][1]["properties"]["code"]["enum"], (where, status)
+            assert responses["429"]["headers"]["Retry-After"]["required"] is True, where
+    create = document["paths"]["/api/v1/refunds"]["post"]
+    assert set(create["responses"]) >= {"200", "201", "400", "401", "403", "409", "422", "429"}
+    assert (
+        "invalid_amount"
+        in create["responses"]["422"]["content"]["application/json"]["schema"]["allOf"][1]["properties"][
+            "code"
+        ]["enum"]
+    )
+    (header,) = [p for p in create["parameters"] if p["in"] == "header"]
+    assert header["name"] == "Idempotency-Key"
+    assert header["required"] is True
+    assert header["schema"]["maxLength"] == 255
+    body = document["components"]["schemas"]["RefundCreate"]
+    assert body["additionalProperties"] is False
+    assert body["properties"]["amount"]["type"] == "integer"
+    assert body["properties"]["amount"]["minimum"] == 1
+    assert body["properties"]["currency"]["pattern"] == "^[A-Za-z]{3}$"
+    assert set(body["properties"]["reason"]["enum"]) == {
+        "requested_by_customer",
+        "duplicate",
+        "fraudulent",
+        "return",
+        "other",
+    }
+    assert document["components"]["schemas"]["Error"]["required"] == ["code", "message"]
 
 
 def run_schemathesis(stack: Stack, workdir: Path, config: str) -> None:
