@@ -41,6 +41,7 @@ BACKENDS = ["sqlite", "postgresql"]
 PYTHON = sys.executable
 STRIPE_KEY = "sk_test_refundwatch_tests"
 STRIPE_SECRET = "whsec_refundwatch_tests"
+METRICS_TOKEN = "metrics-token-for-tests"
 
 
 @dataclass
@@ -170,6 +171,12 @@ class Stack:
         return httpx2.Client(
             base_url=self.web_url, timeout=30, headers={"Authorization": f"Bearer {key or self.api_key}"}
         )
+
+    def metrics(self, base: str | None = None, timeout: float = 30) -> httpx2.Response:
+        """GET /metrics as Prometheus scrapes it: with the stack's metrics token."""
+        token = self.env.get("REFUNDWATCH_METRICS_TOKEN", "")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx2.get(f"{base or self.web_url}/metrics", headers=headers, timeout=timeout)
 
     def control(self, path: str, body: Any = None) -> Any:
         if body is None:
@@ -331,6 +338,8 @@ def stack(
         "REFUNDWATCH_RATE_LIMIT_API_PER_MINUTE": "0",
         "REFUNDWATCH_RATE_LIMIT_SIGN_IN_PER_MINUTE": "0",
         "REFUNDWATCH_RATE_LIMIT_AUTH_FAILURES_PER_MINUTE": "0",
+        # As in production: /metrics answers only the scraper that sends this token.
+        "REFUNDWATCH_METRICS_TOKEN": METRICS_TOKEN,
     }
     web_client = idp.register_web_client(
         web_url, post_logout_redirect_uris=[f"{web_url}/auth/signed-out", f"{web_url}/"]

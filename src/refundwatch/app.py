@@ -32,11 +32,13 @@ from refundwatch.auth.sessions import SessionStore
 from refundwatch.config import get_settings
 from refundwatch.dashboard.broadcast import Broadcaster
 from refundwatch.dashboard.controllers import LiveSubscriber
-from refundwatch.health.controllers import healthz, metrics, readyz
+from refundwatch.health.controllers import healthz, metrics, readyz, warn_if_metrics_open
 from refundwatch.logs import configure_logging
 from refundwatch.refunds.controllers import PaymentController, RefundController
 from refundwatch.runtime import Runtime
+from refundwatch.web.allow import allow_before_send
 from refundwatch.web.errors import EXCEPTION_HANDLERS
+from refundwatch.web.openapi import COMPONENTS, complete_document
 from refundwatch.web.pages import pages_router
 from refundwatch.web.requestlog import request_id_middleware
 from refundwatch.web.security import security_before_send, security_middleware
@@ -58,6 +60,7 @@ def create_asgi() -> ASGIApp:
 def create_app() -> Litestar:
     settings = get_settings()
     configure_logging(settings)
+    warn_if_metrics_open(settings)
     rt = Runtime.build(settings)
     # Live updates travel on their own Redis connection (a subscribed connection can do nothing else).
     channels_redis = Redis.from_url(settings.redis_url)
@@ -96,7 +99,7 @@ def create_app() -> Litestar:
             await channels_redis.aclose()
             await rt.close()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             RefundController,
             PaymentController,
@@ -132,15 +135,18 @@ def create_app() -> Litestar:
             version="0.1.0",
             path="/schema",
             render_plugins=[SwaggerRenderPlugin()],
+            components=COMPONENTS,
         ),
         response_cache_config=ResponseCacheConfig(),
         request_max_body_size=256 * 1024,
         # Outermost first: every request gets its id before anything can log about it.
         middleware=[request_id_middleware, *security_middleware(settings)],
         # Unmatched paths and methods never reach app middleware: they get the headers here.
-        before_send=[security_before_send(settings)],
+        before_send=[security_before_send(settings), allow_before_send],
         debug=False,
         # Our own structured, scrubbed logging (logs.py) stays in charge: Litestar's default
         # logging config would replace the root handler with its plain one.
         logging_config=None,
     )
+    complete_document(app)
+    return app

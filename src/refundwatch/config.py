@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     # "10.0.0.0/8") whose X-Forwarded-For / X-Forwarded-Proto are believed. Without it every client
     # would share the proxy's address in rate limits and the audit log.
     trusted_proxies: str = ""
+    # When set, GET /metrics requires "Authorization: Bearer <token>" (CONTRACT §2); unset, it is open.
+    metrics_token: str = ""
 
     # Operational knobs beyond the contract; the defaults suit one worker on a small machine.
     worker_max_jobs: int = Field(default=200, ge=1)

@@ -679,7 +679,7 @@ print("ROUTES=" + json.dumps([
 """
 
 #: Answer anyone: path prefix -> what a GET with made-up parameters may answer.
-PUBLIC_PREFIXES = ("/healthz", "/readyz", "/metrics", "/static/", "/schema", "/auth/")
+PUBLIC_PREFIXES = ("/healthz", "/readyz", "/static/", "/schema", "/auth/")
 
 
 def _app_routes(stack: Stack) -> list[dict[str, Any]]:
@@ -744,6 +744,9 @@ def test_every_route_is_guarded_or_explicitly_public(stack: Stack) -> None:
                 elif template.startswith("/webhooks/"):
                     if method == "GET" or not 400 <= status < 500:
                         problems.append(f"{seen} (webhooks: POST only, unsigned must be 4xx)")
+                elif template == "/metrics":
+                    if status != 401:  # the stack sets REFUNDWATCH_METRICS_TOKEN
+                        problems.append(f"{seen} (metrics: expected 401 without the token)")
                 elif template.startswith(PUBLIC_PREFIXES) or template in ("/schema",):
                     pass  # public by design
                 elif method == "GET":

@@ -20,7 +20,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from stack import PYTHON, Stack, db_rows, second_web, wait_until
+from _services import free_port
+from stack import METRICS_TOKEN, PYTHON, Proc, Stack, db_rows, second_web, wait_http, wait_until
 
 CONNECTION = "stripe-test"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -71,7 +72,7 @@ SCRAPES: list[tuple[str, Scrape]] = []  # every scrape of this module, in order,
 
 
 def scrape(stack: Stack, base: str | None = None) -> Scrape:
-    response = httpx2.get(f"{base or stack.web_url}/metrics", timeout=30)
+    response = stack.metrics(base)
     assert response.status_code == 200, response.text[:500]
     assert response.headers["content-type"] == CONTENT_TYPE
     return parse(stack, response.text, record=base is None)
@@ -127,6 +128,50 @@ def outcomes(stack: Stack) -> dict[str, list[str]]:
     return ids
 
 
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        pytest.param(None, id="no-header"),
+        pytest.param("Bearer", id="empty-token"),
+        pytest.param("Bearer wrong-token", id="wrong-token"),
+        pytest.param(f"Bearer {METRICS_TOKEN}x", id="token-plus-one"),
+        pytest.param(f"Bearer {METRICS_TOKEN[:-1]}", id="token-minus-one"),
+        pytest.param(f"Basic {METRICS_TOKEN}", id="wrong-scheme"),
+        pytest.param(METRICS_TOKEN, id="no-scheme"),
+    ],
+)
+def test_metrics_need_the_token_when_one_is_set(stack: Stack, authorization: str | None) -> None:
+    """/metrics publishes the money in flight: with REFUNDWATCH_METRICS_TOKEN set, anything but that
+    bearer token gets 401 JSON with WWW-Authenticate and no metric at all."""
+    headers = {} if authorization is None else {"Authorization": authorization}
+    response = httpx2.get(f"{stack.web_url}/metrics", headers=headers, timeout=30)
+    assert response.status_code == 401, response.text[:300]
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    body = response.json()
+    assert body["code"] in ("unauthenticated", "invalid_token"), body
+    assert body["message"], body
+    assert "refundwatch_" not in response.text
+    assert stack.metrics().status_code == 200
+    lower = httpx2.get(
+        f"{stack.web_url}/metrics", headers={"Authorization": f"bearer {METRICS_TOKEN}"}, timeout=30
+    )
+    assert lower.status_code == 200  # the scheme is case-insensitive (RFC 7235)
+
+
+def test_without_a_token_start_up_warns_that_metrics_are_open(stack: Stack) -> None:
+    env = {k: v for k, v in stack.env.items() if k != "REFUNDWATCH_METRICS_TOKEN"}
+    port = free_port()
+    log = stack.workdir / "web-open-metrics.log"
+    proc = Proc("web-open", ["refundwatch", "serve", "--port", str(port)], env, log).start()
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+        assert httpx2.get(f"http://127.0.0.1:{port}/metrics", timeout=30).status_code == 200
+        assert "REFUNDWATCH_METRICS_TOKEN is not set: GET /metrics is open" in log.read_text()
+    finally:
+        proc.stop()
+    assert "REFUNDWATCH_METRICS_TOKEN is not set" not in (stack.workdir / "web.log").read_text()
+
+
 def test_metrics_are_valid_exposition_with_low_cardinality_labels(stack: Stack) -> None:
     result = scrape(stack)
     expected = {
@@ -152,7 +197,7 @@ def test_metrics_are_valid_exposition_with_low_cardinality_labels(stack: Stack) 
             assert label in LABELS, (name, label)
             assert not UUID_LIKE.search(value), (name, label, value)
     # the old per-status gauge (a GROUP BY over every refund on each scrape) is gone
-    assert "refundwatch_refunds{" not in httpx2.get(f"{stack.web_url}/metrics", timeout=30).text
+    assert "refundwatch_refunds{" not in stack.metrics().text
     # each connection has its series before anything happens, so rate() works from the first refund
     assert (
         result.get("refundwatch_refunds_total", connection=CONNECTION, outcome="succeeded", error_code="")
@@ -497,7 +542,7 @@ def test_web_requests_are_counted_by_route_template_across_processes(stack: Stac
             assert client.get(f"/api/v1/refunds/{refund_id}").status_code == 200
 
     def requests_for_route() -> float:
-        text = httpx2.get(f"{stack.web_url}/metrics").text
+        text = stack.metrics().text
         for family in text_string_to_metric_families(text):
             if family.name == "refundwatch_http_requests":
                 return sum(
@@ -508,7 +553,7 @@ def test_web_requests_are_counted_by_route_template_across_processes(stack: Stac
         return 0.0
 
     wait_until(lambda: requests_for_route() >= 3, timeout=10, what="requests counted (sent once a second)")
-    text = httpx2.get(f"{stack.web_url}/metrics").text
+    text = stack.metrics().text
     assert refund_id not in text, "no raw paths in labels"
     histogram = next(
         f

@@ -22,10 +22,11 @@ from litestar.testing import TestClient
 from _services import free_port, start_private_redis
 from refundwatch.config import Settings
 from refundwatch.web.security import security_before_send
-from stack import Proc, Stack, wait_http
+from stack import METRICS_TOKEN, Proc, Stack, wait_http
 
 API_LIMIT, SIGN_IN_LIMIT, FAILURE_LIMIT = 5, 3, 4
 SQLITE_ONLY = pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+METRICS_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 
 COMMON = {
     "x-frame-options": "DENY",
@@ -263,7 +264,7 @@ def test_webhooks_health_and_metrics_are_not_limited(limited: Limited) -> None:
             assert hook.status_code in (400, 401), hook.status_code
             assert "ratelimit-limit" not in hook.headers
             for path in ("/healthz", "/readyz", "/metrics"):
-                response = client.get(path)
+                response = client.get(path, headers=METRICS_AUTH if path == "/metrics" else {})
                 assert response.status_code == 200, (path, response.status_code)
                 assert "ratelimit-limit" not in response.headers
 

@@ -71,7 +71,7 @@ def post(
 
 
 def rate_limited_metric(stack: Stack) -> int:
-    response = httpx2.get(f"{stack.web_url}/metrics", timeout=10)
+    response = stack.metrics(timeout=10)
     match = RATE_LIMITED_METRIC.search(response.text)
     return int(match.group(1)) if match else 0
 

@@ -122,7 +122,7 @@ def stored_count(stack: Stack, event_id: str) -> int:
 
 
 def rejected_metric(stack: Stack) -> int:
-    response = httpx2.get(f"{stack.web_url}/metrics", timeout=10)
+    response = stack.metrics(timeout=10)
     assert response.status_code == 200, response.text
     match = REJECTED_METRIC.search(response.text)
     return int(match.group(1)) if match else 0

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import logging
 from typing import Any
 
 from litestar import MediaType, Request, Response, get
 from sqlalchemy import text
 
+from refundwatch.config import Settings, get_settings
 from refundwatch.health.metrics import CONTENT_TYPE, scrape
 from refundwatch.web.state import runtime_of
+
+log = logging.getLogger("refundwatch.web")
 
 
 @get("/healthz", media_type=MediaType.TEXT, include_in_schema=False)
@@ -40,8 +46,45 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
 
 
 @get("/metrics", include_in_schema=False)
-async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def metrics(request: Request[Any, Any, Any]) -> Response[Any]:
     """Prometheus text format, from the rollups and Redis (health.metrics): a few small queries per
-    scrape, the same answer from every process. Unauthenticated: counts and connection names only."""
+    scrape, the same answer from every process. It shows the money in flight per currency, so with
+    REFUNDWATCH_METRICS_TOKEN set only a scraper that sends that bearer token gets it."""
+    refusal = metrics_refusal(request.headers.get("authorization"), get_settings().metrics_token)
+    if refusal is not None:
+        return refusal
     body = await scrape(runtime_of(request))
     return Response(body, headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})
+
+
+def metrics_refusal(authorization: str | None, token: str) -> Response[dict[str, str]] | None:
+    """None when the request may read /metrics; otherwise the 401 to answer. The token is compared
+    in constant time (as digests, so not even its length shows)."""
+    if not token:
+        return None
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(_digest(given.strip()), _digest(token)):
+        return None
+    code, message = (
+        ("invalid_token", "the metrics token is wrong")
+        if given.strip()
+        else ("unauthenticated", "send Authorization: Bearer <REFUNDWATCH_METRICS_TOKEN>")
+    )
+    return Response(
+        {"code": code, "message": message},
+        status_code=401,
+        headers={"WWW-Authenticate": 'Bearer realm="metrics"', "Cache-Control": "no-store"},
+    )
+
+
+def _digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).digest()
+
+
+def warn_if_metrics_open(settings: Settings) -> None:
+    """Start-up says when /metrics is open to anyone who can reach it."""
+    if not settings.metrics_token:
+        log.warning(
+            "REFUNDWATCH_METRICS_TOKEN is not set: GET /metrics is open to anyone who can reach it "
+            "(it shows money in flight per currency); set it and give Prometheus the same token"
+        )

@@ -23,6 +23,7 @@ from refundwatch.db.models import Payment
 from refundwatch.lib.cards import refuse_card_numbers
 from refundwatch.lib.exceptions import BadInput, Conflict, ValidationFailed
 from refundwatch.lib.money import is_known_currency
+from refundwatch.refunds.schemas import MAX_AMOUNT, MAX_REFERENCE_LENGTH
 
 CSV_COLUMNS = [
     "connection",
@@ -33,7 +34,6 @@ CSV_COLUMNS = [
     "order_id",
     "invoice_id",
 ]
-MAX_AMOUNT = 10**15  # far beyond any real payment; keeps sums inside BIGINT
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +48,10 @@ class PaymentInput:
 
 
 def check_payment(data: PaymentInput) -> None:
-    if not data.payment_reference.strip() or len(data.payment_reference) > 255:
-        raise ValidationFailed("payment_reference must be 1 to 255 characters", code="validation_error")
+    if not data.payment_reference.strip() or len(data.payment_reference) > MAX_REFERENCE_LENGTH:
+        raise ValidationFailed(
+            f"payment_reference must be 1 to {MAX_REFERENCE_LENGTH} characters", code="validation_error"
+        )
     if isinstance(data.amount, bool) or not 0 < data.amount <= MAX_AMOUNT:
         raise ValidationFailed("amount must be a positive whole number of minor units", code="invalid_amount")
     if not is_known_currency(data.currency):
@@ -58,8 +60,8 @@ def check_payment(data: PaymentInput) -> None:
         raise ValidationFailed("captured_at must include a time zone", code="validation_error")
     for name in ("order_id", "invoice_id"):
         value = getattr(data, name)
-        if value is not None and len(value) > 255:
-            raise ValidationFailed(f"{name} must be at most 255 characters")
+        if value is not None and len(value) > MAX_REFERENCE_LENGTH:
+            raise ValidationFailed(f"{name} must be at most {MAX_REFERENCE_LENGTH} characters")
     refuse_card_numbers({"order_id": data.order_id, "invoice_id": data.invoice_id})
 
 

@@ -6,24 +6,41 @@ import datetime as dt
 from typing import Annotated, Any
 from uuid import UUID
 
+import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import Provide
+from litestar.openapi.spec import Example
 from litestar.params import Parameter
 
 from refundwatch.auth.apikeys import Principal
 from refundwatch.db.models import Payment, Refund
+from refundwatch.lib.exceptions import ValidationFailed
 from refundwatch.payments.services import PaymentInput, create_payment
 from refundwatch.refunds import services
 from refundwatch.refunds.execution import sync_refund
 from refundwatch.refunds.intake import create_refund
-from refundwatch.refunds.queries import RefundFilter, list_refunds
+from refundwatch.refunds.queries import MAX_PAGE, RefundFilter, list_refunds
 from refundwatch.refunds.schemas import PaymentCreate, PaymentOut, RefundCreate, RefundList, RefundOut
-from refundwatch.refunds.states import Source, Trigger
+from refundwatch.refunds.states import Source, Status, Trigger
 from refundwatch.refunds.syncing import stamp_synced
 from refundwatch.refunds.views import refund_out
 from refundwatch.runtime import Runtime
 from refundwatch.web.auth import client_ip, principal, require_idempotency_key, require_scopes
 from refundwatch.web.state import runtime_of
+from refundwatch.web.strict import require_integer_amount
+
+# An RFC 3339 time. Taken as text and parsed strictly: lenient decoding would read "0.5" as a Unix time.
+Moment = Annotated[str | None, Parameter(schema_extra={"format": "date-time"})]
+
+
+def _moment(name: str, value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        return msgspec.convert(value, dt.datetime)
+    except msgspec.ValidationError:
+        raise ValidationFailed(f"{name} must be an RFC 3339 time such as 2026-12-01T00:00:00Z") from None
+
 
 READ, WRITE, PAY = {"scopes": ["refunds:read"]}, {"scopes": ["refunds:write"]}, {"scopes": ["payments:write"]}
 
@@ -48,13 +65,24 @@ class RefundController(Controller):
     guards = [require_scopes]
     tags = ["refunds"]
 
-    @post("/refunds", opt=WRITE, status_code=201, guards=[require_idempotency_key])
+    @post("/refunds", opt=WRITE, status_code=201, guards=[require_idempotency_key, require_integer_amount])
     async def create(
         self,
         request: Request[Any, Any, Any],
         who: Principal,
         data: RefundCreate,
-        idempotency_key: Annotated[str, Parameter(header="Idempotency-Key")],
+        idempotency_key: Annotated[
+            str,
+            Parameter(
+                header="Idempotency-Key",
+                min_length=1,
+                max_length=255,
+                pattern=r"\S",  # not blank
+                description="The same key with the same body returns the same refund and creates "
+                "nothing; with a different body it is 409 idempotency_key_reused. Scoped per API client.",
+                examples=[Example(value="return-4711")],
+            ),
+        ],
     ) -> Response[RefundOut]:
         rt = runtime_of(request)
         intake = await create_refund(
@@ -84,18 +112,26 @@ class RefundController(Controller):
         self,
         request: Request[Any, Any, Any],
         who: Principal,
-        status: str | None = None,
+        status: Status | None = None,
         connection: str | None = None,
         payment_reference: str | None = None,
-        created_after: dt.datetime | None = None,
-        created_before: dt.datetime | None = None,
+        created_after: Moment = None,
+        created_before: Moment = None,
         cursor: str | None = None,
-        limit: int = 50,
+        limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 50,
     ) -> RefundList:
         rt = runtime_of(request)
         page = await list_refunds(
             rt,
-            RefundFilter(status, connection, payment_reference, created_after, created_before, cursor, limit),
+            RefundFilter(
+                status,
+                connection,
+                payment_reference,
+                _moment("created_after", created_after),
+                _moment("created_before", created_before),
+                cursor,
+                limit,
+            ),
         )
         data = [
             refund_out(r, page.events.get(r.id, []), await _name(rt, r.connection_id)) for r in page.refunds
@@ -149,7 +185,7 @@ class PaymentController(Controller):
     guards = [require_scopes]
     tags = ["payments"]
 
-    @post("/payments", opt=PAY, status_code=201)
+    @post("/payments", opt=PAY, status_code=201, guards=[require_integer_amount])
     async def create(
         self, request: Request[Any, Any, Any], who: Principal, data: PaymentCreate
     ) -> Response[PaymentOut]:

@@ -32,8 +32,14 @@ from refundwatch.gateways.registry import supported_processors
 from refundwatch.lib.cards import refuse_card_numbers
 from refundwatch.lib.crypto import sha256_hex
 from refundwatch.lib.exceptions import Conflict, ValidationFailed
-from refundwatch.payments.services import MAX_AMOUNT
-from refundwatch.refunds.schemas import RefundCreate
+from refundwatch.refunds.schemas import (
+    MAX_AMOUNT,
+    MAX_METADATA_KEY_LENGTH,
+    MAX_METADATA_KEYS,
+    MAX_METADATA_VALUE_LENGTH,
+    MAX_REFERENCE_LENGTH,
+    RefundCreate,
+)
 from refundwatch.refunds.services import enqueue_execution, gateway_key
 from refundwatch.refunds.states import Source, Status
 from refundwatch.runtime import Runtime
@@ -77,15 +83,21 @@ def _fingerprint(body: RefundCreate) -> str:
 def _check_shape(body: RefundCreate) -> None:
     if isinstance(body.amount, bool) or body.amount <= 0 or body.amount > MAX_AMOUNT:
         raise ValidationFailed("amount must be a positive whole number of minor units", code="invalid_amount")
-    if not body.payment_reference.strip() or len(body.payment_reference) > 255:
-        raise ValidationFailed("payment_reference must be 1 to 255 characters")
+    if not body.payment_reference.strip() or len(body.payment_reference) > MAX_REFERENCE_LENGTH:
+        raise ValidationFailed(f"payment_reference must be 1 to {MAX_REFERENCE_LENGTH} characters")
     for name in ("order_id", "invoice_id"):
         value = getattr(body, name)
-        if value is not None and len(value) > 255:
-            raise ValidationFailed(f"{name} must be at most 255 characters")
+        if value is not None and len(value) > MAX_REFERENCE_LENGTH:
+            raise ValidationFailed(f"{name} must be at most {MAX_REFERENCE_LENGTH} characters")
     metadata = body.metadata or {}
-    if len(metadata) > 20 or any(len(k) > 40 or not k or len(v) > 500 for k, v in metadata.items()):
-        raise ValidationFailed("metadata: at most 20 keys, keys 1-40 characters, values up to 500")
+    if len(metadata) > MAX_METADATA_KEYS or any(
+        not k or len(k) > MAX_METADATA_KEY_LENGTH or len(v) > MAX_METADATA_VALUE_LENGTH
+        for k, v in metadata.items()
+    ):
+        raise ValidationFailed(
+            f"metadata: at most {MAX_METADATA_KEYS} keys, keys 1-{MAX_METADATA_KEY_LENGTH} characters, "
+            f"values up to {MAX_METADATA_VALUE_LENGTH}"
+        )
     # Free text never carries a card number (payment_reference is the processor's id: not free text).
     refuse_card_numbers({"order_id": body.order_id, "invoice_id": body.invoice_id})
     for key, value in metadata.items():

@@ -32,7 +32,7 @@ from refundwatch.refunds.closing import close_unexecuted
 from refundwatch.refunds.intake import create_refund
 from refundwatch.refunds.listing import REASONS, STATUSES, Listing, parse_listing
 from refundwatch.refunds.queries import Page, RefundFilter, filter_conditions, list_refunds
-from refundwatch.refunds.schemas import RefundCreate
+from refundwatch.refunds.schemas import RefundCreate, field_error
 from refundwatch.refunds.states import Source, Status, Trigger, allowed_commands
 from refundwatch.runtime import Runtime
 from refundwatch.web.state import runtime_of
@@ -339,6 +339,9 @@ def _body_from(form: dict[str, str]) -> RefundCreate:
     try:
         return msgspec.convert(fields, RefundCreate)
     except msgspec.ValidationError as exc:
+        problem, _, where = str(exc).rpartition(" - at `$.")
+        if found := field_error(where.rstrip("`"), problem):
+            raise ValidationFailed(found[1], code=found[0]) from None
         raise ValidationFailed(str(exc)) from None
 
 

@@ -48,6 +48,9 @@ class Page:
     next_cursor: str | None
 
 
+MAX_PAGE = 200  # refunds per page, at most
+
+
 def _aware(moment: dt.datetime) -> dt.datetime:
     """A time without a zone is taken as UTC, the zone every stored time is in."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
@@ -107,8 +110,8 @@ def _before(cursor: str) -> ColumnElement[bool]:
 
 
 async def list_refunds(rt: Runtime, f: RefundFilter) -> Page:
-    if not 1 <= f.limit <= 200:
-        raise ValidationFailed("limit must be between 1 and 200")
+    if not 1 <= f.limit <= MAX_PAGE:
+        raise ValidationFailed(f"limit must be between 1 and {MAX_PAGE}")
     terms = await filter_conditions(rt, f)
     if f.cursor:
         terms.append(_before(f.cursor))

@@ -18,6 +18,12 @@ from refundwatch.lib.exceptions import AuthenticationFailed, PermissionDenied, R
 from refundwatch.web.state import authenticator
 
 
+class BearerRequired(AuthenticationFailed):
+    """401 for the API: says which scheme to use (RFC 6750)."""
+
+    headers = {"WWW-Authenticate": 'Bearer realm="refundwatch"'}
+
+
 class MissingIdempotencyKey(RefundwatchError):
     status_code = 400
     code = "idempotency_key_missing"
@@ -28,12 +34,10 @@ async def require_scopes(connection: ASGIConnection[Any, Any, Any, Any], handler
     header = connection.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise AuthenticationFailed(
-            "send Authorization: Bearer <API key or access token>", code="unauthenticated"
-        )
+        raise BearerRequired("send Authorization: Bearer <API key or access token>", code="unauthenticated")
     found = await _authenticate(connection, token.strip())
     if found is None:
-        raise AuthenticationFailed("the token is invalid, expired or revoked", code="invalid_token")
+        raise BearerRequired("the token is invalid, expired or revoked", code="invalid_token")
     missing = set(handler.opt.get("scopes", ())) - found.scopes
     if missing:
         raise PermissionDenied(

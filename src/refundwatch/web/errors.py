@@ -11,6 +11,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from sqlalchemy.exc import DataError, DBAPIError
 
 from refundwatch.lib.exceptions import RefundwatchError
+from refundwatch.refunds.schemas import field_error
 
 log = logging.getLogger("refundwatch.web")
 
@@ -20,13 +21,22 @@ def _body(code: str, message: str, **extra: Any) -> dict[str, Any]:
 
 
 def refundwatch_error(_: Request[Any, Any, Any], exc: RefundwatchError) -> Response[dict[str, Any]]:
-    return Response(_body(exc.code, exc.message, **exc.extra), status_code=exc.status_code)
+    headers = getattr(exc, "headers", None)
+    return Response(_body(exc.code, exc.message, **exc.extra), status_code=exc.status_code, headers=headers)
 
 
 def validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
     details = exc.extra if isinstance(exc.extra, list) else None
     message = exc.detail or "the request body is not valid"
-    return Response(_body("validation_error", message, errors=details or []), status_code=422)
+    code = "validation_error"
+    for detail in details or []:
+        # A bad amount or currency in the body has its own code, and a message that says why.
+        if not isinstance(detail, dict) or detail.get("source") != "body":
+            continue
+        if found := field_error(detail.get("key"), str(detail.get("message", "not valid"))):
+            code, message = found
+            break
+    return Response(_body(code, message, errors=details or []), status_code=422)
 
 
 def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
