@@ -201,6 +201,30 @@ class HealthResult:
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a processor allows. The core (execution, sync, sweeper, webhooks) decides from these
+    declarations, never from a processor's name."""
+
+    # get_refund / find_refund work: an unknown outcome can be settled by asking, sync can poll.
+    reads_refunds: bool = True
+    # False: the create answer only acknowledges receipt (Adyen "received"): the refund is processing
+    # and its outcome comes from a notification.
+    first_answer_final: bool = True
+    # The processor can report what is still refundable on a payment.
+    refundable_queryable: bool = False
+    # The exact body the processor expects as the webhook answer (Adyen: "[accepted]"); None: JSON.
+    webhook_ack: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookItem:
+    """One item of a webhook delivery, verified on its own (Adyen signs each notification item)."""
+
+    payload: bytes  # what is stored and later handed to parse_webhook
+    error: str | None = None  # why this item is refused (bad or missing signature); None: verified
+
+
 class Gateway(Protocol):
     """What every processor package provides (see gateways/registry.py)."""
 
@@ -210,6 +234,7 @@ class Gateway(Protocol):
     option_fields: tuple[str, ...]  # non-secret required fields (e.g. merchant_account)
     # How long the processor remembers an idempotency key; past it a re-send may execute again.
     idempotency_retention_seconds: float
+    capabilities: Capabilities
 
     async def create_refund(
         self, client: httpx2.AsyncClient, creds: Credentials, request: RefundRequest
@@ -236,6 +261,12 @@ class Gateway(Protocol):
         self, creds: Credentials, headers: Mapping[str, str], body: bytes, *, now: float | None = None
     ) -> None:
         """Raise WebhookVerificationError unless the body carries a valid signature."""
+
+    def verify_items(
+        self, creds: Credentials, headers: Mapping[str, str], body: bytes, *, now: float | None = None
+    ) -> list[WebhookItem]:
+        """Raise WebhookVerificationError when the whole delivery is refused (authentication, not
+        parseable); otherwise one WebhookItem per item, each verified on its own."""
 
     def parse_webhook(self, body: bytes) -> list[WebhookEvent]: ...
 

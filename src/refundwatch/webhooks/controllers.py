@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request, Response, post
+from litestar import MediaType, Request, Response, post
 
 from refundwatch.web.auth import client_ip
 from refundwatch.web.state import runtime_of
@@ -15,7 +15,7 @@ MAX_BODY = 1024 * 1024  # processors send small JSON; anything larger is not a w
 
 
 @post("/webhooks/{connection:str}", status_code=200, request_max_body_size=MAX_BODY, tags=["webhooks"])
-async def webhook(request: Request[Any, Any, Any], connection: str) -> Response[dict[str, Any]]:
+async def webhook(request: Request[Any, Any, Any], connection: str) -> Response[Any]:
     rt, ip = runtime_of(request), client_ip(request)
     try:
         # A sender over its rejections is refused before its body is read or a signature checked.
@@ -31,4 +31,6 @@ async def webhook(request: Request[Any, Any, Any], connection: str) -> Response[
             status_code=429,
             headers={"Retry-After": str(refused.retry_after)},
         )
+    if receipt.ack is not None:  # the processor's own acknowledgement, so it does not resend
+        return Response(receipt.ack, media_type=MediaType.TEXT)
     return Response({"received": True, "stored": receipt.stored, "duplicates": receipt.duplicates})

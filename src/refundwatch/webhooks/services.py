@@ -41,6 +41,8 @@ PROCESS_JOB = "process_webhook_event"
 class Receipt:
     stored: int
     duplicates: int
+    refused: int = 0
+    ack: str | None = None  # the exact answer body the processor expects (Capabilities.webhook_ack)
 
 
 async def _reject(rt: Runtime, connection: str, reason: str, actor: Actor) -> None:
@@ -90,27 +92,44 @@ async def receive(
         raise NotFound(f"no connection {connection_name!r}", code="unknown_connection")
     gateway = get_gateway(conn.processor)
     try:
-        gateway.verify_webhook(conn.credentials, headers, body)
-        events = gateway.parse_webhook(body)
-        for event in events:
-            _check_storable(event)
+        items = gateway.verify_items(conn.credentials, headers, body)
     except WebhookVerificationError as exc:
         await _reject(rt, connection_name, str(exc), actor)
         raise AuthenticationFailed(f"webhook signature rejected: {exc}", code="invalid_signature") from None
     except ValueError as exc:
         await _reject(rt, connection_name, f"malformed: {exc}", actor)
         raise ValidationFailed(f"malformed webhook body: {exc}", code="malformed_webhook") from None
+    # Items are verified one by one where the processor signs them one by one (Adyen): a bad item is
+    # refused and audited, and the others are still applied.
+    refused = [item for item in items if item.error is not None]
+    for item in refused:
+        await _reject(rt, connection_name, str(item.error), actor)
+    if refused and len(refused) == len(items):
+        reason = refused[0].error
+        raise AuthenticationFailed(f"webhook signature rejected: {reason}", code="invalid_signature")
+    try:
+        events = [
+            (item.payload, event)
+            for item in items
+            if item.error is None
+            for event in gateway.parse_webhook(item.payload)
+        ]
+        for _, event in events:
+            _check_storable(event)
+    except ValueError as exc:
+        await _reject(rt, connection_name, f"malformed: {exc}", actor)
+        raise ValidationFailed(f"malformed webhook body: {exc}", code="malformed_webhook") from None
     stored: list[UUID] = []
     duplicates = 0
     now = dt.datetime.now(dt.UTC)
-    for event in events:
+    for payload, event in events:
         try:
             async with rt.db.session() as session:
                 row = StoredEvent(
                     connection_id=conn.id,
                     event_id=event.event_id,
                     event_type=event.event_type,
-                    payload=body.decode("utf-8", "replace"),
+                    payload=payload.decode("utf-8", "replace"),
                     received_at=now,
                 )
                 session.add(row)
@@ -129,7 +148,7 @@ async def receive(
             duplicates += 1  # already stored: acknowledged again, applied once
     for event_id in stored:
         await enqueue_processing(rt, event_id)
-    return Receipt(len(stored), duplicates)
+    return Receipt(len(stored), duplicates, len(refused), gateway.capabilities.webhook_ack)
 
 
 async def enqueue_processing(rt: Runtime, event_id: UUID) -> None:

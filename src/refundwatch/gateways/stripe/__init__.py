@@ -17,6 +17,7 @@ from urllib.parse import quote, urlencode
 import httpx2
 
 from refundwatch.gateways.base import (
+    Capabilities,
     Credentials,
     ErrorCode,
     Exchange,
@@ -25,6 +26,7 @@ from refundwatch.gateways.base import (
     RefundRequest,
     RefundResult,
     WebhookEvent,
+    WebhookItem,
     WebhookVerificationError,
     as_json,
 )
@@ -65,6 +67,7 @@ class StripeGateway:
     default_base_url: str = "https://api.stripe.com"
     secret_fields: tuple[str, ...] = ("api_key", "webhook_secret")
     option_fields: tuple[str, ...] = ()
+    capabilities: Capabilities = Capabilities()
     # Stripe removes idempotency keys after at least 24 hours (GATEWAYS.md; Stripe's API reference,
     # "Idempotent requests"): past that a re-send with the same key may execute a second refund.
     idempotency_retention_seconds: float = 24 * 3600
@@ -170,6 +173,13 @@ class StripeGateway:
         current = time.time() if now is None else now
         if abs(current - timestamp) > WEBHOOK_TOLERANCE_SECONDS:
             raise WebhookVerificationError("Stripe-Signature timestamp is outside the 300 s tolerance")
+
+    def verify_items(
+        self, creds: Credentials, headers: Mapping[str, str], body: bytes, *, now: float | None = None
+    ) -> list[WebhookItem]:
+        """A Stripe delivery is one event under one signature: all or nothing."""
+        self.verify_webhook(creds, headers, body, now=now)
+        return [WebhookItem(body)]
 
     def parse_webhook(self, body: bytes) -> list[WebhookEvent]:
         return [tx.parse_event(body)]
