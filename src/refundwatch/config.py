@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     retry_base_seconds: float = Field(default=1.0, ge=0)
     retry_max_seconds: float = Field(default=60.0, ge=0)
     sync_interval_seconds: int = Field(default=30, ge=1)
+    # Processors that cannot be asked (no read endpoint): a processing refund with no notification for
+    # this long goes to manual review. Adyen usually notifies within minutes and retries failed
+    # deliveries for days; a day without word means a person should look.
+    notification_timeout_hours: float = Field(default=24.0, gt=0)
+    adyen_notification_timeout_hours: float | None = Field(default=None, gt=0)
     # Each sync round claims at most this many due refunds per worker, least recently synced first.
     sync_batch_size: int = Field(default=500, ge=1)
     # A refund whose connection is disabled waits this long between looks (attempts untouched).

@@ -33,7 +33,7 @@ from refundwatch.gateways.base import (
     RefundResult,
 )
 from refundwatch.gateways.registry import get_gateway
-from refundwatch.refunds import attempts, cas, lookup
+from refundwatch.refunds import attempts, cas, lookup, notified
 from refundwatch.refunds.breaker import Breaker
 from refundwatch.refunds.connection_wait import disabled_connection_wait
 from refundwatch.refunds.services import apply, enqueue_execution, lock_refund, utcnow
@@ -452,10 +452,14 @@ async def sync_refund(
     conn = await rt.connections.by_id(connection_id)
     if conn is None:
         return "connection missing"
+    gateway = get_gateway(conn.processor)
+    if not gateway.capabilities.reads_refunds:  # only its notifications can settle the refund
+        outcome = await notified.settle_overdue(rt, refund_id, conn.processor, conn.name)
+        if forced:
+            raise notified.cannot_ask(conn.processor)
+        return outcome
     try:
-        result = await get_gateway(conn.processor).get_refund(
-            rt.require_http(), conn.credentials, gateway_refund_id
-        )
+        result = await gateway.get_refund(rt.require_http(), conn.credentials, gateway_refund_id)
     except GatewayError as err:
         log.info("sync of %s failed: %s", refund_id, err.code)
         return f"sync failed: {err.code.value}"

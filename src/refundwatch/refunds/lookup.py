@@ -43,6 +43,8 @@ async def ask(rt: Runtime, conn: ConnectionInfo, claim: Claim) -> RefundResult |
     """What the processor knows of this attempt; ``None`` when it confirms there is no such refund.
     Raises GatewayError when it cannot tell."""
     gateway = get_gateway(conn.processor)
+    if not gateway.capabilities.reads_refunds:
+        raise GatewayError(ErrorCode.INVALID_REQUEST, f"{conn.processor} has no endpoint to read a refund")
     if claim.gateway_refund_id:
         return await gateway.get_refund(rt.require_http(), conn.credentials, claim.gateway_refund_id)
     return await gateway.find_refund(rt.require_http(), conn.credentials, claim.request)
@@ -57,7 +59,10 @@ async def before_resend(
     try:
         found = await ask(rt, conn, claim)
     except GatewayError as err:
-        if not claim.gateway_refund_id and key_remembered(conn.processor, claim.key_sent_at):
+        readable = get_gateway(conn.processor).capabilities.reads_refunds
+        if (not claim.gateway_refund_id or not readable) and key_remembered(
+            conn.processor, claim.key_sent_at
+        ):
             return None  # the processor still knows the key: a re-send replays, it cannot pay twice
         # Never a refusal of the refund: the refund stays submitting and is asked again later.
         unknown = GatewayError(
