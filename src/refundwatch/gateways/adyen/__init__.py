@@ -50,9 +50,18 @@ _SCRUB_RULES: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]
     (re.compile(r"(?i)\b(basic|bearer)\s+[^\s\"',;]+"), r"\1 [REDACTED]"),
     # HMAC keys are 64 hex characters (32 bytes); any hex run of 32+ is masked.
     (re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{32,}(?![0-9A-Fa-f])"), "[REDACTED]"),
-    # 13-19 digits, optionally grouped by spaces or dashes: card-number-like.
-    (re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)"), "[REDACTED]"),
+    # 13-19 digits, optionally grouped by spaces or dashes, passing Luhn: card-number-like. Luhn keeps
+    # most pspReferences (16 characters, often all digits) readable on the timeline.
+    (re.compile(r"(?<![0-9A-Za-z])(?:\d[ -]?){12,18}\d(?![0-9A-Za-z])"), lambda m: _mask_card(m.group())),
 )
+
+
+def _mask_card(text: str) -> str:
+    digits = [int(c) for c in text if c.isdigit()]
+    total = sum(d if i % 2 == 0 else (d * 2 - 9 if d > 4 else d * 2) for i, d in enumerate(reversed(digits)))
+    return "[REDACTED]" if total % 10 == 0 else text
+
+
 _LIVE_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,99}$")
 
 
