@@ -19,6 +19,13 @@ PROCESSOR_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "square": (("access_token", "webhook_signature_key"), ("notification_url",)),
     "braintree": (("private_key",), ("merchant_id", "public_key")),
 }
+# Per processor: (optional secret fields, optional plain fields), CONTRACT §6. Stored only when given.
+PROCESSOR_OPTIONAL_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "adyen": (
+        ("webhook_password", "report_password"),
+        ("live_prefix", "webhook_username", "report_username"),
+    ),
+}
 _OPTIONAL = {
     "enabled",
     "rate_limit_per_second",
@@ -58,7 +65,9 @@ def parse_connection(table: Any, index: int) -> ConnectionSpec:
     if processor not in PROCESSOR_FIELDS:
         raise BadInput(f"connection {name!r}: processor must be one of {', '.join(PROCESSOR_FIELDS)}")
     secret_fields, plain_fields = PROCESSOR_FIELDS[processor]
-    unknown = set(table) - {"name", "processor", *secret_fields, *plain_fields, *_OPTIONAL}
+    optional_secrets, optional_plain = PROCESSOR_OPTIONAL_FIELDS.get(processor, ((), ()))
+    known = {"name", "processor", *secret_fields, *plain_fields, *optional_secrets, *optional_plain}
+    unknown = set(table) - known - _OPTIONAL
     if unknown:
         raise BadInput(f"connection {name!r}: unknown field(s) {', '.join(sorted(unknown))}")
     values: dict[str, str] = {}
@@ -67,8 +76,14 @@ def parse_connection(table: Any, index: int) -> ConnectionSpec:
         if not isinstance(value, str) or not value.strip():
             raise BadInput(f"connection {name!r}: {processor} needs a non-empty {field}")
         values[field] = value.strip()
-    if processor == "adyen" and not re.fullmatch(r"(?:[0-9a-fA-F]{2})+", values["hmac_key"]):
-        raise BadInput(f"connection {name!r}: hmac_key must be hex")
+    for field in (*optional_secrets, *optional_plain):
+        if field not in table:
+            continue
+        value = table[field]
+        if not isinstance(value, str) or not value.strip():
+            raise BadInput(f"connection {name!r}: {field}, when given, must be a non-empty string")
+        values[field] = value.strip()
+    _check_fields(name, processor, values)
     base_url = table.get("base_url")
     if base_url is not None and (
         not isinstance(base_url, str) or not base_url.startswith(("http://", "https://"))
@@ -82,8 +97,8 @@ def parse_connection(table: Any, index: int) -> ConnectionSpec:
         name=name,
         processor=processor,
         base_url=base_url.rstrip("/") if base_url else None,
-        secrets={k: values[k] for k in secret_fields},
-        options={k: values[k] for k in plain_fields},
+        secrets={k: values[k] for k in (*secret_fields, *optional_secrets) if k in values},
+        options={k: values[k] for k in (*plain_fields, *optional_plain) if k in values},
         enabled=enabled,
         rate_limit_per_second=None
         if rate is None
@@ -96,6 +111,21 @@ def parse_connection(table: Any, index: int) -> ConnectionSpec:
         ),
         timeout_seconds=_call_timeout(name, table.get("timeout_seconds")),
     )
+
+
+def _check_fields(name: str, processor: str, values: dict[str, str]) -> None:
+    """The adapter's own validation of its fields (e.g. an Adyen hmac_key must be hex), when it has one."""
+    from refundwatch.gateways.registry import get_gateway, supported_processors
+
+    if processor not in supported_processors():
+        return
+    check = getattr(get_gateway(processor), "check_fields", None)
+    if check is None:
+        return
+    try:
+        check(values)
+    except ValueError as exc:
+        raise BadInput(f"connection {name!r}: {exc}") from None
 
 
 def _call_timeout(name: str, value: Any) -> int:

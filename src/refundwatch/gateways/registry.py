@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from refundwatch.gateways.adyen import AdyenGateway
 from refundwatch.gateways.base import Gateway
 from refundwatch.gateways.stripe import StripeGateway
 
 _GATEWAYS: dict[str, Gateway] = {
     "stripe": StripeGateway(),
+    "adyen": AdyenGateway(),
 }
 
 KNOWN_PROCESSORS = ("stripe", "adyen", "paypal", "checkout", "square", "braintree")
