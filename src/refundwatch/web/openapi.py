@@ -116,7 +116,11 @@ OPERATIONS: dict[tuple[str, str], dict[int, tuple[str, ...]]] = {
     ("get", "/api/v1/refunds/{refund_id}"): {**_API, **_ONE_REFUND},
     ("post", "/api/v1/refunds/{refund_id}/cancel"): {**_API, **_ONE_REFUND, 409: ("invalid_transition",)},
     ("post", "/api/v1/refunds/{refund_id}/retry"): {**_API, **_ONE_REFUND, 409: ("invalid_transition",)},
-    ("post", "/api/v1/refunds/{refund_id}/sync"): {**_API, **_ONE_REFUND, 409: ("processor_cannot_be_asked",)},
+    ("post", "/api/v1/refunds/{refund_id}/sync"): {
+        **_API,
+        **_ONE_REFUND,
+        409: ("processor_cannot_be_asked",),
+    },
     ("post", "/api/v1/payments"): {
         **_API,
         **_BODY,
