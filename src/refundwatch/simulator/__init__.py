@@ -3,7 +3,7 @@
 It is an independent witness (STYLE rule 12): it never imports refundwatch's gateway adapters and
 speaks each processor's wire protocol as written from the processor's docs and official SDK.
 
-Processors (one module each): ``/stripe`` (``POST /v1/refunds``, ``GET /v1/refunds[/{id}]``,
+Processors (one package each): ``/stripe`` (``stripe/``) (``POST /v1/refunds``, ``GET /v1/refunds[/{id}]``,
 ``GET /v1/balance``).
 
 Control API (no authentication, JSON):

@@ -17,7 +17,7 @@ import msgspec
 from litestar import Request, Router, get, post
 from litestar.types import ASGIApp
 
-from .asgi import (
+from ..asgi import (
     BodyTooLargeError,
     Reply,
     back_faults,
@@ -27,10 +27,11 @@ from .asgi import (
     random_id,
     read_body,
 )
-from .connections import Connections
-from .faults import Faults, plan_refund
-from .state import Payment, Refund, SavedResponse, Store
-from .stripe_wire import (
+from ..connections import Connections
+from ..faults import Faults, plan_refund
+from ..state import Payment, Refund, SavedResponse, Store
+from ..webhooks import WebhookSender
+from .wire import (
     DEFAULT_API_VERSION,
     FAILURE_REASONS,
     CreateParams,
@@ -50,7 +51,6 @@ from .stripe_wire import (
     signature_header,
     unrecognized_url,
 )
-from .webhooks import WebhookSender
 
 __all__ = ["PROCESSOR", "StripeSimulator", "unrecognized_url"]
 
