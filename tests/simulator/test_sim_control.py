@@ -73,6 +73,7 @@ def test_fault_defaults(sim: Simulator) -> None:
         "webhook_drop_rate": 0.0,
         "malformed_rate": 0.0,
         "idempotency_retention_seconds": 86400.0,  # Stripe keeps keys at least 24 h
+        "reversal_rate": 0.0,
     }
     retention = {name: c["idempotency_retention_seconds"] for name, c in config.items()}
     assert retention == {
