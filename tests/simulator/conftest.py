@@ -8,7 +8,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import random
 import socket
+import string
 import subprocess
 import sys
 import threading
@@ -19,10 +21,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import Adyen
 import httpx2
 import pytest
 import requests
 import stripe
+
+from .adyen_receiver import AdyenReceiver
 
 SIMULATOR_KEY = "sk_test_simulator0001"
 EU_KEY = "sk_test_stripe_eu_0001"
@@ -268,3 +273,76 @@ def wsim(webhook_simulator_process: Simulator, webhook_receiver: WebhookReceiver
     webhook_simulator_process.reset()
     webhook_receiver.clear()
     return webhook_simulator_process
+
+
+# -- Adyen ------------------------------------------------------------------------------------------
+ADYEN_KEY = "AQEyhmfxsim_adyen_eu_0001"
+ADYEN_MERCHANT = "RefundwatchEU"
+ADYEN_HMAC = "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056"
+ADYEN_US_KEY = "AQEyhmfxsim_adyen_us_0002"
+ADYEN_US_MERCHANT = "RefundwatchUS"
+ADYEN_US_HMAC = "0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF"
+ADYEN_WEBHOOK_USER = "adyen-notifier"
+ADYEN_WEBHOOK_PASSWORD = "s3cret-basic"
+
+
+@pytest.fixture(scope="session")
+def adyen_receiver() -> Iterator[AdyenReceiver]:
+    receiver = AdyenReceiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="session")
+def adyen_simulator_process(
+    tmp_path_factory: pytest.TempPathFactory, adyen_receiver: AdyenReceiver
+) -> Iterator[Simulator]:
+    path = tmp_path_factory.mktemp("adyen") / "connections.toml"
+    path.write_text(
+        f"""
+[[connection]]
+name = "adyen-eu"
+processor = "adyen"
+api_key = "{ADYEN_KEY}"
+merchant_account = "{ADYEN_MERCHANT}"
+hmac_key = "{ADYEN_HMAC}"
+
+[[connection]]
+name = "adyen-us"
+processor = "adyen"
+api_key = "{ADYEN_US_KEY}"
+merchant_account = "{ADYEN_US_MERCHANT}"
+hmac_key = "{ADYEN_US_HMAC}"
+webhook_username = "{ADYEN_WEBHOOK_USER}"
+webhook_password = "{ADYEN_WEBHOOK_PASSWORD}"
+""",
+        encoding="utf-8",
+    )
+    template = f"http://127.0.0.1:{adyen_receiver.port}/webhooks/{{connection}}"
+    simulator = start_simulator(connections=path, webhook_url=template)
+    yield simulator
+    stop_simulator(simulator)
+
+
+@pytest.fixture
+def asim(adyen_simulator_process: Simulator, adyen_receiver: AdyenReceiver) -> Simulator:
+    """A simulator with two Adyen connections, notifying ``adyen_receiver``; reset for this test."""
+    adyen_simulator_process.reset()
+    adyen_receiver.clear()
+    return adyen_simulator_process
+
+
+def adyen_client(simulator: Simulator, key: str = ADYEN_KEY) -> Adyen.Adyen:
+    """The official Adyen SDK, its Checkout modifications and payments APIs pointed at the simulator."""
+    ady = Adyen.Adyen(xapikey=key, platform="test", http_timeout=10)
+    base = f"{simulator.url}/adyen/v72"
+    ady.checkout.modifications_api.baseUrl = base
+    ady.checkout.payments_api.baseUrl = base
+    return ady
+
+
+def adyen_payment(simulator: Simulator, amount: int = 10_000, currency: str = "EUR") -> str:
+    """Register a captured Adyen payment; returns its pspReference."""
+    psp = "".join(random.choices(string.digits + string.ascii_uppercase, k=16))
+    simulator.payment(psp, amount, currency, processor="adyen")
+    return psp

@@ -70,8 +70,10 @@ def test_fault_defaults(sim: Simulator) -> None:
         "settle_ms": 2000.0,
         "timeout_ms": 35000.0,
         "webhook_duplicate_rate": 0.0,
+        "webhook_drop_rate": 0.0,
         "malformed_rate": 0.0,
         "idempotency_retention_seconds": 86400.0,  # Stripe keeps keys at least 24 h
+        "reversal_rate": 0.0,
     }
     retention = {name: c["idempotency_retention_seconds"] for name, c in config.items()}
     assert retention == {

@@ -62,7 +62,8 @@ def test_refund_created_is_signed_like_stripe(wsim: Simulator, webhook_receiver:
     with pytest.raises(stripe.SignatureVerificationError):
         stripe.Webhook.construct_event(delivery.body + b" ", signature, EU_SECRET)
 
-    [row] = [d for d in wsim.webhooks() if d["event_id"] == event.id]
+    # The receiver records the body before its answer reaches the simulator: wait for that answer.
+    [row] = wait_for(lambda: [d for d in wsim.webhooks() if d["event_id"] == event.id and d["status_code"]])
     assert row["type"] == "refund.created"
     assert row["connection"] == "stripe-eu"
     assert row["status_code"] == 200

@@ -3,13 +3,20 @@
 It is an independent witness (STYLE rule 12): it never imports refundwatch's gateway adapters and
 speaks each processor's wire protocol as written from the processor's docs and official SDK.
 
-Processors (one module each): ``/stripe`` (``POST /v1/refunds``, ``GET /v1/refunds[/{id}]``,
-``GET /v1/balance``).
+Processors, one package each beside the shared ``faults``, ``state`` (ledger), ``webhooks``
+(delivery), ``control`` and ``asgi`` modules:
+
+- ``stripe/``: ``/stripe`` (``POST /v1/refunds``, ``GET /v1/refunds[/{id}]``, ``GET /v1/balance``).
+- ``adyen/``: ``/adyen/v72`` (``POST /payments/{paymentPspReference}/refunds``, ``POST /paymentMethods``).
+  Refunds are answered ``201 received`` (ledger ``pending``); after ``settle_ms`` a ``REFUND``
+  notification (``success=false`` for refunds planned pending → failed), then, for refunds failing
+  after success, ``REFUND_FAILED`` or (``reversal_rate``) ``REFUNDED_REVERSED``. Notifications are
+  HMAC-signed per item, batched per endpoint and retried until answered ``[accepted]``.
 
 Control API (no authentication, JSON):
 
 - ``POST /_control/faults`` ``{processor?, latency_ms, jitter_ms, error_rate, timeout_rate,
-  reset_rate, outage, pending_rate, fail_later_rate, settle_ms, timeout_ms,
+  reset_rate, outage, pending_rate, fail_later_rate, reversal_rate, settle_ms, timeout_ms,
   webhook_duplicate_rate, webhook_drop_rate, malformed_rate, idempotency_retention_seconds}``:
   every field optional;
   without ``processor`` it applies to all processors; fields not given keep their value. Answers
@@ -18,7 +25,8 @@ Control API (no authentication, JSON):
   half before), ``timeout_rate`` (executed, then the answer hangs ``timeout_ms``). ``outage``
   answers 503 at once. ``pending_rate`` of refunds start pending and settle after ``settle_ms``;
   ``fail_later_rate`` of refunds end up failed after ``settle_ms`` (pending → failed, or succeeded
-  → failed); ``webhook_duplicate_rate`` of webhook events are delivered twice, and
+  → failed; ``reversal_rate`` of the latter are reversed instead, where the processor tells the two
+  apart); ``webhook_duplicate_rate`` of webhook events are delivered twice, and
   ``webhook_drop_rate`` of them never (lost).
   ``malformed_rate`` of successful refund creations (fresh or replayed) are executed and saved as
   usual, but the 2xx answer arrives mangled, as through a broken proxy: at random its body cut in
@@ -33,7 +41,7 @@ Control API (no authentication, JSON):
   ``refunded`` and ``refundable``.
 - ``GET /_control/ledger?processor=`` → one row per executed refund: ``{processor,
   payment_reference, gateway_refund_id, idempotency_key, amount, currency, status}``, ``status``
-  being the simulator's generic one (``pending``, ``succeeded``, ``failed``).
+  being the simulator's generic one (``pending``, ``succeeded``, ``failed``, ``reversed``).
 - ``GET /_control/webhooks?processor=&connection=`` → deliveries ``{event_id, type, processor,
   connection, url, status_code, attempts, state, error, duplicate, created}``.
 - ``POST /_control/reset`` clears payments, refunds, ledger, idempotency keys, pending settlements,

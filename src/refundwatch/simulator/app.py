@@ -10,6 +10,7 @@ from typing import Any, Literal, cast
 from litestar import Litestar, Request, Response
 from litestar.exceptions import MethodNotAllowedException, NotFoundException
 
+from . import adyen as adyen_processor
 from . import stripe as stripe_processor
 from .asgi import RAW_SEND_KEY, random_id
 from .connections import Connections, load_connections
@@ -48,6 +49,8 @@ def _unknown_route(request: Request[Any, Any, Any], exc: Exception) -> Response[
     if path == "/stripe" or path.startswith("/stripe/"):
         body = stripe_processor.unrecognized_url(request.method, path.removeprefix("/stripe"))
         return Response(body, status_code=404, headers={"Request-Id": random_id("req_", 14)})
+    if path == "/adyen" or path.startswith("/adyen/"):
+        return Response(adyen_processor.not_found(path.removeprefix("/adyen")), status_code=404)
     status = 405 if isinstance(exc, MethodNotAllowedException) else 404
     return Response({"error": "not found" if status == 404 else "method not allowed"}, status_code=status)
 
@@ -64,8 +67,9 @@ def create_app(connections_path: Path | None = None, webhook_url: str | None = N
     faults = Faults()
     webhooks = WebhookSender(webhook_url)
     stripe = stripe_processor.StripeSimulator(store, faults, webhooks, connections)
+    adyen = adyen_processor.AdyenSimulator(store, faults, webhooks, connections)
     app = SimulatorApp(
-        route_handlers=[stripe.router(), build_control_router(store, faults, webhooks)],
+        route_handlers=[stripe.router(), adyen.router(), build_control_router(store, faults, webhooks)],
         on_startup=[webhooks.start],
         on_shutdown=[webhooks.close],
         exception_handlers={NotFoundException: _unknown_route, MethodNotAllowedException: _unknown_route},

@@ -26,6 +26,7 @@ __all__ = [
     "front_faults",
     "json_reply",
     "mangled",
+    "maybe_mangled",
     "random_id",
     "read_body",
 ]
@@ -99,6 +100,14 @@ def mangled(reply: Reply) -> Reply:
     if random.random() < 0.5:
         return Reply(reply.status, reply.body[: len(reply.body) // 2], reply.extra)
     return Reply(reply.status, reply.body, [*reply.extra, (b"content-encoding", b"gzip")])
+
+
+def maybe_mangled(config: FaultConfig, answer: ASGIApp) -> ASGIApp:
+    """``malformed_rate``: the request executed (and its answer was saved) all the same, only a 2xx
+    answer reaches the client mangled."""
+    if isinstance(answer, Reply) and 200 <= answer.status < 300 and config.mangles():
+        return mangled(answer)
+    return answer
 
 
 def json_reply(status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None) -> Reply:

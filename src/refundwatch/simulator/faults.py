@@ -49,6 +49,7 @@ _RATE_FIELDS = frozenset(
         "webhook_duplicate_rate",
         "webhook_drop_rate",
         "malformed_rate",
+        "reversal_rate",
     }
 )
 _MS_FIELDS = frozenset({"latency_ms", "jitter_ms", "settle_ms", "timeout_ms"})
@@ -80,6 +81,9 @@ class FaultConfig:
     webhook_drop_rate: float = 0.0
     malformed_rate: float = 0.0  # executed, answered 2xx, but the body arrives mangled
     idempotency_retention_seconds: float = _DAY  # a key older than this is forgotten: it executes again
+    # Of the refunds that fail after succeeding, the share that is reversed rather than failed (only
+    # Adyen tells the two apart: REFUNDED_REVERSED instead of REFUND_FAILED).
+    reversal_rate: float = 0.0
 
     @classmethod
     def for_processor(cls, processor: str) -> FaultConfig:
@@ -103,6 +107,18 @@ class FaultConfig:
     def mangles(self) -> bool:
         """Whether this successful answer reaches the client mangled (``malformed_rate``)."""
         return self.malformed_rate > 0 and random.random() < self.malformed_rate
+
+    def drops_webhook(self) -> bool:
+        """Whether this event is lost, never delivered (``webhook_drop_rate``)."""
+        return self.webhook_drop_rate > 0 and random.random() < self.webhook_drop_rate
+
+    def duplicates_webhook(self) -> bool:
+        """Whether this delivery goes out twice (``webhook_duplicate_rate``)."""
+        return self.webhook_duplicate_rate > 0 and random.random() < self.webhook_duplicate_rate
+
+    def reverses(self) -> bool:
+        """Whether a refund failing after its success is reversed rather than failed (``reversal_rate``)."""
+        return self.reversal_rate > 0 and random.random() < self.reversal_rate
 
     def roll(self) -> Outcome:
         """Decide what happens to one request (rates are exclusive slices of one roll)."""

@@ -1,7 +1,7 @@
 """In-memory state shared by every processor: payments, refunds, the ledger, idempotency, timers.
 
 Refund statuses here are the simulator's own, generic ones (``pending``, ``succeeded``, ``failed``,
-``canceled``); each processor module renders them in its own vocabulary.
+``canceled``, ``reversed``); each processor package renders them in its own vocabulary.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ __all__ = [
     "Store",
 ]
 
-# Refunds in these statuses hold part of the payment's balance; failed/canceled ones released it.
+# Refunds in these statuses hold part of the payment's balance; failed, canceled, reversed ones released it.
 COUNTING_STATUSES = frozenset({"pending", "succeeded"})
 
 StatusListener = Callable[["Refund", str], None]

@@ -2,14 +2,15 @@
 
 A processor module builds the event body and a ``signer`` that returns its signature headers for
 one attempt (signatures carry a timestamp, so each retry is signed afresh); this module posts it
-to the connection's URL in the background, retrying on non-2xx answers and connection errors.
+to the connection's URL in the background, retrying on answers the processor does not take as an
+acknowledgement (by default: anything but 2xx) and on connection errors.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -18,9 +19,16 @@ import httpx2
 
 from .connections import Connection
 
-__all__ = ["Delivery", "Signer", "WebhookSender"]
+__all__ = ["Acknowledged", "Delivery", "Signer", "WebhookSender"]
 
 Signer = Callable[[bytes], Mapping[str, str]]
+# Whether the receiver's answer (status, body) acknowledges the delivery; otherwise it is retried.
+Acknowledged = Callable[[int, bytes], bool]
+
+
+def _is_2xx(status: int, body: bytes) -> bool:
+    return 200 <= status < 300
+
 
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
 
@@ -71,6 +79,7 @@ class WebhookSender:
         self.deliveries: list[Delivery] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._client: httpx2.AsyncClient | None = None
+        self._reset_hooks: list[Callable[[], None]] = []
 
     @property
     def enabled(self) -> bool:
@@ -104,25 +113,61 @@ class WebhookSender:
         signer: Signer,
         *,
         duplicate: bool = False,
+        acknowledged: Acknowledged = _is_2xx,
     ) -> None:
         """Deliver ``body`` in the background (twice, independently, when ``duplicate``)."""
+        for copy in range(2 if duplicate else 1):
+            delivery = self._new_delivery(connection, event_id, event_type, duplicate=copy > 0)
+            if delivery is None:
+                return
+            self.spawn(self._deliver(delivery, body, signer, acknowledged))
+
+    async def deliver(
+        self,
+        connection: Connection,
+        event_id: str,
+        event_type: str,
+        body: bytes,
+        signer: Signer,
+        *,
+        duplicate: bool = False,
+        acknowledged: Acknowledged = _is_2xx,
+    ) -> bool:
+        """Deliver ``body`` now, with retries; returns whether it was acknowledged. For processors
+        that deliver one batch at a time per endpoint (Adyen), from a task started with :meth:`spawn`."""
+        delivery = self._new_delivery(connection, event_id, event_type, duplicate=duplicate)
+        if delivery is None:
+            return False
+        await self._deliver(delivery, body, signer, acknowledged)
+        return delivery.state == "delivered"
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run ``coroutine`` in the background; reset and shutdown cancel it."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def on_reset(self, hook: Callable[[], None]) -> None:
+        """``hook()`` runs on reset, after the background deliveries are cancelled."""
+        self._reset_hooks.append(hook)
+
+    def _new_delivery(
+        self, connection: Connection, event_id: str, event_type: str, *, duplicate: bool
+    ) -> Delivery | None:
         url = self.url_for(connection)
         if url is None:
-            return
-        for copy in range(2 if duplicate else 1):
-            delivery = Delivery(
-                event_id=event_id,
-                event_type=event_type,
-                processor=connection.processor,
-                connection=connection.name,
-                url=url,
-                created=time.time(),
-                duplicate=copy > 0,
-            )
-            self.deliveries.append(delivery)
-            task = asyncio.get_running_loop().create_task(self._deliver(delivery, body, signer))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            return None
+        delivery = Delivery(
+            event_id=event_id,
+            event_type=event_type,
+            processor=connection.processor,
+            connection=connection.name,
+            url=url,
+            created=time.time(),
+            duplicate=duplicate,
+        )
+        self.deliveries.append(delivery)
+        return delivery
 
     def list(self, connection: str | None = None, processor: str | None = None) -> list[dict[str, Any]]:
         return [
@@ -135,6 +180,8 @@ class WebhookSender:
     async def reset(self) -> None:
         await self._cancel_all()
         self.deliveries.clear()
+        for hook in self._reset_hooks:
+            hook()
 
     async def _cancel_all(self) -> None:
         tasks = list(self._tasks)
@@ -144,7 +191,9 @@ class WebhookSender:
             await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
 
-    async def _deliver(self, delivery: Delivery, body: bytes, signer: Signer) -> None:
+    async def _deliver(
+        self, delivery: Delivery, body: bytes, signer: Signer, acknowledged: Acknowledged
+    ) -> None:
         for attempt in range(1 + len(self.retry_delays)):
             if attempt:
                 await asyncio.sleep(self.retry_delays[attempt - 1])
@@ -161,9 +210,11 @@ class WebhookSender:
                 delivery.error = f"{type(exc).__name__}: {exc}"
                 continue
             delivery.status_code = response.status_code
-            if 200 <= response.status_code < 300:
+            if acknowledged(response.status_code, response.content):
                 delivery.state = "delivered"
                 delivery.error = None
                 return
             delivery.error = f"HTTP {response.status_code}"
+            if 200 <= response.status_code < 300:
+                delivery.error += " without the acknowledgement the processor expects"
         delivery.state = "failed"

@@ -17,20 +17,21 @@ import msgspec
 from litestar import Request, Router, get, post
 from litestar.types import ASGIApp
 
-from .asgi import (
+from ..asgi import (
     BodyTooLargeError,
     Reply,
     back_faults,
     front_faults,
     json_reply,
-    mangled,
+    maybe_mangled,
     random_id,
     read_body,
 )
-from .connections import Connections
-from .faults import Faults, plan_refund
-from .state import Payment, Refund, SavedResponse, Store
-from .stripe_wire import (
+from ..connections import Connections
+from ..faults import Faults, plan_refund
+from ..state import Payment, Refund, SavedResponse, Store
+from ..webhooks import WebhookSender
+from .wire import (
     DEFAULT_API_VERSION,
     FAILURE_REASONS,
     CreateParams,
@@ -50,7 +51,6 @@ from .stripe_wire import (
     signature_header,
     unrecognized_url,
 )
-from .webhooks import WebhookSender
 
 __all__ = ["PROCESSOR", "StripeSimulator", "unrecognized_url"]
 
@@ -243,7 +243,7 @@ class StripeSimulator:
         if key is None:
             status, payload, _ = self._execute_create(pairs, api_key, incoming)
             return await back_faults(
-                config, outcome, self._maybe_mangled(Reply(status, payload, incoming.headers()))
+                config, outcome, maybe_mangled(config, Reply(status, payload, incoming.headers()))
             )
         store_key = (PROCESSOR, api_key, key)
         fingerprint = tuple(sorted(pairs))
@@ -267,14 +267,7 @@ class StripeSimulator:
                 message = idempotency_mismatch(key, saved.endpoint, _CREATE_ENDPOINT)
                 body_json = error_body("idempotency_error", message, incoming.request_id)
                 answer = json_reply(400, body_json, incoming.headers())
-        return await back_faults(config, outcome, self._maybe_mangled(answer))
-
-    def _maybe_mangled(self, answer: ASGIApp) -> ASGIApp:
-        """``malformed_rate``: a refund executed (and its answer saved) all the same, only the 2xx
-        answer reaches the client mangled."""
-        if isinstance(answer, Reply) and 200 <= answer.status < 300 and self.faults.get(PROCESSOR).mangles():
-            return mangled(answer)
-        return answer
+        return await back_faults(config, outcome, maybe_mangled(config, answer))
 
     def _execute_create(self, pairs: _Pairs, api_key: str, incoming: _Incoming) -> tuple[int, bytes, bool]:
         """Run the refund; returns (status, body, whether an idempotent request keeps this answer)."""
@@ -414,8 +407,7 @@ class StripeSimulator:
             return {"Stripe-Signature": signature, "User-Agent": _WEBHOOK_USER_AGENT}
 
         config = self.faults.get(PROCESSOR)
-        if config.webhook_drop_rate > 0 and random.random() < config.webhook_drop_rate:
+        if config.drops_webhook():
             return  # lost: never delivered
-        rate = config.webhook_duplicate_rate
-        duplicate = rate > 0 and random.random() < rate
+        duplicate = config.duplicates_webhook()
         self.webhooks.send(connection, event["id"], event_type, _encode(event), signer, duplicate=duplicate)

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .state import Refund
+from ..state import Refund
 
 __all__ = [
     "DEFAULT_API_VERSION",
