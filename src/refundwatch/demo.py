@@ -40,7 +40,9 @@ CONNECTIONS_FILE = VAR / "demo-connections.toml"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/refundwatch.db"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 SIMULATOR_PORT = 8900
-CONNECTIONS = {"stripe-eu": "EUR", "stripe-us": "USD"}
+CONNECTIONS = {"stripe-eu": "EUR", "stripe-us": "USD", "adyen-eu": "EUR"}
+# Processor of each demo connection (the name's first word): Stripe and Adyen side by side.
+PROCESSOR_OF = {name: name.split("-", 1)[0] for name in CONNECTIONS}
 SEED_PAYMENTS = 200
 SEED_REFUNDS = 36
 STOP_GRACE_SECONDS = 5.0
@@ -255,14 +257,25 @@ def _ensure_redis(sup: Supervisor) -> tuple[str, bool]:
 def _write_connections_file(simulator_port: int) -> None:
     tables = []
     for name in CONNECTIONS:
+        processor = PROCESSOR_OF[name]
+        if processor == "adyen":
+            credentials = (
+                f'api_key = "AQEdemo{secrets.token_hex(16)}"\n'
+                'merchant_account = "RefundwatchDemoECOM"\n'
+                f'hmac_key = "{secrets.token_hex(32).upper()}"\n'
+            )
+        else:
+            credentials = (
+                f'api_key = "sk_test_demo_{secrets.token_hex(12)}"\n'
+                f'webhook_secret = "whsec_demo_{secrets.token_hex(16)}"\n'
+            )
         tables.append(
             "[[connection]]\n"
             f'name = "{name}"\n'
-            'processor = "stripe"\n'
-            f'base_url = "http://127.0.0.1:{simulator_port}/stripe"\n'
-            f'api_key = "sk_test_demo_{secrets.token_hex(12)}"\n'
-            f'webhook_secret = "whsec_demo_{secrets.token_hex(16)}"\n'
-            "health_check_interval_seconds = 5\n"
+            f'processor = "{processor}"\n'
+            f'base_url = "http://127.0.0.1:{simulator_port}/{processor}"\n'
+            + credentials
+            + "health_check_interval_seconds = 5\n"
             "timeout_seconds = 10\n"
         )
     CONNECTIONS_FILE.write_text(
@@ -274,7 +287,7 @@ def _write_connections_file(simulator_port: int) -> None:
 
 async def _prepare_database() -> tuple[str, int]:
     """Import the demo connections, create an API key; returns it and the next free payment number."""
-    from sqlalchemy import select
+    from sqlalchemy import or_, select
 
     from refundwatch.auth.apikeys import create_api_key
     from refundwatch.connections.services import import_connections
@@ -289,13 +302,19 @@ async def _prepare_database() -> tuple[str, int]:
         async with rt.db.read_session() as session:
             references = (
                 await session.scalars(
-                    select(Payment.payment_reference).where(Payment.payment_reference.like("pi_demo_%"))
+                    select(Payment.payment_reference).where(
+                        or_(
+                            Payment.payment_reference.like("pi_demo_%"),
+                            Payment.payment_reference.like("DEMO%"),
+                        )
+                    )
                 )
             ).all()
     finally:
         await rt.close()
     # A re-run keeps the earlier history and numbers its new payments after it.
-    numbers = [int(r[len("pi_demo_") :]) for r in references if r[len("pi_demo_") :].isdigit()]
+    digits = [r.removeprefix("pi_demo_").removeprefix("DEMO") for r in references]
+    numbers = [int(d) for d in digits if d.isdigit()]
     return key, max(numbers, default=0) + 1
 
 

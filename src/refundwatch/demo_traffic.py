@@ -56,6 +56,7 @@ class DemoPayment:
     captured_at: dt.datetime
     order_id: str
     refundable: int  # our conservative view: decremented as refunds are requested
+    processor: str = "stripe"
 
     def api_body(self) -> dict[str, Any]:
         return {
@@ -69,7 +70,7 @@ class DemoPayment:
 
     def simulator_body(self) -> dict[str, Any]:
         return {
-            "processor": "stripe",
+            "processor": self.processor,
             "payment_reference": self.reference,
             "amount": self.amount,
             "currency": self.currency,
@@ -174,10 +175,14 @@ class DemoTraffic:
             # Mostly small baskets, a few large orders: 10.00 to 2,000.00, often ending in .99.
             units = int(self._rng.triangular(10, 2000, 60))
             amount = units * 100 - (1 if units > 10 and self._rng.random() < 0.5 else 0)
+            processor = connection.split("-", 1)[0]
+            # Each processor's own kind of payment reference: a PaymentIntent, or a 16-character PSP.
+            reference = f"pi_demo_{number:04d}" if processor == "stripe" else f"DEMO{number:012d}"
             made.append(
                 DemoPayment(
                     connection=connection,
-                    reference=f"pi_demo_{number:04d}",
+                    reference=reference,
+                    processor=processor,
                     amount=amount,
                     currency=self._currencies[connection],
                     captured_at=now - dt.timedelta(seconds=self._rng.randint(3600, 30 * 86400)),
