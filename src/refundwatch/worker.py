@@ -26,7 +26,7 @@ from refundwatch.jobs import Worker, enqueue
 from refundwatch.logs import configure_logging
 from refundwatch.refunds import execution, syncing
 from refundwatch.refunds.breaker import Breaker
-from refundwatch.refunds.execution import RetryLater
+from refundwatch.refunds.outcomes import RetryLater
 from refundwatch.refunds.services import enqueue_execution
 from refundwatch.runtime import QUEUE_NAME, Runtime, redis_settings
 from refundwatch.webhooks import rejections

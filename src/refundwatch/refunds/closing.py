@@ -24,7 +24,8 @@ from refundwatch.runtime import Runtime
 async def close_unexecuted(
     rt: Runtime, refund_id: UUID, *, actor: Actor, by: str, reason: str | None
 ) -> Refund:
-    from refundwatch.refunds.execution import Claim, record_result
+    from refundwatch.refunds.execution import Claim
+    from refundwatch.refunds.outcomes import record_result
 
     reason = (reason or "").strip()
     if not reason:

@@ -17,11 +17,13 @@ from uuid import UUID
 from refundwatch.connections.services import ConnectionInfo
 from refundwatch.gateways.base import ErrorCode, GatewayError, RefundResult
 from refundwatch.gateways.registry import get_gateway
+from refundwatch.refunds import outcomes
 from refundwatch.refunds.states import Source
 from refundwatch.runtime import Runtime
 
 if TYPE_CHECKING:
-    from refundwatch.refunds.execution import Claim, RetryLater
+    from refundwatch.refunds.execution import Claim
+    from refundwatch.refunds.outcomes import RetryLater
 
 # Keys are trusted only well inside the processor's retention (clock skew, "at least 24 hours").
 RETENTION_MARGIN = 0.9
@@ -54,8 +56,6 @@ async def before_resend(
     rt: Runtime, conn: ConnectionInfo, refund_id: UUID, claim: Claim
 ) -> str | RetryLater | None:
     """Settle the refund from the processor's answer, or wait; ``None``: nothing exists, send it."""
-    from refundwatch.refunds import execution
-
     try:
         found = await ask(rt, conn, claim)
     except GatewayError as err:
@@ -73,10 +73,10 @@ async def before_resend(
             retry_after=err.retry_after,
             exchange=err.exchange,
         )
-        return await execution.failed_attempt(rt, refund_id, claim.attempt, unknown)
+        return await outcomes.failed_attempt(rt, refund_id, claim.attempt, unknown)
     if found is None:
         return None
-    return await execution.record_result(
+    return await outcomes.record_result(
         rt,
         refund_id,
         found,

@@ -27,7 +27,7 @@ from refundwatch.gateways.registry import get_gateway
 from refundwatch.jobs import enqueue
 from refundwatch.lib.exceptions import AuthenticationFailed, NotFound, ValidationFailed
 from refundwatch.refunds import attempts
-from refundwatch.refunds.execution import TRIGGER_FOR
+from refundwatch.refunds.outcomes import TRIGGER_FOR
 from refundwatch.refunds.services import apply
 from refundwatch.refunds.states import Source, Trigger
 from refundwatch.runtime import Runtime
