@@ -76,14 +76,14 @@ def upgrade() -> None:
     # A processor's report that money moved after refundwatch released the amount is booked even when
     # it takes the payment past its captured amount; intake's guarded reservation still never does.
     _swap_check(OLD_CHECK, NEW_CHECK)
-    with op.batch_alter_table("refunds", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("alert", sa.Text(), nullable=True))
-        batch_op.add_column(sa.Column("alert_at", WHEN, nullable=True))
-        batch_op.add_column(
-            sa.Column("lookup_before_send", sa.Boolean(), nullable=False, server_default=sa.false())
-        )
-        batch_op.add_column(sa.Column("key_sent_at", WHEN, nullable=True))
-        batch_op.create_index("ix_refunds_alert_at", ["alert_at"], unique=False)
+    # Plain ADD COLUMN (no table rebuild on SQLite): a big refunds table is not copied.
+    op.add_column("refunds", sa.Column("alert", sa.Text(), nullable=True))
+    op.add_column("refunds", sa.Column("alert_at", WHEN, nullable=True))
+    op.add_column(
+        "refunds", sa.Column("lookup_before_send", sa.Boolean(), nullable=False, server_default=sa.false())
+    )
+    op.add_column("refunds", sa.Column("key_sent_at", WHEN, nullable=True))
+    op.create_index("ix_refunds_alert_at", "refunds", ["alert_at"], unique=False)
     # Refunds sent before this revision: their key went out when they were first submitted.
     op.execute("UPDATE refunds SET key_sent_at = submitted_at WHERE submitted_at IS NOT NULL")
     op.create_table(
