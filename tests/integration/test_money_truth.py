@@ -156,6 +156,11 @@ def test_a_forgotten_key_is_never_trusted_the_refund_is_looked_up_first(stack: S
 
 
 def manual_review_after_outage(stack: Stack, reference: str, amount: int) -> str:
+    """A refund whose every attempt met an outage. The worker starts afresh: earlier tests' failed
+    calls must not have opened its circuit breaker (which would make the refund wait instead)."""
+    stack.stop_worker()
+    stack.start_worker()
+    stack.wait_worker_ready()
     stack.faults(outage=True)
     try:
         refund_id = new_refund(stack, reference, amount)

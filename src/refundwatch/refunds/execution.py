@@ -9,6 +9,7 @@ the next attempt asks the processor first (refunds.lookup) before any re-send un
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -78,7 +79,9 @@ async def execute_refund(rt: Runtime, refund_id: UUID) -> str | RetryLater:
     if conn is None:  # cannot happen (foreign key); the sweeper re-sends once it is back
         return "connection missing"
     if claim.look_up:
-        settled = await lookup.before_resend(rt, conn, refund_id, claim)
+        settled = await lookup.before_resend(
+            rt, conn, refund_id, claim, functools.partial(_report_call, rt, conn, None)
+        )
         if settled is not None:
             return settled
         if not await _mark_sent_after_lookup(rt, conn, refund_id, claim):

@@ -11,6 +11,7 @@ processor's confirmation that no such refund exists lets the same key go out aga
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 from uuid import UUID
 
@@ -53,11 +54,18 @@ async def ask(rt: Runtime, conn: ConnectionInfo, claim: Claim) -> RefundResult |
 
 
 async def before_resend(
-    rt: Runtime, conn: ConnectionInfo, refund_id: UUID, claim: Claim
+    rt: Runtime,
+    conn: ConnectionInfo,
+    refund_id: UUID,
+    claim: Claim,
+    answered: Callable[[], None] = lambda: None,
 ) -> str | RetryLater | None:
-    """Settle the refund from the processor's answer, or wait; ``None``: nothing exists, send it."""
+    """Settle the refund from the processor's answer, or wait; ``None``: nothing exists, send it.
+    ``answered`` hears that the processor answered a look-up: it is up, which closes a circuit that
+    failed sends had been counting towards (a failed look-up is not counted: the send after it is)."""
     try:
         found = await ask(rt, conn, claim)
+        answered()
     except GatewayError as err:
         readable = get_gateway(conn.processor).capabilities.reads_refunds
         if (not claim.gateway_refund_id or not readable) and key_remembered(
