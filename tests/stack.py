@@ -36,11 +36,10 @@ from _services import (
     unique_pg_database_name,
 )
 from identity_provider import IdentityProvider
+from processors import connections_toml, kit
 
 BACKENDS = ["sqlite", "postgresql"]
 PYTHON = sys.executable
-STRIPE_KEY = "sk_test_refundwatch_tests"
-STRIPE_SECRET = "whsec_refundwatch_tests"
 METRICS_TOKEN = "metrics-token-for-tests"
 
 
@@ -112,6 +111,16 @@ class Stack:
     api_key: str
     procs: dict[str, Proc] = field(default_factory=dict)
     idp: IdentityProvider | None = None
+    connected: set[str] = field(default_factory=lambda: {"stripe"})  # processors refundwatch knows
+
+    def connect(self, processor: str) -> None:
+        """Give refundwatch this processor's test connection (the simulator knows them all already)."""
+        if processor in self.connected:
+            return
+        path = self.workdir / f"connections-{processor}.toml"
+        path.write_text(connections_toml(self.sim_url, processor))
+        self.cli("connections", "import", str(path))
+        self.connected.add(processor)
 
     # --- staff ------------------------------------------------------------------------------
     def sign_in(self, username: str, password: str = "password") -> httpx2.Client:
@@ -186,9 +195,10 @@ class Stack:
         assert response.status_code < 300, response.text
         return response.json() if response.content else None
 
-    def faults(self, **values: Any) -> None:
+    def faults(self, processor: str = "stripe", **values: Any) -> None:
+        """Set one processor's faults: ``values`` over none at all (and the kit's settle time)."""
         base = {
-            "processor": "stripe",
+            "processor": processor,
             "latency_ms": 0,
             "jitter_ms": 0,
             "error_rate": 0.0,
@@ -199,6 +209,9 @@ class Stack:
             "fail_later_rate": 0.0,
             "malformed_rate": 0.0,
             "webhook_drop_rate": 0.0,
+            "webhook_duplicate_rate": 0.0,
+            "reversal_rate": 0.0,
+            **kit(processor).fault_defaults,
         }
         self.control("faults", {**base, **values})
 
@@ -207,16 +220,18 @@ class Stack:
         amount: int = 10_000,
         currency: str = "EUR",
         *,
-        connection: str = "stripe-test",
+        processor: str = "stripe",
+        connection: str | None = None,
         simulator_amount: int | None = None,
         **extra: Any,
     ) -> str:
         """A captured payment known to refundwatch and to the simulator; returns its reference."""
-        reference = f"pi_{uuid.uuid4().hex[:20]}"
+        self.connect(processor)
+        reference = kit(processor).new_reference()
         self.control(
             "payments",
             {
-                "processor": "stripe",
+                "processor": processor,
                 "payment_reference": reference,
                 "amount": simulator_amount or amount,
                 "currency": currency,
@@ -226,7 +241,7 @@ class Stack:
             response = client.post(
                 "/api/v1/payments",
                 json={
-                    "connection": connection,
+                    "connection": connection or kit(processor).connection,
                     "payment_reference": reference,
                     "amount": amount,
                     "currency": currency,
@@ -291,21 +306,12 @@ def _database(backend: str, workdir: Path) -> tuple[str, str | None]:
     return create_pg_database(admin, name), name
 
 
-def _connections_file(workdir: Path, sim_url: str) -> Path:
-    path = workdir / "connections.toml"
-    path.write_text(
-        f"""
-[[connection]]
-name = "stripe-test"
-processor = "stripe"
-base_url = "{sim_url}/stripe"
-api_key = "{STRIPE_KEY}"
-webhook_secret = "{STRIPE_SECRET}"
-health_check_interval_seconds = 1
-timeout_seconds = 2
-"""
-    )
-    return path
+def _connections_files(workdir: Path, sim_url: str) -> tuple[Path, Path]:
+    """(every processor's test connection: the simulator's; Stripe's alone: refundwatch's at start)."""
+    every, stripe = workdir / "connections.toml", workdir / "connections-stripe.toml"
+    every.write_text(connections_toml(sim_url))
+    stripe.write_text(connections_toml(sim_url, "stripe"))
+    return every, stripe
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -345,11 +351,11 @@ def stack(
         web_url, post_logout_redirect_uris=[f"{web_url}/auth/signed-out", f"{web_url}/"]
     )
     env.update(idp.refundwatch_env(web_client))
-    connections = _connections_file(workdir, sim_url)
+    connections, stripe_only = _connections_files(workdir, sim_url)
     stack = Stack(backend, database_url, env["REFUNDWATCH_REDIS_URL"], workdir, env, web_url, sim_url, "")
     stack.idp = idp
     stack.cli("db", "upgrade")
-    stack.cli("connections", "import", str(connections))
+    stack.cli("connections", "import", str(stripe_only))
     stack.api_key = stack.cli(
         "apikeys", "create", "--name", "tests", "--scopes", "refunds:read,refunds:write,payments:write"
     ).stdout.strip()

@@ -1,4 +1,4 @@
-"""Adyen end to end: web, worker, database and the Adyen simulator as real processes, on both databases.
+"""Adyen end to end: web, worker, database and the stack's simulator as real processes, on both databases.
 
 Adyen only acknowledges a refund ("received"); the outcome comes in signed notifications, several
 items to a delivery, and there is no endpoint to read a refund back. Notifications here are sent by
@@ -8,7 +8,6 @@ the simulator, or built and signed by the test with the official SDK's ``generat
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from typing import Any
 
@@ -16,107 +15,31 @@ import httpx2
 import pytest
 from Adyen.util import generate_notification_sig
 
-from _services import free_port
-from stack import Proc, Stack, db_rows, wait_http
+from processors import ADYEN_HMAC_KEY, ADYEN_MERCHANT, kit
+from stack import Stack, db_rows, wait_until
 
 pytestmark = pytest.mark.slow
 
-CONNECTION = "adyen-test"
-API_KEY = "AQEadyen_refundwatch_tests_key"
-MERCHANT = "RefundwatchTestsECOM"
-HMAC_KEY = "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056"
+ADYEN = kit("adyen")
 FINAL = ("succeeded", "failed", "reversed", "manual_review", "canceled", "rejected")
 
 
-@pytest.fixture(scope="module")
-def adyen(stack: Stack) -> str:
-    """An Adyen simulator beside the stack's, and the connection refundwatch uses to reach it."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    table = (
-        f'[[connection]]\nname = "{CONNECTION}"\nprocessor = "adyen"\nbase_url = "{url}/adyen"\n'
-        f'api_key = "{API_KEY}"\nmerchant_account = "{MERCHANT}"\nhmac_key = "{HMAC_KEY}"\n'
-        "health_check_interval_seconds = 1\ntimeout_seconds = 2\n"
-    )
-    path = stack.workdir / "adyen.toml"
-    path.write_text(table)
-    sim = Proc(
-        "adyen-simulator",
-        [
-            "refundwatch.simulator",
-            "--port",
-            str(port),
-            "--connections",
-            str(path),
-            "--webhook-url",
-            f"{stack.web_url}/webhooks/{{connection}}",
-        ],
-        stack.env,
-        stack.workdir / "adyen-simulator.log",
-    )
-    stack.procs["adyen-simulator"] = sim.start()
-    wait_http(f"{url}/_control/faults", sim)
-    stack.cli("connections", "import", str(path))
-    return url
+def faults(stack: Stack, **values: Any) -> None:
+    stack.faults("adyen", **values)
 
 
-def control(url: str, path: str, body: Any = None) -> Any:
-    if body is None:
-        response = httpx2.get(f"{url}/_control/{path}", timeout=10)
-    else:
-        response = httpx2.post(f"{url}/_control/{path}", json=body, timeout=10)
-    assert response.status_code < 300, response.text
-    return response.json() if response.content else None
-
-
-def faults(url: str, **values: Any) -> None:
-    base = {
-        "processor": "adyen",
-        "latency_ms": 0,
-        "error_rate": 0.0,
-        "timeout_rate": 0.0,
-        "reset_rate": 0.0,
-        "outage": False,
-        "pending_rate": 0.0,
-        "fail_later_rate": 0.0,
-        "settle_ms": 300,
-        "malformed_rate": 0.0,
-        "webhook_drop_rate": 0.0,
-        "webhook_duplicate_rate": 0.0,
-    }
-    control(url, "faults", {**base, **values})
-
-
-def payment(stack: Stack, url: str, amount: int = 10_000, currency: str = "EUR") -> str:
-    psp = secrets.token_hex(8).upper()
-    control(
-        url,
-        "payments",
-        {"processor": "adyen", "payment_reference": psp, "amount": amount, "currency": currency},
-    )
-    with stack.api() as client:
-        response = client.post(
-            "/api/v1/payments",
-            json={
-                "connection": CONNECTION,
-                "payment_reference": psp,
-                "amount": amount,
-                "currency": currency,
-                "captured_at": "2026-11-01T10:00:00Z",
-            },
-        )
-    assert response.status_code == 201, response.text
-    return psp
+def payment(stack: Stack, amount: int = 10_000) -> str:
+    return stack.payment(amount, processor="adyen")
 
 
 def refund(stack: Stack, psp: str, amount: int) -> str:
-    response = stack.refund(psp, amount, connection=CONNECTION)
+    response = stack.refund(psp, amount, connection=ADYEN.connection)
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
 
 
-def ledger(url: str, psp: str) -> list[dict[str, Any]]:
-    return [r for r in control(url, "ledger") if r["payment_reference"] == psp]
+def ledger(stack: Stack, psp: str) -> list[dict[str, Any]]:
+    return [r for r in stack.ledger() if r["payment_reference"] == psp]
 
 
 def item(refund: dict[str, Any], event: str, success: bool, *, amount: int | None = None) -> dict[str, Any]:
@@ -126,14 +49,14 @@ def item(refund: dict[str, Any], event: str, success: bool, *, amount: int | Non
         "amount": {"value": refund["amount"] if amount is None else amount, "currency": refund["currency"]},
         "eventCode": event,
         "eventDate": "2026-12-06T10:00:00+01:00",
-        "merchantAccountCode": MERCHANT,
+        "merchantAccountCode": ADYEN_MERCHANT,
         "merchantReference": refund["id"],
         "originalReference": refund["payment_reference"],
         "pspReference": refund["gateway_refund_id"],
         "reason": "" if success else "Insufficient balance on payment",
         "success": "true" if success else "false",
     }
-    signature = generate_notification_sig(body, HMAC_KEY)
+    signature = generate_notification_sig(body, ADYEN_HMAC_KEY)
     body["additionalData"]["hmacSignature"] = (
         signature.decode() if isinstance(signature, bytes) else signature
     )
@@ -143,7 +66,7 @@ def item(refund: dict[str, Any], event: str, success: bool, *, amount: int | Non
 def deliver(stack: Stack, *items: dict[str, Any]) -> httpx2.Response:
     body = {"live": "false", "notificationItems": [{"NotificationRequestItem": i} for i in items]}
     return httpx2.post(
-        f"{stack.web_url}/webhooks/{CONNECTION}",
+        f"{stack.web_url}/webhooks/{ADYEN.connection}",
         content=json.dumps(body).encode(),
         headers={"Content-Type": "application/json"},
         timeout=30,
@@ -154,24 +77,57 @@ def details(refund: dict[str, Any]) -> list[str]:
     return [str(e["detail"]) for e in refund["events"]]
 
 
-def test_received_is_processing_and_the_refund_notification_settles_it(stack: Stack, adyen: str) -> None:
-    faults(adyen, settle_ms=1_500)
-    psp = payment(stack, adyen)
+def test_received_is_processing_and_the_refund_notification_settles_it(stack: Stack) -> None:
+    faults(stack, settle_ms=1_500)
+    psp = payment(stack)
     refund_id = refund(stack, psp, 2_500)
     processing = stack.wait_status(refund_id, "processing", *FINAL)
     assert processing["status"] in ("processing", "succeeded"), processing
     done = stack.wait_status(refund_id, *FINAL)
     assert done["status"] == "succeeded", done
     assert "processing" in {e["status"] for e in done["events"]}  # never straight to success
-    rows = ledger(adyen, psp)
+    rows = ledger(stack, psp)
     assert len(rows) == 1, rows
     assert rows[0]["idempotency_key"]
     assert rows[0]["gateway_refund_id"] == done["gateway_refund_id"]
 
 
-def test_one_bad_item_is_refused_and_the_others_applied(stack: Stack, adyen: str) -> None:
-    faults(adyen, webhook_drop_rate=1.0)
-    first, second = (refund(stack, payment(stack, adyen), 1_000) for _ in range(2))
+def twice_accepted(stack: Stack, psp: str) -> bool:
+    deliveries = [d for d in stack.control("webhooks?processor=adyen") if psp in d["event_id"]]
+    return sum(d["state"] == "delivered" for d in deliveries) >= 2 and any(d["duplicate"] for d in deliveries)
+
+
+def test_every_notification_delivered_twice_is_applied_once(stack: Stack) -> None:
+    """The simulator sends each delivery twice (Adyen retries what it thinks unacknowledged)."""
+    faults(stack, webhook_duplicate_rate=1.0)
+    try:
+        psps = [payment(stack) for _ in range(3)]
+        ids = [refund(stack, psp, 900) for psp in psps]
+        done = [stack.wait_status(refund_id, *FINAL) for refund_id in ids]
+        for refund_now in done:  # the second copy has been answered, not merely sent
+            wait_until(
+                lambda psp=refund_now["gateway_refund_id"]: twice_accepted(stack, psp),
+                timeout=20,
+                what=f"both copies of {refund_now['gateway_refund_id']}'s notification accepted",
+            )
+    finally:
+        faults(stack)
+    for refund_now in (stack.get(refund_id) for refund_id in ids):
+        assert refund_now["status"] == "succeeded", refund_now
+        assert [e["status"] for e in refund_now["events"]].count("succeeded") == 1, refund_now["events"]
+        stored = db_rows(
+            stack,
+            "SELECT event_id FROM webhook_events WHERE event_id LIKE ?",
+            f"{refund_now['gateway_refund_id']}%",
+        )
+        assert len(stored) == 1, stored
+    for psp in psps:
+        assert len(ledger(stack, psp)) == 1
+
+
+def test_one_bad_item_is_refused_and_the_others_applied(stack: Stack) -> None:
+    faults(stack, webhook_drop_rate=1.0)
+    first, second = (refund(stack, payment(stack), 1_000) for _ in range(2))
     one, two = (stack.wait_status(r, "processing") for r in (first, second))
     good = item(one, "REFUND", True)
     tampered = item(two, "REFUND", True)
@@ -191,12 +147,12 @@ def test_one_bad_item_is_refused_and_the_others_applied(stack: Stack, adyen: str
     unsigned = item(two, "REFUND", True)
     del unsigned["additionalData"]["hmacSignature"]
     assert deliver(stack, unsigned).status_code == 401
-    faults(adyen)
+    faults(stack)
 
 
-def test_refund_failed_after_success_is_reversed_and_disorder_never_lost(stack: Stack, adyen: str) -> None:
-    faults(adyen, webhook_drop_rate=1.0)
-    psp = payment(stack, adyen)
+def test_refund_failed_after_success_is_reversed_and_disorder_never_lost(stack: Stack) -> None:
+    faults(stack, webhook_drop_rate=1.0)
+    psp = payment(stack)
     refund_id = refund(stack, psp, 3_000)
     current = stack.wait_status(refund_id, "processing")
     assert deliver(stack, item(current, "REFUND", True)).status_code == 200
@@ -205,17 +161,17 @@ def test_refund_failed_after_success_is_reversed_and_disorder_never_lost(stack: 
     assert stack.wait_status(refund_id, "reversed")["status"] == "reversed"
 
     # Out of order: the failure first, then the success it follows. Money truth: a person decides.
-    other = stack.wait_status(refund(stack, payment(stack, adyen), 1_000), "processing")
+    other = stack.wait_status(refund(stack, payment(stack), 1_000), "processing")
     assert deliver(stack, item(other, "REFUND", False)).status_code == 200
     assert stack.wait_status(other["id"], *FINAL)["status"] == "failed"
     assert deliver(stack, item(other, "REFUND", True)).status_code == 200
     assert stack.wait_status(other["id"], "manual_review")["status"] == "manual_review"
-    faults(adyen)
+    faults(stack)
 
 
-def test_sync_cannot_ask_adyen_and_silence_ends_in_manual_review(stack: Stack, adyen: str) -> None:
-    faults(adyen, webhook_drop_rate=1.0)
-    psp = payment(stack, adyen)
+def test_sync_cannot_ask_adyen_and_silence_ends_in_manual_review(stack: Stack) -> None:
+    faults(stack, webhook_drop_rate=1.0)
+    psp = payment(stack)
     refund_id = refund(stack, psp, 1_200)
     stack.wait_status(refund_id, "processing")
     with stack.api() as client:
@@ -232,6 +188,6 @@ def test_sync_cannot_ask_adyen_and_silence_ends_in_manual_review(stack: Stack, a
         stack.stop_worker()
         stack.start_worker()
         stack.wait_worker_ready()
-        faults(adyen)
+        faults(stack)
     assert any("no notification from adyen" in d for d in details(refund_now)), details(refund_now)
-    assert len(ledger(adyen, psp)) == 1
+    assert len(ledger(stack, psp)) == 1

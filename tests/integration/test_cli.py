@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from _services import free_port
-from stack import PYTHON, STRIPE_KEY, STRIPE_SECRET, Stack
+from processors import STRIPE_KEY, STRIPE_SECRET
+from stack import PYTHON, Stack
 
 CSV_HEADER = "connection,payment_reference,amount,currency,captured_at,order_id,invoice_id"
 

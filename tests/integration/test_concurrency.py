@@ -23,6 +23,7 @@ import asyncpg
 import httpx2
 import pytest
 
+from processors import PROCESSORS
 from stack import Stack
 
 HOLD_SECONDS = 2.0
@@ -30,7 +31,8 @@ HOLD_SECONDS = 2.0
 
 @pytest.fixture(autouse=True)
 def _no_faults(stack: Stack) -> None:
-    stack.faults()
+    for processor in stack.connected:
+        stack.faults(processor)
 
 
 @contextlib.contextmanager
@@ -116,9 +118,10 @@ def describe(responses: list[httpx2.Response]) -> str:
     return "\n".join(f"{r.status_code} {r.text[:200]}" for r in responses)
 
 
+@pytest.mark.parametrize("processor", PROCESSORS)
 @pytest.mark.parametrize("held", [False, True], ids=["barrier", "row-held"])
-def test_concurrent_refunds_never_exceed_the_payment(stack: Stack, held: bool) -> None:
-    reference = stack.payment(10_000)
+def test_concurrent_refunds_never_exceed_the_payment(stack: Stack, held: bool, processor: str) -> None:
+    reference = stack.payment(10_000, processor=processor)
     body = {"payment_reference": reference, "amount": 700, "currency": "EUR", "reason": "return"}
     responses = fire(
         stack, [(f"over-{uuid.uuid4().hex}", body) for _ in range(40)], hold=reference if held else None
@@ -152,13 +155,12 @@ def test_concurrent_refunds_never_exceed_the_payment(stack: Stack, held: bool) -
     assert sorted(r.status_code for r in again) == [201, 422, 422, 422, 422], describe(again)
 
 
+@pytest.mark.parametrize("processor", PROCESSORS)
 @pytest.mark.parametrize("amount", [1_500, 10_000], ids=["part", "whole"])
-def test_concurrent_same_key_creates_one_refund(
-    stack: Stack, request: pytest.FixtureRequest, amount: int
-) -> None:
+def test_concurrent_same_key_creates_one_refund(stack: Stack, amount: int, processor: str) -> None:
     """20 requests with one key and body, all inside intake at once: one refund, the other 19 replay it
     (200, Idempotent-Replayed), one row in the processor's ledger."""
-    reference = stack.payment(10_000)
+    reference = stack.payment(10_000, processor=processor)
     key = f"held-{uuid.uuid4().hex}"
     body = {"payment_reference": reference, "amount": amount, "currency": "EUR", "reason": "return"}
     responses = fire(stack, [(key, body)] * 20, hold=reference)

@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from _services import flush_redis_db
+from processors import PROCESSORS
 from stack import Stack, wait_until
 
 pytestmark = pytest.mark.slow
@@ -22,11 +23,11 @@ QUEUE = "refundwatch:queue"  # refundwatch.runtime.QUEUE_NAME
 FINAL = ("succeeded", "failed", "reversed", "manual_review", "canceled", "rejected")
 
 
-def create_refunds(stack: Stack, count: int, amount: int) -> dict[str, str]:
+def create_refunds(stack: Stack, processor: str, count: int, amount: int) -> dict[str, str]:
     """``count`` refunds, each on its own payment; {refund id: payment reference}."""
     created: dict[str, str] = {}
     for i in range(count):
-        reference = stack.payment(10_000)
+        reference = stack.payment(10_000, processor=processor)
         response = stack.refund(reference, amount + i)
         assert response.status_code == 201, response.text
         created[response.json()["id"]] = reference
@@ -34,11 +35,12 @@ def create_refunds(stack: Stack, count: int, amount: int) -> dict[str, str]:
 
 
 def statuses(stack: Stack, ids: set[str]) -> dict[str, str]:
+    """Their statuses, read through the list API."""
     found: dict[str, str] = {}
     with stack.api() as client:
         cursor: str | None = None
         while True:
-            params: dict[str, Any] = {"connection": "stripe-test", "limit": 200}
+            params: dict[str, Any] = {"limit": 200}
             if cursor:
                 params["cursor"] = cursor
             page = client.get("/api/v1/refunds", params=params)
@@ -77,10 +79,11 @@ def ensure_worker(stack: Stack) -> None:
         stack.start_worker()
 
 
-def test_killed_worker_loses_nothing_and_pays_nothing_twice(stack: Stack) -> None:
-    stack.faults(latency_ms=1_500)
+@pytest.mark.parametrize("processor", PROCESSORS)
+def test_killed_worker_loses_nothing_and_pays_nothing_twice(stack: Stack, processor: str) -> None:
+    stack.faults(processor, latency_ms=1_500)
     try:
-        refunds = create_refunds(stack, 10, 1_000)
+        refunds = create_refunds(stack, processor, 10, 1_000)
         ids = set(refunds)
         wait_until(
             lambda: sum(s == "submitting" for s in statuses(stack, ids).values()) >= 4,
@@ -92,7 +95,7 @@ def test_killed_worker_loses_nothing_and_pays_nothing_twice(stack: Stack) -> Non
         in_flight = statuses(stack, ids)
         assert "submitting" in in_flight.values(), in_flight
         # More work arrives while no worker runs: it waits as queued.
-        later = create_refunds(stack, 3, 2_000)
+        later = create_refunds(stack, processor, 3, 2_000)
         assert set(statuses(stack, set(later)).values()) == {"queued"}
         refunds.update(later)
         stack.start_worker()
@@ -101,21 +104,22 @@ def test_killed_worker_loses_nothing_and_pays_nothing_twice(stack: Stack) -> Non
         )
     finally:
         ensure_worker(stack)
-        stack.faults()
+        stack.faults(processor)
     assert_executed_exactly_once(stack, refunds)
     resent = [i for i in refunds if any("before any re-send" in e["detail"] for e in stack.get(i)["events"])]
     assert resent, "no refund was re-sent after the crash: the kill came too late to test anything"
 
 
-def test_lost_queue_is_rebuilt_from_the_database(stack: Stack) -> None:
+@pytest.mark.parametrize("processor", PROCESSORS)
+def test_lost_queue_is_rebuilt_from_the_database(stack: Stack, processor: str) -> None:
     """Redis forgets every job message while no worker runs, for refunds queued and refunds in flight.
 
     The start-up sweep re-enqueues both from the database; those whose call was in flight are re-sent
     with their stored key, so the processor replays instead of paying twice.
     """
-    stack.faults(latency_ms=1_500)
+    stack.faults(processor, latency_ms=1_500)
     try:
-        in_flight = create_refunds(stack, 4, 4_000)
+        in_flight = create_refunds(stack, processor, 4, 4_000)
         wait_until(
             lambda: sum(s == "submitting" for s in statuses(stack, set(in_flight)).values()) >= 2,
             timeout=30,
@@ -123,7 +127,7 @@ def test_lost_queue_is_rebuilt_from_the_database(stack: Stack) -> None:
             what="refunds to be in flight",
         )
         stack.procs["worker"].kill()
-        queued = create_refunds(stack, 4, 3_000)
+        queued = create_refunds(stack, processor, 4, 3_000)
         assert set(statuses(stack, set(queued)).values()) == {"queued"}
         queue = redis.Redis.from_url(stack.redis_url)
         try:
@@ -132,7 +136,7 @@ def test_lost_queue_is_rebuilt_from_the_database(stack: Stack) -> None:
             assert queue.zcard(QUEUE) == 0
         finally:
             queue.close()
-        stack.faults()
+        stack.faults(processor)
         stack.start_worker()
         refunds = {**in_flight, **queued}
         wait_until(
@@ -140,5 +144,5 @@ def test_lost_queue_is_rebuilt_from_the_database(stack: Stack) -> None:
         )
     finally:
         ensure_worker(stack)
-        stack.faults()
+        stack.faults(processor)
     assert_executed_exactly_once(stack, refunds)

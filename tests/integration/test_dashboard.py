@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx2
 import pytest
 
+from processors import PROCESSORS, kit
 from stack import Stack, db_rows, second_web, wait_until
 
 PANELS = ("success", "timing", "uptime", "feed", "wip", "outflow", "failures")
@@ -241,22 +242,32 @@ def test_a_refund_page_timeline_updates_live(stack: Stack) -> None:
         stack.faults()
 
 
-def test_an_outage_shows_as_down_and_refunds_wait_for_the_processor_instead_of_failing(stack: Stack) -> None:
+@pytest.mark.parametrize("processor", PROCESSORS)
+def test_an_outage_shows_as_down_and_refunds_wait_for_the_processor_instead_of_failing(
+    stack: Stack, processor: str
+) -> None:
     """The done-means scenario: the uptime panel shows the outage within seconds; refunds in flight are
     held back (the worker's circuit breaker) rather than spending their attempts, and complete after."""
+    connection = kit(processor).connection
+
+    def uptime() -> str:
+        return panel(client, "uptime", connection=connection)
+
     with signed_in(stack) as client:
-        stack.faults(outage=True)
+        stack.faults(processor, outage=True)
         try:
-            ids = [stack.refund(stack.payment(3_000), 500).json()["id"] for _ in range(6)]
-            wait_until(lambda: "state-down" in panel(client, "uptime"), timeout=10, what="uptime shows down")
+            ids = [
+                stack.refund(stack.payment(3_000, processor=processor), 500).json()["id"] for _ in range(6)
+            ]
+            wait_until(lambda: "state-down" in uptime(), timeout=10, what="uptime shows down")
             time.sleep(6)  # four attempts (the stack's limit) of at most 1 s backoff would be over by now
             statuses = {stack.get(refund_id)["status"] for refund_id in ids}
             assert statuses <= {"queued", "submitting"}, statuses
         finally:
-            stack.faults()
+            stack.faults(processor)
         for refund_id in ids:
             stack.wait_status(refund_id, "succeeded", timeout=40)
-        wait_until(lambda: "state-down" not in panel(client, "uptime"), timeout=15, what="back up")
+        wait_until(lambda: "state-down" not in uptime(), timeout=15, what="back up")
     for refund_id in ids:
         executed = [
             row

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from stack import Proc, Stack, db_rows, wait_until
+from processors import PROCESSORS, kit
+from stack import Proc, Stack, db_rows, wait_http, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -43,13 +44,15 @@ def ledger_for(stack: Stack, reference: str) -> list[dict[str, Any]]:
     return [row for row in stack.ledger() if row["payment_reference"] == reference]
 
 
-def payment_state(stack: Stack, reference: str, amount: int, currency: str = "EUR") -> dict[str, Any]:
+def payment_state(
+    stack: Stack, reference: str, amount: int, currency: str = "EUR", processor: str = "stripe"
+) -> dict[str, Any]:
     """Read a payment back: registering it again with the same data answers 200 with its balances."""
     with stack.api() as client:
         response = client.post(
             "/api/v1/payments",
             json={
-                "connection": "stripe-test",
+                "connection": kit(processor).connection,
                 "payment_reference": reference,
                 "amount": amount,
                 "currency": currency,
@@ -146,10 +149,11 @@ def test_happy_path_executes_once_with_the_stored_key(stack: Stack) -> None:
     assert len(ledger_for(stack, reference)) == 1
 
 
-def test_transient_5xx_is_retried_with_the_same_key(stack: Stack) -> None:
-    stack.faults(error_rate=1.0)
+@pytest.mark.parametrize("processor", PROCESSORS)
+def test_transient_5xx_is_retried_with_the_same_key(stack: Stack, processor: str) -> None:
+    stack.faults(processor, error_rate=1.0)
     try:
-        reference = stack.payment(10_000)
+        reference = stack.payment(10_000, processor=processor)
         refund_id = new_refund(stack, reference, 1_000)
         wait_until(
             lambda: event_with(stack, refund_id, "attempt 1 failed: gateway_unavailable"),
@@ -157,7 +161,7 @@ def test_transient_5xx_is_retried_with_the_same_key(stack: Stack) -> None:
             what="the first attempt to fail with a 5xx",
         )
     finally:
-        stack.faults()
+        stack.faults(processor)
 
     refund = stack.wait_status(refund_id, *FINAL)
     assert refund["status"] == "succeeded", refund
@@ -172,20 +176,22 @@ def test_transient_5xx_is_retried_with_the_same_key(stack: Stack) -> None:
     assert rows[0]["idempotency_key"] == gateway_key(refund_id)
 
 
-def test_timeout_while_the_webhook_reports_success_never_fails(stack: Stack) -> None:
-    """The simulator executes, sends its refund.created webhook, then hangs past the 2 s client timeout.
+@pytest.mark.parametrize("processor", PROCESSORS)
+def test_timeout_while_the_webhook_reports_success_never_fails(stack: Stack, processor: str) -> None:
+    """The simulator executes, sends its webhook (Stripe: refund.created; Adyen: the REFUND notification
+    after settle_ms), then hangs past the 2 s client timeout.
 
     The webhook settles the refund; the attempt that times out afterwards must change nothing.
     """
-    stack.faults(timeout_rate=1.0, timeout_ms=3_000)
+    stack.faults(processor, timeout_rate=1.0, timeout_ms=3_000)
     try:
-        reference = stack.payment(10_000)
+        reference = stack.payment(10_000, processor=processor)
         refund_id = new_refund(stack, reference, 1_500)
         refund = stack.wait_status(refund_id, *FINAL, timeout=15)
         assert refund["status"] == "succeeded", refund
         time.sleep(2.5)  # let the hanging call time out in the worker
     finally:
-        stack.faults()
+        stack.faults(processor)
     refund = stack.get(refund_id)
     assert refund["status"] == "succeeded", refund
     assert "failed" not in {e["status"] for e in refund["events"]}
@@ -195,10 +201,11 @@ def test_timeout_while_the_webhook_reports_success_never_fails(stack: Stack) -> 
     assert rows[0]["idempotency_key"] == gateway_key(refund_id)
 
 
-def test_outage_ends_in_manual_review_and_retry_succeeds_once(stack: Stack) -> None:
-    stack.faults(outage=True)
+@pytest.mark.parametrize("processor", PROCESSORS)
+def test_outage_ends_in_manual_review_and_retry_succeeds_once(stack: Stack, processor: str) -> None:
+    stack.faults(processor, outage=True)
     try:
-        reference = stack.payment(10_000)
+        reference = stack.payment(10_000, processor=processor)
         refund_id = new_refund(stack, reference, 2_000)
         refund = stack.wait_status(refund_id, *FINAL, timeout=30)
         assert refund["status"] == "manual_review", refund
@@ -208,9 +215,9 @@ def test_outage_ends_in_manual_review_and_retry_succeeds_once(stack: Stack) -> N
         assert "failed" not in {e["status"] for e in refund["events"]}
         assert ledger_for(stack, reference) == []
         # Still counted against the payment while a person decides.
-        assert payment_state(stack, reference, 10_000)["refundable_amount"] == 8_000
+        assert payment_state(stack, reference, 10_000, processor=processor)["refundable_amount"] == 8_000
     finally:
-        stack.faults()
+        stack.faults(processor)
 
     with stack.api() as client:
         response = client.post(f"/api/v1/refunds/{refund_id}/retry")
@@ -269,21 +276,23 @@ def test_pending_refund_succeeds_through_the_webhook(stack: Stack) -> None:
     assert payment_state(stack, reference, 10_000)["refunded_amount"] == 3_000
 
 
-def test_fail_later_reverses_and_gives_the_amount_back(stack: Stack) -> None:
-    stack.faults(fail_later_rate=1.0, settle_ms=2_000)
+@pytest.mark.parametrize("processor", PROCESSORS)
+def test_fail_later_reverses_and_gives_the_amount_back(stack: Stack, processor: str) -> None:
+    """Stripe: refund.updated to failed after succeeded; Adyen: REFUND_FAILED after REFUND success."""
+    stack.faults(processor, fail_later_rate=1.0, settle_ms=2_000)
     try:
-        reference = stack.payment(10_000)
+        reference = stack.payment(10_000, processor=processor)
         refund_id = new_refund(stack, reference, 4_000)
         refund = stack.wait_status(refund_id, *FINAL)
         assert refund["status"] == "succeeded", refund
-        payment = payment_state(stack, reference, 10_000)
+        payment = payment_state(stack, reference, 10_000, processor=processor)
         assert (payment["refunded_amount"], payment["refundable_amount"]) == (4_000, 6_000)
         refund = stack.wait_status(refund_id, "reversed", timeout=30)
     finally:
-        stack.faults()
+        stack.faults(processor)
     assert ("succeeded", "reversed", "webhook") in transitions(refund), transitions(refund)
     assert refund["error_code"]  # why the processor took it back
-    payment = payment_state(stack, reference, 10_000)
+    payment = payment_state(stack, reference, 10_000, processor=processor)
     assert (payment["refunded_amount"], payment["refundable_amount"]) == (0, 10_000)
     rows = ledger_for(stack, reference)
     assert [r["status"] for r in rows] == ["failed"], rows
@@ -370,15 +379,51 @@ def test_retry_of_a_refused_refund_uses_a_new_key(stack: Stack) -> None:
     assert payment_state(stack, reference, 6_000)["refunded_amount"] == 5_000
 
 
-def test_timeout_keeps_submitting_then_the_replay_succeeds(stack: Stack) -> None:
+@pytest.mark.parametrize("processor", PROCESSORS)
+def test_connection_resets_are_retried_with_the_same_key(stack: Stack, processor: str) -> None:
+    """The connection drops, half the time after the processor executed: outcome unknown, so the
+    re-send carries the same key and the processor replays instead of paying twice."""
+    stack.faults(processor, reset_rate=1.0)
+    try:
+        references = [stack.payment(10_000, processor=processor) for _ in range(3)]
+        ids = [new_refund(stack, reference, 1_100) for reference in references]
+        for refund_id in ids:
+            wait_until(
+                lambda refund_id=refund_id: event_with(stack, refund_id, "attempt 1 failed"),
+                timeout=15,
+                what="the first attempt to be cut off",
+            )
+    finally:
+        stack.faults(processor)
+    for refund_id, reference in zip(ids, references, strict=True):
+        refund = stack.wait_status(refund_id, *FINAL)
+        assert refund["status"] == "succeeded", refund
+        assert "failed" not in {e["status"] for e in refund["events"]}
+        rows = ledger_for(stack, reference)
+        assert [r["idempotency_key"] for r in rows] == [gateway_key(refund_id)], rows
+        assert rows[0]["gateway_refund_id"] == refund["gateway_refund_id"]
+
+
+def restart_web(stack: Stack) -> None:
+    web = stack.procs["web"]
+    if not web.alive:
+        web.start()
+        wait_http(f"{stack.web_url}/healthz", web)
+
+
+@pytest.mark.parametrize("processor", PROCESSORS)
+def test_timeout_keeps_submitting_then_the_replay_is_answered_once(stack: Stack, processor: str) -> None:
     """Outcome unknown and no webhook can arrive: submitting, then a same-key replay, one ledger row.
 
-    The web process is killed so the simulator's refund.created webhook finds nobody. Last in the
-    module: the web server stays down (the worker and the database are all this test needs).
+    The web process is killed so the simulator's webhook (Stripe's refund.created, Adyen's REFUND
+    notification) finds nobody; the replay gets the saved first answer: Stripe's is the outcome
+    (succeeded), Adyen's only "received" (processing, until a notification comes). Last in the
+    module: the web server is started again at the end.
     """
-    stack.faults(latency_ms=1_500, timeout_rate=1.0, timeout_ms=3_000)
+    answer = "succeeded" if kit(processor).answers_outcome else "processing"
+    stack.faults(processor, latency_ms=1_500, timeout_rate=1.0, timeout_ms=3_000)
     try:
-        reference = stack.payment(10_000)
+        reference = stack.payment(10_000, processor=processor)
         refund_id = new_refund(stack, reference, 1_500)
         kill_group(stack.procs["web"])  # before the simulator executes (1.5 s latency)
         seen: set[str] = set()
@@ -394,21 +439,23 @@ def test_timeout_keeps_submitting_then_the_replay_succeeds(stack: Stack) -> None
         assert any("outcome unknown" in e[3] for e in events)
         # The processor did execute it: one row, under the stored key.
         assert [r["idempotency_key"] for r in ledger_for(stack, reference)] == [gateway_key(refund_id)]
-    finally:
-        stack.faults()
-    wait_until(
-        lambda: _db_refund(stack, refund_id)[0] not in ("queued", "submitting"),
-        timeout=20,
-        interval=0.1,
-        what="the replay",
-    )
-    assert seen <= {"queued", "submitting"}, seen
+        stack.faults(processor)
+        wait_until(
+            lambda: _db_refund(stack, refund_id)[0] not in ("queued", "submitting"),
+            timeout=20,
+            interval=0.1,
+            what="the replay",
+        )
+        assert seen <= {"queued", "submitting"}, seen
 
-    status, attempts, events = _db_refund(stack, refund_id)
-    assert status == "succeeded", events
-    assert attempts >= 2
-    assert "failed" not in {e[0] for e in events}
-    assert ("submitting", "succeeded", "worker") in [(f, t, src) for t, f, src, _ in events]
-    rows = ledger_for(stack, reference)
-    assert len(rows) == 1, rows
-    assert rows[0]["idempotency_key"] == gateway_key(refund_id)
+        status, attempts, events = _db_refund(stack, refund_id)
+        assert status == answer, events
+        assert attempts >= 2
+        assert "failed" not in {e[0] for e in events}
+        assert ("submitting", answer, "worker") in [(f, t, src) for t, f, src, _ in events]
+        rows = ledger_for(stack, reference)
+        assert len(rows) == 1, rows
+        assert rows[0]["idempotency_key"] == gateway_key(refund_id)
+    finally:
+        stack.faults(processor)
+        restart_web(stack)

@@ -21,7 +21,8 @@ import pytest
 import redis
 import stripe
 
-from stack import STRIPE_SECRET, Stack, db_rows, wait_until
+from processors import STRIPE_SECRET
+from stack import Stack, db_rows, wait_until
 
 pytestmark = pytest.mark.slow
 

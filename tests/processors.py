@@ -1,0 +1,77 @@
+"""What the end-to-end tests need to know about each processor, so one test body serves all of them.
+
+The stack's one simulator serves every processor (CONTRACT §7); refundwatch gets a processor's test
+connection when a test first registers a payment for it (``Stack.payment(..., processor=...)``), so
+modules that never use Adyen see one connection, as before.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+STRIPE_KEY = "sk_test_refundwatch_tests"
+STRIPE_SECRET = "whsec_refundwatch_tests"
+ADYEN_KEY = "AQEadyen_refundwatch_tests_key"
+ADYEN_MERCHANT = "RefundwatchTestsECOM"
+ADYEN_HMAC_KEY = "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056"
+
+
+@dataclass(frozen=True)
+class Kit:
+    """One processor as the tests drive it."""
+
+    name: str
+    connection: str
+    new_reference: Callable[[], str]
+    # The connection's own fields (strings) beside name, processor and base_url.
+    fields: dict[str, str]
+    # Fault values every test starts from, on top of "no faults" (how fast refunds settle).
+    fault_defaults: dict[str, Any] = field(default_factory=dict)
+    # Whether the first answer is already the outcome (Stripe) or only "received" (Adyen: processing
+    # until a notification says how it went).
+    answers_outcome: bool = True
+
+    def connection_toml(self, sim_url: str) -> str:
+        lines = [
+            "[[connection]]",
+            f'name = "{self.connection}"',
+            f'processor = "{self.name}"',
+            f'base_url = "{sim_url}/{self.name}"',
+            *(f'{key} = "{value}"' for key, value in self.fields.items()),
+            "health_check_interval_seconds = 1",
+            "timeout_seconds = 2",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+KITS: dict[str, Kit] = {
+    "stripe": Kit(
+        name="stripe",
+        connection="stripe-test",
+        new_reference=lambda: f"pi_{uuid.uuid4().hex[:20]}",
+        fields={"api_key": STRIPE_KEY, "webhook_secret": STRIPE_SECRET},
+    ),
+    "adyen": Kit(
+        name="adyen",
+        connection="adyen-test",
+        new_reference=lambda: secrets.token_hex(8).upper(),  # a 16-character pspReference
+        fields={"api_key": ADYEN_KEY, "merchant_account": ADYEN_MERCHANT, "hmac_key": ADYEN_HMAC_KEY},
+        # The simulator's default is 2 s from "received" to the REFUND notification; tests wait less.
+        fault_defaults={"settle_ms": 300},
+        answers_outcome=False,
+    ),
+}
+
+PROCESSORS = list(KITS)
+
+
+def kit(processor: str) -> Kit:
+    return KITS[processor]
+
+
+def connections_toml(sim_url: str, *processors: str) -> str:
+    return "\n".join(KITS[p].connection_toml(sim_url) for p in processors or PROCESSORS)
