@@ -191,3 +191,25 @@ def test_sync_cannot_ask_adyen_and_silence_ends_in_manual_review(stack: Stack) -
         faults(stack)
     assert any("no notification from adyen" in d for d in details(refund_now)), details(refund_now)
     assert len(ledger(stack, psp)) == 1
+
+
+def test_a_notification_before_the_received_answer_still_ends_succeeded(stack: Stack) -> None:
+    """Adyen notifies fast: the REFUND notification arrives while the 201 "received" answer is still
+    on its way. The late answer must not move the refund back to processing."""
+    faults(stack, timeout_rate=1.0, timeout_ms=1_200, settle_ms=0)
+    try:
+        psp = payment(stack)
+        refund_id = refund(stack, psp, 1_500)
+        wait_until(
+            lambda: any("processor status received" in d for d in details(stack.get(refund_id))),
+            timeout=20,
+            what="the late received answer",
+        )
+        after = stack.get(refund_id)
+    finally:
+        faults(stack)
+    assert after["status"] == "succeeded", after
+    moves = [(e["from_status"], e["status"]) for e in after["events"] if e["from_status"]]
+    assert ("submitting", "succeeded") in moves, moves  # the notification came first
+    assert any("processor status received" in d and "ignored" in d for d in details(after)), details(after)
+    assert len(ledger(stack, psp)) == 1
