@@ -147,6 +147,11 @@ def test_one_bad_item_is_refused_and_the_others_applied(stack: Stack) -> None:
     unsigned = item(two, "REFUND", True)
     del unsigned["additionalData"]["hmacSignature"]
     assert deliver(stack, unsigned).status_code == 401
+    # Signed but unreadable (an amount that is not a number) beside a good item: refused alone.
+    unreadable = item(two, "REFUND", True, amount="lots")  # type: ignore[arg-type]
+    fine = item(two, "REFUND", True)
+    assert deliver(stack, unreadable, fine).text == "[accepted]"
+    assert stack.wait_status(second, *FINAL)["status"] == "succeeded"
     faults(stack)
 
 

@@ -107,18 +107,22 @@ async def receive(
     if refused and len(refused) == len(items):
         reason = refused[0].error
         raise AuthenticationFailed(f"webhook signature rejected: {reason}", code="invalid_signature")
-    try:
-        events = [
-            (item.payload, event)
-            for item in items
-            if item.error is None
-            for event in gateway.parse_webhook(item.payload)
-        ]
-        for _, event in events:
-            _check_storable(event)
-    except ValueError as exc:
-        await _reject(rt, connection_name, f"malformed: {exc}", actor)
-        raise ValidationFailed(f"malformed webhook body: {exc}", code="malformed_webhook") from None
+    events: list[tuple[bytes, WebhookEvent]] = []
+    malformed: list[str] = []
+    for item in items:
+        if item.error is not None:
+            continue
+        try:  # one item that cannot be read is refused alone, like one with a bad signature
+            parsed = gateway.parse_webhook(item.payload)
+            for event in parsed:
+                _check_storable(event)
+        except ValueError as exc:
+            malformed.append(str(exc))
+            await _reject(rt, connection_name, f"malformed: {exc}", actor)
+            continue
+        events.extend((item.payload, event) for event in parsed)
+    if malformed and not events:
+        raise ValidationFailed(f"malformed webhook body: {malformed[0]}", code="malformed_webhook")
     stored: list[UUID] = []
     duplicates = 0
     now = dt.datetime.now(dt.UTC)

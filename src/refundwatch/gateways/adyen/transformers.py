@@ -408,6 +408,9 @@ def parse_item(item: Mapping[str, Any]) -> WebhookEvent:
     additional = item.get("additionalData")
     status, raw = map_event(event_code, success_text, additional if isinstance(additional, dict) else {})
     amount = parse_amount(item.get("amount"))
+    if status is not None and item.get("amount") is not None and amount is None:
+        # A refund's news with an amount nobody can read is not applied: the amount is checked.
+        raise MalformedError("a notification item's amount is not an integer value and a currency")
     reason = _text(item, "reason")
     failed = status in (GatewayStatus.FAILED, GatewayStatus.REVERSED)
     return WebhookEvent(
