@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from stack import STRIPE_KEY, STRIPE_SECRET, Stack, wait_until
+from processors import STRIPE_KEY, STRIPE_SECRET
+from stack import Stack, wait_until
 
 pytestmark = pytest.mark.parametrize("stack", ["postgresql"], indirect=True)
 CARD = "4111 1111 1111 1111"
