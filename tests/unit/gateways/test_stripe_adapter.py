@@ -29,6 +29,7 @@ from refundwatch.gateways.base import (
     RefundRequest,
 )
 from refundwatch.gateways.registry import get_gateway
+from refundwatch.gateways.retry_after import parse_retry_after
 from refundwatch.gateways.stripe import STRIPE_API_VERSION, StripeGateway
 from refundwatch.gateways.stripe import transformers as tx
 from refundwatch.lib.crypto import Secret
@@ -371,13 +372,13 @@ async def test_retry_after_is_honoured() -> None:
 
 def test_retry_after_parsing() -> None:
     now = 1_700_000_000.0
-    assert tx.parse_retry_after("3", now=now) == 3.0
-    assert tx.parse_retry_after(" 1.5 ", now=now) == 1.5
-    assert tx.parse_retry_after("-4", now=now) == 0.0
-    assert tx.parse_retry_after("Tue, 14 Nov 2023 22:13:50 GMT", now=now) == 30.0
-    assert tx.parse_retry_after("Tue, 14 Nov 2023 22:13:00 GMT", now=now) == 0.0
+    assert parse_retry_after("3", now=now) == 3.0
+    assert parse_retry_after(" 1.5 ", now=now) == 1.5
+    assert parse_retry_after("-4", now=now) == 0.0
+    assert parse_retry_after("Tue, 14 Nov 2023 22:13:50 GMT", now=now) == 30.0
+    assert parse_retry_after("Tue, 14 Nov 2023 22:13:00 GMT", now=now) == 0.0
     for bad in (None, "", "soon", "nan", "inf"):
-        assert tx.parse_retry_after(bad, now=now) is None
+        assert parse_retry_after(bad, now=now) is None
 
 
 # --- transport ----------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import httpx2
 
+from refundwatch.gateways import calls
 from refundwatch.gateways.adyen import transformers as tx
 from refundwatch.gateways.base import (
     Capabilities,
@@ -34,13 +35,12 @@ from refundwatch.gateways.base import (
 )
 from refundwatch.gateways.retry_after import parse_retry_after
 from refundwatch.lib.crypto import constant_time_equals
-from refundwatch.lib.http import send
 
 __all__ = ["API_VERSION", "AdyenGateway", "live_base_url"]
 
 API_VERSION = "v72"
-EXCERPT_CHARS = 500
-_MESSAGE_CHARS = 300
+
+_MESSAGE_CHARS = calls.MESSAGE_CHARS
 NO_READ_ENDPOINT = "Adyen has no endpoint to read a refund: its outcome comes from notifications"
 
 _SCRUB_RULES: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
@@ -63,10 +63,6 @@ def _mask_card(text: str) -> str:
 
 
 _LIVE_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,99}$")
-
-
-def _elapsed_ms(started: float) -> int:
-    return int((time.perf_counter() - started) * 1000)
 
 
 def live_base_url(live_prefix: str) -> str:
@@ -174,10 +170,10 @@ class AdyenGateway:
             error = self._error(response, exchange)
             return HealthResult(ok=False, latency_ms=exchange.latency_ms, error=error.message)
         except GatewayError as exc:
-            latency = exc.exchange.latency_ms if exc.exchange else _elapsed_ms(started)
+            latency = exc.exchange.latency_ms if exc.exchange else calls.elapsed_ms(started)
             return HealthResult(ok=False, latency_ms=latency, error=exc.message)
         except Exception as exc:  # noqa: BLE001 - a health probe reports, it never raises
-            return HealthResult(ok=False, latency_ms=_elapsed_ms(started), error=type(exc).__name__)
+            return HealthResult(ok=False, latency_ms=calls.elapsed_ms(started), error=type(exc).__name__)
 
     # --- webhooks -------------------------------------------------------------------------------------
 
@@ -277,46 +273,17 @@ class AdyenGateway:
         if idempotency_key is not None:
             headers["Idempotency-Key"] = tx.adyen_idempotency_key(idempotency_key)
         url = self.base_url(creds) + path
-        started = time.perf_counter()
-
-        def failed(code: ErrorCode, message: str) -> GatewayError:
-            exchange = Exchange(method, path, None, _elapsed_ms(started), "")
-            return GatewayError(code, self.scrub(message)[:_MESSAGE_CHARS], exchange=exchange)
-
-        # ``from None`` everywhere: httpx2 exceptions hold the request, X-API-Key header included.
-        try:
-            timed = await send(
-                client, method, url, timeout_seconds=creds.timeout_seconds, headers=headers, json=body
-            )
-        except (httpx2.ConnectTimeout, httpx2.PoolTimeout, httpx2.ConnectError) as exc:
-            raise failed(
-                ErrorCode.CONNECTION_ERROR,
-                f"could not connect to Adyen ({type(exc).__name__}); nothing was sent",
-            ) from None
-        except httpx2.TimeoutException as exc:
-            raise failed(
-                ErrorCode.TIMEOUT,
-                f"Adyen did not answer within {creds.timeout_seconds:g} s ({type(exc).__name__}); "
-                "the outcome is unknown",
-            ) from None
-        except (httpx2.UnsupportedProtocol, httpx2.InvalidURL) as exc:
-            # A configuration mistake: retrying cannot help.
-            raise failed(ErrorCode.PROCESSOR_ERROR, f"bad Adyen base URL ({type(exc).__name__})") from None
-        except httpx2.TransportError as exc:
-            # Read/write errors and resets happen once the request may have reached Adyen.
-            raise failed(
-                ErrorCode.CONNECTION_ERROR,
-                f"the connection to Adyen broke ({type(exc).__name__}: {exc}); the outcome is unknown",
-            ) from None
-        except (httpx2.HTTPError, httpx2.StreamError) as exc:
-            # An answer arrived but cannot be read (e.g. DecodingError): Adyen may have acted on it.
-            raise failed(
-                ErrorCode.OUTCOME_UNKNOWN,
-                f"unreadable answer from Adyen ({type(exc).__name__}); the refund may exist",
-            ) from None
-        response = timed.response
-        excerpt = self.scrub(response.text[: EXCERPT_CHARS * 8])[:EXCERPT_CHARS]
-        return response, Exchange(method, path, response.status_code, timed.latency_ms, excerpt)
+        return await calls.call(
+            client,
+            "Adyen",
+            method,
+            url,
+            path,
+            timeout_seconds=creds.timeout_seconds,
+            headers=headers,
+            scrub=self.scrub,
+            json=body,
+        )
 
     def _unknown(self, response: httpx2.Response, exchange: Exchange, what: str) -> GatewayError:
         return GatewayError(

@@ -16,6 +16,7 @@ from urllib.parse import quote, urlencode
 
 import httpx2
 
+from refundwatch.gateways import calls
 from refundwatch.gateways.base import (
     Capabilities,
     Credentials,
@@ -30,17 +31,17 @@ from refundwatch.gateways.base import (
     WebhookVerificationError,
     as_json,
 )
+from refundwatch.gateways.retry_after import parse_retry_after
 from refundwatch.gateways.stripe import lookup
 from refundwatch.gateways.stripe import transformers as tx
 from refundwatch.gateways.stripe.transformers import STRIPE_API_VERSION
 from refundwatch.lib.crypto import constant_time_equals
-from refundwatch.lib.http import send
 
 __all__ = ["STRIPE_API_VERSION", "WEBHOOK_TOLERANCE_SECONDS", "StripeGateway"]
 
 WEBHOOK_TOLERANCE_SECONDS = 300  # the SDK's Webhook.DEFAULT_TOLERANCE
-EXCERPT_CHARS = 500
-_MESSAGE_CHARS = 300
+
+_MESSAGE_CHARS = calls.MESSAGE_CHARS
 
 
 def _mask_key(match: re.Match[str]) -> str:
@@ -56,10 +57,6 @@ _SCRUB_RULES: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]
     # 13-19 digits, optionally grouped by spaces or dashes: card-number-like.
     (re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)"), "[REDACTED]"),
 )
-
-
-def _elapsed_ms(started: float) -> int:
-    return int((time.perf_counter() - started) * 1000)
 
 
 class StripeGateway:
@@ -144,10 +141,10 @@ class StripeGateway:
             error = self._error(response, exchange, payment_lookup=False)
             return HealthResult(ok=False, latency_ms=exchange.latency_ms, error=error.message)
         except GatewayError as exc:
-            latency = exc.exchange.latency_ms if exc.exchange else _elapsed_ms(started)
+            latency = exc.exchange.latency_ms if exc.exchange else calls.elapsed_ms(started)
             return HealthResult(ok=False, latency_ms=latency, error=exc.message)
         except Exception as exc:  # noqa: BLE001 - a health probe reports, it never raises
-            return HealthResult(ok=False, latency_ms=_elapsed_ms(started), error=type(exc).__name__)
+            return HealthResult(ok=False, latency_ms=calls.elapsed_ms(started), error=type(exc).__name__)
 
     # --- webhooks -------------------------------------------------------------------------------------
 
@@ -215,47 +212,17 @@ class StripeGateway:
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
         url = creds.base_url.rstrip("/") + path
-        started = time.perf_counter()
-
-        def failed(code: ErrorCode, message: str) -> GatewayError:
-            exchange = Exchange(method, path, None, _elapsed_ms(started), "")
-            return GatewayError(code, self.scrub(message)[:_MESSAGE_CHARS], exchange=exchange)
-
-        # ``from None`` everywhere: httpx2 exceptions hold the request, Authorization header included.
-        try:
-            timed = await send(
-                client, method, url, timeout_seconds=creds.timeout_seconds, headers=headers, data=data
-            )
-        except (httpx2.ConnectTimeout, httpx2.PoolTimeout, httpx2.ConnectError) as exc:
-            raise failed(
-                ErrorCode.CONNECTION_ERROR,
-                f"could not connect to Stripe ({type(exc).__name__}); nothing was sent",
-            ) from None
-        except httpx2.TimeoutException as exc:
-            raise failed(
-                ErrorCode.TIMEOUT,
-                f"Stripe did not answer within {creds.timeout_seconds:g} s ({type(exc).__name__}); "
-                "the outcome is unknown",
-            ) from None
-        except (httpx2.UnsupportedProtocol, httpx2.InvalidURL) as exc:
-            # A configuration mistake: retrying cannot help.
-            raise failed(ErrorCode.PROCESSOR_ERROR, f"bad Stripe base URL ({type(exc).__name__})") from None
-        except httpx2.TransportError as exc:
-            # Read/write errors and resets happen once the request may have reached Stripe.
-            raise failed(
-                ErrorCode.CONNECTION_ERROR,
-                f"the connection to Stripe broke ({type(exc).__name__}: {exc}); the outcome is unknown",
-            ) from None
-        except (httpx2.HTTPError, httpx2.StreamError) as exc:
-            # An answer arrived but cannot be read (e.g. DecodingError: a body that is not the gzip it
-            # claims): Stripe may have executed the request.
-            raise failed(
-                ErrorCode.OUTCOME_UNKNOWN,
-                f"unreadable answer from Stripe ({type(exc).__name__}); the refund may exist",
-            ) from None
-        response = timed.response
-        excerpt = self.scrub(response.text[: EXCERPT_CHARS * 8])[:EXCERPT_CHARS]
-        return response, Exchange(method, path, response.status_code, timed.latency_ms, excerpt)
+        return await calls.call(
+            client,
+            "Stripe",
+            method,
+            url,
+            path,
+            timeout_seconds=creds.timeout_seconds,
+            headers=headers,
+            scrub=self.scrub,
+            data=data,
+        )
 
     def _refund_from(
         self, response: httpx2.Response, exchange: Exchange, *, payment_lookup: bool
@@ -302,7 +269,7 @@ class StripeGateway:
             self.scrub(f"Stripe answered {response.status_code} ({label}): {detail}")[:_MESSAGE_CHARS],
             processor_code=error.code or error.type,
             status_code=response.status_code,
-            retry_after=tx.parse_retry_after(response.headers.get("Retry-After"), now=time.time()),
+            retry_after=parse_retry_after(response.headers.get("Retry-After"), now=time.time()),
             exchange=exchange,
         )
 

@@ -7,12 +7,9 @@ Every fact here was checked against the official SDK, stripe 16.1.0: refund fiel
 
 from __future__ import annotations
 
-import email.utils
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC
 from types import MappingProxyType
 from typing import Any, Final, TypeGuard
 
@@ -353,25 +350,6 @@ def map_error(status_code: int, error: StripeErrorBody, *, payment_lookup: bool)
     if 400 <= status_code < 500:
         return ErrorCode.INVALID_REQUEST
     return ErrorCode.PROCESSOR_ERROR
-
-
-def parse_retry_after(value: str | None, *, now: float) -> float | None:
-    """``Retry-After`` as seconds from now: delta-seconds or an HTTP date; None when absent or invalid."""
-    if not value or not value.strip():
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value.strip())
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = when.timestamp() - now
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
 
 
 # --- webhooks -----------------------------------------------------------------------------------------
