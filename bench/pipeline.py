@@ -1,7 +1,12 @@
 """Pipeline benchmark: refunds posted through the HTTP API, executed by ONE worker against the simulator.
 
 Usage:  .venv/bin/python bench/pipeline.py [--backend postgresql|sqlite|both] [-n 5000] [-k 64]
-            [--intake-only] [--profile PATH]
+            [--processor stripe|adyen|both] [--intake-only] [--profile PATH]
+
+With ``--processor both``, Stripe then Adyen run on each backend in the same invocation, and Adyen's
+execution rate is printed as a ratio of Stripe's. A refund is executed when it is ``succeeded``: for
+Adyen that includes the signed REFUND notification's round trip through refundwatch's webhook
+endpoint and the worker's job that applies it (see processors.py).
 
 Phases, each on a fresh database and a private Redis:
   floor      the same number of raw HTTP POSTs straight to the simulator, same concurrency (the ratio's base)
@@ -38,9 +43,9 @@ import httpx2
 
 import cpu  # bench/: a script's own directory is on its path
 import loadgen
+from processors import LATENCY_MS, PROCESSORS, SETTLE_MS, Processor
 
 PY = sys.executable
-LATENCY_MS = 50
 
 
 def free_port() -> int:
@@ -178,11 +183,11 @@ def bench_env(backend: str, workdir: Path, db_url: str, pg_name: str | None) -> 
     return env
 
 
-async def seed(env: Env, n: int, sim_url: str) -> list[str]:
-    refs = [f"pi_bench_{i:07d}_{uuid.uuid4().hex[:6]}" for i in range(n)]
+async def seed(env: Env, n: int, sim_url: str, processor: Processor) -> list[str]:
+    refs = processor.references(n)
     csv = env.workdir / "payments.csv"
     lines = ["connection,payment_reference,amount,currency,captured_at,order_id,invoice_id"]
-    lines += [f"stripe-bench,{r},10000,EUR,2026-11-01T10:00:00Z,," for r in refs]
+    lines += [f"{processor.connection},{r},10000,EUR,2026-11-01T10:00:00Z,," for r in refs]
     csv.write_text("\n".join(lines) + "\n")
     env.cli("payments", "import", str(csv))
     sem = asyncio.Semaphore(64)
@@ -193,7 +198,7 @@ async def seed(env: Env, n: int, sim_url: str) -> list[str]:
                 await client.post(
                     "/_control/payments",
                     json={
-                        "processor": "stripe",
+                        "processor": processor.name,
                         "payment_reference": ref,
                         "amount": 10000,
                         "currency": "EUR",
@@ -271,6 +276,7 @@ def seconds(value: Any) -> float:
 
 async def run_backend(
     backend: str,
+    processor: Processor,
     n: int,
     k: int,
     web_workers: int,
@@ -283,13 +289,16 @@ async def run_backend(
     sim_url, web_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{web_port}"
     try:
         env.cli("db", "upgrade")
-        (env.workdir / "c.toml").write_text(
-            f'[[connection]]\nname = "stripe-bench"\nprocessor = "stripe"\nbase_url = "{sim_url}/stripe"\n'
-            'api_key = "sk_test_bench"\nwebhook_secret = "whsec_bench"\nhealth_check_interval_seconds = 30\n'
-        )
+        (env.workdir / "c.toml").write_text(processor.connection_toml(sim_url))
         env.cli("connections", "import", str(env.workdir / "c.toml"))
         key = env.cli("apikeys", "create", "--name", "bench", "--scopes", "refunds:read,refunds:write")
-        env.start("simulator", "refundwatch.simulator", "--port", str(sim_port))
+        env.start(
+            "simulator",
+            "refundwatch.simulator",
+            "--port",
+            str(sim_port),
+            *processor.simulator_args(env.workdir, sim_url, web_url),
+        )
         env.start(
             "web",
             "refundwatch",
@@ -298,25 +307,19 @@ async def run_backend(
             str(web_port),
             "--workers",
             str(web_workers),
-            profile=profile and profile.with_name(f"{profile.stem}-{backend}-web.txt"),
+            profile=profile and profile.with_name(f"{profile.stem}-{backend}-{processor.name}-web.txt"),
             subprocesses=True,
         )
         await wait_http(f"{sim_url}/_control/faults")
         await wait_http(f"{web_url}/healthz")
         async with httpx2.AsyncClient() as c:
-            await c.post(f"{sim_url}/_control/faults", json={"latency_ms": LATENCY_MS, "jitter_ms": 0})
-        refs = await seed(env, n * 2 + 1000, sim_url)
+            for faults in processor.faults():
+                (await c.post(f"{sim_url}/_control/faults", json=faults)).raise_for_status()
+        refs = await seed(env, n * 2 + 1000, sim_url, processor)
         bench_refs, floor_refs, steady_refs = refs[:n], refs[n : 2 * n], refs[2 * n :]
 
-        # floor: raw POSTs to the simulator, form-encoded like the adapter, same concurrency
-        floor = await loadgen.post_all(
-            f"{sim_url}/stripe/v1/refunds",
-            {"Authorization": "Bearer sk_test_bench"},
-            [{"payment_intent": r, "amount": "1000"} for r in floor_refs],
-            k,
-            form=True,
-            idempotency_keys=False,
-        )
+        # floor: raw POSTs to the simulator, encoded like the adapter's, same concurrency
+        floor = await processor.floor(sim_url, floor_refs, k)
 
         # intake, no worker running
         auth = {"Authorization": f"Bearer {key}"}
@@ -330,6 +333,7 @@ async def run_backend(
         intake_cpu = cpu.per_request(before, cpu.snapshot(roles), n)
         intake_figures = {
             "backend": backend,
+            "processor": processor.name,
             "n": n,
             "k": k,
             "web_workers": web_workers,
@@ -349,7 +353,7 @@ async def run_backend(
             "worker",
             "refundwatch",
             "worker",
-            profile=profile and profile.with_name(f"{profile.stem}-{backend}.txt"),
+            profile=profile and profile.with_name(f"{profile.stem}-{backend}-{processor.name}.txt"),
         )
         roles = _roles(env)
         before = cpu.snapshot(roles)
@@ -415,7 +419,7 @@ async def run_backend(
 
         statuses = dict(await db_fetch(env, "SELECT status, count(*) FROM refunds GROUP BY status"))
         async with httpx2.AsyncClient() as c:
-            ledger = (await c.get(f"{sim_url}/_control/ledger")).json()
+            ledger = (await c.get(f"{sim_url}/_control/ledger", params={"processor": processor.name})).json()
         keys = [row["idempotency_key"] for row in ledger if (row["idempotency_key"] or "").startswith("rw_")]
         duplicates = len(keys) - len(set(keys))
         total = n + len(steady_refs)
@@ -445,9 +449,10 @@ async def run_backend(
 
 
 def report(r: dict[str, Any]) -> None:
+    settle = f", REFUND notification {SETTLE_MS} ms after receipt" if r["processor"] == "adyen" else ""
     print(
-        f"\n== {r['backend']}: N={r['n']} K={r['k']} web workers={r['web_workers']}, simulator latency "
-        f"{LATENCY_MS} ms, one refundwatch worker"
+        f"\n== {r['backend']}, {r['processor']}: N={r['n']} K={r['k']} web workers={r['web_workers']}, "
+        f"simulator latency {LATENCY_MS} ms{settle}, one refundwatch worker"
     )
     print(f"floor (raw POSTs to simulator) {r['floor_rps']:8.0f} req/s   errors {r['floor_errors']}")
     print(
@@ -482,6 +487,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--backend", choices=["postgresql", "sqlite", "both"], default="both")
+    parser.add_argument("--processor", choices=["stripe", "adyen", "both"], default="stripe")
     parser.add_argument("-n", type=int, default=5000)
     parser.add_argument("-k", type=int, default=32)
     parser.add_argument("--web-workers", type=int, default=2)
@@ -502,13 +508,42 @@ def main() -> None:
         f"calibration loop {cpu.calibrate():.0f} ms (lower is faster), load {os.getloadavg()[0]:.2f}"
     )
     backends = ["postgresql", "sqlite"] if args.backend == "both" else [args.backend]
+    processors = ["stripe", "adyen"] if args.processor == "both" else [args.processor]
+    results: dict[tuple[str, str], dict[str, Any]] = {}
     for backend in backends:
-        report(
-            asyncio.run(
+        for name in processors:
+            result = asyncio.run(
                 run_backend(
-                    backend, args.n, args.k, args.web_workers, args.pg_admin, args.profile, args.intake_only
+                    backend,
+                    PROCESSORS[name],
+                    args.n,
+                    args.k,
+                    args.web_workers,
+                    args.pg_admin,
+                    args.profile,
+                    args.intake_only,
                 )
             )
+            results[backend, name] = result
+            report(result)
+    if len(processors) == 2:
+        compare(results, backends)
+
+
+def compare(results: dict[tuple[str, str], dict[str, Any]], backends: list[str]) -> None:
+    """Adyen's figures as ratios of Stripe's, backend by backend (same run, same machine)."""
+    key = "exec_rps" if "exec_rps" in results[backends[0], "stripe"] else "intake_rps"
+    print(f"\n== Adyen / Stripe ({'execution' if key == 'exec_rps' else 'intake'}; target >= 0.90)")
+    for backend in backends:
+        stripe, adyen = results[backend, "stripe"], results[backend, "adyen"]
+        integrity = ""
+        if key == "exec_rps":
+            integrity = "  duplicates/lost " + ", ".join(
+                f"{p} {r['duplicates']}/{r['lost']}" for p, r in (("stripe", stripe), ("adyen", adyen))
+            )
+        print(
+            f"{backend:10}  stripe {stripe[key]:6.0f}/s  adyen {adyen[key]:6.0f}/s  "
+            f"ratio {adyen[key] / stripe[key]:.2f}{integrity}"
         )
 
 
