@@ -40,6 +40,7 @@ from typing import Any
 
 import asyncpg
 import httpx2
+from redis import asyncio as redis
 
 import cpu  # bench/: a script's own directory is on its path
 import loadgen
@@ -261,6 +262,17 @@ async def db_fetch(env: Env, sql: str) -> list[Any]:
         await conn.close()
 
 
+async def redis_calls(env: Env) -> dict[str, int]:
+    """Commands the run's private Redis has served so far, by command (scripts: EVALSHA and each
+    command inside it)."""
+    client = redis.Redis.from_url(env.vars["REFUNDWATCH_REDIS_URL"])
+    try:
+        stats = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    return {name.removeprefix("cmdstat_"): int(row["calls"]) for name, row in stats.items()}
+
+
 async def _unsealed(env: Env) -> int:
     """Audit entries the worker has not chained yet."""
     return int((await db_fetch(env, "SELECT count(*) FROM audit_log WHERE seq IS NULL"))[0][0])
@@ -356,7 +368,7 @@ async def run_backend(
             profile=profile and profile.with_name(f"{profile.stem}-{backend}-{processor.name}.txt"),
         )
         roles = _roles(env)
-        before = cpu.snapshot(roles)
+        before, redis_before = cpu.snapshot(roles), await redis_calls(env)
         peak_rss = 0.0
         deadline = time.monotonic() + max(120, n / 50)
         while time.monotonic() < deadline:
@@ -370,6 +382,10 @@ async def run_backend(
         span = (await db_fetch(env, "SELECT min(submitted_at), max(finalized_at) FROM refunds"))[0]
         exec_s = seconds(span[1]) - seconds(span[0])
         exec_cpu = cpu.per_request(before, cpu.snapshot(roles), n)
+        exec_redis = {
+            command: (calls - redis_before.get(command, 0)) / n
+            for command, calls in (await redis_calls(env)).items()
+        }
 
         # latency at a steady rate below capacity, once the worker has sealed the audit chain: its
         # backlog (several entries per refund) would otherwise be measured as latency
@@ -427,6 +443,7 @@ async def run_backend(
         return {
             **intake_figures,
             "exec_cpu": exec_cpu,
+            "exec_redis": exec_redis,
             "exec_rps": n / exec_s,
             "final_p50": pct(final_lat, 50),
             "final_p95": pct(final_lat, 95),
@@ -467,6 +484,12 @@ def report(r: dict[str, Any]) -> None:
         f"({r['exec_rps'] / r['floor_rps']:.2f} of floor)"
     )
     print(f"  execution CPU: {cpu.describe(r['exec_cpu'])}")
+    busiest = sorted(r["exec_redis"].items(), key=lambda item: -item[1])[:4]
+    print(
+        f"  execution Redis commands: {sum(r['exec_redis'].values()):.1f} per refund ("
+        + ", ".join(f"{command} {calls:.1f}" for command, calls in busiest)
+        + ")"
+    )
     print(
         f"accept -> final (100/s)       p50 {r['final_p50']:.0f} ms  p95 {r['final_p95']:.0f} ms  "
         f"p99 {r['final_p99']:.0f} ms"
