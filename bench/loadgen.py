@@ -87,12 +87,15 @@ async def post_all(
     *,
     form: bool = False,
     idempotency_keys: bool = True,
+    paths: list[str] | None = None,
 ) -> Outcome:
-    """POST every body (JSON, or form-encoded) over k connections, each as soon as the last answered."""
+    """POST every body (JSON, or form-encoded) over k connections, each as soon as the last answered.
+
+    ``paths``, one per body, replace the URL's path where the resource is in it (Adyen's payment)."""
     target = urlsplit(url).path
     content_type = "application/x-www-form-urlencoded" if form else "application/json"
     fixed = [*headers.items(), ("Content-Type", content_type)]
-    queue = iter(bodies)
+    queue = iter(zip(paths or [target] * len(bodies), bodies, strict=True))
     latencies: list[float] = []
     errors = 0
 
@@ -100,12 +103,12 @@ async def post_all(
         nonlocal errors
         conn = Connection(url)
         try:
-            for body in queue:  # a shared iterator: each body is taken by exactly one client
+            for path, body in queue:  # a shared iterator: each body is taken by exactly one client
                 encoded = urlencode(body).encode() if form else json.dumps(body).encode()
                 extra = [("Idempotency-Key", uuid.uuid4().hex)] if idempotency_keys else []
                 started = time.perf_counter()
                 try:
-                    status, _ = await conn.request("POST", target, [*fixed, *extra], encoded)
+                    status, _ = await conn.request("POST", path, [*fixed, *extra], encoded)
                 except (OSError, h11.ProtocolError):
                     status = 0
                     await conn.close()

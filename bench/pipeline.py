@@ -1,7 +1,12 @@
 """Pipeline benchmark: refunds posted through the HTTP API, executed by ONE worker against the simulator.
 
 Usage:  .venv/bin/python bench/pipeline.py [--backend postgresql|sqlite|both] [-n 5000] [-k 64]
-            [--intake-only] [--profile PATH]
+            [--processor stripe|adyen|both] [--intake-only] [--profile PATH]
+
+With ``--processor both``, Stripe then Adyen run on each backend in the same invocation, and Adyen's
+execution rate is printed as a ratio of Stripe's. A refund is executed when it is ``succeeded``: for
+Adyen that includes the signed REFUND notification's round trip through refundwatch's webhook
+endpoint and the worker's job that applies it (see processors.py).
 
 Phases, each on a fresh database and a private Redis:
   floor      the same number of raw HTTP POSTs straight to the simulator, same concurrency (the ratio's base)
@@ -35,12 +40,13 @@ from typing import Any
 
 import asyncpg
 import httpx2
+from redis import asyncio as redis
 
 import cpu  # bench/: a script's own directory is on its path
 import loadgen
+from processors import LATENCY_MS, PROCESSORS, SETTLE_MS, Processor
 
 PY = sys.executable
-LATENCY_MS = 50
 
 
 def free_port() -> int:
@@ -178,11 +184,11 @@ def bench_env(backend: str, workdir: Path, db_url: str, pg_name: str | None) -> 
     return env
 
 
-async def seed(env: Env, n: int, sim_url: str) -> list[str]:
-    refs = [f"pi_bench_{i:07d}_{uuid.uuid4().hex[:6]}" for i in range(n)]
+async def seed(env: Env, n: int, sim_url: str, processor: Processor) -> list[str]:
+    refs = processor.references(n)
     csv = env.workdir / "payments.csv"
     lines = ["connection,payment_reference,amount,currency,captured_at,order_id,invoice_id"]
-    lines += [f"stripe-bench,{r},10000,EUR,2026-11-01T10:00:00Z,," for r in refs]
+    lines += [f"{processor.connection},{r},10000,EUR,2026-11-01T10:00:00Z,," for r in refs]
     csv.write_text("\n".join(lines) + "\n")
     env.cli("payments", "import", str(csv))
     sem = asyncio.Semaphore(64)
@@ -193,7 +199,7 @@ async def seed(env: Env, n: int, sim_url: str) -> list[str]:
                 await client.post(
                     "/_control/payments",
                     json={
-                        "processor": "stripe",
+                        "processor": processor.name,
                         "payment_reference": ref,
                         "amount": 10000,
                         "currency": "EUR",
@@ -256,6 +262,17 @@ async def db_fetch(env: Env, sql: str) -> list[Any]:
         await conn.close()
 
 
+async def redis_calls(env: Env) -> dict[str, int]:
+    """Commands the run's private Redis has served so far, by command (scripts: EVALSHA and each
+    command inside it)."""
+    client = redis.Redis.from_url(env.vars["REFUNDWATCH_REDIS_URL"])
+    try:
+        stats = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    return {name.removeprefix("cmdstat_"): int(row["calls"]) for name, row in stats.items()}
+
+
 async def _unsealed(env: Env) -> int:
     """Audit entries the worker has not chained yet."""
     return int((await db_fetch(env, "SELECT count(*) FROM audit_log WHERE seq IS NULL"))[0][0])
@@ -271,6 +288,7 @@ def seconds(value: Any) -> float:
 
 async def run_backend(
     backend: str,
+    processor: Processor,
     n: int,
     k: int,
     web_workers: int,
@@ -283,13 +301,16 @@ async def run_backend(
     sim_url, web_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{web_port}"
     try:
         env.cli("db", "upgrade")
-        (env.workdir / "c.toml").write_text(
-            f'[[connection]]\nname = "stripe-bench"\nprocessor = "stripe"\nbase_url = "{sim_url}/stripe"\n'
-            'api_key = "sk_test_bench"\nwebhook_secret = "whsec_bench"\nhealth_check_interval_seconds = 30\n'
-        )
+        (env.workdir / "c.toml").write_text(processor.connection_toml(sim_url))
         env.cli("connections", "import", str(env.workdir / "c.toml"))
         key = env.cli("apikeys", "create", "--name", "bench", "--scopes", "refunds:read,refunds:write")
-        env.start("simulator", "refundwatch.simulator", "--port", str(sim_port))
+        env.start(
+            "simulator",
+            "refundwatch.simulator",
+            "--port",
+            str(sim_port),
+            *processor.simulator_args(env.workdir, sim_url, web_url),
+        )
         env.start(
             "web",
             "refundwatch",
@@ -298,25 +319,19 @@ async def run_backend(
             str(web_port),
             "--workers",
             str(web_workers),
-            profile=profile and profile.with_name(f"{profile.stem}-{backend}-web.txt"),
+            profile=profile and profile.with_name(f"{profile.stem}-{backend}-{processor.name}-web.txt"),
             subprocesses=True,
         )
         await wait_http(f"{sim_url}/_control/faults")
         await wait_http(f"{web_url}/healthz")
         async with httpx2.AsyncClient() as c:
-            await c.post(f"{sim_url}/_control/faults", json={"latency_ms": LATENCY_MS, "jitter_ms": 0})
-        refs = await seed(env, n * 2 + 1000, sim_url)
+            for faults in processor.faults():
+                (await c.post(f"{sim_url}/_control/faults", json=faults)).raise_for_status()
+        refs = await seed(env, n * 2 + 1000, sim_url, processor)
         bench_refs, floor_refs, steady_refs = refs[:n], refs[n : 2 * n], refs[2 * n :]
 
-        # floor: raw POSTs to the simulator, form-encoded like the adapter, same concurrency
-        floor = await loadgen.post_all(
-            f"{sim_url}/stripe/v1/refunds",
-            {"Authorization": "Bearer sk_test_bench"},
-            [{"payment_intent": r, "amount": "1000"} for r in floor_refs],
-            k,
-            form=True,
-            idempotency_keys=False,
-        )
+        # floor: raw POSTs to the simulator, encoded like the adapter's, same concurrency
+        floor = await processor.floor(sim_url, floor_refs, k)
 
         # intake, no worker running
         auth = {"Authorization": f"Bearer {key}"}
@@ -330,6 +345,7 @@ async def run_backend(
         intake_cpu = cpu.per_request(before, cpu.snapshot(roles), n)
         intake_figures = {
             "backend": backend,
+            "processor": processor.name,
             "n": n,
             "k": k,
             "web_workers": web_workers,
@@ -349,10 +365,10 @@ async def run_backend(
             "worker",
             "refundwatch",
             "worker",
-            profile=profile and profile.with_name(f"{profile.stem}-{backend}.txt"),
+            profile=profile and profile.with_name(f"{profile.stem}-{backend}-{processor.name}.txt"),
         )
         roles = _roles(env)
-        before = cpu.snapshot(roles)
+        before, redis_before = cpu.snapshot(roles), await redis_calls(env)
         peak_rss = 0.0
         deadline = time.monotonic() + max(120, n / 50)
         while time.monotonic() < deadline:
@@ -366,6 +382,10 @@ async def run_backend(
         span = (await db_fetch(env, "SELECT min(submitted_at), max(finalized_at) FROM refunds"))[0]
         exec_s = seconds(span[1]) - seconds(span[0])
         exec_cpu = cpu.per_request(before, cpu.snapshot(roles), n)
+        exec_redis = {
+            command: (calls - redis_before.get(command, 0)) / n
+            for command, calls in (await redis_calls(env)).items()
+        }
 
         # latency at a steady rate below capacity, once the worker has sealed the audit chain: its
         # backlog (several entries per refund) would otherwise be measured as latency
@@ -415,7 +435,7 @@ async def run_backend(
 
         statuses = dict(await db_fetch(env, "SELECT status, count(*) FROM refunds GROUP BY status"))
         async with httpx2.AsyncClient() as c:
-            ledger = (await c.get(f"{sim_url}/_control/ledger")).json()
+            ledger = (await c.get(f"{sim_url}/_control/ledger", params={"processor": processor.name})).json()
         keys = [row["idempotency_key"] for row in ledger if (row["idempotency_key"] or "").startswith("rw_")]
         duplicates = len(keys) - len(set(keys))
         total = n + len(steady_refs)
@@ -423,6 +443,7 @@ async def run_backend(
         return {
             **intake_figures,
             "exec_cpu": exec_cpu,
+            "exec_redis": exec_redis,
             "exec_rps": n / exec_s,
             "final_p50": pct(final_lat, 50),
             "final_p95": pct(final_lat, 95),
@@ -445,9 +466,10 @@ async def run_backend(
 
 
 def report(r: dict[str, Any]) -> None:
+    settle = f", REFUND notification {SETTLE_MS} ms after receipt" if r["processor"] == "adyen" else ""
     print(
-        f"\n== {r['backend']}: N={r['n']} K={r['k']} web workers={r['web_workers']}, simulator latency "
-        f"{LATENCY_MS} ms, one refundwatch worker"
+        f"\n== {r['backend']}, {r['processor']}: N={r['n']} K={r['k']} web workers={r['web_workers']}, "
+        f"simulator latency {LATENCY_MS} ms{settle}, one refundwatch worker"
     )
     print(f"floor (raw POSTs to simulator) {r['floor_rps']:8.0f} req/s   errors {r['floor_errors']}")
     print(
@@ -462,6 +484,12 @@ def report(r: dict[str, Any]) -> None:
         f"({r['exec_rps'] / r['floor_rps']:.2f} of floor)"
     )
     print(f"  execution CPU: {cpu.describe(r['exec_cpu'])}")
+    busiest = sorted(r["exec_redis"].items(), key=lambda item: -item[1])[:4]
+    print(
+        f"  execution Redis commands: {sum(r['exec_redis'].values()):.1f} per refund ("
+        + ", ".join(f"{command} {calls:.1f}" for command, calls in busiest)
+        + ")"
+    )
     print(
         f"accept -> final (100/s)       p50 {r['final_p50']:.0f} ms  p95 {r['final_p95']:.0f} ms  "
         f"p99 {r['final_p99']:.0f} ms"
@@ -482,6 +510,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--backend", choices=["postgresql", "sqlite", "both"], default="both")
+    parser.add_argument("--processor", choices=["stripe", "adyen", "both"], default="stripe")
     parser.add_argument("-n", type=int, default=5000)
     parser.add_argument("-k", type=int, default=32)
     parser.add_argument("--web-workers", type=int, default=2)
@@ -502,13 +531,42 @@ def main() -> None:
         f"calibration loop {cpu.calibrate():.0f} ms (lower is faster), load {os.getloadavg()[0]:.2f}"
     )
     backends = ["postgresql", "sqlite"] if args.backend == "both" else [args.backend]
+    processors = ["stripe", "adyen"] if args.processor == "both" else [args.processor]
+    results: dict[tuple[str, str], dict[str, Any]] = {}
     for backend in backends:
-        report(
-            asyncio.run(
+        for name in processors:
+            result = asyncio.run(
                 run_backend(
-                    backend, args.n, args.k, args.web_workers, args.pg_admin, args.profile, args.intake_only
+                    backend,
+                    PROCESSORS[name],
+                    args.n,
+                    args.k,
+                    args.web_workers,
+                    args.pg_admin,
+                    args.profile,
+                    args.intake_only,
                 )
             )
+            results[backend, name] = result
+            report(result)
+    if len(processors) == 2:
+        compare(results, backends)
+
+
+def compare(results: dict[tuple[str, str], dict[str, Any]], backends: list[str]) -> None:
+    """Adyen's figures as ratios of Stripe's, backend by backend (same run, same machine)."""
+    key = "exec_rps" if "exec_rps" in results[backends[0], "stripe"] else "intake_rps"
+    print(f"\n== Adyen / Stripe ({'execution' if key == 'exec_rps' else 'intake'}; target >= 0.90)")
+    for backend in backends:
+        stripe, adyen = results[backend, "stripe"], results[backend, "adyen"]
+        integrity = ""
+        if key == "exec_rps":
+            integrity = "  duplicates/lost " + ", ".join(
+                f"{p} {r['duplicates']}/{r['lost']}" for p, r in (("stripe", stripe), ("adyen", adyen))
+            )
+        print(
+            f"{backend:10}  stripe {stripe[key]:6.0f}/s  adyen {adyen[key]:6.0f}/s  "
+            f"ratio {adyen[key] / stripe[key]:.2f}{integrity}"
         )
 
 

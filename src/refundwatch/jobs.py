@@ -67,6 +67,11 @@ class Worker(arq.worker.Worker):
         claim = self.pool.register_script(_CLAIM)
         timeout_ms = str(int(self.in_progress_timeout_s * 1000))
         for job_id_b in job_ids:
+            # Jobs stay in the queue while they run, at its head, so every poll lists the ones running
+            # here again; a claim for them would only fail, one Redis round trip each, per poll.
+            running = self.tasks.get(job_id_b.decode())
+            if running is not None and not running.done():
+                continue
             await self.sem.acquire()
             if self.job_counter >= self.max_jobs:
                 self.sem.release()
