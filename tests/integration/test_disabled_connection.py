@@ -26,7 +26,7 @@ WAITING = "waiting: connection stripe-test is disabled"
 
 def _import(stack: Stack, *, enabled: bool) -> None:
     """The stack's own connections file, with ``enabled`` set, through ``refundwatch connections import``."""
-    text = (stack.workdir / "connections.toml").read_text()
+    text = (stack.workdir / "connections-stripe.toml").read_text()  # refundwatch's, Stripe alone
     path = stack.workdir / f"connections-{'on' if enabled else 'off'}.toml"
     path.write_text(f"{text.rstrip()}\nenabled = {'true' if enabled else 'false'}\n")
     stack.cli("connections", "import", str(path))
