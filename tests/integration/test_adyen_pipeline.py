@@ -218,3 +218,60 @@ def test_a_notification_before_the_received_answer_still_ends_succeeded(stack: S
     assert ("submitting", "succeeded") in moves, moves  # the notification came first
     assert any("processor status received" in d and "ignored" in d for d in details(after)), details(after)
     assert len(ledger(stack, psp)) == 1
+
+
+def stored_event(stack: Stack, refund: dict[str, Any], event: str, success: bool) -> list[tuple[Any, ...]]:
+    event_id = f"{refund['gateway_refund_id']}:{event}:{'true' if success else 'false'}"
+    return db_rows(stack, "SELECT processed_at, outcome FROM webhook_events WHERE event_id = ?", event_id)
+
+
+def test_confirming_notifications_are_applied_on_receipt_and_the_rest_left_to_the_worker(
+    stack: Stack,
+) -> None:
+    """A notification that confirms what is expected (this attempt, amount and currency as asked) is
+    applied when it is received, with no worker running: status, balance, timeline and the stored
+    event marked processed, at once. Anything else (an amount that differs) waits for the worker's
+    locked path, and still ends where it must."""
+    faults(stack, webhook_drop_rate=1.0)
+    try:
+        ids = [refund(stack, payment(stack), amount) for amount in (1_100, 1_200, 1_300)]
+        ok, refused, odd = (stack.wait_status(r, "processing") for r in ids)
+        stack.stop_worker()
+        try:
+            good = item(ok, "REFUND", True)
+            response = deliver(
+                stack, good, good, item(refused, "REFUND", False), item(odd, "REFUND", True, amount=9)
+            )
+            assert (response.status_code, response.text) == (200, "[accepted]")
+            # Applied before the answer went out: nothing else could have applied them.
+            assert stack.get(ok["id"])["status"] == "succeeded"
+            assert stack.get(refused["id"])["status"] == "failed"
+            ((processed_at, outcome),) = stored_event(stack, ok, "REFUND", True)
+            assert processed_at is not None
+            assert outcome == "REFUND: succeeded (moved)"
+            assert stored_event(stack, refused, "REFUND", False)[0][1] == "REFUND: failed (moved)"
+            # Reported 9 EUR cents for a 13 EUR refund: not the fast path's to decide.
+            assert stack.get(odd["id"])["status"] == "processing"
+            ((processed_at, outcome),) = stored_event(stack, odd, "REFUND", True)
+            assert processed_at is None
+            assert outcome is None
+        finally:
+            stack.start_worker()
+            stack.wait_worker_ready()
+        assert stack.wait_status(odd["id"], "manual_review")["status"] == "manual_review"
+    finally:
+        faults(stack)
+    succeeded = stack.get(ok["id"])
+    assert [e["status"] for e in succeeded["events"]].count("succeeded") == 1, succeeded["events"]
+    assert any(f"webhook REFUND ({ok['gateway_refund_id']}:REFUND:true)" in d for d in details(succeeded))
+    for current, refunded in ((ok, 1_100), (refused, 0)):
+        rows = db_rows(
+            stack,
+            "SELECT refunded_amount, reserved_amount FROM payments WHERE payment_reference = ?",
+            current["payment_reference"],
+        )
+        assert rows == [(refunded, 0)], (current["id"], rows)
+    transitions = db_rows(
+        stack, "SELECT action FROM audit_log WHERE target_id = ? AND action LIKE ?", ok["id"], "%webhook%"
+    )
+    assert len(transitions) == 1, transitions

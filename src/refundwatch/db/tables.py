@@ -1,5 +1,5 @@
 """The tables as SQLAlchemy Core ``Table`` objects, for the hot paths written in Core (refunds.cas,
-refunds.intake) rather than through the ORM unit of work."""
+refunds.intake, webhooks.storing) rather than through the ORM unit of work."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from refundwatch.db.models import (
     RefundEvent,
     RefundStat,
     RollupOutbox,
+    WebhookEvent,
 )
 
 REFUNDS = cast(Table, Refund.__table__)
@@ -24,3 +25,4 @@ PAYMENTS = cast(Table, Payment.__table__)
 OUTBOX = cast(Table, RollupOutbox.__table__)
 STATS = cast(Table, RefundStat.__table__)
 HEALTH_STATS = cast(Table, HealthStat.__table__)
+WEBHOOK_EVENTS = cast(Table, WebhookEvent.__table__)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 from uuid import UUID
 
-from sqlalchemy import Connection, Row, Table, bindparam, func, insert, literal, select, update
+from sqlalchemy import Connection, Row, Table, bindparam, exists, func, insert, literal, select, update
 from sqlalchemy.sql.dml import Insert, Update, UpdateBase
 from sqlalchemy.sql.selectable import Select
 
@@ -31,7 +31,7 @@ from refundwatch.audit.services import AUDIT_COLUMNS, NewEntry
 from refundwatch.dashboard.rollups import counted
 from refundwatch.dashboard.signals import signals
 from refundwatch.db.engine import Database
-from refundwatch.db.tables import AUDIT, EVENTS, OUTBOX, PAYMENTS, REFUNDS
+from refundwatch.db.tables import AUDIT, EVENTS, OUTBOX, PAYMENTS, REFUNDS, WEBHOOK_EVENTS
 from refundwatch.gateways.base import Exchange, exchange_json
 from refundwatch.refunds.states import FINAL, Source, Status, Transition, Trigger, decide
 
@@ -70,6 +70,19 @@ class _Statements:
     audit: Insert
     balance: Update | None
     outbox: Insert | None
+    webhook: Update | None  # the stored webhook event marked processed, when a webhook caused this
+
+
+def _mark_webhook() -> Update:
+    return (
+        update(WEBHOOK_EVENTS)
+        .where(WEBHOOK_EVENTS.c.id == _param(WEBHOOK_EVENTS, "id", "x_event"))
+        .where(WEBHOOK_EVENTS.c.processed_at.is_(None))
+        .values(
+            processed_at=_param(WEBHOOK_EVENTS, "processed_at", "p_now"),
+            outcome=_param(WEBHOOK_EVENTS, "outcome", "x_outcome"),
+        )
+    )
 
 
 @functools.cache
@@ -79,6 +92,7 @@ def _statements(
     if_null: tuple[str, ...],
     equal: tuple[str, ...],
     returning: tuple[str, ...],
+    webhook: bool = False,
 ) -> _Statements:
     values: dict[str, Any] = {name: _param(REFUNDS, name, f"c_{name}") for name in changes}
     for name in if_null:
@@ -150,6 +164,8 @@ def _statements(
             )
             .cte("outbox")
         )
+    if webhook:  # only if the refund moved: the CTE is empty otherwise
+        single = single.add_cte(_mark_webhook().where(exists(select(cte.c.id))).cte("webhook"))
     return _Statements(
         single=single,
         moved=moved,
@@ -157,6 +173,7 @@ def _statements(
         audit=insert(AUDIT).values(**audit_values),
         balance=balance,
         outbox=insert(OUTBOX).values(**outbox_values) if counted(move) else None,
+        webhook=_mark_webhook() if webhook else None,
     )
 
 
@@ -189,19 +206,23 @@ async def transition_if(
     equal: dict[str, Any] | None = None,
     if_null: dict[str, Any] | None = None,
     exchange: Exchange | None = None,
+    webhook: tuple[UUID, str] | None = None,
     **changes: Any,
 ) -> Row[Any] | None:
     """Apply ``trigger`` if the refund is still ``expected`` (and its ``equal`` columns still hold).
 
     ``changes`` are set; ``if_null`` are set only where the column is still NULL. Returns the refund's
     ``returning`` columns after the change, or ``None`` when nothing was changed (the refund was
-    elsewhere, or this transition needs the general path).
+    elsewhere, or this transition needs the general path). ``webhook``: the stored webhook event that
+    reported this (its id and outcome), marked processed in the same atomic write.
     """
     move = decide(expected, trigger)
     if not isinstance(move, Transition) or not move.changed or move.reserves_amount:
         return None
     equal, if_null = equal or {}, if_null or {}
-    statements = _statements(move, tuple(changes), tuple(if_null), tuple(equal), tuple(returning))
+    statements = _statements(
+        move, tuple(changes), tuple(if_null), tuple(equal), tuple(returning), webhook is not None
+    )
     now = dt.datetime.now(dt.UTC)
     params: dict[str, Any] = {
         "p_id": refund_id,
@@ -213,6 +234,8 @@ async def transition_if(
     params.update({f"c_{k}": v for k, v in (changes | if_null).items()})
     params.update({f"w_{k}": v for k, v in equal.items()})
     params.update(_audit_params(actor, move, refund_id, source, detail, now))
+    if webhook is not None:
+        params.update(x_event=webhook[0], x_outcome=webhook[1][:255])
     if not db.is_sqlite:
         async with db.autocommit_connection() as conn:
             row = (await conn.execute(statements.single, params)).first()
@@ -234,4 +257,6 @@ def _one_by_one(statements: _Statements, params: dict[str, Any], conn: Connectio
         conn.execute(statements.balance, params | {"p_payment_id": row.payment_id, "p_amount": row.amount})
     if statements.outbox is not None:
         conn.execute(statements.outbox, params)
+    if statements.webhook is not None:
+        conn.execute(statements.webhook, params)
     return row

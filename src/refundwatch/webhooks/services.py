@@ -1,7 +1,9 @@
-"""Processor webhooks: verify, store raw (unique per connection and event), commit, then enqueue.
+"""Processor webhooks: verify, store raw (unique per connection and event), commit, then apply.
 
-Applying an event happens in the worker, in the same transaction that marks the stored event
-processed, so a duplicate delivery or a re-run job changes nothing twice.
+A delivery's events are stored in one transaction (webhooks.storing). The common confirming event is
+then applied at once (webhooks.fastpath); every other one is enqueued and applied by the worker, in
+the same transaction that marks the stored event processed. Either way a duplicate delivery or a
+re-run job changes nothing twice.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from refundwatch.audit import actions
@@ -31,7 +32,8 @@ from refundwatch.refunds.outcomes import TRIGGER_FOR
 from refundwatch.refunds.services import apply
 from refundwatch.refunds.states import Source, Trigger
 from refundwatch.runtime import Runtime
-from refundwatch.webhooks import rejections
+from refundwatch.webhooks import fastpath, rejections
+from refundwatch.webhooks.storing import store_delivery
 
 log = logging.getLogger(__name__)
 PROCESS_JOB = "process_webhook_event"
@@ -123,36 +125,12 @@ async def receive(
         events.extend((item.payload, event) for event in parsed)
     if malformed and not events:
         raise ValidationFailed(f"malformed webhook body: {malformed[0]}", code="malformed_webhook")
-    stored: list[UUID] = []
-    duplicates = 0
-    now = dt.datetime.now(dt.UTC)
-    for payload, event in events:
-        try:
-            async with rt.db.session() as session:
-                row = StoredEvent(
-                    connection_id=conn.id,
-                    event_id=event.event_id,
-                    event_type=event.event_type,
-                    payload=payload.decode("utf-8", "replace"),
-                    received_at=now,
-                )
-                session.add(row)
-                await session.flush()
-                record(
-                    session,
-                    actor,
-                    actions.WEBHOOK_ACCEPTED,
-                    target_type="webhook_event",
-                    target_id=event.event_id,
-                    details={"type": event.event_type, "connection": conn.name},
-                )
-                await session.commit()
-                stored.append(row.id)
-        except IntegrityError:
-            duplicates += 1  # already stored: acknowledged again, applied once
-    for event_id in stored:
+    delivery = await store_delivery(rt, conn.id, conn.name, events, actor)
+    # The common case is applied here at once; the rest (and anything the fast path could not do)
+    # goes to the worker's general path.
+    for event_id in await fastpath.apply_stored(rt, conn.id, conn.name, delivery.stored):
         await enqueue_processing(rt, event_id)
-    return Receipt(len(stored), duplicates, len(refused), gateway.capabilities.webhook_ack)
+    return Receipt(len(delivery.stored), delivery.duplicates, len(refused), gateway.capabilities.webhook_ack)
 
 
 async def enqueue_processing(rt: Runtime, event_id: UUID) -> None:
