@@ -264,13 +264,14 @@ def test_confirming_notifications_are_applied_on_receipt_and_the_rest_left_to_th
     succeeded = stack.get(ok["id"])
     assert [e["status"] for e in succeeded["events"]].count("succeeded") == 1, succeeded["events"]
     assert any(f"webhook REFUND ({ok['gateway_refund_id']}:REFUND:true)" in d for d in details(succeeded))
-    for current, refunded in ((ok, 1_100), (refused, 0)):
+    # Reserved counts every refund not released (succeeded ones too); a failure releases its amount.
+    for current, balance in ((ok, (1_100, 1_100)), (refused, (0, 0))):
         rows = db_rows(
             stack,
             "SELECT refunded_amount, reserved_amount FROM payments WHERE payment_reference = ?",
             current["payment_reference"],
         )
-        assert rows == [(refunded, 0)], (current["id"], rows)
+        assert rows == [balance], (current["id"], rows)
     transitions = db_rows(
         stack, "SELECT action FROM audit_log WHERE target_id = ? AND action LIKE ?", ok["id"], "%webhook%"
     )
