@@ -7,6 +7,7 @@ the simulator, or built and signed by the test with the official SDK's ``generat
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import time
 from typing import Any
@@ -276,3 +277,35 @@ def test_confirming_notifications_are_applied_on_receipt_and_the_rest_left_to_th
         stack, "SELECT action FROM audit_log WHERE target_id = ? AND action LIKE ?", ok["id"], "%webhook%"
     )
     assert len(transitions) == 1, transitions
+
+
+def test_the_same_notification_delivered_concurrently_moves_the_refund_once(stack: Stack) -> None:
+    """Adyen retries a delivery it thinks unacknowledged while the first is still being stored: eight
+    copies at once, each applied on receipt if it can be. One is stored and applied, the rest are
+    acknowledged duplicates."""
+    faults(stack, webhook_drop_rate=1.0)
+    try:
+        current = stack.wait_status(refund(stack, payment(stack), 1_400), "processing")
+        good = item(current, "REFUND", True)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: deliver(stack, good), range(8)))
+    finally:
+        faults(stack)
+    assert {(a.status_code, a.text) for a in answers} == {(200, "[accepted]")}
+    done = stack.wait_status(current["id"], *FINAL)
+    assert done["status"] == "succeeded", done
+    assert [e["status"] for e in done["events"]].count("succeeded") == 1, done["events"]
+    assert len(stored_event(stack, current, "REFUND", True)) == 1
+    accepted = db_rows(
+        stack,
+        "SELECT id FROM audit_log WHERE action = ? AND target_id = ?",
+        "webhook:event:accepted",
+        f"{current['gateway_refund_id']}:REFUND:true",
+    )
+    assert len(accepted) == 1, accepted
+    balance = db_rows(
+        stack,
+        "SELECT refunded_amount FROM payments WHERE payment_reference = ?",
+        current["payment_reference"],
+    )
+    assert balance == [(1_400,)]

@@ -73,6 +73,12 @@ class _Statements:
     webhook: Update | None  # the stored webhook event marked processed, when a webhook caused this
 
 
+# How the webhook event that reported a transition is recorded with it, in the same atomic write:
+MARK = "mark"  # already stored: marked processed
+STORE = "store"  # not stored yet (PostgreSQL): stored as processed, with its "accepted" audit entry,
+# and the transition made only if no such event was stored before (a redelivery moves nothing)
+
+
 def _mark_webhook() -> Update:
     return (
         update(WEBHOOK_EVENTS)
@@ -92,7 +98,7 @@ def _statements(
     if_null: tuple[str, ...],
     equal: tuple[str, ...],
     returning: tuple[str, ...],
-    webhook: bool = False,
+    webhook: str | None = None,
 ) -> _Statements:
     values: dict[str, Any] = {name: _param(REFUNDS, name, f"c_{name}") for name in changes}
     for name in if_null:
@@ -113,6 +119,7 @@ def _statements(
             REFUNDS.c.id == _param(REFUNDS, "id", "p_id"),
             REFUNDS.c.status == move.before.value,
             *[REFUNDS.c[name] == _param(REFUNDS, name, f"w_{name}") for name in equal],
+            *([_not_yet_stored()] if webhook == STORE else []),
         )
         .values(**values)
         .returning(*columns)
@@ -164,8 +171,10 @@ def _statements(
             )
             .cte("outbox")
         )
-    if webhook:  # only if the refund moved: the CTE is empty otherwise
+    if webhook == MARK:  # only if the refund moved: the CTE is empty otherwise
         single = single.add_cte(_mark_webhook().where(exists(select(cte.c.id))).cte("webhook"))
+    elif webhook == STORE:
+        single = _with_new_webhook(single, cte)
     return _Statements(
         single=single,
         moved=moved,
@@ -173,7 +182,38 @@ def _statements(
         audit=insert(AUDIT).values(**audit_values),
         balance=balance,
         outbox=insert(OUTBOX).values(**outbox_values) if counted(move) else None,
-        webhook=_mark_webhook() if webhook else None,
+        webhook=_mark_webhook() if webhook == MARK else None,
+    )
+
+
+def _with_new_webhook(single: Select[Any], cte: Any) -> Select[Any]:
+    """The reporting event stored as processed and audited as accepted, in the transition's statement."""
+    event_values = {
+        name: _param(WEBHOOK_EVENTS, name, f"y_{name}")
+        for name in ("id", "connection_id", "event_id", "event_type", "payload", "outcome")
+    }
+    event_values["received_at"] = _param(WEBHOOK_EVENTS, "received_at", "p_now")
+    event_values["processed_at"] = _param(WEBHOOK_EVENTS, "processed_at", "p_now")
+    accepted = {name: _param(AUDIT, name, f"y_a_{name}") for name in AUDIT_COLUMNS}
+    return single.add_cte(
+        insert(WEBHOOK_EVENTS)
+        .from_select(
+            list(event_values), select(*[v.label(k) for k, v in event_values.items()]).select_from(cte)
+        )
+        .cte("webhook")
+    ).add_cte(
+        insert(AUDIT)
+        .from_select(list(accepted), select(*[v.label(k) for k, v in accepted.items()]).select_from(cte))
+        .cte("accepted")
+    )
+
+
+def _not_yet_stored() -> Any:
+    return ~exists(
+        select(WEBHOOK_EVENTS.c.id).where(
+            WEBHOOK_EVENTS.c.connection_id == _param(WEBHOOK_EVENTS, "connection_id", "y_connection_id"),
+            WEBHOOK_EVENTS.c.event_id == _param(WEBHOOK_EVENTS, "event_id", "y_event_id"),
+        )
     )
 
 
@@ -191,6 +231,79 @@ def _balance(move: Transition, payment_id: Any, amount: Any) -> Update | None:
     # Explicit: column onupdate defaults are not applied inside a CTE.
     values["updated_at"] = _param(PAYMENTS, "updated_at", "p_now")
     return update(PAYMENTS).where(PAYMENTS.c.id == payment_id).values(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A transition ready to run: its statements and their parameters."""
+
+    refund_id: UUID
+    statements: _Statements
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class NewWebhook:
+    """A verified webhook event not stored yet, to be stored with the transition it reports (STORE)."""
+
+    id: UUID
+    connection_id: UUID
+    event_id: str
+    event_type: str
+    payload: str
+    accepted: dict[str, Any]  # its "accepted" audit entry's columns (audit.services.NewEntry)
+
+
+def prepare(
+    refund_id: UUID,
+    expected: Status,
+    trigger: Trigger,
+    *,
+    source: Source,
+    actor: Actor,
+    detail: str,
+    returning: Sequence[str] = (),
+    equal: dict[str, Any] | None = None,
+    if_null: dict[str, Any] | None = None,
+    exchange: Exchange | None = None,
+    webhook: tuple[UUID, str] | None = None,
+    new_webhook: tuple[NewWebhook, str] | None = None,
+    **changes: Any,
+) -> Prepared | None:
+    """The statements of :func:`transition_if`, or ``None`` when this transition needs the general
+    path. ``webhook``: a stored event (id, outcome) marked processed with the transition;
+    ``new_webhook``: an event (and its outcome) stored as processed with it (PostgreSQL only)."""
+    move = decide(expected, trigger)
+    if not isinstance(move, Transition) or not move.changed or move.reserves_amount:
+        return None
+    equal, if_null = equal or {}, if_null or {}
+    mode = MARK if webhook is not None else STORE if new_webhook is not None else None
+    statements = _statements(move, tuple(changes), tuple(if_null), tuple(equal), tuple(returning), mode)
+    now = dt.datetime.now(dt.UTC)
+    params: dict[str, Any] = {
+        "p_id": refund_id,
+        "p_now": now,
+        "e_source": source.value,
+        "e_detail": detail,
+        "e_exchange": exchange_json(exchange),
+    }
+    params.update({f"c_{k}": v for k, v in (changes | if_null).items()})
+    params.update({f"w_{k}": v for k, v in equal.items()})
+    params.update(_audit_params(actor, move, refund_id, source, detail, now))
+    if webhook is not None:
+        params.update(x_event=webhook[0], x_outcome=webhook[1][:255])
+    if new_webhook is not None:
+        new, outcome = new_webhook
+        params.update(
+            y_id=new.id,
+            y_connection_id=new.connection_id,
+            y_event_id=new.event_id,
+            y_event_type=new.event_type,
+            y_payload=new.payload,
+            y_outcome=outcome[:255],
+        )
+        params.update({f"y_a_{name}": value for name, value in new.accepted.items()})
+    return Prepared(refund_id, statements, params)
 
 
 async def transition_if(
@@ -216,38 +329,41 @@ async def transition_if(
     elsewhere, or this transition needs the general path). ``webhook``: the stored webhook event that
     reported this (its id and outcome), marked processed in the same atomic write.
     """
-    move = decide(expected, trigger)
-    if not isinstance(move, Transition) or not move.changed or move.reserves_amount:
-        return None
-    equal, if_null = equal or {}, if_null or {}
-    statements = _statements(
-        move, tuple(changes), tuple(if_null), tuple(equal), tuple(returning), webhook is not None
+    prepared = prepare(
+        refund_id,
+        expected,
+        trigger,
+        source=source,
+        actor=actor,
+        detail=detail,
+        returning=returning,
+        equal=equal,
+        if_null=if_null,
+        exchange=exchange,
+        webhook=webhook,
+        **changes,
     )
-    now = dt.datetime.now(dt.UTC)
-    params: dict[str, Any] = {
-        "p_id": refund_id,
-        "p_now": now,
-        "e_source": source.value,
-        "e_detail": detail,
-        "e_exchange": exchange_json(exchange),
-    }
-    params.update({f"c_{k}": v for k, v in (changes | if_null).items()})
-    params.update({f"w_{k}": v for k, v in equal.items()})
-    params.update(_audit_params(actor, move, refund_id, source, detail, now))
-    if webhook is not None:
-        params.update(x_event=webhook[0], x_outcome=webhook[1][:255])
+    return None if prepared is None else await run(db, prepared)
+
+
+async def run(db: Database, prepared: Prepared) -> Row[Any] | None:
+    """Run a prepared transition atomically, on its own; ``None`` when the refund had moved on."""
     if not db.is_sqlite:
         async with db.autocommit_connection() as conn:
-            row = (await conn.execute(statements.single, params)).first()
+            row = (await conn.execute(prepared.statements.single, prepared.params)).first()
     else:
-        row = await db.run_sqlite_write(functools.partial(_one_by_one, statements, params))
+        row = await db.run_sqlite_write(functools.partial(run_in, prepared))
     if row is not None:
-        signals.refund_changed(refund_id)  # committed: the dashboards may hear of it
+        signals.refund_changed(prepared.refund_id)  # committed: the dashboards may hear of it
     return row
 
 
-def _one_by_one(statements: _Statements, params: dict[str, Any], conn: Connection) -> Row[Any] | None:
-    """SQLite has no data-modifying CTEs: the same writes, one after another, in one transaction."""
+def run_in(prepared: Prepared, conn: Connection) -> Row[Any] | None:
+    """SQLite: run a prepared transition inside the caller's write transaction (the caller tells the
+    dashboards once it is committed). No data-modifying CTEs there: the same writes, one by one."""
+    statements, params = prepared.statements, prepared.params
+    if statements.webhook is None and "y_id" in params:
+        raise RuntimeError("storing the webhook event with the transition is for PostgreSQL")
     row = conn.execute(statements.moved, params).first()
     if row is None:
         return None

@@ -33,7 +33,7 @@ from refundwatch.refunds.services import apply
 from refundwatch.refunds.states import Source, Trigger
 from refundwatch.runtime import Runtime
 from refundwatch.webhooks import fastpath, rejections
-from refundwatch.webhooks.storing import store_delivery
+from refundwatch.webhooks.storing import new_rows
 
 log = logging.getLogger(__name__)
 PROCESS_JOB = "process_webhook_event"
@@ -125,12 +125,13 @@ async def receive(
         events.extend((item.payload, event) for event in parsed)
     if malformed and not events:
         raise ValidationFailed(f"malformed webhook body: {malformed[0]}", code="malformed_webhook")
-    delivery = await store_delivery(rt, conn.id, conn.name, events, actor)
-    # The common case is applied here at once; the rest (and anything the fast path could not do)
-    # goes to the worker's general path.
-    for event_id in await fastpath.apply_stored(rt, conn.id, conn.name, delivery.stored):
-        await enqueue_processing(rt, event_id)
-    return Receipt(len(delivery.stored), delivery.duplicates, len(refused), gateway.capabilities.webhook_ack)
+    rows = new_rows(conn.id, conn.name, events, actor, dt.datetime.now(dt.UTC))
+    # The common case is applied at once; every other stored event goes to the worker's general path.
+    stored, applied = await fastpath.store_and_apply(rt, conn.id, conn.name, rows)
+    for new in rows:
+        if new.row.id in stored and new.row.id not in applied:
+            await enqueue_processing(rt, new.row.id)
+    return Receipt(len(stored), len(events) - len(stored), len(refused), gateway.capabilities.webhook_ack)
 
 
 async def enqueue_processing(rt: Runtime, event_id: UUID) -> None:

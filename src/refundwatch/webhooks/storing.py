@@ -1,10 +1,10 @@
-"""Storing one delivery's verified events: all of them in one transaction, each beside its audit entry.
+"""Storing one delivery's verified events: all of them at once, each beside its audit entry.
 
-A processor such as Adyen batches up to a hundred notifications in one POST. One transaction for the
-whole delivery (one multi-row insert, one multi-row audit insert, one commit) instead of one per item
-is what keeps the web side of a notification cheap. A duplicate (the same connection and event id,
-already stored by an earlier delivery or earlier in this one) is skipped by the unique constraint and
-counted: acknowledged again, applied once.
+A processor such as Adyen batches notifications in one POST. One write for the whole delivery (on
+PostgreSQL one statement of fixed shape, on SQLite one transaction) instead of one per item is what
+keeps the web side of a notification cheap. A duplicate (the same connection and event id, stored by
+an earlier delivery or earlier in this one) is skipped by the unique constraint: acknowledged again,
+applied once.
 """
 
 from __future__ import annotations
@@ -25,21 +25,50 @@ from refundwatch.audit.actions import Actor
 from refundwatch.audit.services import NewEntry
 from refundwatch.db.tables import AUDIT, WEBHOOK_EVENTS
 from refundwatch.gateways.base import WebhookEvent
+from refundwatch.refunds.cas import NewWebhook
 from refundwatch.runtime import Runtime
 
 
 @dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """An event now stored (committed) under ``id``, not yet applied."""
+class NewRow:
+    """One event of the delivery, with the row id and audit entry it is stored under."""
 
-    id: UUID
     event: WebhookEvent
+    row: NewWebhook
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    stored: list[StoredEvent]
-    duplicates: int
+def new_rows(
+    connection_id: UUID,
+    connection_name: str,
+    events: Sequence[tuple[bytes, WebhookEvent]],
+    actor: Actor,
+    now: dt.datetime,
+) -> list[NewRow]:
+    """The delivery's events as rows to store; the same event twice in one delivery is stored once."""
+    rows: dict[str, NewRow] = {}
+    for payload, event in events:
+        if event.event_id in rows:
+            continue
+        accepted = NewEntry.of(
+            actor,
+            actions.WEBHOOK_ACCEPTED,
+            target_type="webhook_event",
+            target_id=event.event_id,
+            details={"type": event.event_type, "connection": connection_name},
+            at=now,
+        ).columns()
+        rows[event.event_id] = NewRow(
+            event,
+            NewWebhook(
+                id=uuid7(),
+                connection_id=connection_id,
+                event_id=event.event_id,
+                event_type=event.event_type,
+                payload=payload.decode("utf-8", "replace"),
+                accepted=accepted,
+            ),
+        )
+    return list(rows.values())
 
 
 @functools.cache
@@ -49,6 +78,27 @@ def _sqlite_insert_events() -> Any:
         .on_conflict_do_nothing(index_elements=["connection_id", "event_id"])
         .returning(WEBHOOK_EVENTS.c.id)
     )
+
+
+def store_in(conn: Connection, rows: Sequence[NewRow], now: dt.datetime) -> set[UUID]:
+    """SQLite: store ``rows`` inside the caller's write transaction; returns the ids newly stored."""
+    values = [
+        {
+            "id": r.row.id,
+            "connection_id": r.row.connection_id,
+            "event_id": r.row.event_id,
+            "event_type": r.row.event_type,
+            "payload": r.row.payload,
+            "received_at": now,
+            "processed_at": None,
+            "outcome": None,
+        }
+        for r in rows
+    ]
+    stored = {row.id for row in conn.execute(_sqlite_insert_events(), values)} if values else set()
+    if stored:
+        conn.execute(insert(AUDIT), [r.row.accepted for r in rows if r.row.id in stored])
+    return stored
 
 
 # PostgreSQL: the delivery as arrays, one statement of fixed shape (prepared once per connection, not
@@ -80,80 +130,25 @@ SELECT id FROM stored
 )
 
 
-async def store_delivery(
-    rt: Runtime,
-    connection_id: UUID,
-    connection_name: str,
-    events: Sequence[tuple[bytes, WebhookEvent]],
-    actor: Actor,
-) -> Delivery:
-    """Store every event of one delivery in one transaction; committed when this returns."""
-    now = dt.datetime.now(dt.UTC)
-    rows: list[dict[str, Any]] = []
-    by_id: dict[UUID, WebhookEvent] = {}
-    seen: set[str] = set()
-    for payload, event in events:
-        if event.event_id in seen:  # the same event twice in one delivery: stored once
-            continue
-        seen.add(event.event_id)
-        row_id = uuid7()
-        by_id[row_id] = event
-        rows.append(
-            {
-                "id": row_id,
-                "connection_id": connection_id,
-                "event_id": event.event_id,
-                "event_type": event.event_type,
-                "payload": payload.decode("utf-8", "replace"),
-                "received_at": now,
-                "processed_at": None,
-                "outcome": None,
-            }
-        )
+async def store_pg(rt: Runtime, rows: Sequence[NewRow], now: dt.datetime) -> set[UUID]:
+    """PostgreSQL: store ``rows`` in one statement (atomic on its own); returns the ids newly stored."""
     if not rows:
-        return Delivery([], len(events))
-
-    entries = [
-        NewEntry.of(
-            actor,
-            actions.WEBHOOK_ACCEPTED,
-            target_type="webhook_event",
-            target_id=by_id[row["id"]].event_id,
-            details={"type": by_id[row["id"]].event_type, "connection": connection_name},
-            at=now,
-        ).columns()
-        for row in rows
-    ]
-    if rt.db.is_sqlite:
-        insert_events = _sqlite_insert_events()
-
-        def write(conn: Connection) -> set[UUID]:
-            stored_ids = {row.id for row in conn.execute(insert_events, rows)}
-            if stored_ids:
-                conn.execute(
-                    insert(AUDIT),
-                    [entry for row, entry in zip(rows, entries, strict=True) if row["id"] in stored_ids],
-                )
-            return stored_ids
-
-        stored_ids = await rt.db.run_sqlite_write(write)
-    else:
-        params = {
-            "ids": [row["id"] for row in rows],
-            "event_ids": [row["event_id"] for row in rows],
-            "event_types": [row["event_type"] for row in rows],
-            "payloads": [row["payload"] for row in rows],
-            "details": [entry["details"] for entry in entries],
-            "hashes": [entry["entry_hash"] for entry in entries],
-            "connection_id": connection_id,
-            "now": now,
-            "actor_type": actor.type,
-            "actor_id": actor.id,
-            "action": actions.WEBHOOK_ACCEPTED,
-            "ip": entries[0]["ip"],
-            "user_agent": entries[0]["user_agent"],
-        }
-        async with rt.db.autocommit_connection() as conn:  # one statement: atomic on its own
-            stored_ids = {row.id for row in await conn.execute(_PG_STORE, params)}
-    stored = [StoredEvent(row["id"], by_id[row["id"]]) for row in rows if row["id"] in stored_ids]
-    return Delivery(stored, len(events) - len(stored))
+        return set()
+    first = rows[0].row.accepted
+    params = {
+        "ids": [r.row.id for r in rows],
+        "event_ids": [r.row.event_id for r in rows],
+        "event_types": [r.row.event_type for r in rows],
+        "payloads": [r.row.payload for r in rows],
+        "details": [r.row.accepted["details"] for r in rows],
+        "hashes": [r.row.accepted["entry_hash"] for r in rows],
+        "connection_id": rows[0].row.connection_id,
+        "now": now,
+        "actor_type": first["actor_type"],
+        "actor_id": first["actor_id"],
+        "action": first["action"],
+        "ip": first["ip"],
+        "user_agent": first["user_agent"],
+    }
+    async with rt.db.autocommit_connection() as conn:
+        return {row.id for row in await conn.execute(_PG_STORE, params)}
