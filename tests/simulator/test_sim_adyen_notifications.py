@@ -48,6 +48,10 @@ def refund(
     return refund_psp
 
 
+# Documented refund error messages (Adyen's RefundWithData result file) that name no particular cause.
+REFUSAL_REASONS = {"Transaction is expired", "Operation not allowed", "Operation failed"}
+
+
 def ledger_status(sim: Simulator, refund_psp: str) -> str:
     rows = [row for row in sim.ledger("adyen") if row["gateway_refund_id"] == refund_psp]
     status: str = rows[0]["status"]
@@ -120,7 +124,7 @@ def test_refused_refund_is_a_refund_notification_with_success_false(
     refund_psp = refund(asim, payment, 10_000)
     (item,) = items_of(adyen_receiver, refund_psp, 1)
     assert (item["eventCode"], item["success"]) == ("REFUND", "false")
-    assert item["reason"]
+    assert item["reason"] in REFUSAL_REASONS
     check(adyen_receiver.notifications(), ADYEN_HMAC)
     assert ledger_status(asim, refund_psp) == "failed"
     asim.faults(processor="adyen", pending_rate=0.0, fail_later_rate=0.0)
@@ -133,7 +137,7 @@ def test_refund_failed_after_success(asim: Simulator, adyen_receiver: AdyenRecei
     first, second = items_of(adyen_receiver, refund_psp, 2)
     assert (first["eventCode"], first["success"]) == ("REFUND", "true")
     assert (second["eventCode"], second["success"]) == ("REFUND_FAILED", "true")
-    assert second["reason"]
+    assert second["reason"] == "Refund Failed"  # the Webhooks-v1 example's reason
     check(adyen_receiver.notifications(), ADYEN_HMAC)
     assert ledger_status(asim, refund_psp) == "failed"
 
