@@ -170,8 +170,9 @@ def test_webhook_credentials_are_sent_as_basic_auth(asim: Simulator, adyen_recei
 def test_items_due_while_a_delivery_is_retried_travel_together(
     asim: Simulator, adyen_receiver: AdyenReceiver
 ) -> None:
-    asim.faults(processor="adyen", settle_ms=100)
-    adyen_receiver.fail_next = 2  # the first batch waits 0.5 s, then 1 s, before going through
+    # Adyen's first retries wait 9 s each: at 0.05 of real time, 0.45 s, long enough for the others.
+    asim.faults(processor="adyen", settle_ms=100, webhook_retry_scale=0.05)
+    adyen_receiver.fail_next = 2  # the first batch goes through at its third attempt
     payment = adyen_payment(asim, 10_000)
     refunds = [refund(asim, payment, 1_000, reference=f"order-{n}") for n in range(4)]
     wait_for(lambda: all(adyen_receiver.items(psp) for psp in refunds), timeout=20)
@@ -184,7 +185,7 @@ def test_items_due_while_a_delivery_is_retried_travel_together(
 
 
 def test_an_answer_without_accepted_is_retried(asim: Simulator, adyen_receiver: AdyenReceiver) -> None:
-    asim.faults(processor="adyen", settle_ms=50)
+    asim.faults(processor="adyen", settle_ms=50, webhook_retry_scale=0.01)
     adyen_receiver.fail_with = "unaccepted"  # 200, but not "[accepted]"
     adyen_receiver.fail_next = 1
     refund_psp = refund(asim, adyen_payment(asim), 100)
