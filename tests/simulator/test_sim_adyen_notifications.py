@@ -48,6 +48,10 @@ def refund(
     return refund_psp
 
 
+# Documented refund error messages (Adyen's RefundWithData result file) that name no particular cause.
+REFUSAL_REASONS = {"Transaction is expired", "Operation not allowed", "Operation failed"}
+
+
 def ledger_status(sim: Simulator, refund_psp: str) -> str:
     rows = [row for row in sim.ledger("adyen") if row["gateway_refund_id"] == refund_psp]
     status: str = rows[0]["status"]
@@ -120,7 +124,7 @@ def test_refused_refund_is_a_refund_notification_with_success_false(
     refund_psp = refund(asim, payment, 10_000)
     (item,) = items_of(adyen_receiver, refund_psp, 1)
     assert (item["eventCode"], item["success"]) == ("REFUND", "false")
-    assert item["reason"]
+    assert item["reason"] in REFUSAL_REASONS
     check(adyen_receiver.notifications(), ADYEN_HMAC)
     assert ledger_status(asim, refund_psp) == "failed"
     asim.faults(processor="adyen", pending_rate=0.0, fail_later_rate=0.0)
@@ -133,7 +137,7 @@ def test_refund_failed_after_success(asim: Simulator, adyen_receiver: AdyenRecei
     first, second = items_of(adyen_receiver, refund_psp, 2)
     assert (first["eventCode"], first["success"]) == ("REFUND", "true")
     assert (second["eventCode"], second["success"]) == ("REFUND_FAILED", "true")
-    assert second["reason"]
+    assert second["reason"] == "Refund Failed"  # the Webhooks-v1 example's reason
     check(adyen_receiver.notifications(), ADYEN_HMAC)
     assert ledger_status(asim, refund_psp) == "failed"
 
@@ -166,8 +170,9 @@ def test_webhook_credentials_are_sent_as_basic_auth(asim: Simulator, adyen_recei
 def test_items_due_while_a_delivery_is_retried_travel_together(
     asim: Simulator, adyen_receiver: AdyenReceiver
 ) -> None:
-    asim.faults(processor="adyen", settle_ms=100)
-    adyen_receiver.fail_next = 2  # the first batch waits 0.5 s, then 1 s, before going through
+    # Adyen's first retries wait 9 s each: at 0.05 of real time, 0.45 s, long enough for the others.
+    asim.faults(processor="adyen", settle_ms=100, webhook_retry_scale=0.05)
+    adyen_receiver.fail_next = 2  # the first batch goes through at its third attempt
     payment = adyen_payment(asim, 10_000)
     refunds = [refund(asim, payment, 1_000, reference=f"order-{n}") for n in range(4)]
     wait_for(lambda: all(adyen_receiver.items(psp) for psp in refunds), timeout=20)
@@ -180,7 +185,7 @@ def test_items_due_while_a_delivery_is_retried_travel_together(
 
 
 def test_an_answer_without_accepted_is_retried(asim: Simulator, adyen_receiver: AdyenReceiver) -> None:
-    asim.faults(processor="adyen", settle_ms=50)
+    asim.faults(processor="adyen", settle_ms=50, webhook_retry_scale=0.01)
     adyen_receiver.fail_with = "unaccepted"  # 200, but not "[accepted]"
     adyen_receiver.fail_next = 1
     refund_psp = refund(asim, adyen_payment(asim), 100)

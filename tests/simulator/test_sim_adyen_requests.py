@@ -13,6 +13,7 @@ from Adyen.util import generate_notification_sig
 
 from refundwatch.simulator.adyen.wire import sign_item
 
+from .adyen_checkout import validate_answer
 from .conftest import ADYEN_HMAC, ADYEN_KEY, ADYEN_MERCHANT, Simulator, adyen_payment
 
 
@@ -109,36 +110,72 @@ def test_a_refused_over_refund_is_kept_under_its_key(asim: Simulator) -> None:
     over = post(asim, psp, body(1_001), key="over")
     assert over.status_code == 422
     assert error_shape(over)["errorCode"] == "137"
+    validate_answer(over)  # a 422 the spec declares, a ServiceError body
     again = post(asim, psp, body(1_001), key="over")
     assert again.json() == over.json()
     assert asim.ledger("adyen") == []
 
 
 # -- validation -------------------------------------------------------------------------------------
+# Codes and texts as Adyen's sources give them (gateways/adyen/errors.py names them; the simulator
+# does not import it): spec generic-400, the error-code list, the SDK's mocks, Adyen's Go SDK tests.
 @pytest.mark.parametrize(
-    ("payload", "status", "code"),
+    ("payload", "status", "code", "message"),
     [
-        (b"{not json", 400, "702"),
-        ([1, 2], 400, "702"),
-        ({**body(), "colour": "red"}, 400, "702"),
-        ({"amount": {"value": 1, "currency": "EUR"}}, 422, "702"),
-        ({"merchantAccount": ADYEN_MERCHANT}, 422, "100"),
-        (body(0), 422, "137"),
-        (body(-5), 422, "137"),
-        ({**body(), "amount": {"value": 1, "currency": "EURO"}}, 422, "138"),
-        ({**body(), "amount": {"value": 1, "currency": "USD"}}, 422, "138"),
-        ({**body(), "merchantRefundReason": "BORED"}, 400, "702"),
-        ({**body(), "merchantAccount": "SomeoneElse"}, 403, "901"),
+        (b"{not json", 400, "702", None),
+        ([1, 2], 400, "702", None),
+        (
+            {**body(), "colour": "red"},
+            400,
+            "702",
+            "Structure of PaymentRefundRequest contains the following unknown fields: [colour]",
+        ),
+        ({"amount": {"value": 1, "currency": "EUR"}}, 422, "702", "Required field 'merchantAccount' is null"),
+        ({"merchantAccount": ADYEN_MERCHANT}, 422, "100", "Required object 'amount' is not provided."),
+        (body(0), 422, "137", "Field 'amount' is not valid."),
+        (body(-5), 422, "137", "Field 'amount' is not valid."),
+        (
+            {**body(), "amount": {"value": 1, "currency": "EURO"}},
+            422,
+            "138",
+            "Unsupported currency specified",
+        ),
+        ({**body(), "amount": {"value": 1, "currency": "USD"}}, 422, "138", "Unsupported currency specified"),
+        ({**body(), "merchantRefundReason": "BORED"}, 400, "702", None),
+        ({**body(), "merchantAccount": "SomeoneElse"}, 403, "901", "Invalid Merchant Account"),
     ],
 )
 def test_bad_requests_get_adyen_errors_and_no_row(
-    asim: Simulator, payload: Any, status: int, code: str
+    asim: Simulator, payload: Any, status: int, code: str, message: str | None
 ) -> None:
     psp = adyen_payment(asim)
     response = post(asim, psp, payload)
     assert response.status_code == status, response.text
-    assert error_shape(response)["errorCode"] == code
+    error = error_shape(response)
+    assert error["errorCode"] == code
+    assert error["errorType"] == ("security" if status == 403 else "validation")
+    if message is not None:
+        assert error["message"] == message
+    if status != 400 or code != "702" or message is not None:
+        validate_answer(response)  # an unreadable body cannot be checked as a request
     assert asim.ledger("adyen") == []
+
+
+def test_answers_match_the_checkout_spec(asim: Simulator) -> None:
+    psp = adyen_payment(asim, 1_000)
+    received = post(asim, psp, body(400, reference="order-1"), key="spec-1")
+    assert received.status_code == 201
+    validate_answer(received)
+    validate_answer(post(asim, "ZZZZZZZZZZZZZZZZ", body(100)))  # 167: an unknown payment
+    validate_answer(post(asim, psp, body(100), api_key="AQE_unknown"))  # 401
+
+
+def test_a_body_over_the_limit_is_adyens_29_100(asim: Simulator) -> None:
+    response = post(asim, adyen_payment(asim), b'{"merchantAccount": "' + b"x" * (1 << 20) + b'"}')
+    assert response.status_code == 413
+    error = error_shape(response)
+    assert error["errorCode"] == "29_100"
+    assert error["message"] == "The request is larger than the allowed maximum of 1048576 bytes"
 
 
 def test_unknown_adyen_path_is_an_adyen_404(asim: Simulator) -> None:
@@ -156,7 +193,11 @@ def test_outage_and_server_errors_execute_nothing(asim: Simulator) -> None:
     asim.faults(processor="adyen", outage=False, error_rate=1.0)
     failed = post(asim, psp, body())
     assert failed.status_code in {500, 502, 503}
-    assert error_shape(failed)["errorType"] == "internal"
+    assert {k: error_shape(failed)[k] for k in ("errorCode", "message", "errorType")} == {
+        "errorCode": "903",
+        "message": "Internal error",
+        "errorType": "internal",
+    }
     assert post(asim, psp, {}, path="paymentMethods").status_code in {500, 502, 503}
     assert asim.ledger("adyen") == []
     asim.faults(processor="adyen", error_rate=0.0)

@@ -74,6 +74,7 @@ def test_fault_defaults(sim: Simulator) -> None:
         "malformed_rate": 0.0,
         "idempotency_retention_seconds": 86400.0,  # Stripe keeps keys at least 24 h
         "reversal_rate": 0.0,
+        "webhook_retry_scale": 1.0,  # a documented retry schedule at its real pace
     }
     retention = {name: c["idempotency_retention_seconds"] for name, c in config.items()}
     assert retention == {

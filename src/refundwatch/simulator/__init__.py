@@ -11,13 +11,17 @@ Processors, one package each beside the shared ``faults``, ``state`` (ledger), `
   Refunds are answered ``201 received`` (ledger ``pending``); after ``settle_ms`` a ``REFUND``
   notification (``success=false`` for refunds planned pending → failed), then, for refunds failing
   after success, ``REFUND_FAILED`` or (``reversal_rate``) ``REFUNDED_REVERSED``. Notifications are
-  HMAC-signed per item, batched per endpoint and retried until answered ``[accepted]``.
+  HMAC-signed per item, batched per endpoint and retried until answered ``[accepted]``, on Adyen's
+  documented schedule: 9, 18 and 27 s after the first attempt, then after 2, 5, 10, 15, 30 minutes,
+  1, 2, 4, 8 hours, then every 8 hours until 30 days have passed (100 attempts); unacknowledged by
+  then, the delivery has ``failed``.
 
 Control API (no authentication, JSON):
 
 - ``POST /_control/faults`` ``{processor?, latency_ms, jitter_ms, error_rate, timeout_rate,
   reset_rate, outage, pending_rate, fail_later_rate, reversal_rate, settle_ms, timeout_ms,
-  webhook_duplicate_rate, webhook_drop_rate, malformed_rate, idempotency_retention_seconds}``:
+  webhook_duplicate_rate, webhook_drop_rate, malformed_rate, idempotency_retention_seconds,
+  webhook_retry_scale}``:
   every field optional;
   without ``processor`` it applies to all processors; fields not given keep their value. Answers
   every processor's config, as does ``GET /_control/faults``. Per request, one roll picks:
@@ -42,8 +46,16 @@ Control API (no authentication, JSON):
 - ``GET /_control/ledger?processor=`` → one row per executed refund: ``{processor,
   payment_reference, gateway_refund_id, idempotency_key, amount, currency, status}``, ``status``
   being the simulator's generic one (``pending``, ``succeeded``, ``failed``, ``reversed``).
+  ``webhook_retry_scale`` (0 to 1, default 1) runs a processor's documented webhook retry schedule
+  (Adyen's, above) at that fraction of real time: 0.001 turns Adyen's 9 s into 9 ms and its 8 hours
+  into 29 s, 0 retries at once; it applies from the next wait. Stripe keeps its short test schedule
+  (0.5, 1, 2, 4 s).
 - ``GET /_control/webhooks?processor=&connection=`` → deliveries ``{event_id, type, processor,
-  connection, url, status_code, attempts, state, error, duplicate, created}``.
+  connection, url, status_code, attempts, state, error, duplicate, created, attempt_log,
+  next_attempt_at}``; ``state`` is ``pending`` (being sent or waiting to retry), ``delivered`` or
+  ``failed`` (schedule ended); ``attempt_log`` lists every POST ``{attempt, at, waited, status_code,
+  error, acknowledged}`` (``at`` Unix time, ``waited`` the scaled seconds slept before it);
+  ``next_attempt_at`` is when a waiting retry goes out.
 - ``POST /_control/reset`` clears payments, refunds, ledger, idempotency keys, pending settlements,
   webhook deliveries and faults (retention back to each processor's default). ``GET /_control/health`` → 200.
 """

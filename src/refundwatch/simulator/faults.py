@@ -54,6 +54,7 @@ _RATE_FIELDS = frozenset(
 )
 _MS_FIELDS = frozenset({"latency_ms", "jitter_ms", "settle_ms", "timeout_ms"})
 _SECONDS_FIELDS = frozenset({"idempotency_retention_seconds"})
+_SCALE_FIELDS = frozenset({"webhook_retry_scale"})
 _MAX_SECONDS = 10 * 366 * _DAY
 _BOOL_FIELDS = frozenset({"outage"})
 
@@ -84,6 +85,9 @@ class FaultConfig:
     # Of the refunds that fail after succeeding, the share that is reversed rather than failed (only
     # Adyen tells the two apart: REFUNDED_REVERSED instead of REFUND_FAILED).
     reversal_rate: float = 0.0
+    # The processor's documented webhook retry schedule (Adyen: 9 s ... 8 h, for 30 days) runs at this
+    # fraction of real time: 1 is the real pace, 0.001 turns hours into seconds, 0 retries at once.
+    webhook_retry_scale: float = 1.0
 
     @classmethod
     def for_processor(cls, processor: str) -> FaultConfig:
@@ -196,6 +200,8 @@ def _validated(name: str, value: object) -> float | bool:
         raise FaultConfigError(f"{name} must be between 0 and 3600000 milliseconds")
     if name in _SECONDS_FIELDS and not 0.0 <= number <= _MAX_SECONDS:
         raise FaultConfigError(f"{name} must be between 0 and {_MAX_SECONDS:.0f} seconds")
+    if name in _SCALE_FIELDS and not 0.0 <= number <= 1.0:
+        raise FaultConfigError(f"{name} must be between 0 (no waiting) and 1 (the real schedule)")
     return number
 
 

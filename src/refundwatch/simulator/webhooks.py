@@ -3,7 +3,9 @@
 A processor module builds the event body and a ``signer`` that returns its signature headers for
 one attempt (signatures carry a timestamp, so each retry is signed afresh); this module posts it
 to the connection's URL in the background, retrying on answers the processor does not take as an
-acknowledgement (by default: anything but 2xx) and on connection errors.
+acknowledgement (by default: anything but 2xx) and on connection errors. A processor with a documented
+retry schedule (Adyen) passes it, with the time scale that compresses it; the others get a short one.
+Every attempt is kept on its delivery, for ``GET /_control/webhooks``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -19,9 +21,11 @@ import httpx2
 
 from .connections import Connection
 
-__all__ = ["Acknowledged", "Delivery", "Signer", "WebhookSender"]
+__all__ = ["Acknowledged", "Attempt", "Delivery", "Scale", "Signer", "WebhookSender"]
 
 Signer = Callable[[bytes], Mapping[str, str]]
+# The fraction of real time the retry waits take, read before each wait (a fault setting).
+Scale = Callable[[], float]
 # Whether the receiver's answer (status, body) acknowledges the delivery; otherwise it is retried.
 Acknowledged = Callable[[int, bytes], bool]
 
@@ -31,6 +35,32 @@ def _is_2xx(status: int, body: bytes) -> bool:
 
 
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
+
+
+def _real_time() -> float:
+    return 1.0
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One POST of a delivery: when, after how long a wait, and what came back."""
+
+    number: int
+    at: float
+    waited: float  # seconds slept before it (the scaled schedule's delay; 0 for the first)
+    status_code: int | None = None
+    error: str | None = None
+    acknowledged: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "attempt": self.number,
+            "at": self.at,
+            "waited": self.waited,
+            "status_code": self.status_code,
+            "error": self.error,
+            "acknowledged": self.acknowledged,
+        }
 
 
 @dataclass(slots=True)
@@ -46,6 +76,8 @@ class Delivery:
     status_code: int | None = None
     state: str = "pending"  # pending | delivered | failed
     error: str | None = None
+    attempt_log: list[Attempt] = field(default_factory=list)
+    next_attempt_at: float | None = None  # while a retry waits
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +92,8 @@ class Delivery:
             "error": self.error,
             "duplicate": self.duplicate,
             "created": self.created,
+            "attempt_log": [attempt.as_dict() for attempt in self.attempt_log],
+            "next_attempt_at": self.next_attempt_at,
         }
 
 
@@ -120,7 +154,7 @@ class WebhookSender:
             delivery = self._new_delivery(connection, event_id, event_type, duplicate=copy > 0)
             if delivery is None:
                 return
-            self.spawn(self._deliver(delivery, body, signer, acknowledged))
+            self.spawn(self._deliver(delivery, body, signer, acknowledged, self.retry_delays, _real_time))
 
     async def deliver(
         self,
@@ -132,13 +166,20 @@ class WebhookSender:
         *,
         duplicate: bool = False,
         acknowledged: Acknowledged = _is_2xx,
+        retry_delays: Sequence[float] | None = None,
+        scale: Scale = _real_time,
     ) -> bool:
         """Deliver ``body`` now, with retries; returns whether it was acknowledged. For processors
-        that deliver one batch at a time per endpoint (Adyen), from a task started with :meth:`spawn`."""
+        that deliver one batch at a time per endpoint (Adyen), from a task started with :meth:`spawn`.
+
+        ``retry_delays``: the waits before each retry (default: the sender's short schedule), each
+        multiplied by ``scale()`` when it starts; when they run out unacknowledged, the delivery failed.
+        """
         delivery = self._new_delivery(connection, event_id, event_type, duplicate=duplicate)
         if delivery is None:
             return False
-        await self._deliver(delivery, body, signer, acknowledged)
+        delays = self.retry_delays if retry_delays is None else tuple(retry_delays)
+        await self._deliver(delivery, body, signer, acknowledged, delays, scale)
         return delivery.state == "delivered"
 
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
@@ -192,29 +233,57 @@ class WebhookSender:
         self._tasks.clear()
 
     async def _deliver(
-        self, delivery: Delivery, body: bytes, signer: Signer, acknowledged: Acknowledged
+        self,
+        delivery: Delivery,
+        body: bytes,
+        signer: Signer,
+        acknowledged: Acknowledged,
+        delays: Sequence[float],
+        scale: Scale,
     ) -> None:
-        for attempt in range(1 + len(self.retry_delays)):
-            if attempt:
-                await asyncio.sleep(self.retry_delays[attempt - 1])
-            if self._client is None:  # started outside the app's lifespan (tests of the app object)
-                await self.start()
-            client = self._client
-            assert client is not None
-            delivery.attempts += 1
-            headers = {"Content-Type": "application/json; charset=utf-8", **signer(body)}
-            try:
-                response = await client.post(delivery.url, content=body, headers=headers)
-            except httpx2.HTTPError as exc:
-                delivery.status_code = None
-                delivery.error = f"{type(exc).__name__}: {exc}"
-                continue
-            delivery.status_code = response.status_code
-            if acknowledged(response.status_code, response.content):
+        for number in range(1, len(delays) + 2):
+            waited = 0.0
+            if number > 1:
+                waited = delays[number - 2] * max(scale(), 0.0)
+                delivery.next_attempt_at = time.time() + waited
+                await asyncio.sleep(waited)
+                delivery.next_attempt_at = None
+            if await self._attempt(delivery, body, signer, acknowledged, number, waited):
                 delivery.state = "delivered"
-                delivery.error = None
                 return
-            delivery.error = f"HTTP {response.status_code}"
-            if 200 <= response.status_code < 300:
-                delivery.error += " without the acknowledgement the processor expects"
         delivery.state = "failed"
+
+    async def _attempt(
+        self,
+        delivery: Delivery,
+        body: bytes,
+        signer: Signer,
+        acknowledged: Acknowledged,
+        number: int,
+        waited: float,
+    ) -> bool:
+        """One POST, recorded on the delivery; whether the processor takes the answer as acknowledged."""
+        if self._client is None:  # started outside the app's lifespan (tests of the app object)
+            await self.start()
+        client = self._client
+        assert client is not None
+        attempt = Attempt(number=number, at=time.time(), waited=waited)
+        delivery.attempt_log.append(attempt)
+        delivery.attempts += 1
+        headers = {"Content-Type": "application/json; charset=utf-8", **signer(body)}
+        try:
+            response = await client.post(delivery.url, content=body, headers=headers)
+        except httpx2.HTTPError as exc:
+            delivery.status_code = attempt.status_code = None
+            delivery.error = attempt.error = f"{type(exc).__name__}: {exc}"
+            return False
+        delivery.status_code = attempt.status_code = response.status_code
+        if acknowledged(response.status_code, response.content):
+            attempt.acknowledged = True
+            delivery.error = None
+            return True
+        error = f"HTTP {response.status_code}"
+        if 200 <= response.status_code < 300:
+            error += " without the acknowledgement the processor expects"
+        delivery.error = attempt.error = error
+        return False

@@ -30,7 +30,7 @@ from openapi_core.datatypes import RequestParameters
 from openapi_core.validation.request.exceptions import InvalidRequestBody, SecurityValidationError
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 
-from refundwatch.gateways.adyen import AdyenGateway, live_base_url
+from refundwatch.gateways.adyen import AdyenGateway, errors, live_base_url
 from refundwatch.gateways.adyen import transformers as tx
 from refundwatch.gateways.base import ErrorCode, GatewayError, GatewayStatus
 from refundwatch.gateways.registry import get_gateway
@@ -273,15 +273,15 @@ async def test_error_answers(status: int, body: Any, code: ErrorCode) -> None:
 
 
 def test_every_error_table_entry() -> None:
-    for status, code in tx.HTTP_STATUS_ERRORS.items():
-        assert tx.map_error(status, tx.AdyenErrorBody(error_code="137")) is code
-    for error_code, code in tx.ERROR_CODES.items():
-        assert tx.map_error(422, tx.AdyenErrorBody(error_code=error_code, message="x")) is code
-    for error_type, code in tx.ERROR_TYPES.items():
-        assert tx.map_error(422, tx.AdyenErrorBody(error_type=error_type, message="x")) is code
-    assert tx.map_error(502, tx.AdyenErrorBody(error_code="137")) is ErrorCode.GATEWAY_UNAVAILABLE
-    assert tx.map_error(418, tx.AdyenErrorBody()) is ErrorCode.INVALID_REQUEST
-    assert tx.map_error(302, tx.AdyenErrorBody()) is ErrorCode.PROCESSOR_ERROR
+    for status, code in errors.HTTP_STATUS_ERRORS.items():
+        assert errors.map_error(status, errors.AdyenErrorBody(error_code="137")) is code
+    for error_code, code in errors.ERROR_CODES.items():
+        assert errors.map_error(422, errors.AdyenErrorBody(error_code=error_code, message="x")) is code
+    for error_type, code in errors.ERROR_TYPES.items():
+        assert errors.map_error(422, errors.AdyenErrorBody(error_type=error_type, message="x")) is code
+    assert errors.map_error(502, errors.AdyenErrorBody(error_code="137")) is ErrorCode.GATEWAY_UNAVAILABLE
+    assert errors.map_error(418, errors.AdyenErrorBody()) is ErrorCode.INVALID_REQUEST
+    assert errors.map_error(302, errors.AdyenErrorBody()) is ErrorCode.PROCESSOR_ERROR
 
 
 def test_status_table_is_pending_only() -> None:

@@ -140,7 +140,8 @@ def test_event_fields() -> None:
     assert (event.amount, event.currency) == (2500, "EUR")
     assert event.raw_status == "REFUND success=false"
     assert event.status is GatewayStatus.FAILED
-    assert event.failure_code is ErrorCode.DECLINED
+    # Adyen's documented reason for a refund above what is left (errors.REFUND_REASONS).
+    assert event.failure_code is ErrorCode.AMOUNT_EXCEEDS_REFUNDABLE
     assert event.failure_message == "Insufficient balance on payment"
     assert event.idempotency_key is None
 

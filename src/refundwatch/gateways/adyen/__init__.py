@@ -18,6 +18,7 @@ from urllib.parse import quote
 import httpx2
 
 from refundwatch.gateways import calls
+from refundwatch.gateways.adyen import errors
 from refundwatch.gateways.adyen import transformers as tx
 from refundwatch.gateways.base import (
     Capabilities,
@@ -296,8 +297,8 @@ class AdyenGateway:
         )
 
     def _error(self, response: httpx2.Response, exchange: Exchange) -> GatewayError:
-        error = tx.parse_error(as_json(response))
-        code = tx.map_error(response.status_code, error)
+        error = errors.parse_error(as_json(response))
+        code = errors.map_error(response.status_code, error)
         detail = error.message or response.reason_phrase or "no message"
         label = "/".join(filter(None, (error.error_type, error.error_code))) or "http"
         return GatewayError(

@@ -1,4 +1,4 @@
-"""Adyen's wire types and the notification, error and request tables (STYLE rules 2-4).
+"""Adyen's wire types and the notification and request tables (STYLE rules 2-4); errors in errors.py.
 
 Facts checked against the official SDK, Adyen 16.0.0 (``Adyen/util.py`` for notification signatures,
 ``Adyen/client.py`` for URLs and headers, ``services/checkout/modifications_api.py`` for the refund path)
@@ -12,13 +12,13 @@ import binascii
 import hashlib
 import hmac
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
 
-from refundwatch.gateways.base import ErrorCode, GatewayStatus, RefundRequest, WebhookEvent
+from refundwatch.gateways.adyen.errors import reason_code
+from refundwatch.gateways.base import GatewayStatus, RefundRequest, WebhookEvent
 
 
 class MalformedError(ValueError):
@@ -157,93 +157,6 @@ def refund_mismatch(refund: AdyenRefund, request: RefundRequest, merchant_accoun
     if refund.merchant_account is not None and refund.merchant_account != merchant_account:
         return "Adyen's refund belongs to another merchant account"
     return None
-
-
-# --- errors -------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class AdyenErrorBody:
-    """Adyen's ServiceError ``{status, errorCode, message, errorType, pspReference}``."""
-
-    error_code: str | None = None
-    message: str | None = None
-    error_type: str | None = None
-    psp_reference: str | None = None
-
-
-def parse_error(data: Mapping[str, Any]) -> AdyenErrorBody:
-    code = data.get("errorCode")
-    return AdyenErrorBody(
-        error_code=str(code) if isinstance(code, (str, int)) and not isinstance(code, bool) else None,
-        message=_text(data, "message"),
-        error_type=_text(data, "errorType"),
-        psp_reference=_text(data, "pspReference"),
-    )
-
-
-# Decided by the HTTP status alone (the SDK raises a distinct exception for each: _raise_http_error).
-HTTP_STATUS_ERRORS: Final[Mapping[int, ErrorCode]] = MappingProxyType(
-    {
-        401: ErrorCode.AUTH_FAILED,  # AdyenAPIAuthenticationError
-        403: ErrorCode.AUTH_FAILED,  # AdyenAPIInvalidPermission (e.g. 901 Invalid Merchant Account)
-        404: ErrorCode.PAYMENT_NOT_FOUND,  # AdyenAPICommunicationError
-        429: ErrorCode.RATE_LIMITED,
-    }
-)
-
-# Adyen's errorCode, consulted next: the generic codes of Adyen's "Error codes and messages" page that a
-# refund can meet, and the spec's examples. "000" (generic, many causes) is deliberately absent.
-ERROR_CODES: Final[Mapping[str, ErrorCode]] = MappingProxyType(
-    {
-        "010": ErrorCode.AUTH_FAILED,  # Not allowed: the API credential lacks a role
-        "100": ErrorCode.INVALID_REQUEST,  # Required object 'amount' is not provided
-        "137": ErrorCode.INVALID_REQUEST,  # Invalid amount specified
-        "167": ErrorCode.PAYMENT_NOT_FOUND,  # Original pspReference required for this operation
-        "702": ErrorCode.INVALID_REQUEST,  # Unexpected input (spec example generic-400)
-        "704": ErrorCode.IDEMPOTENCY_CONFLICT,  # request already processed or in progress (same key)
-        "901": ErrorCode.AUTH_FAILED,  # Invalid Merchant Account (spec example generic-403)
-        "905": ErrorCode.INVALID_REQUEST,  # Payment details are not supported
-    }
-)
-
-# Adyen's errorType, consulted last before the HTTP status family.
-ERROR_TYPES: Final[Mapping[str, ErrorCode]] = MappingProxyType(
-    {
-        "security": ErrorCode.AUTH_FAILED,
-        "validation": ErrorCode.INVALID_REQUEST,
-        "configuration": ErrorCode.PROCESSOR_ERROR,
-        "internal": ErrorCode.PROCESSOR_ERROR,
-    }
-)
-
-# Adyen has no dedicated over-refund code: a refund above what is left is refused in words.
-_EXCEEDS = re.compile(
-    r"exceed|insufficient (?:in-process )?(?:funds|balance)"
-    r"|(?:amount|value)\b.*\b(?:too (?:high|large)|greater than|more than)",
-    re.I,
-)
-_CURRENCY = re.compile(r"currenc(?:y|ies)\b.*\b(?:mismatch|match|differ)", re.I)
-
-
-def map_error(status_code: int, error: AdyenErrorBody) -> ErrorCode:
-    """Adyen's HTTP status, errorCode, message and errorType -> the standard vocabulary."""
-    if status_code in HTTP_STATUS_ERRORS:
-        return HTTP_STATUS_ERRORS[status_code]
-    if status_code >= 500:
-        return ErrorCode.GATEWAY_UNAVAILABLE  # the refund may have been taken: outcome unknown
-    message = error.message or ""
-    if _EXCEEDS.search(message):
-        return ErrorCode.AMOUNT_EXCEEDS_REFUNDABLE
-    if error.error_code is not None and error.error_code in ERROR_CODES:
-        return ERROR_CODES[error.error_code]
-    if _CURRENCY.search(message):
-        return ErrorCode.CURRENCY_MISMATCH
-    if error.error_type is not None and error.error_type in ERROR_TYPES:
-        return ERROR_TYPES[error.error_type]
-    if 400 <= status_code < 500:
-        return ErrorCode.INVALID_REQUEST
-    return ErrorCode.PROCESSOR_ERROR
 
 
 # --- notifications ------------------------------------------------------------------------------------
@@ -423,7 +336,8 @@ def parse_item(item: Mapping[str, Any]) -> WebhookEvent:
         raw_status=raw,
         amount=amount[0] if amount else None,
         currency=amount[1] if amount else None,
-        failure_code=ErrorCode.DECLINED if failed else None,
+        # The documented reasons that name a cause (errors.REFUND_REASONS); any other is "declined".
+        failure_code=reason_code(reason) if failed else None,
         failure_message=reason,
         processor_code=event_code if failed else None,
         idempotency_key=None,

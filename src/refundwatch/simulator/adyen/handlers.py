@@ -23,6 +23,8 @@ from ..state import Refund, SavedResponse, Store
 from ..webhooks import WebhookSender
 from .notifications import PROCESSOR, Notifier
 from .wire import (
+    AMOUNT_INVALID,
+    CURRENCY_UNSUPPORTED,
     MAX_IDEMPOTENCY_KEY,
     AdyenError,
     RefundRequest,
@@ -37,7 +39,16 @@ __all__ = ["PROCESSOR", "AdyenSimulator", "not_found"]
 
 _CREATE_ENDPOINT = "POST /payments/{paymentPspReference}/refunds"
 _UNAUTHORIZED = AdyenError(401, "000", "HTTP Status Response - Unauthorized", "security")
-_FAILURE_REASONS = ("Refund Failed", "Insufficient balance on payment", "Transaction declined by issuer")
+# Why a refund is refused (REFUND success=false): documented refund error messages (Adyen's
+# RefundWithData result file) that name no particular cause; the ones that do (not enough left, another
+# currency, unknown payment) are decided synchronously here. Why a refund fails after succeeding
+# (REFUND_FAILED): the Webhooks-v1 example's "Refund Failed". Adyen documents no reason text for
+# REFUNDED_REVERSED (its one example carries "test_AUTHORISATION_1"): sent empty.
+_REFUSAL_REASONS = ("Transaction is expired", "Operation not allowed", "Operation failed")
+_LATE_FAILURE_REASON = "Refund Failed"
+# Adyen's error-code list: 903 "Internal error" (the HTTP status of each simulated fault is ours).
+_INTERNAL_ERROR = ("903", "Internal error", "internal")
+_BODY_LIMIT = 1 << 20
 # Status changes after the 201 "received", and the notification each one sends: (eventCode, success).
 _EVENTS: dict[tuple[str, str], tuple[str, bool]] = {
     ("pending", "succeeded"): ("REFUND", True),
@@ -83,6 +94,7 @@ def _error_reply(exc: AdyenError, incoming: _Incoming) -> Reply:
 
 def _checked_key(key: str | None) -> str | None:
     if key is not None and len(key) > MAX_IDEMPOTENCY_KEY:
+        # Adyen documents the limit, not its answer past it: 702 (unreadable request) is our choice.
         message = f"Idempotency-Key must be at most {MAX_IDEMPOTENCY_KEY} characters (got {len(key)})."
         raise AdyenError(400, "702", message)
     return key
@@ -90,24 +102,26 @@ def _checked_key(key: str | None) -> str | None:
 
 async def _read(request: Request[Any, Any, Any]) -> bytes:
     try:
-        return await read_body(request.receive)
+        return await read_body(request.receive, _BODY_LIMIT)
     except BodyTooLargeError as exc:
-        raise AdyenError(413, "702", f"Unexpected input: {exc}") from exc
+        # Adyen's 29_100 (error-code list); the 413 status is unconfirmed.
+        message = f"The request is larger than the allowed maximum of {_BODY_LIMIT} bytes"
+        raise AdyenError(413, "29_100", message) from exc
 
 
 def _front_answers(incoming: _Incoming) -> tuple[Callable[[int], ASGIApp], Callable[[], ASGIApp]]:
     def server_error(status: int) -> ASGIApp:
-        return _error_reply(AdyenError(status, "000", "An unknown error occurred", "internal"), incoming)
+        return _error_reply(AdyenError(status, *_INTERNAL_ERROR), incoming)
 
     def outage() -> ASGIApp:
-        message = "Adyen is temporarily unavailable (simulated outage)."
-        return _error_reply(AdyenError(503, "000", message, "internal"), incoming)
+        return _error_reply(AdyenError(503, *_INTERNAL_ERROR), incoming)
 
     return server_error, outage
 
 
 def not_found(path: str) -> dict[str, Any]:
-    """Adyen's answer to a path it does not know."""
+    """Adyen's answer to a path it does not know: 000 with "Not Found" among its documented messages;
+    the wording after generic-401's "HTTP Status Response - Unauthorized" is unconfirmed."""
     return error_body(404, "000", f"HTTP Status Response - Not Found: {path}", "validation")
 
 
@@ -206,6 +220,10 @@ class AdyenSimulator:
             elif saved.fingerprint == fingerprint:
                 answer = Reply(saved.status, saved.body, incoming.headers(saved.request_id))
             else:
+                # Adyen documents 704 for a duplicate of a request not yet completed and says a key seen
+                # before returns the first answer; a reused key with another body is not described.
+                # Refused here with 704 as for a request "already processed", never retried
+                # (transient-error: false): our reading, unconfirmed.
                 mismatch = AdyenError(422, "704", "request already processed or in progress", transient=False)
                 answer = _error_reply(mismatch, incoming)
         return await back_faults(config, outcome, maybe_mangled(config, answer))
@@ -219,10 +237,14 @@ class AdyenSimulator:
         if payment is None:
             error = AdyenError(422, "167", "Original pspReference required for this operation")
             return 422, _encode(error.body(psp)), psp
+        # Adyen documents these two as REFUND success=false reasons ("Modification in different currency
+        # than authorisation", "Insufficient balance on payment"); whether Checkout v72 refuses them at
+        # once is unconfirmed. Refused at once here, with the documented codes for a currency and an
+        # amount it will not take (138, 137).
         if params.currency != payment.currency:
-            return 422, _encode(AdyenError(422, "138", "Invalid currency specified").body(psp)), psp
+            return 422, _encode(AdyenError(422, "138", CURRENCY_UNSUPPORTED).body(psp)), psp
         if params.value > payment.refundable():  # refunds never exceed the capture
-            return 422, _encode(AdyenError(422, "137", "Invalid amount specified").body(psp)), psp
+            return 422, _encode(AdyenError(422, "137", AMOUNT_INVALID).body(psp)), psp
         refund = Refund(
             id=psp,
             processor=PROCESSOR,
@@ -262,15 +284,16 @@ class AdyenSimulator:
         plan = plan_refund(config)
         delay = config.settle_ms / 1000.0
         if plan.initial == "pending" and plan.final == "failed":
-            self.store.call_later(delay, lambda: self._move(refund, "failed"))
+            refusal = random.choice(_REFUSAL_REASONS)
+            self.store.call_later(delay, lambda: self._move(refund, "failed", refusal))
             return
         self.store.call_later(delay, lambda: self._move(refund, "succeeded"))
         if plan.final == "failed":
             later = "reversed" if config.reverses() else "failed"
-            self.store.call_later(2 * delay, lambda: self._move(refund, later))
+            reason = _LATE_FAILURE_REASON if later == "failed" else None
+            self.store.call_later(2 * delay, lambda: self._move(refund, later, reason))
 
-    def _move(self, refund: Refund, status: str) -> None:
-        reason = random.choice(_FAILURE_REASONS) if status == "failed" else None
+    def _move(self, refund: Refund, status: str, reason: str | None = None) -> None:
         self.store.set_status(refund, status, reason)
 
     def _status_changed(self, refund: Refund, old: str) -> None:
@@ -279,9 +302,7 @@ class AdyenSimulator:
         if event is None or connection is None:
             return
         event_code, success = event
-        reason = ""
-        if refund.status in {"failed", "reversed"}:
-            reason = refund.failure_reason or ("Refund Reversed" if refund.status == "reversed" else "")
+        reason = (refund.failure_reason or "") if refund.status in {"failed", "reversed"} else ""
         item = notification_item(
             event_code=event_code,
             success=success,

@@ -2,7 +2,9 @@
 
 Adyen queues notification items per webhook endpoint and posts them as a ``notificationItems``
 batch, waiting for the ``[accepted]`` acknowledgement before the next one. Items that fall due while
-a batch is on its way (or being retried) travel together in the next one.
+a batch is on its way (or being retried) travel together in the next one. A batch not acknowledged is
+retried on Adyen's documented schedule (:data:`RETRY_DELAYS`), at the pace ``webhook_retry_scale``
+sets, until acknowledged or the schedule ends.
 """
 
 from __future__ import annotations
@@ -17,10 +19,44 @@ from ..faults import Faults
 from ..webhooks import WebhookSender
 from .wire import sign_item
 
-__all__ = ["PROCESSOR", "Notifier"]
+__all__ = ["PROCESSOR", "RETRY_DELAYS", "RETRY_WINDOW_SECONDS", "Notifier"]
 
 PROCESSOR = "adyen"
 MAX_BATCH = 100  # items per POST; more wait for the next one
+
+_MINUTE, _HOUR = 60.0, 3600.0
+# docs.adyen.com/development-resources/webhooks/troubleshoot ("Retry queue", page of 2026-05-24):
+# "Adyen retries sending the webhook message three times before placing the webhook into a retry
+# queue. The initial delivery attempts are sent at 9 seconds, 18 seconds, and again at 27 seconds."
+# (an older version of the page: "three times immediately"). "From the queue, we automatically retry
+# sending the webhook for up to 30 days. After the first three failed retries, we retry sending the
+# webhook in the following intervals: 2 minutes, 5 minutes, 10 minutes, 15 minutes, 30 minutes,
+# 1 hour, 2 hours, 4 hours, 8 hours". What follows 8 hours is not said: the last interval repeats
+# until 30 days after the first attempt (our reading).
+_FIRST_RETRIES = (9.0, 9.0, 9.0)
+_QUEUE_INTERVALS = (
+    2 * _MINUTE,
+    5 * _MINUTE,
+    10 * _MINUTE,
+    15 * _MINUTE,
+    30 * _MINUTE,
+    _HOUR,
+    2 * _HOUR,
+    4 * _HOUR,
+    8 * _HOUR,
+)
+RETRY_WINDOW_SECONDS = 30 * 24 * _HOUR
+
+
+def _retry_delays() -> tuple[float, ...]:
+    delays = [*_FIRST_RETRIES, *_QUEUE_INTERVALS]
+    while sum(delays) + _QUEUE_INTERVALS[-1] <= RETRY_WINDOW_SECONDS:
+        delays.append(_QUEUE_INTERVALS[-1])
+    return tuple(delays)
+
+
+# The wait before each retry, in real seconds: 99 retries, 100 attempts in all.
+RETRY_DELAYS: tuple[float, ...] = _retry_delays()
 _USER_AGENT = "Adyen HttpPost Notification Service"
 _encode = msgspec.json.Encoder().encode
 
@@ -80,8 +116,19 @@ class Notifier:
         copies = 2 if self.faults.get(PROCESSOR).duplicates_webhook() else 1
         for copy in range(copies):
             await self.webhooks.deliver(
-                connection, event_id, event_type, body, signer, duplicate=copy > 0, acknowledged=_accepted
+                connection,
+                event_id,
+                event_type,
+                body,
+                signer,
+                duplicate=copy > 0,
+                acknowledged=_accepted,
+                retry_delays=RETRY_DELAYS,
+                scale=self._retry_scale,
             )
+
+    def _retry_scale(self) -> float:
+        return self.faults.get(PROCESSOR).webhook_retry_scale
 
     def _forget(self) -> None:
         self._queues.clear()

@@ -1,9 +1,27 @@
 """Adyen's wire format (Checkout API v72, standard webhooks), written from Adyen's OpenAPI specs and
 checked against the Adyen Python SDK 16.0.0. Pure functions and types only.
 
-Error codes are those of Adyen's published error-code list where one fits (``000`` unauthorized,
-``702`` unreadable request, ``901`` merchant account, ``100``/``137`` amount, ``167`` unknown payment,
-``704`` idempotency key reused).
+Error answers, each with the Adyen source it was read from (the simulator keeps its own notes: it never
+imports the adapter's tables, STYLE rule 12):
+
+- ``000`` "HTTP Status Response - Unauthorized" (401, security): CheckoutService-v72 example generic-401.
+- ``901`` "Invalid Merchant Account" (403, security): generic-403; the Python SDK's
+  ``paymentmethods-error-forbidden-403.json``; Adyen's Go SDK integration tests.
+- ``702`` for an unreadable body (400): generic-400 ("Unexpected input: ..."); unknown fields as
+  "Structure of <Type> contains the following unknown fields: [...]" (Adyen's Ruby SDK tests,
+  commercetools-adyen-integration). A missing merchantAccount: ``702`` "Required field
+  'merchantAccount' is null", as the Python SDK's ``payout/confirm-missing-reference.json`` has it
+  (there with HTTP 500; 422 here is unconfirmed for Checkout).
+- ``100`` "Required object 'amount' is not provided." (422): Adyen's error-code page; a refund answered
+  so in adyen-ruby-api-library issue #168.
+- ``137`` "Field 'amount' is not valid." (422) and ``138`` "Unsupported currency specified" (422): the
+  error-code list (second hand, via wikimedia SmashPig's copy); 138's text and status also in Adyen's
+  Go SDK integration tests.
+- ``167`` "Original pspReference required for this operation" (422): the SDK's ``capture-error-167.json``.
+- ``704`` "request already processed or in progress": answered so in production (409); the idempotency
+  page (quoted second hand) documents 422 or 409 for a duplicate sent before the first completed.
+- ``903`` "Internal error" and ``29_100`` "The request is larger than the allowed maximum of {0} bytes":
+  the error-code list (second hand); the HTTP statuses used with them here are unconfirmed.
 """
 
 from __future__ import annotations
@@ -21,6 +39,9 @@ from typing import Any
 import msgspec
 
 __all__ = [
+    "AMOUNT_INVALID",
+    "AMOUNT_MISSING",
+    "CURRENCY_UNSUPPORTED",
     "MAX_IDEMPOTENCY_KEY",
     "AdyenError",
     "RefundRequest",
@@ -35,6 +56,9 @@ __all__ = [
 ]
 
 MAX_IDEMPOTENCY_KEY = 64  # "a maximum of 64 characters" (CheckoutService-v72, Idempotency-Key)
+AMOUNT_MISSING = "Required object 'amount' is not provided."
+AMOUNT_INVALID = "Field 'amount' is not valid."
+CURRENCY_UNSUPPORTED = "Unsupported currency specified"
 REFUND_REASONS = ("FRAUD", "CUSTOMER REQUEST", "RETURN", "DUPLICATE", "OTHER")
 _REQUEST_FIELDS = frozenset(
     {
@@ -132,11 +156,11 @@ def parse_refund_request(body: bytes) -> RefundRequest:
     unknown = sorted(set(data) - _REQUEST_FIELDS)
     if unknown:
         raise _unreadable(
-            f"Structure PaymentRefundRequest contains the following unknown fields: [{', '.join(unknown)}]"
+            f"Structure of PaymentRefundRequest contains the following unknown fields: [{', '.join(unknown)}]"
         )
     merchant = data.get("merchantAccount")
     if merchant is None or merchant == "":
-        raise AdyenError(422, "702", "Required field 'merchantAccount' is not provided.")
+        raise AdyenError(422, "702", "Required field 'merchantAccount' is null")
     if not isinstance(merchant, str):
         raise _unreadable("Unexpected input: merchantAccount must be a string")
     value, currency = _amount(data.get("amount"))
@@ -154,23 +178,23 @@ def parse_refund_request(body: bytes) -> RefundRequest:
 
 def _amount(amount: object) -> tuple[int, str]:
     if amount is None:
-        raise AdyenError(422, "100", "There is no amount specified")
+        raise AdyenError(422, "100", AMOUNT_MISSING)
     if not isinstance(amount, dict) or set(amount) - {"value", "currency"}:
         raise _unreadable("Unexpected input: amount must be an object with value and currency")
     value, currency = amount.get("value"), amount.get("currency")
     if value is None:
-        raise AdyenError(422, "100", "There is no amount specified")
+        raise AdyenError(422, "100", AMOUNT_MISSING)
     if isinstance(value, bool) or not isinstance(value, int):
         raise _unreadable("Unexpected input: amount.value must be an integer")
     if value <= 0:
-        raise AdyenError(422, "137", "Invalid amount specified")
+        raise AdyenError(422, "137", AMOUNT_INVALID)
     if (
         not isinstance(currency, str)
         or len(currency) != 3
         or not currency.isalpha()
         or not currency.isascii()
     ):
-        raise AdyenError(422, "138", "Invalid currency specified")
+        raise AdyenError(422, "138", CURRENCY_UNSUPPORTED)
     return value, currency.upper()
 
 
