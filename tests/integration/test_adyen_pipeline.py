@@ -309,3 +309,30 @@ def test_the_same_notification_delivered_concurrently_moves_the_refund_once(stac
         current["payment_reference"],
     )
     assert balance == [(1_400,)]
+
+
+def test_the_audit_chain_seals_and_verifies_after_notifications(stack: Stack) -> None:
+    """Entries written by the webhook paths (stored events, transitions applied on receipt) carry
+    entry hashes the sealer agrees with: the whole chain seals and verifies."""
+    faults(stack, webhook_drop_rate=1.0)
+    try:
+        one, two = (stack.wait_status(refund(stack, payment(stack), 700), "processing") for _ in range(2))
+        # One applied on receipt (stored with its transition), one stored for the worker (a mismatch).
+        assert (
+            deliver(stack, item(one, "REFUND", True), item(two, "REFUND", True, amount=7)).status_code == 200
+        )
+        assert stack.wait_status(two["id"], "manual_review")["status"] == "manual_review"
+    finally:
+        faults(stack)
+    deadline = time.monotonic() + 60
+    while db_rows(stack, "SELECT count(*) FROM audit_log WHERE seq IS NULL")[0][0]:
+        if time.monotonic() > deadline:
+            rows = db_rows(
+                stack,
+                "SELECT at, actor_type, actor_id, action, target_type, target_id, details, ip, user_agent,"
+                " entry_hash FROM audit_log WHERE seq IS NULL ORDER BY id LIMIT 3",
+            )
+            raise AssertionError(f"the worker did not seal the audit chain: {rows}")
+        time.sleep(0.2)
+    result = stack.cli("audit", "verify", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -92,11 +92,11 @@ def _prepare(connection_id: UUID, connection_name: str, new: NewRow, *, stored: 
 
 
 async def store_and_apply(
-    rt: Runtime, connection_id: UUID, connection_name: str, rows: Sequence[NewRow]
+    rt: Runtime, connection_id: UUID, connection_name: str, rows: Sequence[NewRow], now: dt.datetime
 ) -> tuple[set[UUID], set[UUID]]:
     """Store every row and apply the common ones; returns (stored ids, ids applied here). A stored
-    row not applied here is for the worker."""
-    now = dt.datetime.now(dt.UTC)
+    row not applied here is for the worker. ``now``: the time the rows' audit entries were made with
+    (their entry hashes cover it)."""
     if rt.db.is_sqlite:
         plans = {r.row.id: _prepare(connection_id, connection_name, r, stored=True) for r in rows}
         stored, applied = await rt.db.run_sqlite_write(lambda conn: _sqlite(conn, rows, plans, now))

@@ -125,9 +125,10 @@ async def receive(
         events.extend((item.payload, event) for event in parsed)
     if malformed and not events:
         raise ValidationFailed(f"malformed webhook body: {malformed[0]}", code="malformed_webhook")
-    rows = new_rows(conn.id, conn.name, events, actor, dt.datetime.now(dt.UTC))
+    now = dt.datetime.now(dt.UTC)
+    rows = new_rows(conn.id, conn.name, events, actor, now)
     # The common case is applied at once; every other stored event goes to the worker's general path.
-    stored, applied = await fastpath.store_and_apply(rt, conn.id, conn.name, rows)
+    stored, applied = await fastpath.store_and_apply(rt, conn.id, conn.name, rows, now)
     for new in rows:
         if new.row.id in stored and new.row.id not in applied:
             await enqueue_processing(rt, new.row.id)
