@@ -62,10 +62,12 @@ def parse_scopes(raw: str) -> list[str]:
     return sorted(set(scopes))
 
 
-async def create_api_key(db: Database, name: str, scopes: list[str], actor: Actor) -> str:
+async def create_api_key(
+    db: Database, name: str, scopes: list[str], actor: Actor, *, action: str = actions.CLI_APIKEY_CREATE
+) -> str:
     name = name.strip()
     if not name or len(name) > 128:
-        raise BadInput("--name must be 1 to 128 characters")
+        raise BadInput("the name must be 1 to 128 characters")
     key = PREFIX + secrets.token_urlsafe(32)
     async with db.session() as session:
         row = ApiKey(name=name, prefix=key[:8], key_hash=sha256_hex(key), scopes=",".join(scopes))
@@ -74,7 +76,7 @@ async def create_api_key(db: Database, name: str, scopes: list[str], actor: Acto
         record(
             session,
             actor,
-            actions.CLI_APIKEY_CREATE,
+            action,
             target_type="api_key",
             target_id=str(row.id),
             details={"name": name, "scopes": scopes, "prefix": row.prefix},
@@ -88,7 +90,9 @@ async def list_api_keys(db: Database) -> list[ApiKey]:
         return list(await session.scalars(select(ApiKey).order_by(ApiKey.name, ApiKey.created_at)))
 
 
-async def revoke_api_key(db: Database, key_id: str, actor: Actor) -> ApiKey:
+async def revoke_api_key(
+    db: Database, key_id: str, actor: Actor, *, action: str = actions.CLI_APIKEY_REVOKE
+) -> ApiKey:
     """Stop a key working (within the authenticators' cache time). Rotation: create a key with the
     same ``--name`` (same client, same idempotency scope), move the caller to it, then revoke the old."""
     try:
@@ -104,7 +108,7 @@ async def revoke_api_key(db: Database, key_id: str, actor: Actor) -> ApiKey:
             record(
                 session,
                 actor,
-                actions.CLI_APIKEY_REVOKE,
+                action,
                 target_type="api_key",
                 target_id=str(row.id),
                 details={"name": row.name, "prefix": row.prefix},

@@ -17,6 +17,7 @@ from refundwatch.db.engine import Database
 from refundwatch.db.models import Connection
 from refundwatch.gateways.base import Credentials
 from refundwatch.lib.crypto import FieldCipher, Secret
+from refundwatch.lib.exceptions import NotFound
 
 DEFAULT_BASE_URLS = {
     "stripe": "https://api.stripe.com",
@@ -83,6 +84,28 @@ async def import_connections(
     return created, updated
 
 
+async def set_enabled(db: Database, name: str, enabled: bool, actor: Actor) -> bool:
+    """Enable or disable a connection; returns whether it changed. A disabled connection's refunds
+    wait (refunds.connection_wait); every process sees the change within its cache's time."""
+    async with db.session() as session:
+        row = await session.scalar(select(Connection).where(Connection.name == name).with_for_update())
+        if row is None:
+            raise NotFound(f"no connection {name!r}", code="unknown_connection")
+        if row.enabled == enabled:
+            return False
+        row.enabled = enabled
+        record(
+            session,
+            actor,
+            actions.ADMIN_CONNECTION_ENABLE if enabled else actions.ADMIN_CONNECTION_DISABLE,
+            target_type="connection",
+            target_id=name,
+            details={"processor": row.processor, "enabled": enabled},
+        )
+        await session.commit()
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionInfo:
     id: UUID
@@ -115,6 +138,10 @@ class ConnectionCache:
         self._db, self._cipher, self._ttl = db, cipher, ttl
         self._by_name: dict[str, ConnectionInfo] = {}
         self._by_id: dict[UUID, ConnectionInfo] = {}
+        self._loaded_at = 0.0
+
+    def invalidate(self) -> None:
+        """Reload on next use (this process changed a connection)."""
         self._loaded_at = 0.0
 
     async def reload(self) -> None:
