@@ -129,3 +129,101 @@ def test_an_admin_disables_and_enables_a_connection(stack: Stack) -> None:
     ] == [True]
     assert len(audited(stack, "admin:connection:disable", "adyen-test")) == 1
     assert len(audited(stack, "admin:connection:enable", "adyen-test")) == 1
+
+
+def credentials_blob(stack: Stack, name: str) -> str:
+    ((blob,),) = db_rows(stack, "SELECT credentials_encrypted FROM connections WHERE name = ?", name)
+    return str(blob)
+
+
+def test_settings_change_at_once_and_a_new_secret_waits_for_a_second_admin(stack: Stack) -> None:
+    stack.connect("adyen")
+    assert stack.idp is not None
+    stack.idp.add_user("eve-admin", groups=["refundwatch-admins"])
+    page = "/admin/connections/adyen-test"
+    with admin(stack) as ada:
+        form = ada.get(page)
+        assert form.status_code == 200, form.text[:300]
+        token = csrf(form.text)
+        saved = ada.post(
+            f"{page}/settings",
+            data={
+                "_csrf_token": token,
+                "timeout_seconds": "3",
+                "option:live_prefix": "1797a841fbb37ca7-Acme",
+            },
+        )
+        assert saved.status_code == 200, saved.text[:500]
+        assert "Saved: live_prefix, timeout_seconds." in saved.text
+        # The job timeout in this stack is 5 s: a call timeout of 5 would be killed mid-call.
+        refused = ada.post(f"{page}/settings", data={"_csrf_token": token, "timeout_seconds": "5"})
+        assert refused.status_code == 422
+        assert "must be below the worker" in refused.text
+        before = credentials_blob(stack, "adyen-test")
+        asked = ada.post(
+            f"{page}/credentials", data={"_csrf_token": token, "secret:api_key": "AQEnew-key-123"}
+        )
+        assert asked.status_code == 200, asked.text[:500]
+        assert "AQEnew-key-123" not in asked.text
+        assert "another admin must decide" in asked.text  # not for the one who asked
+        assert credentials_blob(stack, "adyen-test") == before  # nothing applied yet
+        ((change_id,),) = db_rows(
+            stack, "SELECT id FROM connection_changes WHERE status = ? AND fields = ?", "pending", "api_key"
+        )
+        change = str(uuid.UUID(bytes=change_id) if isinstance(change_id, bytes) else change_id)
+        self_approved = ada.post(
+            f"/admin/connection-changes/{change}/approve",
+            data={"_csrf_token": token, "connection": "adyen-test"},
+        )
+        assert self_approved.status_code == 403
+        assert credentials_blob(stack, "adyen-test") == before
+    rows = db_rows(stack, "SELECT timeout_seconds FROM connections WHERE name = ?", "adyen-test")
+    assert rows == [(3,)]
+    ((_actor, details),) = audited(stack, "admin:connection:update", "adyen-test")
+    assert "timeout_seconds" in details
+    assert "1797a841fbb37ca7-Acme" in details  # not a secret: old and new values are kept
+
+    with contextlib.closing(stack.sign_in("eve-admin")) as eve:
+        token = csrf(eve.get(page).text)
+        approved = eve.post(
+            f"/admin/connection-changes/{change}/approve",
+            data={"_csrf_token": token, "connection": "adyen-test"},
+        )
+        assert approved.status_code == 303, approved.text[:500]
+        again = eve.post(
+            f"/admin/connection-changes/{change}/approve",
+            data={"_csrf_token": token, "connection": "adyen-test"},
+        )
+        assert again.status_code == 409
+    assert credentials_blob(stack, "adyen-test") != before
+    requested = audited(stack, "admin:connection:credentials_requested", "adyen-test")
+    approved_entries = audited(stack, "admin:connection:credentials_approved", "adyen-test")
+    assert len(requested) == 1
+    assert len(approved_entries) == 1
+    assert "eve" in approved_entries[0][0]
+    for _, details in requested + approved_entries:
+        assert "AQEnew-key-123" not in details
+
+    # Put the simulator's key back (approved by the other admin), and see a rejection need a reason.
+    with admin(stack) as ada:
+        token = csrf(ada.get(page).text)
+        ada.post(
+            f"{page}/credentials",
+            data={"_csrf_token": token, "secret:api_key": "AQEadyen_refundwatch_tests_key"},
+        )
+    pending = db_rows(stack, "SELECT id FROM connection_changes WHERE status = ?", "pending")
+    ids = [str(uuid.UUID(bytes=r[0]) if isinstance(r[0], bytes) else r[0]) for r in pending]
+    with contextlib.closing(stack.sign_in("eve-admin")) as eve:
+        token = csrf(eve.get(page).text)
+        no_reason = eve.post(
+            f"/admin/connection-changes/{ids[0]}/reject",
+            data={"_csrf_token": token, "connection": "adyen-test"},
+        )
+        assert no_reason.status_code == 422
+        assert (
+            eve.post(
+                f"/admin/connection-changes/{ids[0]}/approve",
+                data={"_csrf_token": token, "connection": "adyen-test"},
+            ).status_code
+            == 303
+        )

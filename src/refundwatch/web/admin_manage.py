@@ -1,9 +1,11 @@
 """Admin screens that manage, not only show: API keys (create with scopes, shown once; revoke) and
-gateway connections (enable, disable). Every change is audited under the admin's name."""
+gateway connections (enable, disable, edit settings, replace a secret with a second admin's approval:
+connections.changes). Every change is audited under the admin's name."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
+from uuid import UUID
 
 from litestar import Request, Response, get, post
 from litestar.enums import RequestEncodingType
@@ -15,6 +17,7 @@ from refundwatch.auth.apikeys import SCOPES, create_api_key, list_api_keys, revo
 from refundwatch.auth.guards import user_actor
 from refundwatch.auth.roles import Action
 from refundwatch.auth.sessions import Session
+from refundwatch.connections import changes
 from refundwatch.connections.services import set_enabled
 from refundwatch.lib.exceptions import RefundwatchError
 from refundwatch.web.state import runtime_of
@@ -107,4 +110,124 @@ async def set_connection_enabled(
     return Redirect("/gateways", status_code=303)
 
 
-ROUTES = [api_keys_page, create_key, revoke_key, set_connection_enabled]
+async def _connection_page(
+    request: Request[Any, Any, Any],
+    session: Session,
+    name: str,
+    *,
+    status_code: int = 200,
+    error: str | None = None,
+    notice: str | None = None,
+) -> Template:
+    rt = runtime_of(request)
+    found = await changes.editable(rt.db, rt.cipher, name)
+    return Template(
+        template_name="pages/connection.html",
+        context={
+            "user": session.user,
+            "c": found.connection,
+            "options": found.options,
+            "plain": found.plain,
+            "secrets": found.secrets,
+            "pending": found.pending,
+            "error": error,
+            "notice": notice,
+        },
+        status_code=status_code,
+        headers=NO_STORE,
+    )
+
+
+@get("/admin/connections/{name:str}", opt=ADMIN)
+async def connection_page(request: Request[Any, Any, Any], session: Session, name: str) -> Template:
+    return await _connection_page(request, session, name)
+
+
+@post("/admin/connections/{name:str}/settings", opt=ADMIN, status_code=200)
+async def update_connection_settings(
+    request: Request[Any, Any, Any], session: Session, name: str, data: Annotated[dict[str, str], FORM]
+) -> Template:
+    rt = runtime_of(request)
+    try:
+        changed = await changes.update_settings(
+            rt.db, rt.cipher, name, data, user_actor(session.user, request)
+        )
+    except RefundwatchError as exc:
+        return await _connection_page(request, session, name, status_code=exc.status_code, error=exc.message)
+    rt.connections.invalidate()
+    notice = f"Saved: {', '.join(changed)}." if changed else "Nothing changed."
+    return await _connection_page(request, session, name, notice=notice)
+
+
+@post("/admin/connections/{name:str}/credentials", opt=ADMIN, status_code=200)
+async def request_credentials(
+    request: Request[Any, Any, Any], session: Session, name: str, data: Annotated[dict[str, str], FORM]
+) -> Template:
+    """New secret values wait for a second admin; the page never echoes them back."""
+    rt = runtime_of(request)
+    values = {key.removeprefix("secret:"): value for key, value in data.items() if key.startswith("secret:")}
+    try:
+        await changes.request_credentials(
+            rt.db,
+            rt.cipher,
+            name,
+            values,
+            by=session.user.key,
+            by_name=session.user.display,
+            actor=user_actor(session.user, request),
+        )
+    except RefundwatchError as exc:
+        return await _connection_page(request, session, name, status_code=exc.status_code, error=exc.message)
+    notice = "Asked for: another admin must approve the new credentials before they are used."
+    return await _connection_page(request, session, name, notice=notice)
+
+
+async def _decide(
+    request: Request[Any, Any, Any], session: Session, change_id: UUID, data: dict[str, str], *, approve: bool
+) -> Response[Any]:
+    rt = runtime_of(request)
+    name = data.get("connection", "")
+    try:
+        await changes.decide(
+            rt.db,
+            rt.cipher,
+            change_id,
+            approve=approve,
+            by=session.user.key,
+            by_name=session.user.display,
+            reason=data.get("reason"),
+            actor=user_actor(session.user, request),
+        )
+    except RefundwatchError as exc:
+        if not name:
+            raise
+        return await _connection_page(request, session, name, status_code=exc.status_code, error=exc.message)
+    rt.connections.invalidate()
+    return Redirect(f"/admin/connections/{name}" if name else "/gateways", status_code=303)
+
+
+@post("/admin/connection-changes/{change_id:uuid}/approve", opt=ADMIN, status_code=303)
+async def approve_change(
+    request: Request[Any, Any, Any], session: Session, change_id: UUID, data: Annotated[dict[str, str], FORM]
+) -> Response[Any]:
+    return await _decide(request, session, change_id, data, approve=True)
+
+
+@post("/admin/connection-changes/{change_id:uuid}/reject", opt=ADMIN, status_code=303)
+async def reject_change(
+    request: Request[Any, Any, Any], session: Session, change_id: UUID, data: Annotated[dict[str, str], FORM]
+) -> Response[Any]:
+    return await _decide(request, session, change_id, data, approve=False)
+
+
+ROUTES = [
+    api_keys_page,
+    create_key,
+    revoke_key,
+    set_connection_enabled,
+    connection_page,
+    update_connection_settings,
+    request_credentials,
+    approve_change,
+    reject_change,
+]

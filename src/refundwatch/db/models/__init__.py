@@ -4,7 +4,7 @@ from advanced_alchemy.base import orm_registry
 
 from refundwatch.db.models._apikey import ApiKey
 from refundwatch.db.models._audit import AuditEntry
-from refundwatch.db.models._connection import Connection, HealthCheck
+from refundwatch.db.models._connection import Connection, ConnectionChange, HealthCheck
 from refundwatch.db.models._payment import Payment
 from refundwatch.db.models._refund import Refund, RefundAttempt, RefundEvent
 from refundwatch.db.models._stats import HealthStat, RefundStat, RollupOutbox
@@ -16,6 +16,7 @@ __all__ = [
     "ApiKey",
     "AuditEntry",
     "Connection",
+    "ConnectionChange",
     "HealthCheck",
     "HealthStat",
     "Payment",

@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 from uuid import UUID
 
-from advanced_alchemy.base import BigIntBase, UUIDv7AuditBase
+from advanced_alchemy.base import BigIntBase, UUIDv7AuditBase, UUIDv7Base
 from advanced_alchemy.types import DateTimeUTC
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -45,3 +45,24 @@ class HealthCheck(BigIntBase):
     ok: Mapped[bool] = mapped_column(Boolean)
     latency_ms: Mapped[int] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(String(500), default=None)
+
+
+class ConnectionChange(UUIDv7Base):
+    """A requested change to a connection's credentials: applied only once a second admin approves.
+
+    The new secret values are encrypted like the connection's own credentials; only their field names
+    are ever shown or audited.
+    """
+
+    __tablename__ = "connection_changes"
+
+    connection_id: Mapped[UUID] = mapped_column(ForeignKey("connections.id"), index=True)
+    fields: Mapped[str] = mapped_column(String(500))  # comma-separated field names
+    values_encrypted: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | approved | rejected
+    requested_by: Mapped[str] = mapped_column(String(255))  # the person's stable key
+    requested_by_name: Mapped[str] = mapped_column(String(255))
+    requested_at: Mapped[dt.datetime] = mapped_column(DateTimeUTC(timezone=True))
+    decided_by_name: Mapped[str | None] = mapped_column(String(255), default=None)
+    decided_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    reason: Mapped[str | None] = mapped_column(String(500), default=None)
