@@ -23,7 +23,7 @@ LINT_PATHS := $(wildcard src tests bench)
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: help install assets demo test lint fmt services clean distclean
+.PHONY: help install assets wheel demo test lint fmt services clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -67,6 +67,10 @@ $(VENDOR)/htmx.min.js: $(NPM_STAMP)
 $(VENDOR)/htmx-ext-sse.js: $(NPM_STAMP)
 	@mkdir -p $(@D)
 	cp node_modules/htmx-ext-sse/dist/sse.js $@
+
+# The deployable wheel: templates, static files and htmx inside (hatch_build.py runs `make assets`).
+wheel: install ## build dist/refundwatch-*.whl, front-end assets included
+	$(BIN)/python -m pip wheel --quiet --disable-pip-version-check --no-deps --no-build-isolation -w dist .
 
 # --- The two commands --------------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ import contextlib
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import cast
 
 from granian.utils.proxies import wrap_asgi_with_proxy_headers
@@ -37,6 +36,7 @@ from refundwatch.logs import configure_logging
 from refundwatch.refunds.controllers import PaymentController, RefundController
 from refundwatch.runtime import Runtime
 from refundwatch.web.allow import allow_before_send
+from refundwatch.web.assets import asset_dirs
 from refundwatch.web.errors import EXCEPTION_HANDLERS
 from refundwatch.web.openapi import COMPONENTS, complete_document
 from refundwatch.web.pages import pages_router
@@ -44,8 +44,6 @@ from refundwatch.web.requestlog import request_id_middleware
 from refundwatch.web.security import security_before_send, security_middleware
 from refundwatch.web.templating import register_filters
 from refundwatch.webhooks.controllers import webhook
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def create_asgi() -> ASGIApp:
@@ -62,6 +60,7 @@ def create_app() -> Litestar:
     configure_logging(settings)
     warn_if_metrics_open(settings)
     rt = Runtime.build(settings)
+    assets = asset_dirs()
     # Live updates travel on their own Redis connection (a subscribed connection can do nothing else).
     channels_redis = Redis.from_url(settings.redis_url)
     channels = ChannelsPlugin(
@@ -109,9 +108,7 @@ def create_app() -> Litestar:
             healthz,
             readyz,
             metrics,
-            create_static_files_router(
-                path="/static", directories=[ROOT / "static"], include_in_schema=False
-            ),
+            create_static_files_router(path="/static", directories=[assets.static], include_in_schema=False),
         ],
         lifespan=[lifespan],
         exception_handlers={**EXCEPTION_HANDLERS, **PAGE_EXCEPTION_HANDLERS},
@@ -125,7 +122,7 @@ def create_app() -> Litestar:
             exclude=["^/api/", "^/webhooks/", "^/healthz", "^/readyz", "^/metrics", "^/static/", "^/schema"],
         ),
         template_config=TemplateConfig(
-            directory=ROOT / "templates",
+            directory=assets.templates,
             engine=JinjaTemplateEngine,
             engine_callback=lambda engine: register_filters(engine.engine),
         ),

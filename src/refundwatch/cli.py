@@ -93,8 +93,12 @@ def db_upgrade() -> None:
 def serve(host: str, port: int, workers: int) -> None:
     """The web server."""
     from refundwatch.server import serve as run_server
+    from refundwatch.web.assets import asset_dirs
 
     get_settings().check_required()
+    # Without htmx the dashboard loads but never updates, and nothing says why: refuse instead.
+    if problem := asset_dirs().missing():
+        _fail(problem, code=1)
     run_server(host, port, workers)
 
 

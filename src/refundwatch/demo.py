@@ -1,9 +1,10 @@
 """`refundwatch demo` (what `make demo` runs): the whole system on this machine, seeded and busy.
 
-Redis (found or started), the database under ``var/``, the gateway simulator, the web server and the
-worker as child processes, ~200 demo payments, some history, then live traffic. Ctrl-C (or SIGTERM)
-stops everything it started and exits 0; a child that dies on its own is reported with its log tail
-and the demo exits non-zero.
+Redis (a database of its own on the one found, or a private server), the database under ``var/``, the
+gateway simulator, the web server and the worker as child processes, ~200 demo payments, some history,
+then live traffic. Payments registered meanwhile are made known to the simulator (``demo_mirror``).
+Ctrl-C (or SIGTERM) stops everything it started, empties its Redis database and exits 0; a child that
+dies on its own is reported with its log tail and the demo exits non-zero.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ import httpx2
 import redis
 import redis.asyncio as aioredis
 
-from refundwatch import demo_idp
+from refundwatch import demo_idp, demo_redis
 from refundwatch.audit.actions import Actor
 from refundwatch.config import get_settings, reset_settings
+from refundwatch.demo_mirror import SimulatorMirror
 from refundwatch.demo_traffic import DemoPayment, DemoTraffic
 from refundwatch.lib.exceptions import RefundwatchError
 
@@ -50,6 +52,7 @@ READY_TIMEOUT_SECONDS = 60.0
 DEMO_ACTOR = Actor("system", "demo")
 LABELS = {"web": "web server", "redis": "private redis-server"}
 SCOPES = ["payments:write", "refunds:read", "refunds:write"]
+OWN_DATABASE = " (the demo's own database, emptied when it stops)"
 
 
 BANNER = """
@@ -61,6 +64,7 @@ refundwatch demo is running
                scopes: {scopes}
 {logins}
   Simulator    {sim}  (faults: {sim}/_control/faults, ledger: {sim}/_control/ledger)
+  Payments     yours (API, screens, CSV) reach the simulator within a second; by hand: {register}
   Traffic      {traffic}
   Database     {database}
   Redis        {redis}
@@ -131,6 +135,7 @@ def _die_with_parent() -> Callable[[], None] | None:
 @dataclass
 class Supervisor:
     children: list[Child] = field(default_factory=list)
+    redis_claimed: str | None = None  # the database the demo claimed on a shared Redis, emptied at the end
 
     def start(self, name: str, argv: list[str]) -> Child:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
@@ -228,18 +233,28 @@ def _redis_answers(url: str) -> bool:
 
 
 def _ensure_redis(sup: Supervisor) -> tuple[str, bool]:
-    """The Redis URL to use, and whether the demo started it."""
+    """The Redis URL to use (a database of the demo's own), and whether the demo started the server."""
     url = os.environ.get("REFUNDWATCH_REDIS_URL") or DEFAULT_REDIS_URL
-    if _redis_answers(url):
-        return url, False
     binary = shutil.which("redis-server")
-    if binary is None:
+    if _redis_answers(url):
+        claimed = demo_redis.claim_database(url)
+        if claimed is not None:
+            sup.redis_claimed = claimed
+            return claimed, False
+        if binary is None:
+            raise DemoError(
+                f"the Redis at {url} has no empty database (1-15) for the demo to use as its own: "
+                "free one, or install redis-server (the demo then starts a private one)"
+            )
+        _say(f"the Redis at {url} has no empty database for the demo; starting a private redis-server")
+    elif binary is None:
         raise DemoError(
             f"no Redis answers at {url} and there is no redis-server to start one: install it "
             "(Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis) "
             "or set REFUNDWATCH_REDIS_URL"
         )
-    _say(f"no Redis answers at {url}; starting a private redis-server")
+    else:
+        _say(f"no Redis answers at {url}; starting a private redis-server")
     for _attempt in range(3):  # the free port can be taken before redis binds it
         port = _free_port()
         options = f"--bind 127.0.0.1 --port {port} --appendonly no --daemonize no".split()
@@ -399,6 +414,11 @@ async def _exists(client: aioredis.Redis, key: str) -> bool:
 def _banner(demo: Demo, showcase: DemoPayment) -> str:
     body = {"payment_reference": showcase.reference, "connection": showcase.connection, "amount": 500,
             "currency": showcase.currency, "reason": "requested_by_customer"}  # fmt: skip
+    payment = {"processor": "stripe", "payment_reference": "pi_mine", "amount": 5000, "currency": "EUR"}
+    register = (
+        f"curl -s -X POST {demo.simulator_url}/_control/payments -H 'Content-Type: application/json' "
+        f"-d '{json.dumps(payment)}'"
+    )
     logins = demo.logins or [f"({demo.sign_in_note})"]
     return BANNER.format(
         web=demo.web_url,
@@ -410,7 +430,8 @@ def _banner(demo: Demo, showcase: DemoPayment) -> str:
         logins="\n".join(f"  Sign in as   {line}" for line in logins),
         traffic="about 2-5 refunds per second, with injected gateway faults" if demo.traffic else "off",
         database=get_settings().database_url,
-        redis=demo.redis_url + (" (private, stopped with the demo)" if demo.private_redis else ""),
+        redis=demo.redis_url + (" (private, stopped with the demo)" if demo.private_redis else OWN_DATABASE),
+        register=register,
         logs=", ".join(str(c.log) for c in demo.sup.children),
     )
 
@@ -439,6 +460,11 @@ async def _work(demo: Demo) -> None:
             raise DemoError(f"seeding failed: {exc}") from exc
         _say(_banner(demo, showcase))
         runner = asyncio.create_task(traffic.run(report=_say)) if demo.traffic else None
+        from refundwatch.runtime import Runtime
+
+        mirror_rt = Runtime.build(get_settings(), pool_size=1)
+        mirror = SimulatorMirror(mirror_rt, client, demo.simulator_url, _say)
+        mirroring = asyncio.create_task(mirror.run())
         try:
             while True:
                 dead = demo.sup.first_dead()
@@ -448,6 +474,9 @@ async def _work(demo: Demo) -> None:
                     raise DemoError(f"demo traffic stopped: {runner.exception()!r}")
                 await asyncio.sleep(0.5)
         finally:
+            mirroring.cancel()
+            await asyncio.gather(mirroring, return_exceptions=True)
+            await mirror_rt.close()
             if runner is not None:
                 runner.cancel()
                 await asyncio.gather(runner, return_exceptions=True)
@@ -492,6 +521,8 @@ def run_demo(*, port: int = 8000, traffic: bool = True) -> None:
         if sup.children:
             _say("\nstopping the demo: " + ", ".join(c.label for c in sup.children))
         sup.stop_all()
+        if sup.redis_claimed is not None and demo_redis.release_database(sup.redis_claimed):
+            _say(f"emptied the demo's Redis database ({sup.redis_claimed})")
     _say("the demo has stopped")
 
 

@@ -123,12 +123,15 @@ class RequestIdFilter(logging.Filter):
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, Any] = {
             "at": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
+        # Structured fields passed as ``extra={"fields": {...}}``: ids, codes, numbers (scrubbed anyway).
+        for key, value in (getattr(record, "fields", None) or {}).items():
+            entry.setdefault(key, scrub(value) if isinstance(value, str) else value)
         request_id = getattr(record, "request_id", None) or REQUEST_ID.get()
         if request_id and request_id != "-":
             entry["request_id"] = request_id

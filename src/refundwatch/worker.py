@@ -26,6 +26,7 @@ from refundwatch.jobs import Worker, enqueue
 from refundwatch.logs import configure_logging
 from refundwatch.refunds import execution, syncing
 from refundwatch.refunds.breaker import Breaker
+from refundwatch.refunds.outcome_log import FinalOutcome, log_outcomes
 from refundwatch.refunds.outcomes import RetryLater
 from refundwatch.refunds.services import enqueue_execution
 from refundwatch.runtime import QUEUE_NAME, Runtime, redis_settings
@@ -104,8 +105,13 @@ async def anchor_audit(ctx: dict[str, Any]) -> str | None:
 
 async def fold_rollups(ctx: dict[str, Any]) -> int:
     """Count new outcomes into the dashboard rollups (dashboard.rollups), then tell the dashboards."""
-    db, folded = _rt(ctx).db, 0
-    while (batch := await rollups.fold(db)) > 0:
+    rt, folded = _rt(ctx), 0
+    while True:
+        outcomes: list[FinalOutcome] = []
+        batch = await rollups.fold(rt.db, outcomes=outcomes)
+        await log_outcomes(rt, outcomes)
+        if batch == 0:
+            break
         folded += batch
     if folded:
         signals.notice(ROLLUPS)

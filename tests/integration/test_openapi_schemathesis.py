@@ -5,8 +5,9 @@ does not declare, any valid request refused for its shape, any invalid one accep
 
 Two runs per backend. The first is schemathesis on its own: every field varies, so almost every refund
 names a payment that does not exist (422 unknown_payment) and every refund id is unknown (404). The
-second points the refund requests at a real payment and the refund-id operations at a real refund, so
-success answers (201, the 200 replay, the refund with its events, cancel's 409) are checked too.
+second points the refund requests and the payment read at a real payment and the refund-id operations
+at a real refund, so success answers (201, the 200 replay, the refund with its events, the payment with
+its ledger, cancel's 409) are checked too.
 
 Both backends: the document and the validation are the same code on both, but what a database refuses
 (NUL characters, text PostgreSQL cannot store) differs, and a 5xx for unstorable input would show on one
@@ -159,5 +160,10 @@ refund_id = "{refund_id}"
 include-path = "/api/v1/refunds"
 include-method = "POST"
 parameters = {{ {", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in overrides.items())} }}
+
+[[operations]]
+include-path = "/api/v1/payments/{{payment_reference}}"
+include-method = "GET"
+parameters = {{ "path.payment_reference" = {json.dumps(reference)} }}
 """
     run_schemathesis(stack, tmp_path / "seeded", config)

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from refundwatch.db.engine import Database
 from refundwatch.db.models._stats import ACCEPT_COLUMNS, BUCKETS, FINAL_COLUMNS, LATENCY_BOUNDS_MS
 from refundwatch.db.tables import HEALTH_STATS, OUTBOX, REFUNDS, STATS
+from refundwatch.refunds.outcome_log import FinalOutcome
 from refundwatch.refunds.states import Status, Transition
 
 COUNTED = frozenset({Status.PROCESSING, Status.SUCCEEDED, Status.FAILED, Status.REVERSED})
@@ -171,11 +172,16 @@ _REFUND_COLUMNS = (
     REFUNDS.c.accepted_at,
     REFUNDS.c.error_code,
     REFUNDS.c.processor_code,
+    # For the outcome log lines (refunds.outcome_log), not the rollups.
+    REFUNDS.c.amount,
+    REFUNDS.c.currency,
+    REFUNDS.c.attempts,
 )
 
 
-async def fold(db: Database, *, limit: int = 5000) -> int:
-    """Fold up to ``limit`` outbox rows into the rollups; returns how many were folded."""
+async def fold(db: Database, *, limit: int = 5000, outcomes: list[FinalOutcome] | None = None) -> int:
+    """Fold up to ``limit`` outbox rows into the rollups; returns how many were folded. The outcomes
+    folded (not ``processing``) are appended to ``outcomes`` once committed, for the worker to log."""
     async with db.write_connection() as conn:
         claim = select(*_CLAIM_COLUMNS).order_by(OUTBOX.c.id).limit(limit)
         if not db.is_sqlite:
@@ -191,6 +197,20 @@ async def fold(db: Database, *, limit: int = 5000) -> int:
         await conn.execute(
             delete(OUTBOX).where(OUTBOX.c.id.in_(bindparam("ids", expanding=True))),
             {"ids": [r.id for r in rows]},
+        )
+    if outcomes is not None:
+        outcomes.extend(
+            FinalOutcome(
+                refund_id=row.refund_id,
+                connection_id=refund.connection_id,
+                status=str(row.status),
+                amount=refund.amount,
+                currency=refund.currency,
+                attempts=refund.attempts,
+                error_code=refund.error_code if row.status != Status.SUCCEEDED else None,
+            )
+            for row in rows
+            if row.status != Status.PROCESSING and (refund := refunds.get(row.refund_id)) is not None
         )
     return len(rows)
 

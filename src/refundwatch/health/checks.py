@@ -48,9 +48,9 @@ async def run_due_checks(rt: Runtime) -> int:
         return 0
     results = await asyncio.gather(*(_check(rt, c) for c in due))
     if rt.breaker is not None:
-        for check in results:
+        for conn, check in zip(due, results, strict=True):
             if check.ok:  # a failed check alone does not open the circuit; failed refund calls do
-                rt.breaker.record(check.connection_id, ok=True)
+                rt.breaker.record(check.connection_id, ok=True, name=conn.name)
     async with rt.db.session() as session:
         session.add_all(results)
         await record_health(await session.connection(), results)  # same transaction as the checks

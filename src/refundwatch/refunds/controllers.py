@@ -15,12 +15,20 @@ from litestar.params import Parameter
 from refundwatch.auth.apikeys import Principal
 from refundwatch.db.models import Payment, Refund
 from refundwatch.lib.exceptions import ValidationFailed
+from refundwatch.payments.ledger import payment_view
 from refundwatch.payments.services import PaymentInput, create_payment
 from refundwatch.refunds import services
 from refundwatch.refunds.execution import sync_refund
 from refundwatch.refunds.intake import create_refund
 from refundwatch.refunds.queries import MAX_PAGE, RefundFilter, list_refunds
-from refundwatch.refunds.schemas import PaymentCreate, PaymentOut, RefundCreate, RefundList, RefundOut
+from refundwatch.refunds.schemas import (
+    PaymentCreate,
+    PaymentDetail,
+    PaymentOut,
+    RefundCreate,
+    RefundList,
+    RefundOut,
+)
 from refundwatch.refunds.states import Source, Status, Trigger
 from refundwatch.refunds.syncing import stamp_synced
 from refundwatch.refunds.views import refund_out
@@ -206,3 +214,35 @@ class PaymentController(Controller):
             _actor(request, who),
         )
         return Response(payment_out(payment, data.connection), status_code=201 if created else 200)
+
+    @get("/payments/{payment_reference:str}", opt=READ)
+    async def read(
+        self,
+        request: Request[Any, Any, Any],
+        who: Principal,
+        payment_reference: str,
+        connection: Annotated[
+            str | None,
+            Parameter(description="the payment's connection; needed when the reference exists on several"),
+        ] = None,
+    ) -> PaymentDetail:
+        rt = runtime_of(request)
+        view = await payment_view(rt, payment_reference, connection)
+        p, ledger = view.payment, view.ledger
+        return PaymentDetail(
+            id=str(p.id),
+            connection=view.connection,
+            payment_reference=p.payment_reference,
+            amount=p.amount,
+            currency=p.currency,
+            captured_at=p.captured_at,
+            order_id=p.order_id,
+            invoice_id=p.invoice_id,
+            created_at=p.created_at,
+            captured=ledger.captured,
+            refunded=ledger.refunded,
+            in_flight=ledger.in_flight,
+            reversed=ledger.reversed,
+            refundable=ledger.refundable,
+            refunds=[refund_out(r, view.events.get(r.id, []), view.connection) for r in view.refunds],
+        )

@@ -30,6 +30,7 @@ from refundwatch.gateways.registry import get_gateway
 from refundwatch.refunds import cas, lookup, notified
 from refundwatch.refunds.breaker import Breaker
 from refundwatch.refunds.connection_wait import disabled_connection_wait
+from refundwatch.refunds.outcome_log import log_refund
 from refundwatch.refunds.outcomes import RetryLater, failed_attempt, record_result
 from refundwatch.refunds.services import apply, enqueue_execution, lock_refund, utcnow
 from refundwatch.refunds.states import Source, Status, Trigger
@@ -124,7 +125,7 @@ def _report_call(rt: Runtime, conn: ConnectionInfo, err: GatewayError | None) ->
     """Live calls feed the circuit breaker and the uptime panel's current state."""
     ok = err is None or err.code not in UNAVAILABLE
     if rt.breaker is not None:
-        rt.breaker.record(conn.id, ok=ok)
+        rt.breaker.record(conn.id, ok=ok, name=conn.name)
     if ok or err is None:
         signals.gateway_call(conn.name, ok=True)
     else:
@@ -196,6 +197,7 @@ async def _claim_locked(rt: Runtime, refund_id: UUID) -> Claim | str:
                 next_attempt_at=None,
             )
             await session.commit()
+            await log_refund(rt, refund)
             return "manual_review: attempts exhausted"
         look_up = bool(refund.lookup_before_send or refund.gateway_refund_id)
         if look_up:

@@ -32,6 +32,7 @@ from refundwatch.gateways.registry import supported_processors
 from refundwatch.lib.cards import refuse_card_numbers
 from refundwatch.lib.crypto import sha256_hex
 from refundwatch.lib.exceptions import Conflict, ValidationFailed
+from refundwatch.payments.ledger import on_other_connection, other_connections
 from refundwatch.refunds.schemas import (
     MAX_AMOUNT,
     MAX_METADATA_KEY_LENGTH,
@@ -243,6 +244,13 @@ async def create_refund(
             f"your role may start refunds of at most {amount_limit} (minor units); ask an approver",
             code="amount_over_role_limit",
         )
+    if not found.payments and connection_id is not None and body.connection is not None:
+        others = await other_connections(rt, body.payment_reference, connection_id)
+        if others:
+            raise ValidationFailed(
+                on_other_connection(body.payment_reference, body.connection, others),
+                code="payment_on_other_connection",
+            )
     payment = _the_payment(body, found.payments)
     await _check_against_payment(rt, body, payment)
     threshold = rt.settings.approval_threshold_for(payment.currency)

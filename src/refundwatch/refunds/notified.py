@@ -14,6 +14,7 @@ from uuid import UUID
 from refundwatch.audit.actions import WORKER
 from refundwatch.config import Settings
 from refundwatch.lib.exceptions import Conflict
+from refundwatch.refunds.outcome_log import log_refund
 from refundwatch.refunds.services import apply, lock_refund, utcnow
 from refundwatch.refunds.states import Source, Status, Trigger
 from refundwatch.runtime import Runtime
@@ -48,6 +49,7 @@ async def settle_overdue(rt: Runtime, refund_id: UUID, processor: str, connectio
             "refund, and it has no endpoint to read the refund: a person must check its records",
         )
         await session.commit()
+    await log_refund(rt, refund)
     return "manual_review: notification overdue"
 
 

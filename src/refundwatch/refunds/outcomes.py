@@ -15,11 +15,13 @@ from typing import Any
 from uuid import UUID
 
 from refundwatch.audit.actions import WORKER
+from refundwatch.db.models import Refund
 from refundwatch.gateways.base import UNKNOWN_OUTCOME_CODES as UNKNOWN_OUTCOME
 from refundwatch.gateways.base import ErrorCode, Exchange, GatewayError, GatewayStatus, RefundResult
 from refundwatch.refunds import attempts, cas
+from refundwatch.refunds.outcome_log import log_refund
 from refundwatch.refunds.services import apply, lock_refund, utcnow
-from refundwatch.refunds.states import Source, Status, Trigger
+from refundwatch.refunds.states import Source, Status, Transition, Trigger
 from refundwatch.runtime import Runtime
 
 TRIGGER_FOR = {
@@ -110,6 +112,8 @@ async def failed_attempt(rt: Runtime, refund_id: UUID, attempt: int, err: Gatewa
             **fields,
         )
         await session.commit()
+    if refund.status == Status.MANUAL_REVIEW:  # failed ones are logged when folded (outcome_log)
+        await log_refund(rt, refund)
     return f"{trigger.value}: {err.code.value}"
 
 
@@ -158,6 +162,9 @@ async def record_result(
         **fields,
     )
     if row is not None:
+        if row.status == Status.MANUAL_REVIEW:
+            async with rt.db.read_session() as session:
+                await log_refund(rt, await session.get(Refund, refund_id))
         return f"{row.status} (from {Status.SUBMITTING.value})"
     async with rt.db.session() as session:
         refund = await lock_refund(session, refund_id)
@@ -185,4 +192,6 @@ async def record_result(
             **fields,
         )
         await session.commit()
+    if refund.status == Status.MANUAL_REVIEW and isinstance(decision, Transition) and decision.changed:
+        await log_refund(rt, refund)
     return f"{refund.status} ({decision})"

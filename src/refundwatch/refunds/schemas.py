@@ -143,3 +143,23 @@ class PaymentOut(msgspec.Struct):
     refunded_amount: int
     refundable_amount: int
     created_at: dt.datetime
+
+
+class PaymentDetail(msgspec.Struct):
+    """A payment with its ledger (minor units) and its refunds, newest first."""
+
+    id: str
+    connection: str
+    payment_reference: str
+    amount: int
+    currency: str
+    captured_at: dt.datetime
+    order_id: str | None
+    invoice_id: str | None
+    created_at: dt.datetime
+    captured: int
+    refunded: int
+    in_flight: int
+    reversed: int
+    refundable: int
+    refunds: list[RefundOut]

@@ -99,6 +99,7 @@ OPERATIONS: dict[tuple[str, str], dict[int, tuple[str, ...]]] = {
             "invalid_amount",
             "invalid_currency",
             "unknown_payment",
+            "payment_on_other_connection",
             "ambiguous_payment",
             "unknown_connection",
             "unsupported_processor",
@@ -126,6 +127,11 @@ OPERATIONS: dict[tuple[str, str], dict[int, tuple[str, ...]]] = {
         **_BODY,
         409: ("payment_conflict",),
         422: ("validation_error", "invalid_amount", "invalid_currency", "unknown_connection", REFUSED_CODE),
+    },
+    ("get", "/api/v1/payments/{payment_reference}"): {
+        **_API,
+        404: ("payment_not_found", "payment_on_other_connection"),
+        422: ("validation_error", "unknown_connection", "ambiguous_payment"),
     },
     # Processors authenticate by signature, not bearer tokens.
     ("post", "/webhooks/{connection}"): {
