@@ -262,6 +262,15 @@ def test_confirming_notifications_are_applied_on_receipt_and_the_rest_left_to_th
         assert stack.wait_status(odd["id"], "manual_review")["status"] == "manual_review"
     finally:
         faults(stack)
+    # A person must decide: the worker says so in one structured line (refunds.outcome_log).
+    wait_until(
+        lambda: any(
+            f'"refund_id": "{odd["id"]}"' in line and '"status": "manual_review"' in line
+            for line in (stack.workdir / "worker.log").read_text(errors="replace").splitlines()
+        ),
+        timeout=20,
+        what="the manual_review outcome line",
+    )
     succeeded = stack.get(ok["id"])
     assert [e["status"] for e in succeeded["events"]].count("succeeded") == 1, succeeded["events"]
     assert any(f"webhook REFUND ({ok['gateway_refund_id']}:REFUND:true)" in d for d in details(succeeded))

@@ -28,9 +28,10 @@ from refundwatch.gateways.registry import get_gateway
 from refundwatch.jobs import enqueue
 from refundwatch.lib.exceptions import AuthenticationFailed, NotFound, ValidationFailed
 from refundwatch.refunds import attempts
+from refundwatch.refunds.outcome_log import log_refund
 from refundwatch.refunds.outcomes import TRIGGER_FOR
 from refundwatch.refunds.services import apply
-from refundwatch.refunds.states import Source, Trigger
+from refundwatch.refunds.states import Source, Status, Transition, Trigger
 from refundwatch.runtime import Runtime
 from refundwatch.webhooks import fastpath, rejections
 from refundwatch.webhooks.storing import new_rows
@@ -181,16 +182,23 @@ async def process_event(rt: Runtime, stored_id: UUID) -> str:
         if conn is None:
             return "connection missing"
         outcomes: list[str] = []
+        reviews: list[Refund] = []
         for event in get_gateway(conn.processor).parse_webhook(row.payload.encode()):
-            outcomes.append(await _apply_event(session, conn.id, conn.name, event))
+            outcomes.append(await _apply_event(session, conn.id, conn.name, event, reviews))
         row.processed_at = dt.datetime.now(dt.UTC)
         row.outcome = "; ".join(outcomes)[:255]
         await session.commit()
+    for refund in reviews:  # a person must decide: one outcome line each (refunds.outcome_log)
+        await log_refund(rt, refund)
     return row.outcome or ""
 
 
 async def _apply_event(
-    session: AsyncSession, connection_id: UUID, connection_name: str, event: WebhookEvent
+    session: AsyncSession,
+    connection_id: UUID,
+    connection_name: str,
+    event: WebhookEvent,
+    reviews: list[Refund],
 ) -> str:
     if event.status is None:
         return f"{event.event_type}: not a refund status change"
@@ -236,6 +244,8 @@ async def _apply_event(
         detail=detail,
         **fields,
     )
+    if isinstance(decision, Transition) and decision.after is Status.MANUAL_REVIEW:
+        reviews.append(refund)
     return f"{event.event_type}: {refund.status} ({getattr(decision, 'name', 'moved')})"
 
 
