@@ -19,9 +19,9 @@ class AuditEntry(BigIntBase):
 
     __tablename__ = "audit_log"
 
-    at: Mapped[dt.datetime] = mapped_column(DateTimeUTC(timezone=True))
+    at: Mapped[dt.datetime] = mapped_column(DateTimeUTC(timezone=True), index=True)
     actor_type: Mapped[str] = mapped_column(String(16))
-    actor_id: Mapped[str] = mapped_column(String(255))
+    actor_id: Mapped[str] = mapped_column(String(255), index=True)
     action: Mapped[str] = mapped_column(String(128), index=True)
     target_type: Mapped[str | None] = mapped_column(String(64), default=None)
     target_id: Mapped[str | None] = mapped_column(String(255), default=None, index=True)
