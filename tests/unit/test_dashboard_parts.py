@@ -186,7 +186,7 @@ def test_a_sparkline_needs_enough_points_or_says_why_it_has_none() -> None:
     assert two.note == "No line yet: data for 2 intervals of 1 min; a line needs at least 3."
     assert two.note in two.svg  # the chart's own description says it too
     nothing = svg.sparkline([None] * 5, low=0, high=1, label="rate")
-    assert nothing.note == "No line: no data in this window yet."
+    assert nothing.note == "No line yet: no finished interval has data; a line needs 3."
 
 
 FIGURES = {"24h": 0.99, "7d": 0.99, "30d": 0.99}

@@ -77,8 +77,9 @@ def sparkline(
     known = [v for v in values if v is not None]
     if len(known) < MIN_POINTS:
         step_text = f" of {interval}" if interval else ""
+        # (the interval still running is not drawn by every caller: "finished" keeps this true)
         if not known:
-            summary = "No line: no data in this window yet."
+            summary = f"No line yet: no finished interval{step_text} has data; a line needs {MIN_POINTS}."
         else:
             have = "1 interval" if len(known) == 1 else f"{len(known)} intervals"
             summary = f"No line yet: data for {have}{step_text}; a line needs at least {MIN_POINTS}."
