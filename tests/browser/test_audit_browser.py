@@ -111,7 +111,7 @@ def test_the_log_fits_the_window_and_long_values_show_whole_on_hover(
             "document.documentElement.scrollWidth - document.documentElement.clientWidth"
         )
         assert overflow <= 0, f"the page scrolls sideways by {overflow}px at {width}px"
-        target = page.locator(f'table.audit-log span.cut[title*="{refund_id}"]').first
+        target = page.locator(f'table.audit-log a.cut[title*="{refund_id}"]').first
         expect(target).to_be_visible()
         assert refund_id in (target.get_attribute("title") or "")
         expect(page.locator("#chain-verified")).to_be_visible()
