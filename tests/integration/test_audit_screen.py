@@ -166,3 +166,38 @@ def test_only_admins_see_the_log_and_its_exports(stack: Stack, user: str) -> Non
     with signed_in(stack, user) as client:
         for path in ("/audit", "/audit/export.csv", "/audit/export.jsonl"):
             assert client.get(path).status_code == 403, (user, path)
+
+
+def test_the_chain_state_names_an_entry_changed_before_the_worker_checked_it(stack: Stack) -> None:
+    from test_audit import bypassing_guards  # the superuser's way around the guards
+
+    stack.stop_worker()
+    try:  # one new entry, sealed here and changed while the worker is away
+        stack.payment(1_000)
+        stack.cli("audit", "seal")
+        (entry_id, seq, details) = db_rows(
+            stack, "SELECT id, seq, details FROM audit_log WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1"
+        )[0]
+        bypassing_guards(stack, "UPDATE audit_log SET details = ? WHERE id = ?", '{"forged":true}', entry_id)
+    finally:
+        stack.start_worker()
+        stack.wait_worker_ready()
+    broken = f"broken after seq {seq - 1}: audit entry #{entry_id} (seq {seq}): content was changed"
+    try:
+        with signed_in(stack, "ada-admin") as ada:
+
+            def chain() -> str:
+                page = ada.get("/audit").text
+                return page[page.index('id="audit-chain"') : page.index("</section>")]
+
+            shown = wait_until(lambda: chain() if broken in chain() else None, timeout=30, what="found")
+            assert "seq 1 to" not in shown
+    finally:
+        bypassing_guards(stack, "UPDATE audit_log SET details = ? WHERE id = ?", details, entry_id)
+    with signed_in(stack, "ada-admin") as ada:
+
+        def verified() -> int:
+            found = re.search(r"seq 1 to <strong>(\d+)</strong>", ada.get("/audit").text)
+            return int(found.group(1)) if found else 0
+
+        wait_until(lambda: verified() >= seq, timeout=30, what="restored: verified past it again")
