@@ -173,11 +173,16 @@ def test_the_chain_state_names_an_entry_changed_before_the_worker_checked_it(sta
 
     stack.stop_worker()
     try:  # one new entry, sealed here and changed while the worker is away
-        stack.payment(1_000)
+        reference = stack.payment(1_000)
         stack.cli("audit", "seal")
         (entry_id, seq, details) = db_rows(
-            stack, "SELECT id, seq, details FROM audit_log WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1"
+            stack,
+            "SELECT id, seq, details FROM audit_log WHERE action = 'api:payment:create' AND details LIKE ?",
+            f"%{reference}%",
         )[0]
+        assert seq is not None, (
+            f"entry #{entry_id} was not sealed: {stack.cli('audit', 'verify', check=False)}"
+        )
         bypassing_guards(stack, "UPDATE audit_log SET details = ? WHERE id = ?", '{"forged":true}', entry_id)
     finally:
         stack.start_worker()

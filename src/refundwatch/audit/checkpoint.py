@@ -28,6 +28,7 @@ from refundwatch.db.models import AuditEntry
 
 KEY = "refundwatch:audit:verified"
 BATCH = 5000  # entries rechecked per run, at most
+STUCK_AFTER = dt.timedelta(minutes=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +101,15 @@ class ChainState:
     anchor: Anchor | None
     anchor_problem: str | None  # the anchor file cannot be read
     anchor_matches: bool | None  # the chain still holds the anchored hash at the anchor's seq
+    oldest_pending: tuple[int, dt.datetime] | None = None  # id and time of the oldest unsealed entry
+
+    @property
+    def sealing_stuck(self) -> bool:
+        """The sealer runs every second: an entry unsealed for a minute means sealing stopped at it
+        (its content no longer matches its entry hash; ``audit verify`` names it)."""
+        if self.oldest_pending is None:
+            return False
+        return dt.datetime.now(dt.UTC) - self.oldest_pending[1] > STUCK_AFTER
 
 
 async def chain_state(db: Database, redis: Redis | None, anchors: Path) -> ChainState:
@@ -114,8 +124,24 @@ async def chain_state(db: Database, redis: Redis | None, anchors: Path) -> Chain
     async with db.read_session() as session:
         head, _ = await chain_head(session)
         pending = await session.scalar(select(func.count(AuditEntry.id)).where(AuditEntry.seq.is_(None)))
+        oldest = (
+            await session.execute(
+                select(AuditEntry.id, AuditEntry.at)
+                .where(AuditEntry.seq.is_(None))
+                .order_by(AuditEntry.id)
+                .limit(1)
+            )
+        ).first()
         matches = None
         if anchor is not None and anchor.seq > 0:
             anchored = await session.scalar(select(AuditEntry.hash).where(AuditEntry.seq == anchor.seq))
             matches = anchored == anchor.hash
-    return ChainState(head, int(pending or 0), verified, anchor, anchor_problem, matches)
+    return ChainState(
+        head,
+        int(pending or 0),
+        verified,
+        anchor,
+        anchor_problem,
+        matches,
+        (int(oldest[0]), oldest[1]) if oldest else None,
+    )
