@@ -331,6 +331,9 @@ def stack(
         "REFUNDWATCH_DATABASE_URL": database_url,
         "REFUNDWATCH_REDIS_URL": start_private_redis(),
         "REFUNDWATCH_BASE_URL": web_url,
+        # The stack's own anchors (the default is relative to the working directory, which the web and
+        # worker processes share with every other stack of the session).
+        "REFUNDWATCH_AUDIT_ANCHOR": str(workdir / "var" / "audit-anchors.jsonl"),
         "REFUNDWATCH_LOG_JSON": "true",  # as in production: what the log tests read
         # Fast retries and sweeps so failure paths finish within a test's patience.
         "REFUNDWATCH_RETRY_BASE_SECONDS": "0.2",

@@ -16,7 +16,9 @@ from uuid import UUID
 from arq import Retry, cron, func
 from arq.connections import RedisSettings
 
+from refundwatch.audit import checkpoint
 from refundwatch.audit.anchors import anchor_periodically
+from refundwatch.audit.keys import AuditKeys
 from refundwatch.audit.services import seal
 from refundwatch.config import get_settings
 from refundwatch.dashboard import rollups
@@ -93,6 +95,13 @@ async def seal_audit(ctx: dict[str, Any]) -> int:
     return await seal(_rt(ctx).db)
 
 
+async def verify_audit(ctx: dict[str, Any]) -> int:
+    """Recheck newly sealed entries; ``/audit`` shows how far the chain is verified (audit.checkpoint)."""
+    rt = _rt(ctx)
+    found = await checkpoint.advance(rt.db, AuditKeys.from_settings(rt.settings), rt.require_redis())
+    return found.seq
+
+
 async def flush_webhook_rejections(ctx: dict[str, Any]) -> int:
     """One audit entry per connection and minute of rejected webhooks (webhooks.rejections)."""
     return await rejections.flush(_rt(ctx))
@@ -165,6 +174,7 @@ def worker_settings() -> dict[str, Any]:
             cron(health_checks, second=_EVERY_SECOND, timeout=timeout, unique=True),
             cron(seal_audit, second=_EVERY_SECOND, timeout=timeout, unique=True),
             cron(anchor_audit, second=_EVERY_SECOND, timeout=timeout, unique=True),
+            cron(verify_audit, second=set(range(0, 60, 5)), timeout=timeout, unique=True),
             cron(fold_rollups, second=_EVERY_SECOND, timeout=timeout, unique=True),
             cron(flush_webhook_rejections, second=set(range(0, 60, 5)), timeout=timeout, unique=True),
             cron(prune_rollups, minute=7, second=0, timeout=timeout, unique=True),

@@ -118,8 +118,13 @@ def test_gateway_uptime_from_health_checks(stack: Stack) -> None:
     with signed_in(stack) as client:
         wait_until(lambda: "state-up" in panel(client, "uptime"), timeout=15, what="a health check ran")
         html = panel(client, "uptime")
-        assert re.search(r"<dt>24h</dt><dd>\d+\.\d\d%</dd>", html), html
+        # A stack minutes old: one figure, "since" its first check, not the same one for 24 h, 7 d and 30 d.
+        since = r'<time datetime="[^"]+">since \d\d:\d\d UTC</time></dt><dd>\d+\.\d\d%</dd>'
+        assert len(re.findall(since, html)) == 1, html
+        assert not re.search(r"<dt>(24h|7d|30d)</dt>", html), html
         assert "Last check" in html
+        # The latency line is drawn from three points on, and says why it is missing before that.
+        assert "<polyline" in html or re.search(r"No line yet: .*; a line needs (at least )?3\.", html)
 
 
 def test_filters_live_in_the_url_and_apply_to_every_panel(

@@ -11,7 +11,7 @@ import pytest
 
 from refundwatch.dashboard import svg
 from refundwatch.dashboard.rollups import bucket_of, histogram_slot, quantile, tally
-from refundwatch.dashboard.uptime import decide_state
+from refundwatch.dashboard.uptime import decide_state, honest_uptimes
 from refundwatch.dashboard.views import RANGES, View
 from refundwatch.db.models._stats import BUCKETS, LATENCY_BOUNDS_MS
 from refundwatch.refunds.breaker import Breaker
@@ -94,6 +94,7 @@ def test_charts_escape_text_and_keep_gaps() -> None:
     assert chart.svg.count("<polyline") == 1, "the gap splits the line; a lone point is a dot"
     assert "<circle" in chart.svg
     assert "From 1.0 to 3.0" in chart.summary
+    assert chart.note is None
     empty = svg.histogram([0] * BUCKETS, ["x"] * BUCKETS, label="none")
     assert "No finished refunds" in empty.summary
 
@@ -176,3 +177,39 @@ def test_rate_colours_are_judged_as_shown() -> None:
     assert level_of(0.9794, 0.98, 0.95) == "warn", "shown as 97.9%"
     assert level_of(0.9494, 0.98, 0.95) == "bad"
     assert level_of(None, 0.98, 0.95) == "none"
+
+
+def test_a_sparkline_needs_enough_points_or_says_why_it_has_none() -> None:
+    two = svg.sparkline([None, 1.0, None, 2.0], low=0, high=2, label="rate", interval="1 min")
+    assert "<polyline" not in two.svg
+    assert "<circle" not in two.svg
+    assert two.note == "No line yet: data for 2 intervals of 1 min; a line needs at least 3."
+    assert two.note in two.svg  # the chart's own description says it too
+    nothing = svg.sparkline([None] * 5, low=0, high=1, label="rate")
+    assert nothing.note == "No line yet: no finished interval has data; a line needs 3."
+
+
+FIGURES = {"24h": 0.99, "7d": 0.99, "30d": 0.99}
+
+
+@pytest.mark.parametrize(
+    ("age", "shown"),
+    [
+        (dt.timedelta(minutes=5), [("24h", "since 10:12 UTC")]),
+        (dt.timedelta(days=3), [("24h", "24h"), ("7d", "since 2026-11-21 10:17 UTC")]),
+        (dt.timedelta(days=10), [("24h", "24h"), ("7d", "7d"), ("30d", "since 2026-11-14 10:17 UTC")]),
+        (dt.timedelta(days=40), [("24h", "24h"), ("7d", "7d"), ("30d", "30d")]),
+    ],
+)
+def test_uptime_on_a_young_installation_says_since_when_instead_of_repeating_itself(
+    age: dt.timedelta, shown: list[tuple[str, str]]
+) -> None:
+    figures = honest_uptimes(FIGURES, T0 - age, T0)
+    assert [(u.key, u.label) for u in figures] == shown
+    assert [u.since is not None for u in figures] == [
+        age < dt.timedelta(days=30) and i == len(shown) - 1 for i in range(len(shown))
+    ]
+
+
+def test_uptime_without_any_check_shows_the_windows() -> None:
+    assert [u.label for u in honest_uptimes({}, None, T0)] == ["24h", "7d", "30d"]

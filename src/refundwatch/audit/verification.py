@@ -95,20 +95,9 @@ async def _walk_chain(
         if not rows:
             return None
         for entry in rows:
-            where = f"audit entry #{entry.id} (seq {entry.seq})"
-            if entry.seq != expected_seq:
-                return f"{where}: expected seq {expected_seq}; entries are missing"
-            if entry.prev_hash != prev:
-                return f"{where}: prev_hash does not match the entry before it"
-            if content_hash(entry) != entry.entry_hash:
-                return f"{where}: content was changed after it was written"
-            found = keys.rank_of(rank, entry.seq, prev, entry.entry_hash, entry.hash or "")
-            if found is None:
-                return (
-                    f"{where}: hash does not match under REFUNDWATCH_AUDIT_KEY; the chain was altered "
-                    "(or the key is not the one that sealed it)"
-                )
-            rank = found
+            problem, rank = check_entry(keys, entry, expected_seq, prev, rank)
+            if problem is not None:
+                return problem
             if rank == keys.legacy_rank:
                 walk.legacy += 1
             if anchor is not None and entry.seq == anchor.seq:
@@ -117,6 +106,27 @@ async def _walk_chain(
             expected_seq += 1
             walk.sealed += 1
         session.expunge_all()
+
+
+def check_entry(
+    keys: AuditKeys, entry: AuditEntry, expected_seq: int, prev: str, rank: int
+) -> tuple[str | None, int]:
+    """Recheck one sealed entry as the chain's next: what is wrong with it (or None), and the rank of
+    the key that sealed it (keys only move to newer ones along the chain)."""
+    where = f"audit entry #{entry.id} (seq {entry.seq})"
+    if entry.seq != expected_seq:
+        return f"{where}: expected seq {expected_seq}; entries are missing", rank
+    if entry.prev_hash != prev:
+        return f"{where}: prev_hash does not match the entry before it", rank
+    if content_hash(entry) != entry.entry_hash:
+        return f"{where}: content was changed after it was written", rank
+    found = keys.rank_of(rank, entry.seq, prev, entry.entry_hash, entry.hash or "")
+    if found is None:
+        return (
+            f"{where}: hash does not match under REFUNDWATCH_AUDIT_KEY; the chain was altered "
+            "(or the key is not the one that sealed it)"
+        ), rank
+    return None, found
 
 
 def _against_anchor(anchor: Anchor | None, walk: _Walk) -> str | None:

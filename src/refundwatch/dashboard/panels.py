@@ -144,6 +144,7 @@ async def success_rate(rt: Runtime, scope: Scope) -> SuccessPanel:
             low=min([p * 100 for p in points if p is not None] + [90.0]),
             high=100,
             label=f"Success rate per {steps.describe()} over the last {scope.view.range.label}",
+            interval=steps.describe(),
         ),
         level=level_of(overall.rate, settings.dashboard_success_warn, settings.dashboard_success_bad),
     )

@@ -15,6 +15,10 @@ from markupsafe import Markup, escape
 class Chart:
     svg: Markup
     summary: str
+    note: str | None = None  # shown under a chart that draws no line: why there is none
+
+
+MIN_POINTS = 3  # fewer known points than this make no line worth reading (one or two dots)
 
 
 class Steps:
@@ -59,13 +63,27 @@ def _frame(width: int, height: int, label: str, summary: str, body: str, css: st
 
 
 def sparkline(
-    values: Sequence[float | None], *, low: float, high: float, label: str, width: int = 120, height: int = 32
+    values: Sequence[float | None],
+    *,
+    low: float,
+    high: float,
+    label: str,
+    interval: str | None = None,
+    width: int = 120,
+    height: int = 32,
 ) -> Chart:
-    """A line over the known points; gaps where nothing happened stay gaps (not zeros)."""
+    """A line over the known points; gaps where nothing happened stay gaps (not zeros). With fewer
+    than MIN_POINTS known points there is no line, and the chart says why (``note``)."""
     known = [v for v in values if v is not None]
-    if not known:
-        summary = "No data in this window."
-        return Chart(_frame(width, height, label, summary, "", "spark empty"), summary)
+    if len(known) < MIN_POINTS:
+        step_text = f" of {interval}" if interval else ""
+        # (the interval still running is not drawn by every caller: "finished" keeps this true)
+        if not known:
+            summary = f"No line yet: no finished interval{step_text} has data; a line needs {MIN_POINTS}."
+        else:
+            have = "1 interval" if len(known) == 1 else f"{len(known)} intervals"
+            summary = f"No line yet: data for {have}{step_text}; a line needs at least {MIN_POINTS}."
+        return Chart(_frame(width, height, label, summary, "", "spark empty"), summary, summary)
     span = (high - low) or 1.0
     step = width / max(1, len(values) - 1)
     segments: list[list[str]] = [[]]

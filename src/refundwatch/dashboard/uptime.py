@@ -38,6 +38,35 @@ class Failure:
     kind: str  # "health check" or "live call"
 
 
+@dataclass(frozen=True, slots=True)
+class Uptime:
+    """One uptime figure: over a whole window (``key``), or ``since`` the first check when the
+    connection is younger than the window (larger windows would only repeat it, so they are left out)."""
+
+    key: str
+    value: float | None
+    since: dt.datetime | None = None
+    label: str = ""  # what the panel shows: the window, or "since 10:42 UTC"
+
+
+def _since(first: dt.datetime, now: dt.datetime) -> str:
+    fmt = "%H:%M" if now - first < dt.timedelta(days=1) else "%Y-%m-%d %H:%M"
+    return f"since {first.astimezone(dt.UTC).strftime(fmt)} UTC"
+
+
+def honest_uptimes(
+    figures: dict[str, float | None], first_check: dt.datetime | None, now: dt.datetime
+) -> list[Uptime]:
+    shown: list[Uptime] = []
+    for key, length in UPTIME_WINDOWS:
+        value = figures.get(key)
+        if first_check is not None and first_check > now - length:
+            shown.append(Uptime(key, value, first_check, _since(first_check, now)))
+            break
+        shown.append(Uptime(key, value, label=key))
+    return shown
+
+
 @dataclass(slots=True)
 class GatewayRow:
     name: str
@@ -45,7 +74,7 @@ class GatewayRow:
     why: str
     last_check: dt.datetime | None
     last_latency_ms: int | None
-    uptime: dict[str, float | None]
+    uptime: list[Uptime]
     live_calls: int
     live_failed: int
     last_failure: Failure | None
@@ -93,8 +122,9 @@ async def gateway_uptime(rt: Runtime, scope: Scope) -> list[GatewayRow]:
     if not connections:
         return []
     ids = [c.id for c in connections]
-    uptime, latency, last, live = await asyncio.gather(  # independent reads, side by side
+    uptime, first, latency, last, live = await asyncio.gather(  # independent reads, side by side
         _uptime(rt, ids, scope.now),
+        _first_checks(rt, ids),
         _latency(rt, ids, scope),
         _last_checks(rt, ids),
         live_calls(rt, [c.name for c in connections]),
@@ -121,7 +151,7 @@ async def gateway_uptime(rt: Runtime, scope: Scope) -> list[GatewayRow]:
                 why=why,
                 last_check=None if check is None else check.at,
                 last_latency_ms=None if check is None else check.latency_ms,
-                uptime=uptime.get(conn.id, {}),
+                uptime=honest_uptimes(uptime.get(conn.id, {}), first.get(conn.id), scope.now),
                 live_calls=calls,
                 live_failed=failed,
                 last_failure=latest,
@@ -146,6 +176,7 @@ def _latency_chart(
         high=max([v for v in values if v is not None] + [1.0]),
         label=f"{name}: mean health-check latency per {steps.describe()} "
         f"over the last {scope.view.range.label}",
+        interval=steps.describe(),
     )
 
 
@@ -183,6 +214,18 @@ async def _latency(
         for connection_id, bucket, total, checks in (await conn.execute(query)).all():
             found.setdefault(connection_id, []).append((bucket, int(total), int(checks)))
     return found
+
+
+async def _first_checks(rt: Runtime, ids: list[UUID]) -> dict[UUID, dt.datetime]:
+    """When each connection was first checked: one probe each of the (connection_id, at) index."""
+    t = HealthCheck.__table__.c
+    oldest = [
+        select(t.connection_id, t.at).where(t.connection_id == cid).order_by(t.at).limit(1).subquery(f"f{i}")
+        for i, cid in enumerate(ids)
+    ]
+    async with rt.db.read_engine.connect() as conn:
+        rows = (await conn.execute(union_all(*(select(sub) for sub in oldest)))).all()
+    return {row.connection_id: row.at for row in rows}
 
 
 def last_checks_query(ids: Sequence[UUID], *, failed: bool = False) -> Any:

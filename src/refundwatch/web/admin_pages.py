@@ -1,4 +1,5 @@
-"""Admin-only pages: gateway connections (with their latest health check) and the audit log."""
+"""Admin-only pages: gateway connections (with their latest health check); the audit log is in
+web.audit_pages."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from sqlalchemy import func, select
 
 from refundwatch.auth.roles import Action
 from refundwatch.auth.sessions import Session
-from refundwatch.db.models import ApiKey, AuditEntry, HealthCheck
+from refundwatch.db.models import ApiKey, HealthCheck
 from refundwatch.web.state import runtime_of
 
 ADMIN = {"action": Action.ADMINISTER}
@@ -39,25 +40,4 @@ async def gateways_page(request: Request[Any, Any, Any], session: Session) -> Te
     )
 
 
-@get("/audit", opt=ADMIN)
-async def audit_page(
-    request: Request[Any, Any, Any], session: Session, before: int | None = None
-) -> Template:
-    rt = runtime_of(request)
-    query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(100)
-    if before is not None:
-        query = query.where(AuditEntry.id < before)
-    async with rt.db.read_session() as db:
-        entries = list(await db.scalars(query))
-    return Template(
-        template_name="pages/audit.html",
-        context={
-            "user": session.user,
-            "entries": entries,
-            "next_before": entries[-1].id if len(entries) == 100 else None,
-        },
-        headers=NO_STORE,
-    )
-
-
-ROUTES = [gateways_page, audit_page]
+ROUTES = [gateways_page]

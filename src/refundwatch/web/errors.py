@@ -1,4 +1,7 @@
-"""Every error leaves as JSON with a machine-readable ``code``; nothing ever shows a stack trace."""
+"""Every error leaves as JSON with a machine-readable ``code``; nothing ever shows a stack trace.
+
+A browser asking for HTML on a page path gets 403, 404 and 500 as pages instead (web.error_pages).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from sqlalchemy.exc import DataError, DBAPIError
 
 from refundwatch.lib.exceptions import RefundwatchError
 from refundwatch.refunds.schemas import field_error
+from refundwatch.web.error_pages import error_page, wants_page
 
 log = logging.getLogger("refundwatch.web")
 
@@ -20,7 +24,9 @@ def _body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"code": code, "message": message, **extra}
 
 
-def refundwatch_error(_: Request[Any, Any, Any], exc: RefundwatchError) -> Response[dict[str, Any]]:
+def refundwatch_error(request: Request[Any, Any, Any], exc: RefundwatchError) -> Response[Any]:
+    if wants_page(request, exc.status_code):
+        return error_page(request, exc.status_code, _sentence(exc.message))
     headers = getattr(exc, "headers", None)
     return Response(_body(exc.code, exc.message, **exc.extra), status_code=exc.status_code, headers=headers)
 
@@ -39,7 +45,14 @@ def validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Res
     return Response(_body(code, message, errors=details or []), status_code=422)
 
 
-def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+def _sentence(message: str) -> str:
+    return message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")
+
+
+def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    if wants_page(request, exc.status_code):
+        # Litestar's 404 detail is terse ("Not Found"): the page's own words say more. A 403 names why.
+        return error_page(request, exc.status_code, _sentence(exc.detail) if exc.status_code == 403 else None)
     codes: dict[type[HTTPException], str] = {
         NotFoundException: "not_found",
         NotAuthorizedException: "unauthenticated",
@@ -64,7 +77,7 @@ def too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[d
     return Response(_body("validation_error", "the request body is nested too deeply"), status_code=422)
 
 
-def database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[dict[str, Any]]:
+def database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[Any]:
     """PostgreSQL refuses some text (NUL characters, invalid encodings): that is bad input, not a 500."""
     # SQLSTATE class 22 is "data exception": NUL in text, bad encoding, value too long, ...
     if isinstance(exc, DataError) or str(getattr(exc.orig, "sqlstate", "") or "").startswith("22"):
@@ -72,7 +85,7 @@ def database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response
     return internal_error(request, exc)
 
 
-def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.error(
         "unhandled error on %s %s: %s",
         request.method,
@@ -80,6 +93,8 @@ def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[
         exc.__class__.__name__,
         exc_info=exc,
     )
+    if wants_page(request, HTTP_500_INTERNAL_SERVER_ERROR):
+        return error_page(request, HTTP_500_INTERNAL_SERVER_ERROR)
     return Response(
         _body("internal_error", "something went wrong; it has been logged"),
         status_code=HTTP_500_INTERNAL_SERVER_ERROR,

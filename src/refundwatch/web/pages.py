@@ -8,14 +8,20 @@ from litestar.di import Provide
 from refundwatch.auth.guards import staff, staff_guard
 from refundwatch.dashboard import controllers as dashboard
 from refundwatch.refunds import pages as refund_pages
-from refundwatch.web import admin_manage, admin_pages
+from refundwatch.web import admin_manage, admin_pages, audit_pages
 
 
 def pages_router() -> Router:
     """Every staff page: the guard runs before each one (anonymous → sign-in, role checked)."""
     return Router(
         path="/",
-        route_handlers=[*dashboard.ROUTES, *refund_pages.ROUTES, *admin_pages.ROUTES, *admin_manage.ROUTES],
+        route_handlers=[
+            *dashboard.ROUTES,
+            *refund_pages.ROUTES,
+            *admin_pages.ROUTES,
+            *audit_pages.ROUTES,
+            *admin_manage.ROUTES,
+        ],
         guards=[staff_guard],
         dependencies={"session": Provide(staff)},
         include_in_schema=False,
