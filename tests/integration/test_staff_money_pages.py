@@ -127,7 +127,7 @@ def test_actions_follow_the_status_and_a_spent_payment_offers_no_new_refund(stac
         assert "New refund of this payment" in actions.text
         page = ivan.get(f"/refunds/{part}").text
         assert 'hx-get="/refunds/' in page
-        assert 'hx-trigger="sse:timeline"' in page
+        assert 'hx-trigger="sse:timeline, rw-poll"' in page
         rest = refund_id_from(create_via_form(ivan, reference, 3_000))
         wait_until(lambda: stack.get(rest)["status"] == "succeeded", timeout=30, what="second refund")
         done = ivan.get(f"/refunds/{rest}/actions").text
