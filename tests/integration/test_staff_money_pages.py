@@ -88,7 +88,9 @@ def test_approvals_show_what_the_decision_needs(stack: Stack) -> None:
         assert "user:" not in card
         requester = re.search(r'class="requester">([^<,]+)', card)
         assert requester
-        assert "amy" in requester.group(1).lower()
+        assert requester.group(1).strip() == "Amy Approver"  # the name from her ID token
+        yen_card = page[page.index(f'data-refund="{yen_waiting["id"]}"') :]
+        assert re.search(r'class="requester">tests <small>\(api key\)</small>', yen_card)  # the key's name
         assert "2,000.00 EUR" in card  # captured
         assert "10.00 EUR" in card  # already refunded (the earlier refund)
         assert "ord-7731" in card
