@@ -4,6 +4,7 @@ the viewer's own zone, and a refund page whose actions follow its status live.""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from test_staff_browser import Page
@@ -74,7 +75,7 @@ def test_the_form_in_major_units_for_jpy_and_kwd(browser: object, stack: Stack) 
     assert stack.get(dinar_id)["amount"] == 1_250
 
 
-def test_the_approvers_flow_end_to_end(browser: object, stack: Stack) -> None:
+def test_the_approvers_flow_end_to_end(browser: object, stack: Stack, tmp_path: Path) -> None:
     reference = stack.payment(200_000, order_id="ord-5150")
     to_approve = stack.refund(reference, 60_000, reason="requested_by_customer").json()
     to_reject = stack.refund(stack.payment(90_000), 70_000).json()
@@ -92,6 +93,7 @@ def test_the_approvers_flow_end_to_end(browser: object, stack: Stack) -> None:
         assert "user:" not in text
         assert "api_key:" not in text
         assert re.search(r"\d[\d,]*\.\d\d EUR", page.inner_text("#waiting-totals"))
+        page.screenshot(path=str(tmp_path / "approvals.png"), full_page=True)
         # The queue sorts and filters through its form.
         page.select_option("#approval-filters select[name=sort]", "amount")
         page.click("#approval-filters button[type=submit]")
@@ -125,6 +127,7 @@ def test_the_approvers_flow_end_to_end(browser: object, stack: Stack) -> None:
         # Live: once it succeeded, the page offers no Cancel (nor anything else), without a reload.
         page.wait_for_selector("#timeline-body .status-succeeded")
         page.wait_for_function("!document.querySelector('#refund-actions form.action-cancel')")
+        page.screenshot(path=str(tmp_path / "refund.png"), full_page=True)
         assert page.locator("#refund-actions form").count() == 0
         assert not [p for p in tab.problems if "Content Security Policy" in p], tab.problems
     finally:
