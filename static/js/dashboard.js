@@ -21,7 +21,7 @@
   }
 
   function poll() {
-    var panels = document.querySelectorAll('[data-live] [hx-trigger="rw-poll"]');
+    var panels = document.querySelectorAll('[data-live] [hx-trigger~="rw-poll"]');
     if (!panels.length) { stopPolling(); return; }
     panels.forEach(function (el) { htmx.trigger(el, "rw-poll"); });
   }
@@ -29,7 +29,9 @@
   function startPolling() { if (!timer) { timer = window.setInterval(poll, POLL_MS); } }
   function stopPolling() { if (timer) { window.clearInterval(timer); timer = null; } }
 
-  document.body.addEventListener("htmx:sseOpen", function () { setState("Live", true); stopPolling(); });
+  // On every (re)connect, read the panels once: an update published between the page's render (or the
+  // last message) and the stream opening would otherwise be missed until the next one.
+  document.body.addEventListener("htmx:sseOpen", function () { setState("Live", true); stopPolling(); poll(); });
   document.body.addEventListener("htmx:sseError", function () {
     setState("Reconnecting… refreshing every " + POLL_MS / 1000 + " s", false);
     startPolling();

@@ -57,11 +57,11 @@ def test_initiator_signs_in_creates_a_refund_and_signs_out(
         assert "ivan-initiator" in page.inner_text("header")
         assert page.locator("text=Still refundable").count() == 1
         # An inline error first (over what is refundable), then a good refund; both through htmx.
-        page.fill("input[name=amount]", "30000")
+        page.fill("input[name=amount]", "300.00")  # major units: more than the 200.00 EUR left
         page.click("#new-refund button[type=submit]")
         page.wait_for_selector("#form-error")
         assert "exceeds" in page.inner_text("#form-error")
-        page.fill("input[name=amount]", "1500")
+        page.fill("input[name=amount]", "15")
         page.fill("textarea[name=note]", "customer returned one item")
         page.click("#new-refund button[type=submit]")
         page.wait_for_url(re.compile(r".*/refunds/[0-9a-f-]{36}$"))
@@ -91,9 +91,13 @@ def test_approver_approves_what_another_person_started(browser: object, stack: S
     try:
         tab.sign_in("amy-approver", "/approvals")
         page = tab.page
-        assert created["id"] in page.inner_text("main")
+        assert page.locator(f"article[data-refund='{created['id']}']").count() == 1
+        dialogs: list[str] = []
+        page.once("dialog", lambda d: (dialogs.append(d.message), d.accept()))
         page.click(f"form[action='/refunds/{created['id']}/approve'] button")
         page.wait_for_url(re.compile(rf".*/refunds/{created['id']}$"))
+        assert dialogs
+        assert "600.00 EUR" in dialogs[0]
         wait_until(lambda: stack.get(created["id"])["status"] == "succeeded", timeout=30, what="executed")
         assert not [p for p in tab.problems if "Content Security Policy" in p], tab.problems
     finally:

@@ -349,7 +349,8 @@ def test_pagination_carries_every_filter(stack: Stack, alice: httpx2.Client) -> 
 
 def test_list_shows_badges_and_a_tidy_form(alice: httpx2.Client, data: Data) -> None:
     page = alice.get("/refunds", params={"q": data.ref, "status": "succeeded"}).text
-    assert '<td><span class="status status-succeeded">succeeded</span>' in page
+    # A label people read, the machine word on hover.
+    assert '<td><span class="status status-succeeded" title="succeeded">Refunded</span>' in page
     assert "<fieldset" in page
     assert link(page, "Clear") == "/refunds"
     assert f"order {data.order}" in page

@@ -9,6 +9,7 @@ import uuid
 import httpx2
 import pytest
 
+from refundwatch.lib.money import to_decimal_string
 from stack import Stack, db_rows, wait_until
 
 THRESHOLD = 50_000  # the default REFUNDWATCH_APPROVAL_THRESHOLD (minor units)
@@ -31,15 +32,18 @@ def post_form(
     return client.post(path, data={**fields, "_csrf_token": token})
 
 
-def create_via_form(client: httpx2.Client, reference: str, amount: int, **extra: str) -> httpx2.Response:
+def create_via_form(
+    client: httpx2.Client, reference: str, amount: int, currency: str = "EUR", **extra: str
+) -> httpx2.Response:
+    """The form as a person fills it: ``amount`` (minor units) typed in major units."""
     page = client.get("/refunds/new", params={"q": reference})
     assert page.status_code == 200, page.text[:300]
     key = re.search(r'name="form_key" value="([^"]+)"', page.text)
     assert key
     fields = {
         "payment_reference": reference,
-        "amount": str(amount),
-        "currency": "EUR",
+        "amount": to_decimal_string(amount, currency),
+        "currency": currency,
         "reason": "return",
         "form_key": key.group(1),
         "_csrf_token": csrf(page.text),
@@ -58,7 +62,7 @@ def test_initiator_creates_and_the_payment_shows_what_is_refundable(stack: Stack
     with signed_in(stack, "ivan-initiator") as ivan:
         page = ivan.get("/refunds/new", params={"q": reference})
         assert "Still refundable" in page.text
-        assert "10000 EUR" in page.text
+        assert "100.00 EUR" in page.text
         refund_id = refund_id_from(create_via_form(ivan, reference, 2_500, note="box damaged"))
         detail = ivan.get(f"/refunds/{refund_id}")
         assert detail.status_code == 200

@@ -123,3 +123,20 @@ def test_csv_cells_never_start_a_formula(value: object, cell: object) -> None:
 def test_export_file_name_is_a_utc_timestamp() -> None:
     at = dt.datetime(2026, 11, 1, 12, 30, 5, tzinfo=dt.timezone(dt.timedelta(hours=2)))
     assert filename(at) == "refunds-20261101T103005Z.csv"
+
+
+def test_sort_is_kept_in_links_and_its_cursor_shape_checked() -> None:
+    listing = parse_listing(
+        [("q", "pi_1"), ("sort", "amount_desc"), ("cursor", "1250.0190f5a4-0000-7000-8000-000000000000")]
+    )
+    assert listing.errors == []
+    assert listing.filter.sort == "amount_desc"
+    assert listing.query() == "q=pi_1&sort=amount_desc"
+    assert listing.sorted_by("newest") == "q=pi_1"  # the default order is not written out
+    assert listing.sorted_by("oldest") == "q=pi_1&sort=oldest"
+    # An id alone is no cursor for an amount order, nor is an unknown order accepted.
+    assert parse_listing(
+        [("sort", "amount_asc"), ("cursor", "0190f5a4-0000-7000-8000-000000000000")]
+    ).errors == ["cursor is not valid"]
+    assert parse_listing([("sort", "sideways")]).errors == ["unknown sort 'sideways'"]
+    assert parse_listing([]).filter.sort == "newest"

@@ -141,7 +141,8 @@ class AuthController(Controller):
             request,
             user_actor(user, request),
             SIGN_IN,
-            {"role": user.role.label if user.role else None, "groups": list(user.groups)},
+            # The name from the ID token: staff pages show people by it (refunds.people).
+            {"role": user.role.label if user.role else None, "groups": list(user.groups), "name": user.name},
         )
         response = Redirect(done.return_to, status_code=303, headers=NO_STORE)
         response.set_cookie(_cookie(request, session.id, max_age=store.absolute_seconds))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+import re
+from decimal import Decimal, InvalidOperation
 
 # ISO 4217 minor-unit exponents that differ from the usual 2.
 _EXPONENTS: dict[str, int] = {
@@ -72,5 +73,47 @@ def from_decimal_string(value: str, currency: str) -> int:
     return int(quantum)
 
 
+def format_amount(amount_minor: int, currency: str) -> str:
+    """As people read it, with thousands separators: 120000 EUR -> "1,200.00"; 1200 JPY -> "1,200";
+    1250 KWD -> "1.250"."""
+    whole, dot, frac = to_decimal_string(amount_minor, currency).partition(".")
+    sign = "-" if whole.startswith("-") else ""
+    return f"{sign}{int(whole.lstrip('-')):,}{dot}{frac}"
+
+
 def format_money(amount_minor: int, currency: str) -> str:
-    return f"{to_decimal_string(amount_minor, currency)} {currency}"
+    return f"{format_amount(amount_minor, currency)} {currency}"
+
+
+class AmountError(ValueError):
+    """A typed amount that cannot be taken as it is; the message says what to type instead."""
+
+
+# A positive amount as a person types it: digits, optionally grouped by commas, optionally a fraction.
+_TYPED = re.compile(r"(?P<whole>\d+|\d{1,3}(?:,\d{3})+)(?:\.(?P<frac>\d*))?")
+
+
+def example_amount(currency: str) -> str:
+    exp = exponent(currency)
+    return "1200" if exp == 0 else "600." + "0" * exp
+
+
+def parse_amount(text: str, currency: str) -> int:
+    """An amount typed in major units ("600", "600.00", "1,200.50") -> exact integer minor units.
+
+    Never rounds: more decimals than the currency has is an AmountError, as is anything that is not a
+    plain positive number (signs, exponents, letters)."""
+    value = text.strip().replace(" ", "")
+    found = _TYPED.fullmatch(value)
+    if not found:
+        raise AmountError(f"type the amount in {currency or 'the currency'}, like {example_amount(currency)}")
+    exp = exponent(currency)
+    frac = (found.group("frac") or "").rstrip("0")
+    if len(frac) > exp:
+        allowed = "no decimals" if exp == 0 else f"at most {exp} decimal{'s' if exp > 1 else ''}"
+        raise AmountError(f"{currency} has {allowed}: {text.strip()} cannot be refunded exactly")
+    try:
+        scaled = Decimal(found.group("whole").replace(",", "") + "." + (frac or "0")).scaleb(exp)
+    except InvalidOperation:  # pragma: no cover - the pattern admits only digits
+        raise AmountError(f"type the amount like {example_amount(currency)}") from None
+    return int(scaled)

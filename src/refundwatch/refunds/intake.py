@@ -32,6 +32,7 @@ from refundwatch.gateways.registry import supported_processors
 from refundwatch.lib.cards import refuse_card_numbers
 from refundwatch.lib.crypto import sha256_hex
 from refundwatch.lib.exceptions import Conflict, ValidationFailed
+from refundwatch.lib.money import format_money
 from refundwatch.payments.ledger import on_other_connection, other_connections
 from refundwatch.refunds.schemas import (
     MAX_AMOUNT,
@@ -260,7 +261,8 @@ async def create_refund(
     )
     detail = f"requested by {actor.id}: {body.reason}"
     if needs_approval:
-        detail += f"; at or above the {threshold} {payment.currency} threshold, a second person must approve"
+        at_least = format_money(threshold, payment.currency)
+        detail += f"; at or above the {at_least} threshold, a second person must approve"
     first = RefundEvent(
         refund_id=refund.id, at=refund.created_at, status=refund.status, source=source.value, detail=detail
     )

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import get_args
 from urllib.parse import urlencode
-from uuid import UUID
 
+from refundwatch.lib.exceptions import ValidationFailed
 from refundwatch.lib.money import exponent, is_known_currency
-from refundwatch.refunds.queries import RefundFilter
+from refundwatch.refunds.queries import SORTS, RefundFilter, parse_cursor
 from refundwatch.refunds.schemas import Reason
 from refundwatch.refunds.states import Status
 
@@ -25,7 +25,18 @@ PAGE_SIZE = 50
 REASONS: tuple[str, ...] = get_args(Reason)
 STATUSES: tuple[str, ...] = tuple(s.value for s in Status)
 # The single-valued filters, in the order links carry them (``status`` may repeat and comes first).
-TEXT_FIELDS = ("q", "connection", "reason", "error", "currency", "min_amount", "max_amount", "from", "to")
+TEXT_FIELDS = (
+    "q",
+    "connection",
+    "reason",
+    "error",
+    "currency",
+    "min_amount",
+    "max_amount",
+    "from",
+    "to",
+    "sort",
+)
 _MAX_TEXT = {"q": 255, "connection": 255, "error": 128}
 # Digits with an optional fraction, as a person types a price; no sign, exponent or separators.
 _AMOUNT = re.compile(r"\d{1,15}(?:\.\d{1,6})?")
@@ -55,6 +66,11 @@ class Listing:
     def query(self, **extra: str) -> str:
         return urlencode([*self.pairs(), *extra.items()])
 
+    def sorted_by(self, sort: str) -> str:
+        """The same filters in another order, from the first page."""
+        pairs = [(name, value) for name, value in self.pairs() if name != "sort"]
+        return urlencode(pairs if sort == "newest" else [*pairs, ("sort", sort)])
+
     def summary(self) -> dict[str, str | list[str]]:
         """The filters as the audit log records them."""
         found: dict[str, str | list[str]] = {name: value for name, value in self.pairs() if name != "status"}
@@ -79,17 +95,17 @@ def parse_listing(params: Iterable[tuple[str, str]]) -> Listing:
             listing.cursor = text
     listing.form.update(raw)
     listing.errors = _problems(listing.statuses, raw)
-    if listing.cursor is not None and not _is_uuid(listing.cursor):
+    if listing.cursor is not None and not _is_cursor(listing.cursor, raw.get("sort", "newest")):
         listing.errors.append("cursor is not valid")
     if not listing.errors:
         listing.filter = _build(listing.statuses, raw, listing.cursor)
     return listing
 
 
-def _is_uuid(text: str) -> bool:
+def _is_cursor(text: str, sort: str) -> bool:
     try:
-        UUID(text)
-    except ValueError:
+        parse_cursor(text, sort)
+    except ValidationFailed:
         return False
     return True
 
@@ -99,6 +115,8 @@ def _problems(statuses: list[str], raw: dict[str, str]) -> list[str]:
     if any("\x00" in v for v in [*statuses, *raw.values()]):
         problems.append("a filter contains a character that is not allowed")
     problems += [f"{name} is too long" for name, limit in _MAX_TEXT.items() if len(raw.get(name, "")) > limit]
+    if "sort" in raw and raw["sort"] not in SORTS:
+        problems.append(f"unknown sort {raw['sort']!r}")
     if "reason" in raw and raw["reason"] not in REASONS:
         problems.append(f"unknown reason {raw['reason']!r}")
     if "currency" in raw and not is_known_currency(raw["currency"].upper()):
@@ -196,4 +214,5 @@ def _build(statuses: list[str], raw: dict[str, str], cursor: str | None) -> Refu
         min_amount=amount["min_amount"],
         max_amount=amount["max_amount"],
         q=raw.get("q"),
+        sort=raw.get("sort", "newest"),
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 from typing import Annotated, Any
+from urllib.parse import urlencode
 from uuid import UUID
 
 import msgspec
@@ -25,15 +26,18 @@ from refundwatch.auth.guards import user_actor
 from refundwatch.auth.roles import Action, Role, parse_role_limits
 from refundwatch.auth.sessions import Session
 from refundwatch.dashboard import timeline
-from refundwatch.db.models import Payment
+from refundwatch.db.models import Payment, Refund
 from refundwatch.lib.exceptions import RefundwatchError, ValidationFailed
+from refundwatch.lib.money import AmountError, parse_amount
 from refundwatch.refunds import export, services
+from refundwatch.refunds.approvals import SORTS, waiting_queue
 from refundwatch.refunds.closing import close_unexecuted
 from refundwatch.refunds.intake import create_refund
 from refundwatch.refunds.listing import REASONS, STATUSES, Listing, parse_listing
-from refundwatch.refunds.queries import Page, RefundFilter, filter_conditions, list_refunds
+from refundwatch.refunds.queries import SORTS as LIST_SORTS
+from refundwatch.refunds.queries import Page, filter_conditions, list_refunds, totals
 from refundwatch.refunds.schemas import RefundCreate, field_error
-from refundwatch.refunds.states import Source, Status, Trigger, allowed_commands
+from refundwatch.refunds.states import Source, Trigger, allowed_commands
 from refundwatch.runtime import Runtime
 from refundwatch.web.state import runtime_of
 
@@ -78,7 +82,11 @@ async def _list_context(rt: Runtime, listing: Listing, page: Page | None) -> dic
     """Everything the list template needs; links are built here so they carry every active filter."""
     next_cursor = page.next_cursor if page else None
     names = await _names(rt)
+    sort = listing.filter.sort
     return {
+        "totals": await totals(rt, listing.filter) if page else [],
+        "sort": sort,
+        "sort_urls": {s: f"/refunds?{listing.sorted_by(s)}" for s in LIST_SORTS},
         "refunds": page.refunds if page else [],
         "names": names,
         "filters": listing.form,
@@ -136,19 +144,46 @@ async def _audit_export(request: Request[Any, Any, Any], session: Session, listi
 async def refund_page(request: Request[Any, Any, Any], session: Session, refund_id: UUID) -> Template:
     rt = runtime_of(request)
     found = await timeline.story(rt, refund_id)
-    refund = found.refund
-    commands = [t.value for t in allowed_commands(refund.status) if session.user.can(_ACTION_FOR[t])]
-    if refund.created_by == session.user.key:  # four eyes: never offer approval of one's own refund
-        commands = [c for c in commands if c not in ("approve", "reject")]
     return _page(
         "pages/refund.html",
         session,
-        refund=refund,
         story=found,
         connection=found.connection,
-        commands=commands,
-        own=refund.created_by == session.user.key,
+        **await _actions_context(rt, session, found.refund),
     )
+
+
+@get("/refunds/{refund_id:uuid}/actions", include_in_schema=False)
+async def refund_actions(request: Request[Any, Any, Any], session: Session, refund_id: UUID) -> Template:
+    """The refund page's actions alone, re-read on every live update of its timeline: they follow the
+    status (no Cancel once it succeeded) and this person's role, so they cannot be one shared fragment."""
+    rt = runtime_of(request)
+    refund, _ = await services.get_refund(rt, refund_id)
+    return _page("partials/refunds/_actions.html", session, **await _actions_context(rt, session, refund))
+
+
+async def _actions_context(
+    rt: Runtime, session: Session, refund: Refund, *, error: bool = False
+) -> dict[str, Any]:
+    """What the status and the role allow; after a refused command (``error``) nothing is offered."""
+    commands = [t.value for t in allowed_commands(refund.status) if session.user.can(_ACTION_FOR[t])]
+    own = refund.created_by == session.user.key
+    if own:  # four eyes: never offer approval of one's own refund
+        commands = [c for c in commands if c not in ("approve", "reject")]
+    async with rt.db.read_session() as db:
+        payment = await db.get(Payment, refund.payment_id)
+    refundable = payment.amount - payment.reserved_amount if payment else 0
+    can_create = session.user.can(Action.CREATE) and payment is not None and refundable > 0
+    return {
+        "refund": refund,
+        "commands": [] if error else commands,
+        "own": own,
+        "refundable": refundable,
+        "payment_done": payment is not None and refundable <= 0,
+        "new_refund_url": f"/refunds/new?{urlencode({'q': refund.payment_reference})}"
+        if can_create
+        else None,
+    }
 
 
 _ACTION_FOR = {
@@ -185,12 +220,10 @@ async def _command(
             "pages/refund.html",
             session,
             status_code=200 if request.headers.get("hx-request") else exc.status_code,
-            refund=found.refund,
             story=found,
             connection=found.connection,
-            commands=[],
-            own=found.refund.created_by == session.user.key,
             error=exc.message,
+            **await _actions_context(rt, session, found.refund, error=True),
         )
     return _go_to(request, f"/refunds/{refund_id}")
 
@@ -232,11 +265,27 @@ async def reject_refund(
 
 
 @get("/approvals", opt={"action": Action.APPROVE})
-async def approvals_page(request: Request[Any, Any, Any], session: Session) -> Template:
+async def approvals_page(
+    request: Request[Any, Any, Any],
+    session: Session,
+    sort: str = "oldest",
+    currency: str = "",
+    connection: str = "",
+) -> Template:
     rt = runtime_of(request)
-    page = await list_refunds(rt, RefundFilter(status=Status.PENDING_APPROVAL.value, limit=200))
+    names = await _names(rt)
+    queue = await waiting_queue(
+        rt, sort=sort, currency=currency.strip().upper(), connection=connection.strip()
+    )
     return _page(
-        "pages/approvals.html", session, refunds=page.refunds, names=await _names(rt), me=session.user.key
+        "pages/approvals.html",
+        session,
+        queue=queue,
+        sorts=SORTS,
+        names=names,
+        connections=sorted(names.values()),
+        me=session.user.key,
+        now=dt.datetime.now(dt.UTC),
     )
 
 
@@ -253,6 +302,15 @@ async def _find_payments(rt: Runtime, q: str) -> list[Payment]:
         return list(rows)
 
 
+async def _payments_context(rt: Runtime, q: str) -> dict[str, Any]:
+    """The payments found, and those with money left to refund: a fully refunded one offers no form."""
+    payments = await _find_payments(rt, q)
+    return {
+        "payments": payments,
+        "refundable_payments": [p for p in payments if p.amount > p.reserved_amount],
+    }
+
+
 def _limit_for(role: Role | None, rt: Runtime) -> int | None:
     limits = parse_role_limits(rt.settings.role_limits)
     return limits.get(role) if role is not None else 0
@@ -267,13 +325,14 @@ async def new_refund_page(
         "pages/refund_new.html",
         session,
         q=q or "",
-        payments=await _find_payments(rt, q or ""),
+        **await _payments_context(rt, q or ""),
         names=await _names(rt),
         reasons=REASONS,
         form={},
         error=None,
         form_key=secrets.token_urlsafe(16),
         limit=_limit_for(session.user.role, rt),
+        threshold_for=rt.settings.approval_threshold_for,
     )
 
 
@@ -301,7 +360,7 @@ async def create_refund_page(
             session,
             status_code=200 if request.headers.get("hx-request") else 422,
             q=form.get("payment_reference", ""),
-            payments=await _find_payments(rt, form.get("payment_reference", "")),
+            **await _payments_context(rt, form.get("payment_reference", "")),
             names=await _names(rt),
             reasons=REASONS,
             form=form,
@@ -309,6 +368,7 @@ async def create_refund_page(
             error_code=exc.code,
             form_key=form.get("form_key") or secrets.token_urlsafe(16),
             limit=_limit_for(session.user.role, rt),
+            threshold_for=rt.settings.approval_threshold_for,
         )
     return _go_to(request, f"/refunds/{intake.refund.id}")
 
@@ -323,13 +383,15 @@ def _go_to(request: Request[Any, Any, Any], path: str) -> Response[Any]:
 
 def _body_from(form: dict[str, str]) -> RefundCreate:
     """The API's request body from the form fields, decoded by the same schema as the API's."""
-    raw = form.get("amount", "")
-    if not raw.isdigit():
-        raise ValidationFailed("amount must be a positive whole number of minor units", code="invalid_amount")
+    currency = form.get("currency", "").upper()
+    try:  # typed in major units (600.00 EUR, 1200 JPY, 1.250 KWD); the API's body is in minor units
+        minor = parse_amount(form.get("amount", ""), currency)
+    except AmountError as exc:
+        raise ValidationFailed(f"amount: {exc}", code="invalid_amount") from None
     fields: dict[str, Any] = {
         "payment_reference": form.get("payment_reference", ""),
-        "amount": int(raw),
-        "currency": form.get("currency", ""),
+        "amount": minor,
+        "currency": currency,
         "reason": form.get("reason", ""),
     }
     if form.get("connection"):
@@ -349,6 +411,7 @@ ROUTES = [
     refunds_page,
     refunds_csv,
     refund_page,
+    refund_actions,
     cancel_refund,
     retry_refund,
     close_refund,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, Row, or_, select
+from sqlalchemy import ColumnElement, Row, and_, func, or_, select
 
 from refundwatch.db.models import Refund, RefundEvent
 from refundwatch.lib.exceptions import ValidationFailed
@@ -39,6 +39,18 @@ class RefundFilter:
     min_amount: int | None = None  # minor units, inclusive
     max_amount: int | None = None  # minor units, inclusive
     q: str | None = None  # exactly a payment reference, order id or invoice id
+    sort: str = "newest"  # one of SORTS; the cursor's shape follows it
+
+
+# The orders a list can be read in, each a keyset on (its column, id) so paging stays exact.
+SORTS = ("newest", "oldest", "amount_desc", "amount_asc")
+
+
+@dataclass(frozen=True, slots=True)
+class Total:
+    currency: str
+    count: int
+    amount: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,20 +114,61 @@ def _staff_conditions(f: RefundFilter) -> list[ColumnElement[bool]]:
     return terms
 
 
-def _before(cursor: str) -> ColumnElement[bool]:
+def parse_cursor(cursor: str, sort: str) -> tuple[int | None, UUID]:
+    """A cursor is the last row's id, with its amount first (``<amount>.<id>``) for an amount sort."""
     try:
-        return Refund.id < UUID(cursor)
+        if sort.startswith("amount"):
+            amount, _, ident = cursor.partition(".")
+            return int(amount), UUID(ident)
+        return None, UUID(cursor)
     except ValueError:
         raise ValidationFailed("cursor is not valid", code="invalid_cursor") from None
+
+
+def _ordered(f: RefundFilter) -> tuple[list[ColumnElement[bool]], list[Any]]:
+    """The keyset term after the cursor, and the ORDER BY, for the filter's sort."""
+    sort = f.sort if f.sort in SORTS else "newest"
+    amount, last = parse_cursor(f.cursor, sort) if f.cursor else (None, None)
+    after: list[ColumnElement[bool]] = []
+    if sort == "newest":
+        after = [Refund.id < last] if last else []
+        return after, [Refund.id.desc()]
+    if sort == "oldest":
+        after = [Refund.id > last] if last else []
+        return after, [Refund.id.asc()]
+    if sort == "amount_desc":
+        if last is not None and amount is not None:
+            after = [or_(Refund.amount < amount, and_(Refund.amount == amount, Refund.id < last))]
+        return after, [Refund.amount.desc(), Refund.id.desc()]
+    if last is not None and amount is not None:
+        after = [or_(Refund.amount > amount, and_(Refund.amount == amount, Refund.id > last))]
+    return after, [Refund.amount.asc(), Refund.id.asc()]
+
+
+def _cursor_of(refund: Refund, sort: str) -> str:
+    return f"{refund.amount}.{refund.id}" if sort.startswith("amount") else str(refund.id)
+
+
+async def totals(rt: Runtime, f: RefundFilter) -> list[Total]:
+    """How many refunds match the filter (every page of it), and their sum per currency."""
+    terms = await filter_conditions(rt, f)
+    query = (
+        select(Refund.currency, func.count(), func.coalesce(func.sum(Refund.amount), 0))
+        .where(*terms)
+        .group_by(Refund.currency)
+        .order_by(Refund.currency)
+    )
+    async with rt.db.read_session() as session:
+        rows = (await session.execute(query)).all()
+    return [Total(currency, int(count), int(amount)) for currency, count, amount in rows]
 
 
 async def list_refunds(rt: Runtime, f: RefundFilter) -> Page:
     if not 1 <= f.limit <= MAX_PAGE:
         raise ValidationFailed(f"limit must be between 1 and {MAX_PAGE}")
     terms = await filter_conditions(rt, f)
-    if f.cursor:
-        terms.append(_before(f.cursor))
-    query = select(Refund).where(*terms).order_by(Refund.id.desc()).limit(f.limit + 1)
+    after, order = _ordered(f)
+    query = select(Refund).where(*terms, *after).order_by(*order).limit(f.limit + 1)
     async with rt.db.read_session() as session:
         rows = list((await session.scalars(query)).all())
         more = len(rows) > f.limit
@@ -128,7 +181,7 @@ async def list_refunds(rt: Runtime, f: RefundFilter) -> Page:
                 .order_by(RefundEvent.id)
             ):
                 events[event.refund_id].append(event)
-    return Page(rows, events, str(rows[-1].id) if more else None)
+    return Page(rows, events, _cursor_of(rows[-1], f.sort) if more else None)
 
 
 async def walk_rows(

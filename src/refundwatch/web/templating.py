@@ -7,11 +7,18 @@ import datetime as dt
 from jinja2 import Environment
 
 from refundwatch.dashboard.svg import duration
-from refundwatch.lib.money import format_money
+from refundwatch.lib.money import example_amount, format_amount, format_money
+from refundwatch.web import labels
 
 
 def money(amount_minor: int, currency: str) -> str:
+    """``1,200.00 EUR``: major units with the currency's exponent and thousands separators."""
     return format_money(amount_minor, currency)
+
+
+def amount(amount_minor: int, currency: str) -> str:
+    """The number alone, as a form field shows it again (``1200.00``: no separators, exact)."""
+    return format_amount(amount_minor, currency).replace(",", "")
 
 
 def ms(value: float | None) -> str:
@@ -37,4 +44,14 @@ def utc(moment: dt.datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
 
 
 def register_filters(env: Environment) -> None:
-    env.filters.update(money=money, ms=ms, pct=pct, age=age, utc=utc)
+    env.filters.update(money=money, amount=amount, ms=ms, pct=pct, age=age, utc=utc)
+    env.filters.update(
+        status_label=labels.status_label,
+        reason_label=labels.reason_label,
+        error_label=labels.error_label,
+        status_badge=labels.status_badge,
+        short_id=labels.short_id,
+        id_chip=labels.id_chip,
+        when=labels.when,
+        example_amount=example_amount,
+    )

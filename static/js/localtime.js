@@ -1,0 +1,32 @@
+// Times arrive in UTC (<time data-local>); show them in the viewer's own zone and keep UTC on hover.
+// Short ids (<code data-copy>) copy the full id on click.
+(function () {
+  "use strict";
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+
+  function local(el) {
+    var at = new Date(el.getAttribute("datetime"));
+    if (isNaN(at.getTime())) { return; }
+    var zone = "";
+    try { zone = Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch (e) { zone = ""; }
+    el.textContent = at.getFullYear() + "-" + pad(at.getMonth() + 1) + "-" + pad(at.getDate()) + " " +
+      pad(at.getHours()) + ":" + pad(at.getMinutes()) + ":" + pad(at.getSeconds()) + (zone ? " " + zone : "");
+    el.removeAttribute("data-local");
+    el.setAttribute("data-localised", "");
+  }
+
+  function localise(root) {
+    (root || document).querySelectorAll("time[data-local]").forEach(local);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () { localise(document); });
+  document.addEventListener("htmx:afterSettle", function (event) { localise(event.target); });
+  document.addEventListener("click", function (event) {
+    var chip = event.target.closest && event.target.closest("[data-copy]");
+    if (!chip || !navigator.clipboard) { return; }
+    navigator.clipboard.writeText(chip.getAttribute("data-copy")).then(function () {
+      chip.classList.add("copied");
+      window.setTimeout(function () { chip.classList.remove("copied"); }, 1200);
+    }, function () {});
+  });
+}());

@@ -1,0 +1,169 @@
+"""Finance staff screens through the real stack: amounts in major units (typed and read), approvals
+that carry what a decision needs, list totals and sorting, and actions that follow the status."""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import re
+
+import httpx2
+from test_staff_pages import THRESHOLD, create_via_form, csrf, post_form, refund_id_from
+
+from stack import Stack, wait_until
+
+
+def signed_in(stack: Stack, user: str) -> contextlib.closing[httpx2.Client]:
+    return contextlib.closing(stack.sign_in(user))
+
+
+def typed(client: httpx2.Client, reference: str, amount: str, currency: str) -> httpx2.Response:
+    """The new-refund form with the amount exactly as a person types it."""
+    page = client.get("/refunds/new", params={"q": reference})
+    key = re.search(r'name="form_key" value="([^"]+)"', page.text)
+    assert key, page.text[:500]
+    return client.post(
+        "/refunds/new",
+        data={
+            "payment_reference": reference,
+            "amount": amount,
+            "currency": currency,
+            "reason": "return",
+            "form_key": key.group(1),
+            "_csrf_token": csrf(page.text),
+        },
+    )
+
+
+def test_the_form_takes_major_units_and_converts_them_exactly(stack: Stack) -> None:
+    eur = stack.payment(200_000)
+    yen = stack.payment(5_000, "JPY")
+    dinar = stack.payment(9_000, "KWD")
+    with signed_in(stack, "ivan-initiator") as ivan:
+        page = ivan.get("/refunds/new", params={"q": eur}).text
+        assert "2,000.00 EUR" in page  # captured, in major units with thousands
+        assert "minor units" not in page
+        assert 'pattern="' not in page  # no browser pattern error: the server says what is wrong
+        assert "up to 1,000.00 EUR" in page  # the initiator's limit (100000 minor units)
+        assert "500.00 EUR or more wait for a second person" in page  # the approval threshold
+        assert "5,000 JPY" in ivan.get("/refunds/new", params={"q": yen}).text
+        assert "9.000 KWD" in ivan.get("/refunds/new", params={"q": dinar}).text
+
+        whole = refund_id_from(typed(ivan, eur, "600", "EUR"))
+        cents = refund_id_from(typed(ivan, eur, "10.05", "EUR"))
+        yen_id = refund_id_from(typed(ivan, yen, "1,200", "JPY"))
+        dinar_id = refund_id_from(typed(ivan, dinar, "1.250", "KWD"))
+        for text, currency in (("600.005", "EUR"), ("12.5", "JPY"), ("1.2505", "KWD"), ("-5", "EUR")):
+            refused = typed(ivan, {"EUR": eur, "JPY": yen, "KWD": dinar}[currency], text, currency)
+            assert refused.status_code == 422, (text, currency)
+            assert 'data-code="invalid_amount"' in refused.text
+            message = html.unescape(re.search(r'id="form-error"[^>]*>([^<]+)<', refused.text).group(1))  # type: ignore[union-attr]
+            assert ("decimal" in message) or ("like" in message), message
+        assert "JPY has no decimals" in html.unescape(typed(ivan, yen, "12.5", "JPY").text)
+        detail = ivan.get(f"/refunds/{dinar_id}").text
+        assert "1.250 KWD" in detail
+    assert stack.get(whole)["amount"] == 60_000
+    assert stack.get(cents)["amount"] == 1_005
+    assert stack.get(yen_id)["amount"] == 1_200
+    assert stack.get(dinar_id)["amount"] == 1_250  # the API stays in minor units
+
+
+def test_approvals_show_what_the_decision_needs(stack: Stack) -> None:
+    reference = stack.payment(THRESHOLD * 4, order_id="ord-7731", invoice_id="inv-7731")
+    earlier = stack.refund(reference, 1_000).json()
+    wait_until(lambda: stack.get(earlier["id"])["status"] == "succeeded", timeout=30, what="earlier refund")
+    with signed_in(stack, "amy-approver") as amy:
+        waiting_id = refund_id_from(create_via_form(amy, reference, 60_000, note="parcel came back opened"))
+    yen = stack.payment(2_000_000, "JPY")
+    yen_waiting = stack.refund(yen, 1_200_000, currency="JPY").json()
+    assert yen_waiting["status"] == "pending_approval"
+    with signed_in(stack, "bob-approver") as bob:
+        page = html.unescape(bob.get("/approvals").text)
+        card = page[page.index(f'data-refund="{waiting_id}"') :]
+        card = card[: card.index("</article>")]
+        assert "600.00 EUR" in card
+        assert "Goods returned" in card
+        assert 'title="return"' in card
+        assert "parcel came back opened" in card
+        assert "user:" not in card
+        requester = re.search(r'class="requester">([^<,]+)', card)
+        assert requester
+        assert requester.group(1).strip() == "Amy Approver"  # the name from her ID token
+        yen_card = page[page.index(f'data-refund="{yen_waiting["id"]}"') :]
+        assert re.search(r'class="requester">tests <small>\(api key\)</small>', yen_card)  # the key's name
+        assert "2,000.00 EUR" in card  # captured
+        assert "10.00 EUR" in card  # already refunded (the earlier refund)
+        assert "ord-7731" in card
+        assert "inv-7731" in card
+        assert f"/refunds/{earlier['id']}" in card  # earlier refunds of the same payment
+        assert 'class="waited"' in card
+        assert 'hx-confirm="Approve the refund of 600.00 EUR' in card
+        assert re.search(r'name="reason" required', card)
+        totals = page[page.index('id="waiting-totals"') :][:2000]
+        assert re.search(r'data-currency="JPY">1,200,000 JPY<', totals)
+        assert re.search(r'data-currency="EUR">[\d,.]+ EUR<', totals)
+        only_yen = bob.get("/approvals", params={"currency": "JPY"}).text
+        assert yen_waiting["id"] in only_yen
+        assert waiting_id not in only_yen
+        newest = bob.get("/approvals", params={"sort": "newest"}).text
+        assert newest.index(yen_waiting["id"]) < newest.index(waiting_id)
+        oldest = bob.get("/approvals", params={"sort": "oldest"}).text
+        assert oldest.index(waiting_id) < oldest.index(yen_waiting["id"])
+        # Reject needs a reason; approve goes through.
+        assert post_form(bob, f"/refunds/{yen_waiting['id']}/reject", {}).status_code == 422
+        assert post_form(bob, f"/refunds/{waiting_id}/approve", {}, page="/approvals").status_code == 303
+    wait_until(
+        lambda: stack.get(waiting_id)["status"] == "succeeded", timeout=30, what="approved refund runs"
+    )
+
+
+def test_actions_follow_the_status_and_a_spent_payment_offers_no_new_refund(stack: Stack) -> None:
+    reference = stack.payment(5_000)
+    with signed_in(stack, "ivan-initiator") as ivan:
+        part = refund_id_from(create_via_form(ivan, reference, 2_000))
+        wait_until(lambda: stack.get(part)["status"] == "succeeded", timeout=30, what="first refund")
+        actions = ivan.get(f"/refunds/{part}/actions")
+        assert actions.status_code == 200
+        assert 'id="refund-actions"' in actions.text
+        assert "/cancel" not in actions.text  # nothing to cancel once it succeeded
+        assert "New refund of this payment" in actions.text
+        page = ivan.get(f"/refunds/{part}").text
+        assert 'hx-get="/refunds/' in page
+        assert 'hx-trigger="sse:timeline, rw-poll"' in page
+        rest = refund_id_from(create_via_form(ivan, reference, 3_000))
+        wait_until(lambda: stack.get(rest)["status"] == "succeeded", timeout=30, what="second refund")
+        done = ivan.get(f"/refunds/{rest}/actions").text
+        assert "New refund of this payment" not in done
+        assert "nothing left to refund" in done
+        form = ivan.get("/refunds/new", params={"q": reference}).text
+        assert 'id="new-refund"' not in form
+        assert "nothing is left to refund" in form
+    with signed_in(stack, "alice-viewer") as alice:
+        queued = stack.refund(stack.payment(1_000), 500).json()
+        assert "<form" not in alice.get(f"/refunds/{queued['id']}/actions").text  # a viewer acts on nothing
+
+
+def test_list_totals_per_currency_and_sorting_keep_keyset_paging(stack: Stack) -> None:
+    reference = stack.payment(1_000_000)
+    amounts = [100 * (i % 7 + 1) for i in range(53)]
+    created = [stack.refund(reference, a).json()["id"] for a in amounts]
+    with signed_in(stack, "alice-viewer") as alice:
+        page = alice.get("/refunds", params={"q": reference}).text
+        totals = page[page.index('id="list-totals"') :][:600]
+        assert "<strong>53</strong> refunds" in totals
+        assert f"{sum(amounts) / 100:,.2f} EUR" in totals
+        assert 'title="' in page
+        assert "…" in page
+        seen: list[str] = []
+        url: str | None = f"/refunds?q={reference}&sort=amount_desc"
+        while url:
+            text = alice.get(url).text
+            seen += re.findall(r'href="/refunds/([0-9a-f-]{36})"', text)
+            found = re.search(r'href="([^"]+)">Next page<', text)
+            url = html.unescape(found.group(1)) if found else None
+        assert sorted(seen) == sorted(created)  # every refund once, none twice
+        by_id = dict(zip(created, amounts, strict=True))
+        assert [by_id[i] for i in seen] == sorted(amounts, reverse=True)
+        oldest = alice.get("/refunds", params={"q": reference, "sort": "oldest"}).text
+        assert re.findall(r'href="/refunds/([0-9a-f-]{36})"', oldest)[:3] == created[:3]
+        assert alice.get("/refunds", params={"sort": "sideways"}).status_code == 422
