@@ -165,6 +165,54 @@ def shoot(url: str, out: Path, chromium: str, range_key: str, user: str) -> None
             browser.close()
 
 
+STAFF_PAGES = {
+    "refunds.png": "/refunds",
+    "approvals.png": "/approvals",
+    "audit.png": "/audit",
+    "api-keys.png": "/admin/api-keys",
+    "gateways.png": "/gateways",
+}
+
+
+def shoot_staff(url: str, out: Path, chromium: str, user: str = "ada-admin") -> None:
+    """The staff and admin screens, light scheme, each once its live stream (if any) is open."""
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            context = browser.new_context(base_url=url, viewport=VIEWPORT, color_scheme="light")
+            page = context.new_page()
+            sign_in(page, url, user, "/refunds")
+            for name, path in STAFF_PAGES.items():
+                page.goto(path)
+                page.wait_for_timeout(1_500)
+                page.screenshot(path=str(out / name), full_page=True)
+                print(f"wrote {out / name}", flush=True)
+            connection = page.locator("main a[href^='/admin/connections/']").first
+            if connection.count():
+                connection.click()
+                page.wait_for_timeout(1_000)
+                page.screenshot(path=str(out / "connection.png"), full_page=True)
+                print(f"wrote {out / 'connection.png'}", flush=True)
+            page.goto("/refunds")
+            links = page.locator("main a[href^='/refunds/']").evaluate_all(
+                "links => links.map(a => a.getAttribute('href'))"
+            )
+            form = "/refunds/new"
+            for href in [h for h in links if re.fullmatch(r"/refunds/[0-9a-f-]{36}", h)][:10]:
+                page.goto(href)  # a refund whose payment still has money left: the form with its figures
+                new_refund = page.locator("a.new-refund").first
+                if new_refund.count():
+                    form = new_refund.get_attribute("href") or form
+                    break
+            page.goto(form)
+            page.wait_for_timeout(1_000)
+            page.screenshot(path=str(out / "refund-new.png"), full_page=True)
+            print(f"wrote {out / 'refund-new.png'}", flush=True)
+            context.close()
+        finally:
+            browser.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--url", help="a running demo's web URL (default: start one)")
@@ -183,6 +231,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"letting the traffic run for {args.warmup:g} s", flush=True)
             time.sleep(args.warmup)
         shoot(url.rstrip("/"), args.out, args.chromium, args.range_key, args.user)
+        shoot_staff(url.rstrip("/"), args.out, args.chromium)
 
     if args.url:
         run(args.url)
