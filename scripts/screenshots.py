@@ -165,6 +165,7 @@ def shoot(url: str, out: Path, chromium: str, range_key: str, user: str) -> None
             browser.close()
 
 
+CLIP = {"x": 0, "y": 0, "width": VIEWPORT["width"], "height": 2_400}
 STAFF_PAGES = {
     "refunds.png": "/refunds",
     "approvals.png": "/approvals",
@@ -185,7 +186,8 @@ def shoot_staff(url: str, out: Path, chromium: str, user: str = "ada-admin") -> 
             for name, path in STAFF_PAGES.items():
                 page.goto(path)
                 page.wait_for_timeout(1_500)
-                page.screenshot(path=str(out / name), full_page=True)
+                # Long lists (the audit log, the refunds) are cut after their first screens.
+                page.screenshot(path=str(out / name), full_page=True, clip=CLIP)
                 print(f"wrote {out / name}", flush=True)
             connection = page.locator("main a[href^='/admin/connections/']").first
             if connection.count():
