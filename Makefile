@@ -3,6 +3,7 @@
 #   make test     everything needed, then lint + type check + the whole test suite
 #   make install  only the virtualenv (.venv/bin/refundwatch)
 # Pass extra pytest arguments with PYTEST_ARGS='-k refunds -x', extra demo arguments with DEMO_ARGS.
+# The suite runs on PYTEST_WORKERS pytest-xdist workers (default 3; PYTEST_WORKERS=0: one process).
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -21,6 +22,8 @@ VENDOR_FILES := $(VENDOR)/htmx.min.js $(VENDOR)/htmx-ext-sse.js
 # Only the ones that exist: git does not keep empty directories (bench/ may be empty on a fresh clone).
 LINT_PATHS := $(wildcard src tests bench)
 PYTEST_ARGS ?=
+# Most test time is waiting on subprocesses, so more workers than the two cores still pay off.
+PYTEST_WORKERS ?= 3
 DEMO_ARGS ?=
 
 .PHONY: help install assets wheel demo test lint fmt services clean distclean
@@ -79,7 +82,7 @@ demo: install assets ## the live demo (Ctrl-C stops everything it started)
 
 # Lint first: it is the cheapest failure. Services are started before pytest needs them.
 test: lint assets services ## lint, type check and the whole test suite
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 services: ## make sure the local Redis and PostgreSQL answer (starts them if stopped)
 	scripts/ensure_services.sh

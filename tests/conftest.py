@@ -7,4 +7,4 @@ import os
 os.environ["REFUNDWATCH_MODE"] = "test"
 os.environ.setdefault("REFUNDWATCH_LOG_JSON", "false")
 
-pytest_plugins = ["identity_provider", "stack"]
+pytest_plugins = ["identity_provider", "stack", "parallel"]
