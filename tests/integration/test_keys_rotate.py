@@ -198,8 +198,13 @@ def test_rotate_reencrypts_under_the_first_key_and_can_be_rerun(db: Db) -> None:
     assert db.rotations() == [
         {
             "already_current": 0,
-            "columns": ["connections.credentials_encrypted", "refunds.metadata_encrypted"],
-            "rotated": {"connections": 3, "refunds": 0},
+            # Pending credential changes (admin screens) are encrypted too, and rotated with the rest.
+            "columns": [
+                "connections.credentials_encrypted",
+                "connection_changes.values_encrypted",
+                "refunds.metadata_encrypted",
+            ],
+            "rotated": {"connections": 3, "connection_changes": 0, "refunds": 0},
         }
     ]
     # The application reads them (import decrypts to compare: same secrets, so nothing changes).
@@ -211,8 +216,8 @@ def test_rotate_reencrypts_under_the_first_key_and_can_be_rerun(db: Db) -> None:
     assert db.ok("keys", "rotate", keys=[key_b, key_a]) == "rotated 0 values, 3 already current"
     assert db.stored() == after
     assert [r["rotated"] for r in db.rotations()] == [
-        {"connections": 3, "refunds": 0},
-        {"connections": 0, "refunds": 0},
+        {"connections": 3, "connection_changes": 0, "refunds": 0},
+        {"connections": 0, "connection_changes": 0, "refunds": 0},
     ]
 
     # The old key can go now.
