@@ -25,6 +25,7 @@ from sqlalchemy import Connection
 
 from refundwatch.audit.actions import processor_actor
 from refundwatch.dashboard.signals import signals
+from refundwatch.gateways.base import WebhookEvent
 from refundwatch.refunds import cas
 from refundwatch.refunds.outcomes import TRIGGER_FOR
 from refundwatch.refunds.states import Source, Status, Transition, Trigger, decide
@@ -41,6 +42,25 @@ EXPECTED = {
     Trigger.REVERSED: Status.SUCCEEDED,
 }
 CONCURRENCY = 8  # a delivery's events at once on PostgreSQL: about what the pool serves without waiting
+
+
+def report_detail(event: WebhookEvent) -> str:
+    """The timeline's words for a processor report, the same on both paths."""
+    return f"webhook {event.event_type} ({event.event_id}): processor status {event.raw_status}"
+
+
+def report_fields(event: WebhookEvent, trigger: Trigger) -> dict[str, Any]:
+    """The refund's columns a report about its current attempt sets, on both paths."""
+    fields: dict[str, Any] = {"lookup_before_send": False}  # the processor has spoken about this attempt
+    if event.raw_status:
+        fields["gateway_status"] = event.raw_status
+    if event.failure_code is not None and trigger in (Trigger.FAILED, Trigger.REVERSED):
+        fields.update(
+            error_code=event.failure_code.value,
+            error_message=(event.failure_message or "")[:500],
+            processor_code=event.processor_code,
+        )
+    return fields
 
 
 def _prepare(connection_id: UUID, connection_name: str, new: NewRow, *, stored: bool) -> cas.Prepared | None:
@@ -66,15 +86,7 @@ def _prepare(connection_id: UUID, connection_name: str, new: NewRow, *, stored: 
         equal["amount"] = event.amount
     if event.currency is not None:
         equal["currency"] = event.currency.upper()
-    fields: dict[str, Any] = {"lookup_before_send": False}
-    if event.raw_status:
-        fields["gateway_status"] = event.raw_status
-    if event.failure_code is not None and trigger in (Trigger.FAILED, Trigger.REVERSED):
-        fields.update(
-            error_code=event.failure_code.value,
-            error_message=(event.failure_message or "")[:500],
-            processor_code=event.processor_code,
-        )
+    fields = report_fields(event, trigger)
     outcome = f"{event.event_type}: {move.after.value} (moved)"
     return cas.prepare(
         refund_id,
@@ -82,7 +94,7 @@ def _prepare(connection_id: UUID, connection_name: str, new: NewRow, *, stored: 
         trigger,
         source=Source.WEBHOOK,
         actor=processor_actor(connection_name),
-        detail=f"webhook {event.event_type} ({event.event_id}): processor status {event.raw_status}",
+        detail=report_detail(event),
         returning=("status",),
         equal=equal,
         webhook=(new.row.id, outcome) if stored else None,
@@ -98,11 +110,11 @@ async def store_and_apply(
     row not applied here is for the worker. ``now``: the time the rows' audit entries were made with
     (their entry hashes cover it)."""
     if rt.db.is_sqlite:
-        plans = {r.row.id: _prepare(connection_id, connection_name, r, stored=True) for r in rows}
+        prepared = {r.row.id: _prepare(connection_id, connection_name, r, stored=True) for r in rows}
+        plans = {row_id: plan for row_id, plan in prepared.items() if plan is not None}
         stored, applied = await rt.db.run_sqlite_write(lambda conn: _sqlite(conn, rows, plans, now))
-        for plan in plans.values():
-            if plan is not None and plan.params["x_event"] in applied:
-                signals.refund_changed(plan.refund_id)
+        for row_id in applied:  # committed: the dashboards may hear of it
+            signals.refund_changed(plans[row_id].refund_id)
         return stored, applied
     applied = await _apply_pg(rt, connection_id, connection_name, rows)
     stored = applied | await storing.store_pg(rt, [r for r in rows if r.row.id not in applied], now)
@@ -110,13 +122,13 @@ async def store_and_apply(
 
 
 def _sqlite(
-    conn: Connection, rows: Sequence[NewRow], plans: dict[UUID, cas.Prepared | None], now: dt.datetime
+    conn: Connection, rows: Sequence[NewRow], plans: dict[UUID, cas.Prepared], now: dt.datetime
 ) -> tuple[set[UUID], set[UUID]]:
     stored = storing.store_in(conn, rows, now)
     applied: set[UUID] = set()
     for row_id in stored:
-        plan = plans[row_id]
-        if plan is None:
+        plan = plans.get(row_id)
+        if plan is None:  # not the common confirming case: for the worker
             continue
         try:
             with conn.begin_nested():  # one event's failure undoes its own writes alone

@@ -12,7 +12,6 @@ import datetime as dt
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 from uuid import UUID
 
 from sqlalchemy import select
@@ -206,7 +205,7 @@ async def _apply_event(
     if refund is None:
         return f"{event.event_type}: no matching refund"
     trigger = TRIGGER_FOR[event.status]
-    detail = f"webhook {event.event_type} ({event.event_id}): processor status {event.raw_status}"
+    detail = fastpath.report_detail(event)
     mismatch = (event.amount is not None and event.amount != refund.amount) or (
         event.currency is not None and event.currency.upper() != refund.currency
     )
@@ -224,17 +223,9 @@ async def _apply_event(
             session, refund, trigger, source=Source.WEBHOOK, detail=f"{detail} — {other}"
         )
         return f"{event.event_type}: about another attempt ({refund.status})"
-    fields: dict[str, Any] = {"lookup_before_send": False}  # the processor has spoken about this attempt
+    fields = fastpath.report_fields(event, trigger)
     if event.gateway_refund_id and not refund.gateway_refund_id:
         fields["gateway_refund_id"] = event.gateway_refund_id
-    if event.raw_status:
-        fields["gateway_status"] = event.raw_status
-    if event.failure_code is not None and trigger in (Trigger.FAILED, Trigger.REVERSED):
-        fields.update(
-            error_code=event.failure_code.value,
-            error_message=(event.failure_message or "")[:500],
-            processor_code=event.processor_code,
-        )
     decision = await apply(
         session,
         refund,
