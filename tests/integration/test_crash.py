@@ -123,7 +123,10 @@ def test_lost_queue_is_rebuilt_from_the_database(stack: Stack, processor: str) -
     """
     stack.faults(processor, latency_ms=1_500)
     try:
+        # Created while no worker runs, so they go out together (see the test above).
+        stack.stop_worker()
         in_flight = create_refunds(stack, processor, 4, 4_000)
+        stack.start_worker()
         wait_until(
             lambda: sum(s == "submitting" for s in statuses(stack, set(in_flight)).values()) >= 2,
             timeout=30,
