@@ -345,3 +345,67 @@ def test_the_audit_chain_seals_and_verifies_after_notifications(stack: Stack) ->
         time.sleep(0.2)
     result = stack.cli("audit", "verify", check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_notification_reaching_a_refund_still_submitting_is_applied_on_receipt(stack: Stack) -> None:
+    """Adyen notifies fast: its REFUND notification can come while the worker has not yet recorded the
+    "received" answer (a busy worker, or here one killed with the call in flight). A notification
+    about the attempt in flight is applied on receipt, with no worker: the refund takes the processor
+    refund id it names. One naming an earlier attempt's processor refund (a late success for a refused
+    first attempt, while the retry is in flight) is not the fast path's: it waits for the worker,
+    which tells a person the processor may have refunded twice."""
+    faults(stack, webhook_drop_rate=1.0)
+    psp_retried = payment(stack)
+    retried = stack.wait_status(refund(stack, psp_retried, 1_600), "processing")
+    assert deliver(stack, item(retried, "REFUND", False)).status_code == 200
+    assert stack.wait_status(retried["id"], "failed")["status"] == "failed"
+    # Each call now executes, then hangs past the worker's timeout: killed meanwhile, outcome unknown.
+    faults(stack, webhook_drop_rate=1.0, timeout_rate=1.0, timeout_ms=30_000)
+    try:
+        stack.stop_worker()
+        psp = payment(stack)
+        fresh_id = refund(stack, psp, 1_700)
+        with stack.api() as client:
+            assert client.post(f"/api/v1/refunds/{retried['id']}/retry").status_code == 200
+        stack.start_worker()
+        wait_until(
+            lambda: len(ledger(stack, psp)) == 1 and len(ledger(stack, psp_retried)) == 2,
+            timeout=30,
+            what="both calls executed at the processor",
+        )
+        stack.procs["worker"].kill()
+        fresh = stack.get(fresh_id)
+        again = stack.get(retried["id"])
+        assert (fresh["status"], fresh["gateway_refund_id"]) == ("submitting", None), fresh
+        assert (again["status"], again["gateway_refund_id"]) == ("submitting", None), again
+        (executed,) = ledger(stack, psp)
+        fresh_report = item(fresh | {"gateway_refund_id": executed["gateway_refund_id"]}, "REFUND", True)
+        late_report = item(retried, "REFUND", True)  # the first attempt's processor refund id
+        response = deliver(stack, fresh_report, late_report)
+        assert (response.status_code, response.text) == (200, "[accepted]")
+        # Applied before the answer went out: no worker runs.
+        done = stack.get(fresh_id)
+        assert (done["status"], done["gateway_refund_id"]) == ("succeeded", executed["gateway_refund_id"])
+        assert stored_event(stack, done, "REFUND", True) == [
+            (stored_event(stack, done, "REFUND", True)[0][0], "REFUND: succeeded (moved)")
+        ]
+        assert stack.get(retried["id"])["status"] == "submitting"
+        ((processed_at, _),) = stored_event(stack, retried, "REFUND", True)
+        assert processed_at is None  # left for the worker's locked path
+    finally:
+        faults(stack)
+        stack.start_worker()
+        stack.wait_worker_ready()
+    balance = db_rows(stack, "SELECT refunded_amount FROM payments WHERE payment_reference = ?", psp)
+    assert balance == [(1_700,)]
+    warned = wait_until(
+        lambda: [
+            d for d in details(stack.get(retried["id"])) if "ALERT: money moved for another attempt" in d
+        ],
+        timeout=30,
+        what="the double-refund alert on the timeline",
+    )
+    assert "of an earlier attempt" in warned[0]
+    # The retry's call is re-sent with its own key after the restart: a replay, never a third refund.
+    stack.wait_status(retried["id"], "processing")
+    assert len(ledger(stack, psp_retried)) == 2

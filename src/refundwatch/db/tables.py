@@ -12,6 +12,7 @@ from refundwatch.db.models import (
     HealthStat,
     Payment,
     Refund,
+    RefundAttempt,
     RefundEvent,
     RefundStat,
     RollupOutbox,
@@ -26,3 +27,4 @@ OUTBOX = cast(Table, RollupOutbox.__table__)
 STATS = cast(Table, RefundStat.__table__)
 HEALTH_STATS = cast(Table, HealthStat.__table__)
 WEBHOOK_EVENTS = cast(Table, WebhookEvent.__table__)
+ATTEMPTS = cast(Table, RefundAttempt.__table__)

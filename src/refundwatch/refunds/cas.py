@@ -31,7 +31,7 @@ from refundwatch.audit.services import AUDIT_COLUMNS, NewEntry
 from refundwatch.dashboard.rollups import counted
 from refundwatch.dashboard.signals import signals
 from refundwatch.db.engine import Database
-from refundwatch.db.tables import AUDIT, EVENTS, OUTBOX, PAYMENTS, REFUNDS, WEBHOOK_EVENTS
+from refundwatch.db.tables import ATTEMPTS, AUDIT, EVENTS, OUTBOX, PAYMENTS, REFUNDS, WEBHOOK_EVENTS
 from refundwatch.gateways.base import Exchange, exchange_json
 from refundwatch.refunds.states import FINAL, Source, Status, Transition, Trigger, decide
 
@@ -99,6 +99,7 @@ def _statements(
     equal: tuple[str, ...],
     returning: tuple[str, ...],
     webhook: str | None = None,
+    first_report: bool = False,
 ) -> _Statements:
     values: dict[str, Any] = {name: _param(REFUNDS, name, f"c_{name}") for name in changes}
     for name in if_null:
@@ -120,6 +121,7 @@ def _statements(
             REFUNDS.c.status == move.before.value,
             *[REFUNDS.c[name] == _param(REFUNDS, name, f"w_{name}") for name in equal],
             *([_not_yet_stored()] if webhook == STORE else []),
+            *(_first_report() if first_report else ()),
         )
         .values(**values)
         .returning(*columns)
@@ -217,6 +219,18 @@ def _not_yet_stored() -> Any:
     )
 
 
+def _first_report() -> tuple[Any, ...]:
+    """The refund knows no processor refund id yet, and the one being set (``c_gateway_refund_id``)
+    is no earlier attempt's: the report is about the attempt in flight (``attempts.earlier_attempt``)."""
+    reported = _param(REFUNDS, "gateway_refund_id", "c_gateway_refund_id")
+    earlier = exists(
+        select(ATTEMPTS.c.id).where(
+            ATTEMPTS.c.refund_id == _param(REFUNDS, "id", "p_id"), ATTEMPTS.c.gateway_refund_id == reported
+        )
+    )
+    return (REFUNDS.c.gateway_refund_id.is_(None), ~earlier)
+
+
 def _balance(move: Transition, payment_id: Any, amount: Any) -> Update | None:
     """The payment's balance updates ``services._move_money`` makes for this transition."""
     values: dict[str, Any] = {}
@@ -268,17 +282,24 @@ def prepare(
     exchange: Exchange | None = None,
     webhook: tuple[UUID, str] | None = None,
     new_webhook: tuple[NewWebhook, str] | None = None,
+    first_report: bool = False,
     **changes: Any,
 ) -> Prepared | None:
     """The statements of :func:`transition_if`, or ``None`` when this transition needs the general
     path. ``webhook``: a stored event (id, outcome) marked processed with the transition;
-    ``new_webhook``: an event (and its outcome) stored as processed with it (PostgreSQL only)."""
+    ``new_webhook``: an event (and its outcome) stored as processed with it (PostgreSQL only);
+    ``first_report``: only if the refund has no processor refund id yet and the one set in
+    ``changes`` is no earlier attempt's."""
     move = decide(expected, trigger)
     if not isinstance(move, Transition) or not move.changed or move.reserves_amount:
         return None
+    if first_report and "gateway_refund_id" not in changes:
+        raise ValueError("first_report needs the processor refund id it reports")
     equal, if_null = equal or {}, if_null or {}
     mode = MARK if webhook is not None else STORE if new_webhook is not None else None
-    statements = _statements(move, tuple(changes), tuple(if_null), tuple(equal), tuple(returning), mode)
+    statements = _statements(
+        move, tuple(changes), tuple(if_null), tuple(equal), tuple(returning), mode, first_report
+    )
     now = dt.datetime.now(dt.UTC)
     params: dict[str, Any] = {
         "p_id": refund_id,

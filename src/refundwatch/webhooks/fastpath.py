@@ -41,6 +41,8 @@ EXPECTED = {
     Trigger.FAILED: Status.PROCESSING,
     Trigger.REVERSED: Status.SUCCEEDED,
 }
+# Outcomes that may reach a refund before the worker has recorded the processor's first answer.
+FIRST_REPORTS = (Trigger.SUCCEEDED, Trigger.FAILED)
 CONCURRENCY = 8  # a delivery's events at once on PostgreSQL: about what the pool serves without waiting
 
 
@@ -63,23 +65,26 @@ def report_fields(event: WebhookEvent, trigger: Trigger) -> dict[str, Any]:
     return fields
 
 
-def _prepare(connection_id: UUID, connection_name: str, new: NewRow, *, stored: bool) -> cas.Prepared | None:
-    """The transition ``new`` reports, if it is the common confirming case (else ``None``).
-    ``stored``: the event is already stored (mark it processed) rather than stored with it."""
+def _prepare(connection_id: UUID, connection_name: str, new: NewRow, *, stored: bool) -> list[cas.Prepared]:
+    """The transitions ``new`` may report if it is the common confirming case, to try in order (none
+    when it is not). ``stored``: the event is already stored (mark it processed) rather than stored
+    with it. First the report about the current attempt's processor refund; then, for an outcome, the
+    same report reaching a refund still ``submitting`` (the processor answered, but the worker has not
+    recorded the answer yet: Adyen notifies fast), when the processor refund id it names is no earlier
+    attempt's, which is how the worker's general path tells the attempt in flight."""
     event = new.event
     if event.status is None or not event.refund_id or not event.gateway_refund_id:
-        return None
+        return []
     trigger = TRIGGER_FOR[event.status]
     expected = EXPECTED.get(trigger)
-    move = decide(expected, trigger) if expected is not None else None
-    if expected is None or not isinstance(move, Transition):
-        return None
+    if expected is None:
+        return []
     try:
         refund_id = UUID(event.refund_id)
     except ValueError:
-        return None
+        return []
     # What makes this the general path's "about the current attempt, as asked" case.
-    equal: dict[str, Any] = {"connection_id": connection_id, "gateway_refund_id": event.gateway_refund_id}
+    equal: dict[str, Any] = {"connection_id": connection_id}
     if event.idempotency_key is not None:
         equal["gateway_idempotency_key"] = event.idempotency_key
     if event.amount is not None:
@@ -87,20 +92,29 @@ def _prepare(connection_id: UUID, connection_name: str, new: NewRow, *, stored: 
     if event.currency is not None:
         equal["currency"] = event.currency.upper()
     fields = report_fields(event, trigger)
-    outcome = f"{event.event_type}: {move.after.value} (moved)"
-    return cas.prepare(
-        refund_id,
-        expected,
-        trigger,
-        source=Source.WEBHOOK,
-        actor=processor_actor(connection_name),
-        detail=report_detail(event),
-        returning=("status",),
-        equal=equal,
-        webhook=(new.row.id, outcome) if stored else None,
-        new_webhook=None if stored else (new.row, outcome),
-        **fields,
-    )
+    plans: list[cas.Prepared] = []
+    for before, first in ((expected, False), (Status.SUBMITTING, True)):
+        move = decide(before, trigger)
+        if not isinstance(move, Transition) or (first and trigger not in FIRST_REPORTS):
+            continue
+        outcome = f"{event.event_type}: {move.after.value} (moved)"
+        plan = cas.prepare(
+            refund_id,
+            before,
+            trigger,
+            source=Source.WEBHOOK,
+            actor=processor_actor(connection_name),
+            detail=report_detail(event),
+            returning=("status",),
+            equal=equal if first else equal | {"gateway_refund_id": event.gateway_refund_id},
+            webhook=(new.row.id, outcome) if stored else None,
+            new_webhook=None if stored else (new.row, outcome),
+            first_report=first,
+            **(fields | {"gateway_refund_id": event.gateway_refund_id} if first else fields),
+        )
+        if plan is not None:
+            plans.append(plan)
+    return plans
 
 
 async def store_and_apply(
@@ -110,32 +124,36 @@ async def store_and_apply(
     row not applied here is for the worker. ``now``: the time the rows' audit entries were made with
     (their entry hashes cover it)."""
     if rt.db.is_sqlite:
-        prepared = {r.row.id: _prepare(connection_id, connection_name, r, stored=True) for r in rows}
-        plans = {row_id: plan for row_id, plan in prepared.items() if plan is not None}
+        plans = {
+            r.row.id: found
+            for r in rows
+            if (found := _prepare(connection_id, connection_name, r, stored=True))
+        }
         stored, applied = await rt.db.run_sqlite_write(lambda conn: _sqlite(conn, rows, plans, now))
-        for row_id in applied:  # committed: the dashboards may hear of it
-            signals.refund_changed(plans[row_id].refund_id)
-        return stored, applied
-    applied = await _apply_pg(rt, connection_id, connection_name, rows)
-    stored = applied | await storing.store_pg(rt, [r for r in rows if r.row.id not in applied], now)
-    return stored, applied
+        for refund_id in applied.values():  # committed: the dashboards may hear of it
+            signals.refund_changed(refund_id)
+        return stored, set(applied)
+    applied_pg = await _apply_pg(rt, connection_id, connection_name, rows)
+    stored = applied_pg | await storing.store_pg(rt, [r for r in rows if r.row.id not in applied_pg], now)
+    return stored, applied_pg
 
 
 def _sqlite(
-    conn: Connection, rows: Sequence[NewRow], plans: dict[UUID, cas.Prepared], now: dt.datetime
-) -> tuple[set[UUID], set[UUID]]:
+    conn: Connection, rows: Sequence[NewRow], plans: dict[UUID, list[cas.Prepared]], now: dt.datetime
+) -> tuple[set[UUID], dict[UUID, UUID]]:
+    """Store the rows, then apply each common one: returns the stored ids and {applied id: refund id}."""
     stored = storing.store_in(conn, rows, now)
-    applied: set[UUID] = set()
+    applied: dict[UUID, UUID] = {}
     for row_id in stored:
-        plan = plans.get(row_id)
-        if plan is None:  # not the common confirming case: for the worker
-            continue
-        try:
-            with conn.begin_nested():  # one event's failure undoes its own writes alone
-                if cas.run_in(plan, conn) is not None:
-                    applied.add(row_id)
-        except Exception:  # stored: the worker's general path still applies it
-            log.warning("fast path failed for webhook event %s", row_id, exc_info=True)
+        for plan in plans.get(row_id, ()):  # none: not the common confirming case, for the worker
+            try:
+                with conn.begin_nested():  # one event's failure undoes its own writes alone
+                    if cas.run_in(plan, conn) is not None:
+                        applied[row_id] = plan.refund_id
+                        break
+            except Exception:  # stored: the worker's general path still applies it
+                log.warning("fast path failed for webhook event %s", row_id, exc_info=True)
+                break
     return stored, applied
 
 
@@ -145,16 +163,18 @@ async def _apply_pg(
     turns = asyncio.Semaphore(CONCURRENCY)
 
     async def one(new: NewRow) -> UUID | None:
-        plan = _prepare(connection_id, connection_name, new, stored=False)
-        if plan is None:
+        plans = _prepare(connection_id, connection_name, new, stored=False)
+        if not plans:
             return None
         async with turns:
-            try:
-                row = await cas.run(rt.db, plan)
-            except Exception:  # e.g. stored meanwhile by another delivery: stored unprocessed below
-                log.info("fast path did not apply webhook event %s", new.event.event_id, exc_info=True)
-                return None
-        return new.row.id if row is not None else None
+            for plan in plans:
+                try:
+                    if await cas.run(rt.db, plan) is not None:
+                        return new.row.id
+                except Exception:  # e.g. stored meanwhile by another delivery: stored unprocessed below
+                    log.info("fast path did not apply webhook event %s", new.event.event_id, exc_info=True)
+                    return None
+        return None
 
     done = await asyncio.gather(*(one(new) for new in rows))
     return {row_id for row_id in done if row_id is not None}
