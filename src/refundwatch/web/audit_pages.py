@@ -53,7 +53,6 @@ async def _render(
             "entries": entries,
             "names": names,
             "details": {e.id: browse.details_of(e.details) for e in entries},
-            "utc_text": browse.utc_text,
             "filters": f.form,
             "actor_types": browse.ACTOR_TYPES,
             "actions": _known_actions(),
