@@ -200,3 +200,24 @@ def test_people_are_shown_by_name_with_their_machine_id_on_hover(stack: Stack) -
         exported = ada.get("/audit/export.csv", params={"actor": ivan_actor}).text
         assert ivan_actor in exported
         assert ",Ivan Initiator," not in exported
+
+
+def test_the_role_limit_reads_in_major_units_before_and_after_a_payment_is_chosen(stack: Stack) -> None:
+    """REFUNDWATCH_ROLE_LIMITS is one figure of minor units for every currency: before a payment is
+    chosen, the form shows what it is in one currency of each number of decimals; then in the payment's."""
+    with signed_in(stack, "ivan-initiator") as ivan:
+        blank = html.unescape(ivan.get("/refunds/new").text)
+        limit = re.search(r'id="role-limit">([^<]+)<', blank)
+        assert limit, blank[-3000:]
+        assert limit.group(1).startswith(
+            "Your role may start refunds of up to 1,000.00 EUR, 100,000 JPY or 100.000 KWD"
+        )
+        assert "minor units" not in blank
+        yen = stack.payment(500_000, "JPY")
+        chosen = html.unescape(ivan.get("/refunds/new", params={"q": yen}).text)
+        assert re.search(r'id="role-limit">Your role may start refunds of up to 100,000 JPY\.<', chosen)
+        over = typed(ivan, yen, "100,001", "JPY")
+        assert over.status_code == 422
+        assert "at most 100,000 JPY; ask an approver" in html.unescape(over.text)
+    with signed_in(stack, "ada-admin") as ada:  # an admin has no limit: nothing to say
+        assert 'id="role-limit"' not in ada.get("/refunds/new").text
