@@ -103,5 +103,5 @@ clean: ## remove caches, build output and vendored assets (keeps .venv, node_mod
 	find src tests bench -name __pycache__ -type d -prune -exec rm -rf {} + 2>/dev/null || true
 	rm -rf *.egg-info src/*.egg-info
 
-distclean: clean ## also remove .venv, node_modules and var/ (demo data)
+distclean: clean ## also remove .venv, node_modules and var/ (local data; the demo removes its own)
 	rm -rf $(VENV) node_modules var

@@ -37,6 +37,7 @@ from refundwatch.refunds.controllers import PaymentController, RefundController
 from refundwatch.runtime import Runtime
 from refundwatch.web.allow import allow_before_send
 from refundwatch.web.assets import asset_dirs
+from refundwatch.web.error_pages import load_viewer
 from refundwatch.web.errors import EXCEPTION_HANDLERS
 from refundwatch.web.openapi import COMPONENTS, complete_document
 from refundwatch.web.pages import pages_router
@@ -112,6 +113,7 @@ def create_app() -> Litestar:
         ],
         lifespan=[lifespan],
         exception_handlers={**EXCEPTION_HANDLERS, **PAGE_EXCEPTION_HANDLERS},
+        after_exception=[load_viewer],  # error pages keep a signed-in person's header (web.error_pages)
         csrf_config=CSRFConfig(
             secret=settings.effective_secret_key,
             cookie_name="rw_csrf",

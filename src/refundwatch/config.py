@@ -147,6 +147,15 @@ class Settings(BaseSettings):
         }
         return int(table.get(currency, table.get("*", "50000")))
 
+    @property
+    def approval_threshold_currencies(self) -> list[str]:
+        """The currencies REFUNDWATCH_APPROVAL_THRESHOLD names one by one (none for a single number)."""
+        value = self.approval_threshold.strip()
+        if ":" not in value:
+            return []
+        names = (k.strip().upper() for k, _, _ in (p.partition(":") for p in value.split(",")))
+        return [n for n in names if n and n != "*"]
+
     def check_required(self) -> None:
         """Refuse to start on bad settings: outside demo/test the secrets must be set (all missing ones
         are named at once), and in every mode the keys and the threshold must parse."""

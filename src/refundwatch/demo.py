@@ -1,10 +1,16 @@
 """`refundwatch demo` (what `make demo` runs): the whole system on this machine, seeded and busy.
 
-Redis (a database of its own on the one found, or a private server), the database under ``var/``, the
-gateway simulator, the web server and the worker as child processes, ~200 demo payments, some history,
-then live traffic. Payments registered meanwhile are made known to the simulator (``demo_mirror``).
-Ctrl-C (or SIGTERM) stops everything it started, empties its Redis database and exits 0; a child that
-dies on its own is reported with its log tail and the demo exits non-zero.
+Redis (a database of its own on the one found, or a private server), a directory of its own under
+``var/`` (``var/demo-<random>/``: the SQLite database, the logs, the connections file, the audit anchors),
+the gateway simulator, the web server and the worker as child processes, ~200 demo payments, some
+history, then live traffic. Payments registered meanwhile are made known to the simulator
+(``demo_mirror``).
+
+Ctrl-C (or SIGTERM) stops everything it started, empties its Redis database, removes its directory (and
+``var/`` when the demo made it and nothing else is in it) and exits 0: it leaves nothing behind. A database
+or anchor file named in the environment (REFUNDWATCH_DATABASE_URL, REFUNDWATCH_AUDIT_ANCHOR) is the
+caller's and is kept. A child that dies on its own is reported with its log tail, the directory is kept
+for its logs, and the demo exits non-zero.
 """
 
 from __future__ import annotations
@@ -34,12 +40,9 @@ from refundwatch.audit.actions import Actor
 from refundwatch.config import get_settings, reset_settings
 from refundwatch.demo_mirror import SimulatorMirror
 from refundwatch.demo_traffic import DemoPayment, DemoTraffic
+from refundwatch.demo_workspace import Workspace
 from refundwatch.lib.exceptions import RefundwatchError
 
-VAR = Path("var")
-LOG_DIR = VAR / "log"
-CONNECTIONS_FILE = VAR / "demo-connections.toml"
-DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/refundwatch.db"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 SIMULATOR_PORT = 8900
 CONNECTIONS = {"stripe-eu": "EUR", "stripe-us": "USD", "adyen-eu": "EUR"}
@@ -134,12 +137,13 @@ def _die_with_parent() -> Callable[[], None] | None:
 
 @dataclass
 class Supervisor:
+    log_dir: Path
     children: list[Child] = field(default_factory=list)
     redis_claimed: str | None = None  # the database the demo claimed on a shared Redis, emptied at the end
 
     def start(self, name: str, argv: list[str]) -> Child:
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        log = LOG_DIR / f"{name}.log"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_dir / f"{name}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 argv,
@@ -232,7 +236,7 @@ def _redis_answers(url: str) -> bool:
         return False
 
 
-def _ensure_redis(sup: Supervisor) -> tuple[str, bool]:
+def _ensure_redis(sup: Supervisor, data_dir: Path) -> tuple[str, bool]:
     """The Redis URL to use (a database of the demo's own), and whether the demo started the server."""
     url = os.environ.get("REFUNDWATCH_REDIS_URL") or DEFAULT_REDIS_URL
     binary = shutil.which("redis-server")
@@ -258,7 +262,7 @@ def _ensure_redis(sup: Supervisor) -> tuple[str, bool]:
     for _attempt in range(3):  # the free port can be taken before redis binds it
         port = _free_port()
         options = f"--bind 127.0.0.1 --port {port} --appendonly no --daemonize no".split()
-        child = sup.start("redis", [binary, *options, "--save", "", "--dir", str(VAR.resolve())])
+        child = sup.start("redis", [binary, *options, "--save", "", "--dir", str(data_dir.resolve())])
         private = f"redis://127.0.0.1:{port}/0"
         deadline = time.monotonic() + 10
         while child.alive() and time.monotonic() < deadline:
@@ -266,10 +270,10 @@ def _ensure_redis(sup: Supervisor) -> tuple[str, bool]:
                 return private, True
             time.sleep(0.05)
         sup.stop_all()
-    raise DemoError(f"the private redis-server did not start; see {LOG_DIR / 'redis.log'}")
+    raise DemoError(f"the private redis-server did not start; see {sup.log_dir / 'redis.log'}")
 
 
-def _write_connections_file(simulator_port: int) -> None:
+def _write_connections_file(path: Path, simulator_port: int) -> None:
     tables = []
     for name in CONNECTIONS:
         processor = PROCESSOR_OF[name]
@@ -293,14 +297,14 @@ def _write_connections_file(simulator_port: int) -> None:
             + "health_check_interval_seconds = 5\n"
             "timeout_seconds = 10\n"
         )
-    CONNECTIONS_FILE.write_text(
+    path.write_text(
         "# Written by `refundwatch demo` for the gateway simulator; rewritten on every run.\n\n"
         + "\n".join(tables),
         encoding="utf-8",
     )
 
 
-async def _prepare_database() -> tuple[str, int]:
+async def _prepare_database(connections_file: Path) -> tuple[str, int]:
     """Import the demo connections, create an API key; returns it and the next free payment number."""
     from sqlalchemy import or_, select
 
@@ -312,7 +316,7 @@ async def _prepare_database() -> tuple[str, int]:
 
     rt = Runtime.build(get_settings(), pool_size=2)
     try:
-        await import_connections(rt.db, rt.cipher, load_connections_file(CONNECTIONS_FILE), DEMO_ACTOR)
+        await import_connections(rt.db, rt.cipher, load_connections_file(connections_file), DEMO_ACTOR)
         key = await create_api_key(rt.db, "demo", SCOPES, DEMO_ACTOR)
         async with rt.db.read_session() as session:
             references = (
@@ -327,7 +331,7 @@ async def _prepare_database() -> tuple[str, int]:
             ).all()
     finally:
         await rt.close()
-    # A re-run keeps the earlier history and numbers its new payments after it.
+    # A database of the caller's keeps the earlier runs' history: new payments are numbered after it.
     digits = [r.removeprefix("pi_demo_").removeprefix("DEMO") for r in references]
     numbers = [int(d) for d in digits if d.isdigit()]
     return key, max(numbers, default=0) + 1
@@ -346,6 +350,8 @@ class Demo:
     private_redis: bool
     traffic: bool
     sup: Supervisor
+    workspace: Workspace
+    own_database: bool  # False: the caller's REFUNDWATCH_DATABASE_URL, kept when the demo stops
     logins: list[str] = field(default_factory=list)
     sign_in_note: str = ""
 
@@ -384,7 +390,8 @@ async def _start_children(demo: Demo, client: httpx2.AsyncClient) -> None:
 
     me = [sys.executable, "-m", "refundwatch"]
     hooks = f"{demo.web_url}/webhooks/{{connection}}"
-    simulator_args = f"simulator --port {demo.simulator_port} --connections {CONNECTIONS_FILE}".split()
+    connections = demo.workspace.connections_file
+    simulator_args = f"simulator --port {demo.simulator_port} --connections {connections}".split()
     simulator = demo.sup.start("simulator", [*me, *simulator_args, "--webhook-url", hooks])
     provider = demo_idp.plan(demo.web_url)  # before the web process: it sets the OIDC environment
     if isinstance(provider, str):
@@ -429,10 +436,12 @@ def _banner(demo: Demo, showcase: DemoPayment) -> str:
         scopes=", ".join(SCOPES),
         logins="\n".join(f"  Sign in as   {line}" for line in logins),
         traffic="about 2-5 refunds per second, with injected gateway faults" if demo.traffic else "off",
-        database=get_settings().database_url,
+        database=get_settings().database_url
+        + (" (the demo's own, removed when it stops)" if demo.own_database else " (yours, kept)"),
         redis=demo.redis_url + (" (private, stopped with the demo)" if demo.private_redis else OWN_DATABASE),
         register=register,
-        logs=", ".join(str(c.log) for c in demo.sup.children),
+        logs=f"{demo.sup.log_dir}/  ({', '.join(c.log.name for c in demo.sup.children)}; "
+        "removed when it stops, kept if it fails)",
     )
 
 
@@ -512,32 +521,46 @@ def _interrupt(_signum: int, _frame: Any) -> None:
 def run_demo(*, port: int = 8000, traffic: bool = True) -> None:
     """Run the demo in the current directory until Ctrl-C or SIGTERM."""
     signal.signal(signal.SIGTERM, _interrupt)
-    sup = Supervisor()
+    workspace = Workspace.create()
+    sup = Supervisor(workspace.log_dir)
+    failed = True
     try:
-        _run(sup, port, traffic)
+        _run(sup, workspace, port, traffic)
+        failed = False
     except KeyboardInterrupt:
-        pass
+        failed = False
     finally:
         if sup.children:
             _say("\nstopping the demo: " + ", ".join(c.label for c in sup.children))
         sup.stop_all()
         if sup.redis_claimed is not None and demo_redis.release_database(sup.redis_claimed):
             _say(f"emptied the demo's Redis database ({sup.redis_claimed})")
+        _tidy(workspace, failed)
     _say("the demo has stopped")
 
 
-def _run(sup: Supervisor, port: int, traffic: bool) -> None:
+def _tidy(workspace: Workspace, failed: bool) -> None:
+    """Remove the demo's files; after a failure with something in the logs, keep them to be read."""
+    if failed and workspace.has_logs():
+        _say(f"kept {workspace.root} for its logs; remove it when done (rm -r {workspace.root})")
+        return
+    workspace.remove()
+    _say(f"removed the demo's files ({workspace.root})")
+
+
+def _run(sup: Supervisor, workspace: Workspace, port: int, traffic: bool) -> None:
     os.environ["REFUNDWATCH_MODE"] = "demo"
-    os.environ.setdefault("REFUNDWATCH_DATABASE_URL", DEFAULT_DATABASE_URL)
+    own_database = "REFUNDWATCH_DATABASE_URL" not in os.environ
+    os.environ.setdefault("REFUNDWATCH_DATABASE_URL", workspace.database_url)
+    os.environ.setdefault("REFUNDWATCH_AUDIT_ANCHOR", str(workspace.anchor))
     os.environ.setdefault("REFUNDWATCH_BASE_URL", f"http://127.0.0.1:{port}")
     os.environ.setdefault("REFUNDWATCH_LOG_JSON", "false")  # people read these logs, not a collector
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
     if not _port_free(port):
         raise DemoError(
             f"port {port} is already in use (another demo still running?); "
             f"pick another one: refundwatch demo --port {port + 1}  (make demo DEMO_ARGS='--port {port + 1}')"
         )
-    redis_url, private = _ensure_redis(sup)
+    redis_url, private = _ensure_redis(sup, workspace.root)
     os.environ["REFUNDWATCH_REDIS_URL"] = redis_url
     reset_settings()
     settings = get_settings()
@@ -547,7 +570,18 @@ def _run(sup: Supervisor, port: int, traffic: bool) -> None:
     _say(f"migrating {settings.database_url}")
     upgrade(settings.database_url)
     simulator_port = SIMULATOR_PORT if _port_free(SIMULATOR_PORT) else _free_port()
-    _write_connections_file(simulator_port)
-    api_key, first_payment = asyncio.run(_prepare_database())
-    demo = Demo(port, simulator_port, api_key, first_payment, redis_url, private, traffic, sup)
+    _write_connections_file(workspace.connections_file, simulator_port)
+    api_key, first_payment = asyncio.run(_prepare_database(workspace.connections_file))
+    demo = Demo(
+        port=port,
+        simulator_port=simulator_port,
+        api_key=api_key,
+        first_payment=first_payment,
+        redis_url=redis_url,
+        private_redis=private,
+        traffic=traffic,
+        sup=sup,
+        workspace=workspace,
+        own_database=own_database,
+    )
     asyncio.run(_live(demo))

@@ -4,6 +4,7 @@ the page fits the window with long values cut (whole value on hover), under the 
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import re
@@ -22,8 +23,11 @@ pytestmark = [needs_chromium, pytest.mark.parametrize("stack", ["postgresql"], i
 
 
 @contextmanager
-def admin_tab(browser: Any, stack: Stack, width: int = 1280) -> Iterator[tuple[Any, list[str]]]:
-    context = browser.new_context(base_url=stack.web_url, viewport={"width": width, "height": 900})
+def admin_tab(
+    browser: Any, stack: Stack, width: int = 1280, timezone: str | None = None
+) -> Iterator[tuple[Any, list[str]]]:
+    zone = {"timezone_id": timezone} if timezone else {}
+    context = browser.new_context(base_url=stack.web_url, viewport={"width": width, "height": 900}, **zone)
     page = context.new_page()
     problems: list[str] = []
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
@@ -115,3 +119,22 @@ def test_the_log_fits_the_window_and_long_values_show_whole_on_hover(
         expect(target).to_be_visible()
         assert refund_id in (target.get_attribute("title") or "")
         expect(page.locator("#chain-verified")).to_be_visible()
+
+
+def test_times_show_in_the_viewers_zone_with_utc_on_hover(browser: Any, stack: Stack, refund_id: str) -> None:
+    with admin_tab(browser, stack, timezone="Asia/Tokyo") as (page, problems):
+        page.goto(f"/audit?target={refund_id}")
+        cell = page.locator("table.audit-log tbody tr td:nth-child(2) time").first
+        expect(cell).to_have_attribute("data-localised", "")
+        shown, hover = cell.inner_text(), cell.get_attribute("title") or ""
+        assert shown.endswith(" Asia/Tokyo"), shown
+        assert hover.endswith(" UTC"), hover
+        utc = dt.datetime.strptime(hover, "%Y-%m-%d %H:%M:%S UTC")
+        assert shown == (utc + dt.timedelta(hours=9)).strftime("%Y-%m-%d %H:%M:%S Asia/Tokyo")  # no DST
+        # After a boosted (htmx) navigation too: the next filter's rows are localised as well.
+        page.fill("input[name=action]", "api:refund:create")
+        page.click("#audit-filters button[type=submit]")
+        page.wait_for_url(re.compile(r".*action=api%3Arefund%3Acreate.*"))
+        expect(page.locator("table.audit-log tbody time[data-local]")).to_have_count(0)
+        assert page.locator("table.audit-log tbody time[data-localised]").count() >= 1
+        assert not [p for p in problems if "Content Security Policy" in p or "Refused" in p], problems

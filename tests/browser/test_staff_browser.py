@@ -54,7 +54,7 @@ def test_initiator_signs_in_creates_a_refund_and_signs_out(
         tab.sign_in("ivan-initiator", f"/refunds/new?q={reference}")
         page = tab.page
         assert page.url.endswith(f"/refunds/new?q={reference}")
-        assert "ivan-initiator" in page.inner_text("header")
+        assert "Ivan Initiator" in page.inner_text("header")  # the name from the ID token
         assert page.locator("text=Still refundable").count() == 1
         # An inline error first (over what is refundable), then a good refund; both through htmx.
         page.fill("input[name=amount]", "300.00")  # major units: more than the 200.00 EUR left

@@ -112,7 +112,7 @@ def with_session(stack: Stack, session_id: str) -> httpx2.Client:
 
 
 def who(stack: Stack, session_id: str) -> str | None:
-    """The e-mail shown for this session on the dashboard, or None when it is not signed in."""
+    """The e-mail (on hover over the name) of this session on the dashboard; None when signed out."""
     with with_session(stack, session_id) as client:
         response = client.get("/")
     if response.status_code == 303:

@@ -1,4 +1,5 @@
-"""`refundwatch demo` end to end: it comes up, refunds succeed through the API, Ctrl-C stops everything."""
+"""`refundwatch demo` end to end: it comes up, refunds succeed through the API, Ctrl-C stops everything
+and leaves nothing behind (no process, no file)."""
 
 from __future__ import annotations
 
@@ -93,12 +94,9 @@ def _sign_in_as_demo_user(banner: str, port: int) -> None:
 def test_demo_serves_refunds_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     redis_url, private = _redis_for_demo()
     port = free_port()
-    env = {
-        **os.environ,
-        "REFUNDWATCH_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'demo.db'}",
-        "REFUNDWATCH_REDIS_URL": redis_url,
-    }
-    env.pop("REFUNDWATCH_BASE_URL", None)
+    env = {**os.environ, "REFUNDWATCH_REDIS_URL": redis_url}
+    for name in ("REFUNDWATCH_BASE_URL", "REFUNDWATCH_DATABASE_URL", "REFUNDWATCH_AUDIT_ANCHOR"):
+        env.pop(name, None)  # the demo's own: in its directory, removed when it stops
     out = tmp_path / "demo.out"
     with out.open("wb") as sink:
         proc = subprocess.Popen(
@@ -116,12 +114,18 @@ def test_demo_serves_refunds_and_stops_everything_on_ctrl_c(tmp_path: Path) -> N
         assert key is not None, banner
         assert simulator is not None, banner
         assert f"http://127.0.0.1:{port}/" in banner
-        assert "var/log/web.log" in banner
+        own = re.search(r"Logs\s+(var/demo-[\w-]+)/log/  \(.*\bweb\.log\b", banner)
+        assert own is not None, banner
+        workspace = tmp_path / own.group(1)
         assert ("(private, stopped with the demo)" in banner) is private, banner
+        assert (
+            f"sqlite+aiosqlite:///{own.group(1)}/refundwatch.db (the demo's own, removed when it stops)"
+            in banner
+        )
         for name in ("web", "worker", "simulator", "idp"):
-            assert (tmp_path / "var" / "log" / f"{name}.log").is_file()
-        assert (tmp_path / "var" / "demo-connections.toml").is_file()
-        assert (tmp_path / "demo.db").is_file()
+            assert (workspace / "log" / f"{name}.log").is_file()
+        assert (workspace / "connections.toml").is_file()
+        assert (workspace / "refundwatch.db").is_file()
 
         headers = {"Authorization": f"Bearer {key.group(1)}"}
         url = f"http://127.0.0.1:{port}/api/v1/refunds"
@@ -148,6 +152,9 @@ def test_demo_serves_refunds_and_stops_everything_on_ctrl_c(tmp_path: Path) -> N
         assert not _port_in_use(int(simulator.group(1))), "the simulator is still listening"
         # Every child (the private redis-server too) ran in tmp_path or below it.
         assert _processes_in(tmp_path.resolve()) == []
+        # Nothing left behind: its database, logs, connections file and anchors went with var/.
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.out"]
+        assert f"removed the demo's files ({own.group(1)})" in out.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()

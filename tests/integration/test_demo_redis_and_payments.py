@@ -95,6 +95,9 @@ def test_demo_uses_its_own_redis_database_and_knows_api_payments(tmp_path: Path)
         for db in range(1, 16):
             assert redis.Redis.from_url(shared.rsplit("/", 1)[0] + f"/{db}").dbsize() == 0, db
         assert others.keys("*") == [b"someone:else"]
+        # The database it was given is the caller's: kept; everything else the demo wrote is gone.
+        assert "demo.db (yours, kept)" in banner
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.db", "demo.out"]
     finally:
         if proc.poll() is None:
             proc.kill()

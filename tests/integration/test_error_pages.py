@@ -4,6 +4,7 @@ JSON errors (CONTRACT §4, §5), whatever the caller's Accept header says."""
 from __future__ import annotations
 
 import contextlib
+import re
 import uuid
 
 import httpx2
@@ -79,3 +80,39 @@ def test_a_browser_gets_a_500_page_and_the_api_its_json(stack: Stack) -> None:
     assert "health_checks" not in page.text  # nothing about the cause reaches the page
     assert fragment.status_code == 500
     assert fragment.json()["code"] == "internal_error"
+
+
+def header_of(response: httpx2.Response) -> str:
+    return response.text[response.text.index("<header") : response.text.index("</header>")]
+
+
+def test_error_pages_keep_the_signed_in_persons_header_and_menu(stack: Stack) -> None:
+    """An unknown path never reaches a route (nor its guard, nor the CSRF middleware): the page still
+    names the person, offers their role's menu, and its sign-out form works."""
+    with signed_in(stack, "ada-admin") as ada:
+        ada.get("/refunds")  # as a browser would have: the CSRF cookie
+        lost = ada.get("/no-such-page", headers=BROWSER)
+        assert_house_page(lost, 404, "Not found")
+        header = header_of(lost)
+        assert "Ada Admin" in header
+        for link in ('href="/refunds"', 'href="/approvals"', 'href="/gateways"', 'href="/audit"'):
+            assert link in header, link
+        token = re.search(r'name="_csrf_token" value="([^"]+)"', header)
+        assert token
+        assert token.group(1) == ada.cookies.get("rw_csrf")
+        assert ada.get("/refunds").status_code == 200  # reading it did not end or change the session
+        bye = ada.post("/auth/logout", data={"_csrf_token": token.group(1)}, headers=BROWSER)
+        assert bye.status_code == 303
+        assert ada.get("/refunds").status_code == 303  # signed out: back to sign-in
+    with signed_in(stack, "alice-viewer") as alice:
+        forbidden = alice.get("/audit", headers=BROWSER)  # a viewer's menu: no administration
+        assert forbidden.status_code == 403
+        assert "Alice Viewer" in header_of(forbidden)
+        assert 'href="/audit"' not in header_of(forbidden)
+    anonymous = httpx2.get(f"{stack.web_url}/no-such-page", headers=BROWSER)
+    assert "<nav" not in header_of(anonymous)
+    stale = httpx2.get(f"{stack.web_url}/no-such-page", headers=BROWSER, cookies={"rw_session": "x" * 40})
+    assert_house_page(stale, 404, "Not found")
+    assert "<nav" not in header_of(stale)
+    with stack.api() as api:  # the API's errors stay JSON
+        assert api.get("/api/v1/nothing-here", headers=BROWSER).json()["code"] == "not_found"

@@ -167,3 +167,57 @@ def test_list_totals_per_currency_and_sorting_keep_keyset_paging(stack: Stack) -
         oldest = alice.get("/refunds", params={"q": reference, "sort": "oldest"}).text
         assert re.findall(r'href="/refunds/([0-9a-f-]{36})"', oldest)[:3] == created[:3]
         assert alice.get("/refunds", params={"sort": "sideways"}).status_code == 422
+
+
+def test_people_are_shown_by_name_with_their_machine_id_on_hover(stack: Stack) -> None:
+    """The header, a refund's audit entries and /audit name people (the ID token's name, the key's name);
+    the actor id stays on hover, in the filter links and in the exports."""
+    with signed_in(stack, "ivan-initiator") as ivan:
+        page = ivan.get("/refunds/new").text
+        header = page[page.index("<header") : page.index("</header>")]
+        assert '<span class="who-name" title="ivan-initiator@example.test">Ivan Initiator</span>' in header
+        by_ivan = refund_id_from(create_via_form(ivan, stack.payment(9_000), 1_000))
+        trail = ivan.get(f"/refunds/{by_ivan}").text
+        trail = html.unescape(trail[trail.index("audit-trail") :])
+        row = re.search(
+            r'<td title="user: (ivan-initiator@example\.test \(u-[0-9a-f]+\))">Ivan Initiator<', trail
+        )
+        assert row, trail[:2000]
+        ivan_actor = row.group(1)
+    by_key = stack.refund(stack.payment(9_000), 1_000).json()["id"]
+    with signed_in(stack, "ada-admin") as ada:
+        trail = html.unescape(ada.get(f"/refunds/{by_key}").text)
+        assert re.search(
+            r'<td title="api_key: tests \([0-9a-f-]{36}\)">tests <small>\(api key\)</small>', trail
+        )
+        audit = html.unescape(ada.get("/audit", params={"target": by_ivan}).text)
+        link = re.search(r'<a class="cut" href="([^"]+)" title="user: ([^"]+)">Ivan Initiator</a>', audit)
+        assert link, audit[-4000:]
+        assert link.group(2) == ivan_actor
+        filtered = ada.get(link.group(1))  # the row's link filters by the machine id, not the name
+        assert filtered.status_code == 200
+        assert "Ivan Initiator" in filtered.text
+        exported = ada.get("/audit/export.csv", params={"actor": ivan_actor}).text
+        assert ivan_actor in exported
+        assert ",Ivan Initiator," not in exported
+
+
+def test_the_role_limit_reads_in_major_units_before_and_after_a_payment_is_chosen(stack: Stack) -> None:
+    """REFUNDWATCH_ROLE_LIMITS is one figure of minor units for every currency: before a payment is
+    chosen, the form shows what it is in one currency of each number of decimals; then in the payment's."""
+    with signed_in(stack, "ivan-initiator") as ivan:
+        blank = html.unescape(ivan.get("/refunds/new").text)
+        limit = re.search(r'id="role-limit">([^<]+)<', blank)
+        assert limit, blank[-3000:]
+        assert limit.group(1).startswith(
+            "Your role may start refunds of up to 1,000.00 EUR, 100,000 JPY or 100.000 KWD"
+        )
+        assert "minor units" not in blank
+        yen = stack.payment(500_000, "JPY")
+        chosen = html.unescape(ivan.get("/refunds/new", params={"q": yen}).text)
+        assert re.search(r'id="role-limit">Your role may start refunds of up to 100,000 JPY\.<', chosen)
+        over = typed(ivan, yen, "100,001", "JPY")
+        assert over.status_code == 422
+        assert "at most 100,000 JPY; ask an approver" in html.unescape(over.text)
+    with signed_in(stack, "ada-admin") as ada:  # an admin has no limit: nothing to say
+        assert 'id="role-limit"' not in ada.get("/refunds/new").text

@@ -114,3 +114,18 @@ def test_times_are_utc_on_hover_and_marked_for_the_viewers_zone() -> None:
     assert 'title="2026-12-06 04:50:41 UTC"' in html
     assert "data-local" in html
     assert labels.when(None) == "—"
+
+
+def test_one_currency_per_number_of_decimals_for_a_figure_in_minor_units() -> None:
+    from refundwatch.lib.money import one_per_exponent
+
+    assert one_per_exponent(["usd", "EUR", "JPY", "ISK", "KWD", "BHD"]) == ["USD", "JPY", "KWD"]
+    assert one_per_exponent([]) == []
+
+
+def test_the_currencies_the_approval_threshold_names() -> None:
+    from refundwatch.config import Settings
+
+    assert Settings(approval_threshold="50000").approval_threshold_currencies == []
+    named = Settings(approval_threshold="usd:50000, *:40000,JPY:500000")
+    assert named.approval_threshold_currencies == ["USD", "JPY"]

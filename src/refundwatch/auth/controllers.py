@@ -15,7 +15,7 @@ from refundwatch.audit.actions import Actor
 from refundwatch.audit.services import record
 from refundwatch.auth.guards import current_session, session_store, user_actor
 from refundwatch.auth.oidc import OidcProvider, SignInError
-from refundwatch.auth.roles import User, groups_of, parse_role_map, role_for
+from refundwatch.auth.roles import User, groups_of, name_from, parse_role_map, role_for
 from refundwatch.auth.sessions import COOKIE
 from refundwatch.web.state import runtime_of
 
@@ -124,7 +124,7 @@ class AuthController(Controller):
         claims = done.claims
         user = User(
             subject=str(claims["sub"]),
-            name=str(claims.get("name") or claims.get("preferred_username") or claims["sub"])[:128],
+            name=name_from(claims),
             email=str(claims["email"])[:255] if claims.get("email") else None,
             role=role_for(groups, parse_role_map(settings.role_map)),
             groups=tuple(groups)[:50],

@@ -49,7 +49,7 @@ def session_store(connection: ASGIConnection[Any, Any, Any, Any]) -> SessionStor
 def user_actor(user: User, connection: ASGIConnection[Any, Any, Any, Any]) -> Actor:
     """How a person appears in the audit log: name and stable subject, with where they came from."""
     host = connection.client.host if connection.client else None
-    return Actor("user", f"{user.display} ({user.subject})", host, connection.headers.get("user-agent"))
+    return Actor("user", f"{user.audit_label} ({user.subject})", host, connection.headers.get("user-agent"))
 
 
 async def current_session(connection: ASGIConnection[Any, Any, Any, Any]) -> Session | None:

@@ -119,7 +119,7 @@ def _label(role: Role | None) -> str | None:
 async def _audit(connection: Any, session: Session, action: str, details: dict[str, Any]) -> None:
     user = session.user
     host = connection.client.host if connection.client else None
-    actor = Actor("user", f"{user.display} ({user.subject})", host, connection.headers.get("user-agent"))
+    actor = Actor("user", f"{user.audit_label} ({user.subject})", host, connection.headers.get("user-agent"))
     details["groups"] = list(user.groups)
     async with runtime_of(connection).db.session() as db:
         record(db, actor, action, target_type="session", details=details)

@@ -93,6 +93,16 @@ def role_for(groups: Iterable[str], role_map: Mapping[str, Role]) -> Role | None
     return max(roles) if roles else None
 
 
+def name_from(claims: Mapping[str, Any]) -> str:
+    """How pages name a person: the ID token's ``name``, else ``preferred_username``, else the e-mail
+    (the subject only when the provider sends none of them)."""
+    for claim in ("name", "preferred_username", "email"):
+        value = claims.get(claim)
+        if isinstance(value, str) and value.strip():
+            return value.strip()[:128]
+    return str(claims["sub"])[:128]
+
+
 @dataclass(frozen=True, slots=True)
 class User:
     """A signed-in person, as the session holds them."""
@@ -113,4 +123,11 @@ class User:
 
     @property
     def display(self) -> str:
+        """How pages show this person: the name from their ID token (``refunds.people``)."""
+        return self.name or self.email or self.subject
+
+    @property
+    def audit_label(self) -> str:
+        """The first part of this person's actor id in the audit log, ``"<e-mail> (<subject>)"``: a
+        machine id that filters and exports match on, so it stays what it always was."""
         return self.email or self.name or self.subject

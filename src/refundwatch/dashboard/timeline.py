@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from refundwatch.db.models import AuditEntry, Refund, RefundEvent
 from refundwatch.lib.exceptions import NotFound
+from refundwatch.refunds.people import display_names
 from refundwatch.refunds.services import get_refund
 from refundwatch.runtime import Runtime
 
@@ -30,6 +31,7 @@ class Story:
     steps: list[Step]
     audit: list[AuditEntry]
     connection: str
+    names: dict[str, str]  # audit actor id -> the name people read (refunds.people)
 
 
 def _exchange(raw: str | None) -> dict[str, Any] | None:
@@ -54,12 +56,14 @@ async def story(rt: Runtime, refund_id: UUID) -> Story:
                 )
             ).all()
         )
+        names = await display_names(session, ((a.actor_type, a.actor_id) for a in audit))
     conn = await rt.connections.by_id(refund.connection_id)
     return Story(
         refund=refund,
         steps=[Step(e, _exchange(e.exchange)) for e in events],
         audit=audit,
         connection=conn.name if conn else "?",
+        names=names,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 
 # ISO 4217 minor-unit exponents that differ from the usual 2.
@@ -91,6 +92,15 @@ class AmountError(ValueError):
 
 # A positive amount as a person types it: digits, optionally grouped by commas, optionally a fraction.
 _TYPED = re.compile(r"(?P<whole>\d+|\d{1,3}(?:,\d{3})+)(?:\.(?P<frac>\d*))?")
+
+
+def one_per_exponent(currencies: Iterable[str]) -> list[str]:
+    """The first currency of each number of decimals, in order: ("EUR", "USD", "JPY") -> ["EUR", "JPY"].
+    A figure in minor units (a role's limit) reads differently in each; one example of each says how."""
+    seen: dict[int, str] = {}
+    for currency in currencies:
+        seen.setdefault(exponent(currency), currency.upper())
+    return list(seen.values())
 
 
 def example_amount(currency: str) -> str:

@@ -242,7 +242,8 @@ async def create_refund(
     _check_shape(body)
     if amount_limit is not None and body.amount > amount_limit:
         raise ValidationFailed(
-            f"your role may start refunds of at most {amount_limit} (minor units); ask an approver",
+            f"your role may start refunds of at most {format_money(amount_limit, body.currency)}; "
+            "ask an approver",
             code="amount_over_role_limit",
         )
     if not found.payments and connection_id is not None and body.connection is not None:

@@ -28,7 +28,7 @@ from refundwatch.auth.sessions import Session
 from refundwatch.dashboard import timeline
 from refundwatch.db.models import Payment, Refund
 from refundwatch.lib.exceptions import RefundwatchError, ValidationFailed
-from refundwatch.lib.money import AmountError, parse_amount
+from refundwatch.lib.money import AmountError, format_money, one_per_exponent, parse_amount
 from refundwatch.refunds import export, services
 from refundwatch.refunds.approvals import SORTS, waiting_queue
 from refundwatch.refunds.closing import close_unexecuted
@@ -316,6 +316,16 @@ def _limit_for(role: Role | None, rt: Runtime) -> int | None:
     return limits.get(role) if role is not None else 0
 
 
+def _limit_examples(limit: int | None, rt: Runtime) -> list[str]:
+    """A role's limit is one figure in minor units, whatever the currency (REFUNDWATCH_ROLE_LIMITS):
+    before a payment is chosen, it is shown in one currency of each number of decimals, those the
+    approval threshold names first, then EUR, JPY and KWD."""
+    if not limit:
+        return []
+    currencies = one_per_exponent([*rt.settings.approval_threshold_currencies, "EUR", "JPY", "KWD"])
+    return [format_money(limit, c) for c in currencies]
+
+
 @get("/refunds/new", opt={"action": Action.CREATE})
 async def new_refund_page(
     request: Request[Any, Any, Any], session: Session, q: str | None = None
@@ -332,6 +342,7 @@ async def new_refund_page(
         error=None,
         form_key=secrets.token_urlsafe(16),
         limit=_limit_for(session.user.role, rt),
+        limit_examples=_limit_examples(_limit_for(session.user.role, rt), rt),
         threshold_for=rt.settings.approval_threshold_for,
     )
 
@@ -368,6 +379,7 @@ async def create_refund_page(
             error_code=exc.code,
             form_key=form.get("form_key") or secrets.token_urlsafe(16),
             limit=_limit_for(session.user.role, rt),
+            limit_examples=_limit_examples(_limit_for(session.user.role, rt), rt),
             threshold_for=rt.settings.approval_threshold_for,
         )
     return _go_to(request, f"/refunds/{intake.refund.id}")

@@ -1,9 +1,13 @@
-"""Who asked for a refund, by name: staff by the name from their ID token, clients by their key's name.
+"""People by name: staff by the name from their ID token, clients by their key's (or client's) name.
 
-``created_by`` holds a stable key (``user:<subject>``, ``api_key:<id>``), never a display name. The
-refund's creation is audited in the same transaction with the actor as "<who> (<id>)", so the name is
-read from that entry (found by the indexed target id). For staff, "<who>" is their e-mail when they have
-one; the name from their ID token is recorded with their latest sign-in, and preferred.
+The audit log's actor id is a stable machine id and stays one: ``"<e-mail> (<subject>)"`` for staff,
+``"<key name> (<key id>)"`` for API keys; filters and exports keep using it. What pages show instead is
+its person's name. For staff that is the name recorded with their latest sign-in (the ID token's
+``name``, else ``preferred_username``, else the e-mail); for clients it is the first part of the id.
+
+``created_by`` on a refund holds a stable key too (``user:<subject>``, ``api_key:<id>``). The refund's
+creation is audited in the same transaction, so who asked is read from that entry (found by the
+indexed target id).
 """
 
 from __future__ import annotations
@@ -12,12 +16,37 @@ import json
 from collections.abc import Iterable
 from uuid import UUID
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from refundwatch.db.models import AuditEntry
 from refundwatch.runtime import Runtime
 
 SIGN_IN = "user:auth:sign_in"
+
+
+async def display_names(db: AsyncSession, actors: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """For each ``(actor type, actor id)``: the name a person reads, keyed by the actor id.
+
+    Two indexed queries whatever the number of staff: the latest sign-in of each (by the
+    ``(actor_id, id)`` index), then those entries' details.
+    """
+    pairs = set(actors)
+    staff = sorted({actor_id for kind, actor_id in pairs if kind == "user"})
+    signed_in: dict[str, str] = {}
+    if staff:
+        latest = (
+            select(func.max(AuditEntry.id))
+            .where(AuditEntry.action == SIGN_IN, AuditEntry.actor_id.in_(staff))
+            .group_by(AuditEntry.actor_id)
+        )
+        rows = await db.execute(
+            select(AuditEntry.actor_id, AuditEntry.details).where(AuditEntry.id.in_(latest))
+        )
+        for actor_id, details in rows:
+            if name := _signed_in_name(details):
+                signed_in[actor_id] = name
+    return {actor_id: signed_in.get(actor_id) or _first_part(actor_id) for _, actor_id in pairs}
 
 
 async def requesters(rt: Runtime, refund_ids: Iterable[UUID]) -> dict[UUID, tuple[str, str]]:
@@ -33,22 +62,8 @@ async def requesters(rt: Runtime, refund_ids: Iterable[UUID]) -> dict[UUID, tupl
                 )
             )
         ).all()
-        staff = {actor_id for _, kind, actor_id in rows if kind == "user"}
-        names: dict[str, str] = {}
-        for actor_id in staff:  # a handful per page; sign-ins are found through the action's index
-            details = await db.scalar(
-                select(AuditEntry.details)
-                .where(AuditEntry.action == SIGN_IN, AuditEntry.actor_id == actor_id)
-                .order_by(AuditEntry.id.desc())
-                .limit(1)
-            )
-            if name := _signed_in_name(details):
-                names[actor_id] = name
-    return {
-        ids[target]: (names.get(actor_id) or _name(actor_id), kind)
-        for target, kind, actor_id in rows
-        if target in ids
-    }
+        names = await display_names(db, ((kind, actor_id) for _, kind, actor_id in rows))
+    return {ids[target]: (names[actor_id], kind) for target, kind, actor_id in rows if target in ids}
 
 
 def _signed_in_name(details: str | None) -> str | None:
@@ -56,10 +71,10 @@ def _signed_in_name(details: str | None) -> str | None:
         name = json.loads(details or "{}").get("name")
     except (ValueError, AttributeError):
         return None
-    return name if isinstance(name, str) and name.strip() else None
+    return name.strip() if isinstance(name, str) and name.strip() else None
 
 
-def _name(actor_id: str) -> str:
+def _first_part(actor_id: str) -> str:
     """ "amy@example.test (c0ffee…)" -> "amy@example.test"; an actor id without a bracket stays as it is."""
     name, bracket, _ = actor_id.rpartition(" (")
     return name if bracket and name else actor_id

@@ -20,6 +20,7 @@ from refundwatch.audit.services import record
 from refundwatch.auth.guards import user_actor
 from refundwatch.auth.roles import Action
 from refundwatch.auth.sessions import Session
+from refundwatch.refunds.people import display_names
 from refundwatch.web.state import runtime_of
 
 ADMIN = {"action": Action.ADMINISTER}
@@ -42,14 +43,16 @@ async def _render(
     chain = await chain_state(rt.db, rt.redis, Path(rt.settings.audit_anchor))
     entries = found.entries if found else []
     older = found.next_before if found else None
+    async with rt.db.read_session() as db:  # people by name; the actor id stays on hover and in links
+        names = await display_names(db, ((e.actor_type, e.actor_id) for e in entries))
     status = 422 if f.errors and not request.headers.get("hx-request") else 200
     return Template(
         template_name="pages/audit.html",
         context={
             "user": session.user,
             "entries": entries,
+            "names": names,
             "details": {e.id: browse.details_of(e.details) for e in entries},
-            "utc_text": browse.utc_text,
             "filters": f.form,
             "actor_types": browse.ACTOR_TYPES,
             "actions": _known_actions(),
