@@ -217,7 +217,9 @@ def test_a_notification_before_the_received_answer_still_ends_succeeded(stack: S
     assert after["status"] == "succeeded", after
     moves = [(e["from_status"], e["status"]) for e in after["events"] if e["from_status"]]
     assert ("submitting", "succeeded") in moves, moves  # the notification came first
-    assert any("processor status received" in d and "ignored" in d for d in details(after)), details(after)
+    late = [e for e in after["events"] if "processor status received" in e["detail"]]
+    assert [(e["status"], e["from_status"]) for e in late] == [("succeeded", None)], late
+    assert "ignored: earlier news: the refund has already succeeded" in late[0]["detail"]
     assert len(ledger(stack, psp)) == 1
 
 

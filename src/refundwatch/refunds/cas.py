@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 from uuid import UUID
 
-from sqlalchemy import Connection, Row, Table, bindparam, exists, func, insert, literal, select, update
+from sqlalchemy import Connection, Row, Table, bindparam, case, exists, func, insert, literal, select, update
 from sqlalchemy.sql.dml import Insert, Update, UpdateBase
 from sqlalchemy.sql.selectable import Select
 
@@ -33,7 +33,16 @@ from refundwatch.dashboard.signals import signals
 from refundwatch.db.engine import Database
 from refundwatch.db.tables import ATTEMPTS, AUDIT, EVENTS, OUTBOX, PAYMENTS, REFUNDS, WEBHOOK_EVENTS
 from refundwatch.gateways.base import Exchange, exchange_json
-from refundwatch.refunds.states import FINAL, Source, Status, Transition, Trigger, decide
+from refundwatch.refunds.states import (
+    FINAL,
+    Outcome,
+    Source,
+    Status,
+    Transition,
+    Trigger,
+    decide,
+    ignore_reason,
+)
 
 
 def _audit_params(
@@ -397,3 +406,69 @@ def run_in(prepared: Prepared, conn: Connection) -> Row[Any] | None:
     if statements.webhook is not None:
         conn.execute(statements.webhook, params)
     return row
+
+
+def _ignoring(trigger: Trigger) -> tuple[Status, ...]:
+    """The statuses in which ``trigger`` changes nothing (the state table's IGNORE)."""
+    return tuple(status for status in Status if decide(status, trigger) is Outcome.IGNORE)
+
+
+@functools.cache
+def _ignored_statement(trigger: Trigger, equal: tuple[str, ...]) -> Insert:
+    statuses = _ignoring(trigger)
+    detail = case(
+        {status.value: bindparam(f"d_{status.value}", type_=EVENTS.c.detail.type) for status in statuses},
+        value=REFUNDS.c.status,
+    )
+    values = {
+        "refund_id": REFUNDS.c.id,
+        "at": _param(EVENTS, "at", "p_now"),
+        "status": REFUNDS.c.status,
+        "source": _param(EVENTS, "source", "e_source"),
+        "detail": detail,
+        "exchange": _param(EVENTS, "exchange", "e_exchange"),
+    }
+    found = select(*[v.label(k) for k, v in values.items()]).where(
+        REFUNDS.c.id == _param(REFUNDS, "id", "p_id"),
+        REFUNDS.c.status.in_([status.value for status in statuses]),
+        *[REFUNDS.c[name] == _param(REFUNDS, name, f"w_{name}") for name in equal],
+    )
+    return insert(EVENTS).from_select(list(values), found).returning(EVENTS.c.status)
+
+
+async def record_ignored_if(
+    db: Database,
+    refund_id: UUID,
+    trigger: Trigger,
+    *,
+    source: Source,
+    detail: str,
+    equal: dict[str, Any],
+    exchange: Exchange | None = None,
+) -> str | None:
+    """Record a report that changes nothing (the timeline entry ``services.apply`` makes for an
+    ignored report) if the refund is in a status where ``trigger`` is ignored and its ``equal``
+    columns hold; returns that status, or ``None`` when the refund is elsewhere (general path).
+    One statement, no row lock: e.g. the worker's own "received" answer recorded after the
+    processor's notification already settled the refund."""
+    now = dt.datetime.now(dt.UTC)
+    params: dict[str, Any] = {
+        "p_id": refund_id,
+        "p_now": now,
+        "e_source": source.value,
+        "e_exchange": exchange_json(exchange),
+    }
+    params.update({f"w_{k}": v for k, v in equal.items()})
+    params.update(
+        {f"d_{s.value}": f"{detail} — ignored: {ignore_reason(s, trigger)}" for s in _ignoring(trigger)}
+    )
+    statement = _ignored_statement(trigger, tuple(equal))
+    if not db.is_sqlite:
+        async with db.autocommit_connection() as conn:
+            row = (await conn.execute(statement, params)).first()
+    else:
+        row = await db.run_sqlite_write(lambda conn: conn.execute(statement, params).first())
+    if row is None:
+        return None
+    signals.refund_changed(refund_id)  # the timeline has a new entry
+    return str(row.status)

@@ -21,7 +21,7 @@ from refundwatch.gateways.base import ErrorCode, Exchange, GatewayError, Gateway
 from refundwatch.refunds import attempts, cas
 from refundwatch.refunds.outcome_log import log_refund
 from refundwatch.refunds.services import apply, lock_refund, utcnow
-from refundwatch.refunds.states import Source, Status, Transition, Trigger
+from refundwatch.refunds.states import Source, Status, Transition, Trigger, ignore_reason
 from refundwatch.runtime import Runtime
 
 TRIGGER_FOR = {
@@ -166,6 +166,15 @@ async def record_result(
             async with rt.db.read_session() as session:
                 await log_refund(rt, await session.get(Refund, refund_id))
         return f"{row.status} (from {Status.SUBMITTING.value})"
+    if not quiet and key is not None and result.gateway_refund_id:
+        # The answer to this attempt, after its outcome was already recorded (the processor's
+        # notification came first): on the timeline as ignored, without the row lock.
+        same = {"gateway_idempotency_key": key, "gateway_refund_id": result.gateway_refund_id}
+        status = await cas.record_ignored_if(
+            rt.db, refund_id, trigger, source=source, detail=detail, equal=same, exchange=result.exchange
+        )
+        if status is not None:
+            return f"{status} (ignored: {ignore_reason(status, trigger)})"
     async with rt.db.session() as session:
         refund = await lock_refund(session, refund_id)
         other = attempts.other_attempt(refund, key=key, gateway_refund_id=result.gateway_refund_id)
