@@ -38,6 +38,13 @@ def _sqlite_file(url: str) -> Path | None:
     return Path(database)
 
 
+def _writers_lock(url: str) -> Path | None:
+    """What a SQLite database's writing processes take turns on (groupcommit): its directory, so no
+    file is left behind, and no descriptor of the database file is closed under SQLite's own locks."""
+    path = _sqlite_file(url) if url.startswith("sqlite") else None
+    return None if path is None else path.parent
+
+
 def _configure_sqlite(engine: Engine, *, immediate: bool) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -103,7 +110,7 @@ class Database:
         self._sqlite_writer: Engine | None = None  # plain (sync) engines, made on first use
         self._sqlite_reader: Engine | None = None
         self._group_commit = (
-            GroupCommit(lambda: self._sqlite_engine(write=True), self._write_turn)
+            GroupCommit(lambda: self._sqlite_engine(write=True), self._write_turn, _writers_lock(url))
             if self._write_turn is not None
             else None
         )
@@ -201,6 +208,8 @@ class Database:
         for engine in (self._sqlite_writer, self._sqlite_reader):
             if engine is not None:
                 engine.dispose()
+        if self._group_commit is not None:
+            self._group_commit.close()
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()

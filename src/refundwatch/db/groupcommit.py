@@ -7,15 +7,28 @@ load a web process has dozens of intake writes waiting on its write turn; here t
 one lock, one commit. Each caller's work runs inside its own SAVEPOINT, so an exception rolls back that
 caller's writes alone and reaches that caller alone; the others still commit. Nothing is reported as
 done before the COMMIT that made it durable, and if that COMMIT fails every caller in it gets the error.
+
+Across processes (web workers and the worker write the same file), group commits take their turns on
+an flock of the database's directory before ``BEGIN IMMEDIATE``: a process waiting for it is woken the
+moment the holder lets go, where SQLite's busy handler would sleep for up to 100 ms between polls.
+SQLite's own lock still guards the data; the flock only orders the writers that know of it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: SQLite's busy handler alone orders the processes
+    fcntl = None  # type: ignore[assignment]
 
 T = TypeVar("T")
 
@@ -25,9 +38,13 @@ _Work = tuple[Callable[[Connection], Any], "asyncio.Future[Any]"]
 
 
 class GroupCommit:
-    def __init__(self, engine: Callable[[], Engine], turn: asyncio.Lock) -> None:
+    def __init__(
+        self, engine: Callable[[], Engine], turn: asyncio.Lock, lock_file: Path | None = None
+    ) -> None:
         self._engine = engine  # made on first use
         self._turn = turn  # the process's write turn, which aiosqlite write sessions also take
+        self._lock_file = lock_file  # flocked for the writers' turn across processes (None: in memory)
+        self._lock_fd: int | None = None
         self._waiting: list[_Work] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -75,9 +92,28 @@ class GroupCommit:
             if not future.done():
                 future.cancel()
 
+    @contextlib.contextmanager
+    def _across_processes(self) -> Iterator[None]:
+        """Hold the file lock (in this thread; the process's turn is already held, so one at a time)."""
+        if self._lock_file is None or fcntl is None:
+            yield
+            return
+        if self._lock_fd is None:
+            self._lock_fd = os.open(self._lock_file, os.O_RDONLY)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
     def _transaction(self, works: list[Callable[[Connection], Any]]) -> list[tuple[bool, Any]]:
         outcomes: list[tuple[bool, Any]] = []
-        with self._engine().begin() as conn:
+        with self._across_processes(), self._engine().begin() as conn:
             driver = conn.connection.dbapi_connection
             assert driver is not None
             for work in works:
