@@ -33,6 +33,7 @@ from refundwatch.dashboard.broadcast import Broadcaster
 from refundwatch.dashboard.controllers import LiveSubscriber
 from refundwatch.health.controllers import healthz, metrics, readyz, warn_if_metrics_open
 from refundwatch.logs import configure_logging
+from refundwatch.reconciliation.controllers import ReconciliationController
 from refundwatch.refunds.controllers import PaymentController, RefundController
 from refundwatch.runtime import Runtime
 from refundwatch.web.allow import allow_before_send
@@ -103,6 +104,7 @@ def create_app() -> Litestar:
         route_handlers=[
             RefundController,
             PaymentController,
+            ReconciliationController,
             webhook,
             AuthController,
             pages_router(),

@@ -171,6 +171,56 @@ def payments_import(file: Path) -> None:
 
 
 @main.group()
+def reconcile() -> None:
+    """Reconciliation against the records and the processors' settlement data."""
+
+
+@reconcile.command("import")
+@click.option("--connection", "connection", required=True, help="the connection the report belongs to")
+@click.argument("file", type=click.Path(path_type=Path))
+@friendly
+def reconcile_import(connection: str, file: Path) -> None:
+    """Import a processor's settlement report (its own file format), then match it."""
+    from refundwatch.reconciliation.importing import import_report
+    from refundwatch.reconciliation.matching import match_lines
+
+    async def work(rt: Any) -> tuple[Any, Any]:
+        imported = await import_report(rt, connection, file, CLI_ACTOR)
+        return imported, await match_lines(rt, imported.connection_id)
+
+    imported, summary = run(_with_runtime, work)
+    breaks = sum(summary.breaks.values())
+    if imported.already:
+        click.echo(f"{imported.name}: already imported ({imported.lines} lines); nothing added")
+    click.echo(
+        f"{imported.name}: {imported.lines} lines read, {summary.matched} matched, {breaks} breaks found"
+        + (f" ({_by_kind(summary.breaks)})" if breaks else "")
+    )
+
+
+@reconcile.command("check")
+@friendly
+def reconcile_check() -> None:
+    """Run the internal consistency check and matching now; print open breaks by kind."""
+    from refundwatch.reconciliation.breaks import open_by_kind
+    from refundwatch.reconciliation.checks import check
+
+    async def work(rt: Any) -> dict[str, int]:
+        await check(rt)
+        return await open_by_kind(rt)
+
+    counts = run(_with_runtime, work)
+    if not counts:
+        click.echo("open breaks: none")
+        return
+    click.echo(f"open breaks: {sum(counts.values())} ({_by_kind(counts)})")
+
+
+def _by_kind(counts: Any) -> str:
+    return ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items()))
+
+
+@main.group()
 def apikeys() -> None:
     """API keys for internal systems."""
 

@@ -23,6 +23,12 @@ class ConfigError(Exception):
     """Start-up cannot continue: the message names what is missing."""
 
 
+# Each processor's settlement delay, in hours, before a succeeded refund missing from its reports is
+# a break: Stripe pays out on a 2 to 7 day schedule depending on the country (and report data is
+# prepared twice a day); Adyen closes a batch per payout cycle, daily by default, settled T+1 to T+3.
+EXPECTED_SETTLEMENT_HOURS = {"stripe": 168.0, "adyen": 96.0}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="REFUNDWATCH_", extra="ignore")
 
@@ -44,6 +50,10 @@ class Settings(BaseSettings):
     audit_key: str = ""
     audit_anchor: str = "var/audit-anchors.jsonl"
     audit_anchor_interval_seconds: int = Field(default=60, ge=1)
+
+    # How long a succeeded refund may be absent from settlement data before it is a missing_settlement
+    # break: one number of hours for all processors, or per processor (stripe:168,adyen:96).
+    reconcile_expected_hours: str = ""
 
     # Sign-in and roles beyond the contract's names.
     session_idle_minutes: int = Field(default=30, ge=1)
@@ -147,6 +157,18 @@ class Settings(BaseSettings):
         }
         return int(table.get(currency, table.get("*", "50000")))
 
+    def reconcile_expected_for(self, processor: str) -> float:
+        """Hours a succeeded refund of ``processor`` may be missing from its settlement data."""
+        value = self.reconcile_expected_hours.strip()
+        if value and ":" not in value:
+            return float(value)
+        table = {
+            k.strip().lower(): float(v)
+            for k, _, v in (p.partition(":") for p in value.split(","))
+            if k.strip()
+        }
+        return table.get(processor, EXPECTED_SETTLEMENT_HOURS.get(processor, 168.0))
+
     @property
     def approval_threshold_currencies(self) -> list[str]:
         """The currencies REFUNDWATCH_APPROVAL_THRESHOLD names one by one (none for a single number)."""
@@ -189,6 +211,12 @@ class Settings(BaseSettings):
             parse_role_limits(self.role_limits)
         except BadInput as exc:
             raise ConfigError(str(exc)) from None
+        try:
+            self.reconcile_expected_for("stripe")
+        except ValueError:
+            raise ConfigError(
+                "REFUNDWATCH_RECONCILE_EXPECTED_HOURS must be a number of hours or processor:hours,..."
+            ) from None
         try:
             for currency in ("EUR", "USD"):
                 self.approval_threshold_for(currency)

@@ -64,6 +64,7 @@ class Source(enum.StrEnum):
     WORKER = "worker"
     WEBHOOK = "webhook"
     SYNC = "sync"
+    RECONCILIATION = "reconciliation"  # a line of the processor's settlement data
 
 
 FINAL = frozenset({Status.REJECTED, Status.SUCCEEDED, Status.FAILED, Status.CANCELED, Status.REVERSED})

@@ -7,6 +7,7 @@ from refundwatch.db.models._audit import AuditEntry
 from refundwatch.db.models._connection import Connection, ConnectionChange, HealthCheck
 from refundwatch.db.models._payment import Payment
 from refundwatch.db.models._refund import Refund, RefundAttempt, RefundEvent
+from refundwatch.db.models._settlement import ReconciliationBreak, SettlementEntry, SettlementFile
 from refundwatch.db.models._stats import HealthStat, RefundStat, RollupOutbox
 from refundwatch.db.models._webhook import WebhookEvent
 
@@ -20,11 +21,14 @@ __all__ = [
     "HealthCheck",
     "HealthStat",
     "Payment",
+    "ReconciliationBreak",
     "Refund",
     "RefundAttempt",
     "RefundEvent",
     "RefundStat",
     "RollupOutbox",
+    "SettlementEntry",
+    "SettlementFile",
     "WebhookEvent",
     "metadata",
 ]

@@ -1,0 +1,141 @@
+"""Reconciliation against refundwatch's own records, and refunds the processor never reported.
+
+Run by the worker on a schedule and by ``refundwatch reconcile check``:
+- a payment whose succeeded refunds exceed its capture (``over_refunded``);
+- an invoice whose succeeded refunds exceed its payments, per currency (``invoice_over_refunded``);
+- a succeeded refund absent from its connection's settlement data longer than the processor's
+  settlement delay (``missing_settlement``; only for connections whose reports are imported at all,
+  so an installation that does not reconcile is not flooded). Such a break closes by itself when a
+  later report matches the refund.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+
+from sqlalchemy import and_, exists, func, select, update
+
+from refundwatch.config import get_settings
+from refundwatch.db.models import Payment, ReconciliationBreak, Refund, SettlementEntry, SettlementFile
+from refundwatch.reconciliation.matching import MATCHED, Summary, match_lines, new_break, open_break
+from refundwatch.refunds.states import Status
+from refundwatch.runtime import Runtime
+
+
+async def check(rt: Runtime, now: dt.datetime | None = None) -> Summary:
+    """Match what is unmatched, then the internal checks and missing settlements."""
+    now = now or dt.datetime.now(dt.UTC)
+    summary = await match_lines(rt)
+    opened: Counter[str] = summary.breaks
+    async with rt.db.session() as session:
+        over = await session.execute(select(Payment).where(Payment.refunded_amount > Payment.amount))
+        for payment in over.scalars():
+            found = new_break(
+                "over_refunded",
+                payment.connection_id,
+                f"payment:{payment.id}",
+                f"payment {payment.payment_reference}: refunded {payment.refunded_amount} of "
+                f"{payment.amount} captured (minor units of {payment.currency})",
+                expected=payment.amount,
+                actual=payment.refunded_amount,
+                currency=payment.currency,
+            )
+            if await open_break(session, found):
+                opened[found.kind] += 1
+        paid = (
+            select(Payment.invoice_id, Payment.currency, func.sum(Payment.amount).label("paid"))
+            .where(Payment.invoice_id.is_not(None))
+            .group_by(Payment.invoice_id, Payment.currency)
+            .subquery()
+        )
+        refunded = (
+            select(Refund.invoice_id, Refund.currency, func.sum(Refund.amount).label("refunded"))
+            .where(Refund.invoice_id.is_not(None), Refund.status == Status.SUCCEEDED.value)
+            .group_by(Refund.invoice_id, Refund.currency)
+            .subquery()
+        )
+        invoices = await session.execute(
+            select(refunded.c.invoice_id, refunded.c.currency, refunded.c.refunded, paid.c.paid)
+            .join(
+                paid,
+                and_(paid.c.invoice_id == refunded.c.invoice_id, paid.c.currency == refunded.c.currency),
+                isouter=True,
+            )
+            .where(refunded.c.refunded > func.coalesce(paid.c.paid, 0))
+        )
+        for invoice_id, currency, total, payments in invoices:
+            found = new_break(
+                "invoice_over_refunded",
+                None,
+                f"invoice:{invoice_id}:{currency}",
+                f"invoice {invoice_id}: refunded {total} of {payments or 0} paid (minor units of {currency})",
+                expected=payments or 0,
+                actual=total,
+                currency=currency,
+            )
+            if await open_break(session, found):
+                opened[found.kind] += 1
+        await session.commit()
+    await _missing_settlements(rt, now, opened)
+    return summary
+
+
+def _settled() -> object:
+    return exists().where(and_(SettlementEntry.refund_id == Refund.id, SettlementEntry.match == MATCHED))
+
+
+async def _missing_settlements(rt: Runtime, now: dt.datetime, opened: Counter[str]) -> None:
+    settings = get_settings()
+    async with rt.db.session() as session:
+        reconciled = await session.scalars(
+            select(SettlementFile.connection_id).where(SettlementFile.status == "imported").distinct()
+        )
+        for connection_id in list(reconciled):
+            conn = await rt.connections.by_id(connection_id)
+            if conn is None:
+                continue
+            cutoff = now - dt.timedelta(hours=settings.reconcile_expected_for(conn.processor))
+            missing = await session.scalars(
+                select(Refund).where(
+                    Refund.connection_id == connection_id,
+                    Refund.status == Status.SUCCEEDED.value,
+                    Refund.finalized_at < cutoff,
+                    ~_settled(),  # type: ignore[operator]
+                )
+            )
+            for refund in missing:
+                found = new_break(
+                    "missing_settlement",
+                    connection_id,
+                    f"refund:{refund.id}",
+                    f"succeeded here, absent from {conn.processor}'s settlement data after "
+                    f"{settings.reconcile_expected_for(conn.processor):g} h",
+                    refund=refund,
+                    expected=refund.amount,
+                    currency=refund.currency,
+                )
+                if await open_break(session, found):
+                    opened[found.kind] += 1
+        # Found after all: a later report matched the refund.
+        await session.execute(
+            update(ReconciliationBreak)
+            .where(
+                ReconciliationBreak.kind == "missing_settlement",
+                ReconciliationBreak.status == "open",
+                exists().where(
+                    and_(
+                        SettlementEntry.refund_id == ReconciliationBreak.refund_id,
+                        SettlementEntry.match == MATCHED,
+                    )
+                ),
+            )
+            .values(
+                status="resolved",
+                resolution="matched",
+                reason="a later settlement report has it",
+                resolved_by="system:reconciliation",
+                resolved_at=now,
+            )
+        )
+        await session.commit()

@@ -1,0 +1,291 @@
+"""Each imported line matched to a refund, or a break that says why not (issue 14 §3).
+
+A refund line is matched on the processor's own refund id first, then on the merchant reference
+refundwatch sent (its refund id). Every line ends in exactly one state (``settlement_lines.match``):
+matched, a break kind, or ``not_a_refund`` for fees, payouts and payments, which are kept but are
+no refund's. Breaks are opened once per subject and kind, however often matching runs. The
+processor's word that money moved is applied to the refund (money truth first): a refund failure
+or reversal line for a succeeded refund moves it to ``reversed``, with the line as the source.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections import Counter
+from uuid import UUID
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from refundwatch.audit.actions import Actor
+from refundwatch.db.models import ReconciliationBreak, Refund, SettlementEntry, SettlementFile
+from refundwatch.refunds.services import apply
+from refundwatch.refunds.states import RELEASED, Source, Status, Trigger
+from refundwatch.runtime import Runtime
+
+RECONCILER = Actor("system", "reconciliation")
+BATCH = 500
+MATCHED = "matched"
+NOT_A_REFUND = "not_a_refund"
+REFUND_KINDS = ("refund", "refund_failure")
+
+
+@dataclasses.dataclass
+class Summary:
+    lines: int = 0
+    matched: int = 0
+    breaks: Counter[str] = dataclasses.field(default_factory=Counter)
+
+
+def new_break(
+    kind: str,
+    connection_id: UUID | None,
+    subject: str,
+    detail: str,
+    *,
+    refund: Refund | None = None,
+    line: SettlementEntry | None = None,
+    expected: int | None = None,
+    actual: int | None = None,
+    currency: str | None = None,
+) -> ReconciliationBreak:
+    return ReconciliationBreak(
+        connection_id=connection_id,
+        kind=kind,
+        subject=subject[:255],
+        refund_id=refund.id if refund is not None else None,
+        line_id=line.id if line is not None else None,
+        gateway_refund_id=(line.gateway_refund_id if line is not None else None)
+        or (refund.gateway_refund_id if refund is not None else None),
+        currency=currency,
+        expected=expected,
+        actual=actual,
+        detail=detail[:500],
+        opened_at=dt.datetime.now(dt.UTC),
+        status="open",
+    )
+
+
+async def open_break(session: AsyncSession, found: ReconciliationBreak) -> bool:
+    """Open ``found`` unless the same subject already has a break of that kind (open or resolved)."""
+    already = await session.scalar(
+        select(ReconciliationBreak.id).where(
+            ReconciliationBreak.connection_id == found.connection_id
+            if found.connection_id is not None
+            else ReconciliationBreak.connection_id.is_(None),
+            ReconciliationBreak.kind == found.kind,
+            ReconciliationBreak.subject == found.subject,
+        )
+    )
+    if already is not None:
+        return False
+    try:
+        async with session.begin_nested():
+            session.add(found)
+    except IntegrityError:  # opened meanwhile by another run
+        return False
+    return True
+
+
+async def _refund_for(session: AsyncSession, line: SettlementEntry) -> Refund | None:
+    if line.gateway_refund_id:
+        found = await session.scalar(
+            select(Refund)
+            .where(
+                Refund.connection_id == line.connection_id, Refund.gateway_refund_id == line.gateway_refund_id
+            )
+            .with_for_update()
+        )
+        if found is not None:
+            return found
+    if line.merchant_reference:
+        try:
+            refund_id = UUID(line.merchant_reference)
+        except ValueError:
+            return None
+        by_reference: Refund | None = await session.scalar(
+            select(Refund)
+            .where(Refund.id == refund_id, Refund.connection_id == line.connection_id)
+            .with_for_update()
+        )
+        return by_reference
+    return None
+
+
+async def _duplicate_of(session: AsyncSession, line: SettlementEntry) -> int | None:
+    """An earlier line with the same processor line key, already matched or broken."""
+    earlier: int | None = await session.scalar(
+        select(SettlementEntry.id).where(
+            SettlementEntry.connection_id == line.connection_id,
+            SettlementEntry.line_key == line.line_key,
+            SettlementEntry.id < line.id,
+        )
+    )
+    return earlier
+
+
+async def _classify(session: AsyncSession, line: SettlementEntry, summary: Summary) -> str:
+    cid = line.connection_id
+    if line.kind == "unmapped":
+        await _count(
+            session,
+            summary,
+            new_break(
+                "unmapped",
+                cid,
+                f"line:{line.id}",
+                f"{line.raw_type!r}: a type refundwatch does not know",
+                line=line,
+            ),
+        )
+        return "unmapped"
+    if line.kind not in REFUND_KINDS:
+        return NOT_A_REFUND
+    earlier = await _duplicate_of(session, line)
+    if earlier is not None:
+        await _count(
+            session,
+            summary,
+            new_break(
+                "duplicate_line",
+                cid,
+                f"line:{line.id}",
+                f"the same line as line {earlier} ({line.line_key})",
+                line=line,
+                actual=abs(line.gross),
+                currency=line.currency,
+            ),
+        )
+        return "duplicate_line"
+    refund = await _refund_for(session, line)
+    if refund is None:
+        await _count(
+            session,
+            summary,
+            new_break(
+                "missing_local",
+                cid,
+                f"line:{line.id}",
+                f"{line.raw_type} {line.gateway_refund_id or line.line_key}: "
+                "in the report, unknown to refundwatch",
+                line=line,
+                actual=abs(line.gross),
+                currency=line.currency,
+            ),
+        )
+        return "missing_local"
+    line.refund_id = refund.id
+    if line.currency != refund.currency:
+        await _count(
+            session,
+            summary,
+            new_break(
+                "currency_mismatch",
+                cid,
+                f"refund:{refund.id}",
+                f"reported in {line.currency}, asked in {refund.currency}",
+                refund=refund,
+                line=line,
+                expected=refund.amount,
+                actual=abs(line.gross),
+                currency=line.currency,
+            ),
+        )
+        return "currency_mismatch"
+    if abs(line.gross) != refund.amount:  # gross is signed from the balance: a refund's is negative
+        await _count(
+            session,
+            summary,
+            new_break(
+                "amount_mismatch",
+                cid,
+                f"refund:{refund.id}",
+                f"reported {abs(line.gross)}, asked {refund.amount} (minor units of {refund.currency})",
+                refund=refund,
+                line=line,
+                expected=refund.amount,
+                actual=abs(line.gross),
+                currency=refund.currency,
+            ),
+        )
+        return "amount_mismatch"
+    detail = f"settlement line {line.line_key} ({line.raw_type}) in report row {line.row_number}"
+    if line.kind == "refund_failure":
+        was = refund.status
+        if was not in RELEASED:  # the state table decides: succeeded -> reversed, in flight -> failed
+            await apply(
+                session,
+                refund,
+                Trigger.REVERSED,
+                source=Source.RECONCILIATION,
+                actor=RECONCILER,
+                detail=f"{detail}: the refund failed or was reversed at the processor",
+            )
+        if was != Status.SUCCEEDED:
+            return MATCHED  # the records agree, or now do
+        await _count(
+            session,
+            summary,
+            new_break(
+                "reversed_after_success",
+                cid,
+                f"refund:{refund.id}",
+                f"{line.raw_type}: failed or reversed at the processor after it succeeded",
+                refund=refund,
+                line=line,
+                expected=refund.amount,
+                actual=abs(line.gross),
+                currency=refund.currency,
+            ),
+        )
+        return "reversed_after_success"
+    if refund.status != Status.SUCCEEDED:
+        # The processor settled it: money moved. The state machine decides what that means here
+        # (processing -> succeeded; a released status -> manual review with the amount reserved again).
+        await apply(
+            session,
+            refund,
+            Trigger.SUCCEEDED,
+            source=Source.RECONCILIATION,
+            actor=RECONCILER,
+            detail=f"{detail}: the processor settled this refund",
+        )
+    return MATCHED
+
+
+async def _count(session: AsyncSession, summary: Summary, found: ReconciliationBreak) -> None:
+    if await open_break(session, found):
+        summary.breaks[found.kind] += 1
+
+
+async def match_lines(rt: Runtime, connection_id: UUID | None = None) -> Summary:
+    """Match every imported line not matched yet (of one connection, or all)."""
+    summary = Summary()
+    after = 0
+    while True:
+        async with rt.db.session() as session:
+            query = (
+                select(SettlementEntry)
+                .join(SettlementFile, SettlementFile.id == SettlementEntry.file_id)
+                .where(
+                    SettlementEntry.match.is_(None),
+                    SettlementFile.status == "imported",
+                    SettlementEntry.id > after,
+                )
+                .order_by(SettlementEntry.id)
+                .limit(BATCH)
+            )
+            if connection_id is not None:
+                query = query.where(SettlementEntry.connection_id == connection_id)
+            lines = list(await session.scalars(query))
+            if not lines:
+                return summary
+            for line in lines:
+                line.match = await _classify(session, line, summary)
+                summary.lines += 1
+                summary.matched += line.match == MATCHED
+                await session.flush()
+            after = lines[-1].id
+            await session.commit()

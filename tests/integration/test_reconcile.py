@@ -1,0 +1,180 @@
+"""Reconciliation from the command line and the API (CONTRACT §3, §4), on both databases: a Stripe
+itemized payout reconciliation report, written in Stripe's own format for refunds the stack really
+executed, imported with ``refundwatch reconcile import`` and matched line by line."""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stack import Stack, db_rows
+
+pytestmark = pytest.mark.slow
+
+COLUMNS = [
+    "automatic_payout_id",
+    "reporting_category",
+    "balance_transaction_id",
+    "created_utc",
+    "currency",
+    "gross",
+    "fee",
+    "net",
+    "source_id",
+    "charge_id",
+    "payment_intent_id",
+    "refund_metadata[refundwatch_refund_id]",
+]
+_serial = itertools.count(1)
+
+
+def succeeded(stack: Stack, amount: int) -> dict[str, Any]:
+    response = stack.refund(stack.payment(10_000), amount)
+    assert response.status_code == 201, response.text
+    refund = stack.wait_status(response.json()["id"], "succeeded")
+    assert refund["status"] == "succeeded", refund
+    return refund
+
+
+def line(refund: dict[str, Any] | None = None, *, category: str = "refund", **values: Any) -> dict[str, Any]:
+    """One row as Stripe writes it: major-unit decimals, negative gross for money out."""
+    amount = refund["amount"] if refund else 0
+    sign = -1 if category == "refund" else 1
+    row = {
+        "automatic_payout_id": "po_test",
+        "reporting_category": category,
+        "balance_transaction_id": f"txn_{next(_serial)}_{uuid.uuid4().hex[:8]}",
+        "created_utc": "2026-12-06 10:00:00",
+        "currency": "eur",
+        "gross": f"{sign * amount / 100:.2f}",
+        "fee": "0.00",
+        "net": f"{sign * amount / 100:.2f}",
+        "source_id": refund["gateway_refund_id"] if refund else "",
+        "charge_id": "ch_test",
+        "payment_intent_id": "pi_test",
+        "refund_metadata[refundwatch_refund_id]": refund["id"] if refund else "",
+    }
+    row.update(values)
+    return row
+
+
+def report(stack: Stack, rows: list[dict[str, Any]]) -> Path:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    path = stack.workdir / f"payout_reconciliation_{uuid.uuid4().hex[:8]}.csv"
+    path.write_text(out.getvalue())
+    return path
+
+
+def imported(stack: Stack, path: Path, **env: str) -> str:
+    result = stack.cli("reconcile", "import", "--connection", "stripe-test", str(path), extra_env=env)
+    return result.stdout.strip()
+
+
+def breaks(stack: Stack, **params: str) -> list[dict[str, Any]]:
+    with stack.api() as client:
+        response = client.get("/api/v1/reconciliation/breaks", params=params)
+    assert response.status_code == 200, response.text
+    return list(response.json()["data"])
+
+
+def about(found: list[dict[str, Any]], refund_id: str) -> list[str]:
+    return [b["kind"] for b in found if b["refund_id"] == refund_id]
+
+
+def test_a_report_that_agrees_gives_no_breaks_and_importing_it_again_adds_nothing(stack: Stack) -> None:
+    refunds = [succeeded(stack, amount) for amount in (1_250, 990, 5_000)]
+    path = report(stack, [*(line(r) for r in refunds), line(category="charge", gross="100.00", net="97.10")])
+    assert imported(stack, path) == f"{path.name}: 4 lines read, 3 matched, 0 breaks found"
+    again = imported(stack, path)
+    assert again.splitlines()[0] == f"{path.name}: already imported (4 lines); nothing added"
+    rows = db_rows(stack, "SELECT count(*) FROM settlement_lines WHERE raw LIKE ?", f"%{refunds[0]['id']}%")
+    assert rows == [(1,)]
+    for refund in refunds:
+        assert about(breaks(stack), refund["id"]) == []
+
+
+def test_each_discrepancy_is_found_as_its_own_kind(stack: Stack) -> None:
+    ok, changed, failed_later = (succeeded(stack, amount) for amount in (2_000, 3_000, 4_000))
+    first = line(ok)
+    rows = [
+        first,
+        line(changed, gross="-29.99", net="-29.99"),  # the processor refunded 1 cent less
+        line(failed_later),
+        line(failed_later, category="refund_failure"),  # the bank sent it back
+        line(
+            gross="-12.34", net="-12.34", source_id=f"re_foreign{uuid.uuid4().hex[:8]}"
+        ),  # made in the Dashboard
+        dict(first),  # the same balance transaction twice
+        line(category="mystery_category", gross="-1.00", net="-1.00"),
+    ]
+    path = report(stack, rows)
+    out = imported(stack, path)
+    assert out.startswith(f"{path.name}: 7 lines read, 1 matched, 5 breaks found"), out
+    open_breaks = breaks(stack, status="open")
+    assert about(open_breaks, changed["id"]) == ["amount_mismatch"]
+    (mismatch,) = [b for b in open_breaks if b["refund_id"] == changed["id"]]
+    assert (mismatch["expected"], mismatch["actual"], mismatch["currency"]) == (3_000, 2_999, "EUR")
+    assert about(open_breaks, failed_later["id"]) == ["reversed_after_success"]
+    reversed_now = stack.get(failed_later["id"])
+    assert reversed_now["status"] == "reversed"
+    assert reversed_now["events"][-1]["source"] == "reconciliation"
+    kinds = {b["kind"] for b in open_breaks}
+    assert {"missing_local", "duplicate_line", "unmapped"} <= kinds
+    (foreign,) = [b for b in open_breaks if b["kind"] == "missing_local" and b["actual"] == 1_234]
+    assert foreign["gateway_refund_id"].startswith("re_foreign")
+    assert about(open_breaks, ok["id"]) == []
+    only = breaks(stack, kind="unmapped")
+    assert only
+    assert {b["kind"] for b in only} == {"unmapped"}
+    check = stack.cli("reconcile", "check")
+    assert check.returncode == 0
+    assert check.stdout.startswith("open breaks: ")
+    for kind in ("amount_mismatch", "reversed_after_success", "missing_local", "duplicate_line", "unmapped"):
+        assert kind in check.stdout, check.stdout
+
+
+def test_a_bad_file_is_refused_in_one_line_and_nothing_of_it_is_kept(stack: Stack) -> None:
+    refund = succeeded(stack, 1_500)
+    before = db_rows(stack, "SELECT count(*) FROM settlement_lines")
+    bad = report(stack, [line(refund), line(refund, gross="-15.001")])  # three decimals for EUR
+    result = stack.cli("reconcile", "import", "--connection", "stripe-test", str(bad), check=False)
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "row 3" in result.stderr
+    assert "Traceback" not in result.stderr
+    adyen = stack.workdir / "settlement_detail_report_batch_1.csv"
+    adyen.write_text(
+        "Company Account,Merchant Account,Psp Reference,Merchant Reference,Type\nA,B,C,D,Refunded\n"
+    )
+    result = stack.cli("reconcile", "import", "--connection", "stripe-test", str(adyen), check=False)
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert db_rows(stack, "SELECT count(*) FROM settlement_lines") == before
+    assert db_rows(stack, "SELECT count(*) FROM settlement_files WHERE status <> 'imported'") == [(0,)]
+
+
+def test_a_refund_missing_from_reports_is_a_break_after_the_delay_and_closes_when_reported(
+    stack: Stack,
+) -> None:
+    refund = succeeded(stack, 700)
+    report_without = report(stack, [line(category="charge", gross="7.00", net="7.00")])
+    imported(stack, report_without)
+    # Within the settlement delay it is expected, not a break.
+    stack.cli("reconcile", "check")
+    assert about(breaks(stack), refund["id"]) == []
+    stack.cli("reconcile", "check", extra_env={"REFUNDWATCH_RECONCILE_EXPECTED_HOURS": "0"})
+    (missing,) = [b for b in breaks(stack) if b["refund_id"] == refund["id"]]
+    assert (missing["kind"], missing["status"], missing["expected"]) == ("missing_settlement", "open", 700)
+    imported(stack, report(stack, [line(refund)]))
+    stack.cli("reconcile", "check", extra_env={"REFUNDWATCH_RECONCILE_EXPECTED_HOURS": "0"})
+    (closed,) = [b for b in breaks(stack) if b["refund_id"] == refund["id"]]
+    assert (closed["status"], closed["resolution"]) == ("resolved", "matched")
