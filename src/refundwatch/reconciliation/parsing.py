@@ -14,7 +14,7 @@ from typing import BinaryIO, Final, Literal, Protocol
 
 from refundwatch.reconciliation.lines import SettlementLine
 
-_MAX_PROBLEM = 200
+_MAX_PROBLEM = 300
 
 
 class SettlementFormatError(ValueError):

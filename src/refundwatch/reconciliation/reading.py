@@ -7,7 +7,6 @@ not a re-serialisation.
 from __future__ import annotations
 
 import csv
-import io
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,42 +15,47 @@ from typing import Any, BinaryIO
 from refundwatch.reconciliation.parsing import SettlementFormatError
 
 # A physical line longer than this is not a settlement row; refusing it keeps memory bounded.
-MAX_LINE_CHARS = 1 << 20
+MAX_LINE_BYTES = 1 << 20
 # A processor's API list page holds at most 100 objects; even expanded ones fit well under this.
 MAX_PAGE_BYTES = 16 << 20
 
 
 @dataclass(frozen=True, slots=True)
 class CsvLayout:
-    """What a parser needs from a header: every ``required`` column, and one of each ``any_of`` group."""
+    """The columns a parser reads: every ``required`` one, one of each ``any_of`` group, and ``optional``
+    ones used when present. Other columns are kept only in the raw text."""
 
-    title: str  # names the expected file in errors: "a Stripe itemized payout reconciliation report"
+    title: str  # names the expected file in errors: "an Adyen Settlement details report"
     required: tuple[str, ...]
     any_of: tuple[tuple[str, ...], ...] = ()
+    optional: tuple[str, ...] = ()
+
+    @property
+    def columns(self) -> frozenset[str]:
+        return frozenset(self.required).union(self.optional, *self.any_of)
+
+
+class Values(dict[str, str]):
+    """A record's stripped values by column name; a column absent from the file reads as ""."""
+
+    def __missing__(self, column: str) -> str:
+        return ""
 
 
 @dataclass(frozen=True, slots=True)
 class CsvRecord:
     row_number: int  # line where the record starts; the header is line 1
     raw: str
-    fields: list[str]
-    index: dict[str, int]  # header name -> position, shared by every record of a file
-
-    def get(self, column: str) -> str:
-        """The value, stripped; "" when the column is absent from this file or empty."""
-        at = self.index.get(column)
-        return self.fields[at].strip() if at is not None else ""
-
-    def has(self, column: str) -> bool:
-        return column in self.index
+    values: Values  # only the layout's columns that the file has; ``column in values`` tells which
 
 
 class _LineTap:
     """Feeds csv.reader one physical line at a time and remembers them, so that after each record the
-    lines it took are exactly that record's text (a quoted field may span lines)."""
+    lines it took are exactly that record's text (a quoted field may span lines). Lines are decoded one by
+    one, so a byte that is not UTF-8 is reported on its own line."""
 
-    def __init__(self, text: io.TextIOWrapper, source_name: str) -> None:
-        self._text = text
+    def __init__(self, stream: BinaryIO, source_name: str) -> None:
+        self._stream = stream
         self._source_name = source_name
         self._taken: list[str] = []
         self.line_number = 0
@@ -60,17 +64,18 @@ class _LineTap:
         return self
 
     def __next__(self) -> str:
-        try:
-            line = self._text.readline(MAX_LINE_CHARS)
-        except UnicodeDecodeError:
-            raise SettlementFormatError(self._source_name, self.line_number + 1, "not UTF-8 text") from None
-        if not line:
+        data = self._stream.readline(MAX_LINE_BYTES)
+        if not data:
             raise StopIteration
         self.line_number += 1
-        if len(line) == MAX_LINE_CHARS and not line.endswith(("\n", "\r")):
+        if len(data) == MAX_LINE_BYTES and not data.endswith(b"\n"):
             raise SettlementFormatError(
-                self._source_name, self.line_number, f"line longer than {MAX_LINE_CHARS} characters"
+                self._source_name, self.line_number, f"line longer than {MAX_LINE_BYTES} bytes"
             )
+        try:
+            line = data.decode("utf-8-sig" if self.line_number == 1 else "utf-8")
+        except UnicodeDecodeError:
+            raise SettlementFormatError(self._source_name, self.line_number, "not UTF-8 text") from None
         self._taken.append(line)
         return line
 
@@ -86,26 +91,22 @@ class _LineTap:
 
 
 def read_csv(stream: BinaryIO, source_name: str, layout: CsvLayout) -> Iterator[CsvRecord]:
-    """The records after the header, streamed. UTF-8, with or without a BOM; blank lines are skipped."""
-    # newline="" hands line endings to csv untouched, as the csv module requires.
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
-    try:
-        tap = _LineTap(text, source_name)
-        reader = csv.reader(tap, strict=True)
-        records = _records(reader, tap, source_name)
-        first = next(records, None)
-        if first is None:
-            raise SettlementFormatError(source_name, None, f"empty file: expected {layout.title}")
-        header_row, (_, names) = first
-        index = _check_header(header_row, names, layout, source_name)
-        width = len(names)
-        for row_number, (raw, values) in records:
-            fitted = values if len(values) == width else _fit(values, width, source_name, row_number)
-            yield CsvRecord(row_number, raw, fitted, index)
-    finally:
-        # Detach so that closing (or collecting) the wrapper leaves the caller's stream open.
-        if not text.closed:
-            text.detach()
+    """The records after the header, streamed. UTF-8, with or without a BOM; LF or CRLF line ends;
+    blank lines are skipped. The caller's stream is read, never closed."""
+    tap = _LineTap(stream, source_name)
+    records = _records(csv.reader(tap, strict=True), tap, source_name)
+    first = next(records, None)
+    if first is None:
+        raise SettlementFormatError(source_name, None, f"empty file: expected {layout.title}")
+    header_row, (_, names) = first
+    index = _check_header(header_row, names, layout, source_name)
+    # (name, position) of the columns the parser reads, so each row costs one small dict.
+    wanted = [(name, at) for name, at in index.items() if name in layout.columns]
+    width = len(names)
+    for row_number, (raw, fields) in records:
+        if len(fields) != width:
+            fields = _fit(fields, width, source_name, row_number)  # noqa: PLW2901 - the row, made whole
+        yield CsvRecord(row_number, raw, Values({name: fields[at].strip() for name, at in wanted}))
 
 
 def _records(
@@ -136,10 +137,9 @@ def _check_header(row: int, names: list[str], layout: CsvLayout, source_name: st
             row,
             f"not {layout.title}: the header lacks {', '.join(missing)} (it begins: {begins})",
         )
-    wanted = set(layout.required).union(*layout.any_of)
     index: dict[str, int] = {}
     for at, name in enumerate(names):
-        if name in index and name in wanted:
+        if name in index and name in layout.columns:
             raise SettlementFormatError(source_name, row, f"column {name!r} appears twice in the header")
         index.setdefault(name, at)
     return index

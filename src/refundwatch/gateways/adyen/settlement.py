@@ -31,7 +31,7 @@ from refundwatch.reconciliation.lines import (
     hash_row,
 )
 from refundwatch.reconciliation.parsing import FieldError, SettlementFormatError
-from refundwatch.reconciliation.reading import CsvLayout, CsvRecord, read_csv
+from refundwatch.reconciliation.reading import CsvLayout, CsvRecord, Values, read_csv
 from refundwatch.reconciliation.values import currency_code, local_time, optional_major_units, zone
 
 PROCESSOR: Final = "adyen"
@@ -91,6 +91,7 @@ REPORT_LAYOUT: Final = CsvLayout(
         "Net Credit (NC)",
         "Batch Number",
     ),
+    optional=(*FEE_COLUMNS, "Modification Merchant Reference"),
 )
 
 _REFUND_KINDS: Final = frozenset({LineKind.REFUND, LineKind.REFUND_FAILURE})
@@ -112,17 +113,19 @@ class AdyenSettlementDetailsParser:
 
 
 def _line(record: CsvRecord) -> SettlementLine:
-    journal_type = record.get("Type")
+    v = record.values
+    journal_type = v["Type"]
     if not journal_type:
         raise FieldError("Type is empty")
-    net_currency_text = record.get("Net Currency")
-    gross_currency_text = record.get("Gross Currency")
-    settlement = currency_code(net_currency_text or gross_currency_text, "Net Currency")
-    net, net_side = _sided(record, "Net Debit (NC)", "Net Credit (NC)", settlement)
-    if record.get("Gross Debit (GC)") or record.get("Gross Credit (GC)"):
+    net_currency_text = v["Net Currency"]
+    gross_currency_text = v["Gross Currency"]
+    has_gross = bool(v["Gross Debit (GC)"] or v["Gross Credit (GC)"])
+    if has_gross:
         currency = currency_code(gross_currency_text, "Gross Currency")
-        gross, gross_side = _sided(record, "Gross Debit (GC)", "Gross Credit (GC)", currency)
-    else:
+        gross, gross_side = _sided(v, "Gross Debit (GC)", "Gross Credit (GC)", currency)
+    settlement = currency_code(net_currency_text or gross_currency_text, "Net Currency")
+    net, net_side = _sided(v, "Net Debit (NC)", "Net Credit (NC)", settlement)
+    if not has_gross:
         # Batch lines (Fee, MerchantPayout) state only their net: it is their gross too.
         currency, gross, gross_side = settlement, net, net_side
     direction = direction_of(gross, net, gross_side or net_side)
@@ -130,20 +133,18 @@ def _line(record: CsvRecord) -> SettlementLine:
     if kind is LineKind.FEE and direction is Direction.CREDIT:
         kind = LineKind.FEE_REFUND
     fee = sum(
-        optional_major_units(record.get(column), settlement, column) or 0
-        for column in FEE_COLUMNS
-        if record.has(column)
+        optional_major_units(v[column], settlement, column) or 0 for column in FEE_COLUMNS if column in v
     )
-    tz_name = record.get("TimeZone")
-    psp = record.get("Psp Reference")
-    modification = record.get("Modification Reference")
+    tz_name = v["TimeZone"]
+    psp = v["Psp Reference"]
+    modification = v["Modification Reference"]
     return SettlementLine(
         processor=PROCESSOR,
         source=LineSource.FILE,
         row_number=record.row_number,
         raw=record.raw,
         row_hash=hash_row(record.raw),
-        line_key=_line_key(record, journal_type, settlement),
+        line_key=_line_key(v, journal_type, settlement),
         kind=kind,
         direction=direction,
         gross=gross,
@@ -153,18 +154,18 @@ def _line(record: CsvRecord) -> SettlementLine:
         settlement_currency=settlement,
         gateway_refund_id=(modification or None) if kind in _REFUND_KINDS else None,
         gateway_payment_id=psp or None,
-        merchant_reference=record.get("Modification Merchant Reference") or None,
-        payout_id=record.get("Batch Number") or None,
-        occurred_at=local_time(record.get("Creation Date"), zone(tz_name), "Creation Date"),
+        merchant_reference=v["Modification Merchant Reference"] or None,
+        payout_id=v["Batch Number"] or None,
+        occurred_at=local_time(v["Creation Date"], zone(tz_name), "Creation Date"),
         source_timezone=tz_name,
         raw_type=journal_type,
     )
 
 
-def _sided(record: CsvRecord, debit: str, credit: str, currency: str) -> tuple[int, Direction | None]:
+def _sided(v: Values, debit: str, credit: str, currency: str) -> tuple[int, Direction | None]:
     """Signed minor units from an unsigned debit/credit pair, and which side was filled (None: neither)."""
-    debit_amount = optional_major_units(record.get(debit), currency, debit)
-    credit_amount = optional_major_units(record.get(credit), currency, credit)
+    debit_amount = optional_major_units(v[debit], currency, debit)
+    credit_amount = optional_major_units(v[credit], currency, credit)
     for column, amount in ((debit, debit_amount), (credit, credit_amount)):
         if amount is not None and amount < 0:
             raise FieldError(f"{column} is negative; Adyen's debit and credit columns are unsigned")
@@ -180,11 +181,11 @@ def _sided(record: CsvRecord, debit: str, credit: str, currency: str) -> tuple[i
     return 0, Direction.CREDIT if credit_amount is not None else None
 
 
-def _line_key(record: CsvRecord, journal_type: str, settlement: str) -> str:
-    psp = record.get("Psp Reference")
-    modification = record.get("Modification Reference")
-    batch = record.get("Batch Number")
+def _line_key(v: Values, journal_type: str, settlement: str) -> str:
+    psp = v["Psp Reference"]
+    modification = v["Modification Reference"]
+    batch = v["Batch Number"]
     if psp:
         return f"{modification or psp}|{journal_type}|{batch}"
-    parts = (record.get("Merchant Account"), batch, journal_type, settlement, record.get("Creation Date"))
+    parts = (v["Merchant Account"], batch, journal_type, settlement, v["Creation Date"])
     return "|".join(("batch", *parts, modification))

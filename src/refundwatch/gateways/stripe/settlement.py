@@ -25,7 +25,7 @@ from refundwatch.reconciliation.lines import (
     hash_row,
 )
 from refundwatch.reconciliation.parsing import FieldError, SettlementFormatError
-from refundwatch.reconciliation.reading import CsvLayout, CsvRecord, read_csv, read_json_list
+from refundwatch.reconciliation.reading import CsvLayout, CsvRecord, Values, read_csv, read_json_list
 from refundwatch.reconciliation.values import (
     currency_code,
     epoch_time,
@@ -71,12 +71,21 @@ KIND_BY_CATEGORY: Final[Mapping[str, LineKind]] = MappingProxyType(
     }
 )
 
+REFUND_ID_COLUMN: Final = f"refund_metadata[{METADATA_REFUND_ID}]"
 REPORT_LAYOUT: Final = CsvLayout(
-    title="a Stripe itemized report (payout_reconciliation or balance_change_from_activity)",
+    title="a Stripe itemized report (payout_reconciliation, balance_change_from_activity)",
     required=("balance_transaction_id", "source_id", "reporting_category", "currency", "gross", "net"),
     any_of=(("created_utc", "created"),),
+    optional=(
+        "fee",
+        "charge_id",
+        "payment_intent_id",
+        "automatic_payout_id",
+        "customer_facing_amount",
+        "customer_facing_currency",
+        REFUND_ID_COLUMN,
+    ),
 )
-REFUND_ID_COLUMN: Final = f"refund_metadata[{METADATA_REFUND_ID}]"
 
 
 def classify(category: str, direction: Direction) -> LineKind:
@@ -109,25 +118,26 @@ class StripeReportParser:
             yield line
 
     def _line(self, record: CsvRecord) -> SettlementLine:
-        key = record.get("balance_transaction_id")
+        v = record.values
+        key = v["balance_transaction_id"]
         if not key:
             raise FieldError("balance_transaction_id is empty")
-        settlement = currency_code(record.get("currency"), "currency")
-        gross = major_units(record.get("gross"), settlement, "gross")
-        net = major_units(record.get("net"), settlement, "net")
-        fee_text = record.get("fee")
+        settlement = currency_code(v["currency"], "currency")
+        gross = major_units(v["gross"], settlement, "gross")
+        net = major_units(v["net"], settlement, "net")
+        fee_text = v["fee"]
         # Stripe defines net = gross - fee, so a file without the fee column still states it.
         fee = major_units(fee_text, settlement, "fee") if fee_text else gross - net
-        currency, gross = self._transaction_amount(record, settlement, gross)
+        currency, gross = self._transaction_amount(v, settlement, gross)
         direction = direction_of(gross, net)
-        category = record.get("reporting_category")
+        category = v["reporting_category"]
         kind = classify(category, direction)
-        if record.get("created_utc"):
-            occurred_at, tz_name = local_time(record.get("created_utc"), UTC, "created_utc"), "UTC"
+        if v["created_utc"]:
+            occurred_at, tz_name = local_time(v["created_utc"], UTC, "created_utc"), "UTC"
         else:
-            occurred_at = local_time(record.get("created"), self._zone, "created")
+            occurred_at = local_time(v["created"], self._zone, "created")
             tz_name = self.report_timezone
-        source_id = record.get("source_id") or None
+        source_id = v["source_id"] or None
         return SettlementLine(
             processor=PROCESSOR,
             source=LineSource.FILE,
@@ -144,23 +154,21 @@ class StripeReportParser:
             settlement_currency=settlement,
             gateway_refund_id=source_id if kind in _REFUND_KINDS else None,
             gateway_payment_id=(
-                record.get("payment_intent_id")
-                or record.get("charge_id")
-                or (source_id if kind is LineKind.PAYMENT else None)
+                v["payment_intent_id"] or v["charge_id"] or (source_id if kind is LineKind.PAYMENT else None)
             ),
-            merchant_reference=record.get(REFUND_ID_COLUMN) or None,
-            payout_id=record.get("automatic_payout_id") or (source_id if kind is LineKind.PAYOUT else None),
+            merchant_reference=v[REFUND_ID_COLUMN] or None,
+            payout_id=v["automatic_payout_id"] or (source_id if kind is LineKind.PAYOUT else None),
             occurred_at=occurred_at,
             source_timezone=tz_name,
             raw_type=category,
         )
 
     @staticmethod
-    def _transaction_amount(record: CsvRecord, settlement: str, gross: int) -> tuple[str, int]:
+    def _transaction_amount(v: Values, settlement: str, gross: int) -> tuple[str, int]:
         """gross/fee/net are in the settlement currency; with FX the customer saw another amount, and the
         transaction's own currency is what a refund is matched on (§7 M5)."""
-        seen_currency = record.get("customer_facing_currency")
-        seen_amount = record.get("customer_facing_amount")
+        seen_currency = v["customer_facing_currency"]
+        seen_amount = v["customer_facing_amount"]
         if not (seen_currency and seen_amount):
             return settlement, gross
         currency = currency_code(seen_currency, "customer_facing_currency")
