@@ -118,7 +118,7 @@ def test_each_discrepancy_is_found_as_its_own_kind(stack: Stack) -> None:
     ]
     path = report(stack, rows)
     out = imported(stack, path)
-    assert out.startswith(f"{path.name}: 7 lines read, 1 matched, 5 breaks found"), out
+    assert out.startswith(f"{path.name}: 7 lines read, 2 matched, 5 breaks found"), out
     open_breaks = breaks(stack, status="open")
     assert about(open_breaks, changed["id"]) == ["amount_mismatch"]
     (mismatch,) = [b for b in open_breaks if b["refund_id"] == changed["id"]]

@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 from uuid import UUID
 
-from refundwatch.reconciliation.lines import SettlementLine
-from refundwatch.reconciliation.parsing import SettlementFormatError, SourceKind, parser_for
 from sqlalchemy import Table, delete, insert, select, update
 
 from refundwatch.audit import actions
@@ -27,6 +25,8 @@ from refundwatch.audit.actions import Actor
 from refundwatch.audit.services import record
 from refundwatch.db.models import SettlementEntry, SettlementFile
 from refundwatch.lib.exceptions import BadInput, NotFound
+from refundwatch.reconciliation.lines import SettlementLine
+from refundwatch.reconciliation.parsing import SettlementFormatError, SourceKind, parser_for
 from refundwatch.runtime import Runtime
 
 LINES = cast(Table, SettlementEntry.__table__)
