@@ -657,4 +657,5 @@ def test_a_large_file_streams_in_bounded_memory(parser: SettlementParser, rows: 
         tracemalloc.stop()
     assert seen == count
     assert total == -sum((n % 997) * 100 + n % 100 for n in range(count))
-    assert peak < 20 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"
+    # Measured: 0.4 MB (Stripe), under 0.1 MB (Adyen); the rows themselves would be tens of MB.
+    assert peak < 5 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"
