@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     # How long a succeeded refund may be absent from settlement data before it is a missing_settlement
     # break: one number of hours for all processors, or per processor (stripe:168,adyen:96).
     reconcile_expected_hours: str = ""
+    # How often the worker matches new settlement lines and runs the consistency checks (minutes).
+    reconcile_interval_minutes: int = Field(default=15, ge=1, le=60)
 
     # Sign-in and roles beyond the contract's names.
     session_idle_minutes: int = Field(default=30, ge=1)

@@ -45,6 +45,9 @@ def _rt(ctx: dict[str, Any]) -> Runtime:
     return runtime
 
 
+RECONCILE_TIMEOUT = 1800  # seconds: matching a large import is done in committed batches
+
+
 async def execute_refund(ctx: dict[str, Any], refund_id: str) -> str:
     outcome = await execution.execute_refund(_rt(ctx), UUID(refund_id))
     if isinstance(outcome, RetryLater):
@@ -127,6 +130,14 @@ async def fold_rollups(ctx: dict[str, Any]) -> int:
     return folded
 
 
+async def reconcile(ctx: dict[str, Any]) -> str:
+    """Match new settlement lines, run the internal checks, open missing_settlement breaks."""
+    from refundwatch.reconciliation.checks import check
+
+    summary = await check(_rt(ctx))
+    return f"{summary.lines} lines matched: {summary.matched} matched, {sum(summary.breaks.values())} breaks"
+
+
 async def prune_rollups(ctx: dict[str, Any]) -> None:
     await rollups.prune(_rt(ctx).db)
 
@@ -159,6 +170,7 @@ def worker_settings() -> dict[str, Any]:
     timeout = settings.job_timeout_seconds
     sweep_seconds = set(range(0, 60, max(1, min(settings.sweep_interval_seconds, 59))))
     sync_seconds = set(range(0, 60, max(1, min(settings.sync_interval_seconds, 59))))
+    reconcile_minutes = set(range(0, 60, max(1, min(settings.reconcile_interval_minutes, 60))))
     return {
         "functions": [
             # keep_result=0: no result key, so the same job id can be enqueued again for a retry.
@@ -178,6 +190,8 @@ def worker_settings() -> dict[str, Any]:
             cron(fold_rollups, second=_EVERY_SECOND, timeout=timeout, unique=True),
             cron(flush_webhook_rejections, second=set(range(0, 60, 5)), timeout=timeout, unique=True),
             cron(prune_rollups, minute=7, second=0, timeout=timeout, unique=True),
+            # Whole-table checks: their own, longer timeout.
+            cron(reconcile, minute=reconcile_minutes, second=30, timeout=RECONCILE_TIMEOUT, unique=True),
         ],
         "on_startup": startup,
         "on_shutdown": shutdown,
