@@ -7,12 +7,25 @@
   function local(el) {
     var at = new Date(el.getAttribute("datetime"));
     if (isNaN(at.getTime())) { return; }
-    var zone = "";
-    try { zone = Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch (e) { zone = ""; }
-    el.textContent = at.getFullYear() + "-" + pad(at.getMonth() + 1) + "-" + pad(at.getDate()) + " " +
-      pad(at.getHours()) + ":" + pad(at.getMinutes()) + ":" + pad(at.getSeconds()) + (zone ? " " + zone : "");
+    var zone = zoneName();
+    var day = at.getFullYear() + "-" + pad(at.getMonth() + 1) + "-" + pad(at.getDate());
+    var hm = pad(at.getHours()) + ":" + pad(at.getMinutes());
+    // data-local="" shows the date, the clock and the zone; the compact forms ("time": 12:34:56,
+    // "hm": 12:34, "date-hm": 2026-12-06 12:34) leave the zone to the tooltip.
+    var compact = { time: hm + ":" + pad(at.getSeconds()), hm: hm, "date-hm": day + " " + hm };
+    var part = el.getAttribute("data-local");
+    if (Object.prototype.hasOwnProperty.call(compact, part)) {
+      el.textContent = compact[part];
+      if (zone) { el.setAttribute("title", (el.getAttribute("title") || "") + " (shown in " + zone + ")"); }
+    } else {
+      el.textContent = day + " " + hm + ":" + pad(at.getSeconds()) + (zone ? " " + zone : "");
+    }
     el.removeAttribute("data-local");
     el.setAttribute("data-localised", "");
+  }
+
+  function zoneName() {
+    try { return Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch (e) { return ""; }
   }
 
   function localise(root) {

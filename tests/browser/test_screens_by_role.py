@@ -17,6 +17,7 @@ One stack (PostgreSQL) for the module; cases are parametrised, not copied.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import re
 import uuid
@@ -90,9 +91,11 @@ def world(stack: Stack) -> World:
 
 
 @contextmanager
-def tab(browser: Any, stack: Stack, role_or_user: str, path: str = "/") -> Iterator[Any]:
+def tab(
+    browser: Any, stack: Stack, role_or_user: str, path: str = "/", timezone: str | None = None
+) -> Iterator[Any]:
     """A signed-in tab; on leaving, no Content-Security-Policy violation may have been reported."""
-    opened = Page(browser, stack)
+    opened = Page(browser, stack, timezone)
     try:
         opened.sign_in(USER.get(role_or_user, role_or_user), path)
         yield opened.page
@@ -101,6 +104,15 @@ def tab(browser: Any, stack: Stack, role_or_user: str, path: str = "/") -> Itera
         )
     finally:
         opened.close()
+
+
+def in_tokyo(time: Any) -> None:
+    """A time shown in the viewer's zone (a Tokyo tab: UTC+9, no summer time), with UTC on hover."""
+    expect(time).to_have_attribute("data-localised", "")
+    hover = re.search(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC", time.get_attribute("title") or "")
+    assert hover, time.get_attribute("title")
+    utc = dt.datetime.strptime(hover.group(1), "%Y-%m-%d %H:%M:%S")
+    assert time.inner_text() == (utc + dt.timedelta(hours=9)).strftime("%Y-%m-%d %H:%M:%S Asia/Tokyo")
 
 
 def menu_of(page: Any) -> set[str]:
@@ -286,7 +298,7 @@ def test_audit_filtered_by_a_person_shown_by_name_and_exported(browser: Any, sta
 
 def test_an_api_key_is_shown_once_and_revoked(browser: Any, stack: Stack) -> None:
     name = f"returns-{uuid.uuid4().hex[:6]}"
-    with tab(browser, stack, "admin", "/admin/api-keys") as page:
+    with tab(browser, stack, "admin", "/admin/api-keys", timezone="Asia/Tokyo") as page:
         page.fill("#key-name", name)
         page.check("input[name='scope:refunds:read']")
         page.click("form:has(#key-name) button[type=submit]")
@@ -303,7 +315,8 @@ def test_an_api_key_is_shown_once_and_revoked(browser: Any, stack: Stack) -> Non
         page.wait_for_url(re.compile(r".*/admin/api-keys$"))
         revoked = page.locator("table tbody tr", has_text=name)
         expect(revoked.locator("button")).to_have_count(0)
-        expect(revoked.locator("td:nth-child(5)")).not_to_be_empty()  # when, on the row
+        in_tokyo(revoked.locator("td:nth-child(4) time"))  # created and revoked: the viewer's time
+        in_tokyo(revoked.locator("td:nth-child(5) time"))
     # Refused by the API within the key cache's 30 s: tests/integration/test_admin_manage.py waits for it.
     assert db_rows(stack, "SELECT revoked_at IS NOT NULL FROM api_keys WHERE name = ?", name) == [(True,)]
 
@@ -322,7 +335,15 @@ def test_an_admin_manages_a_connection_and_a_new_secret_waits_for_a_second_admin
     assert stack.idp is not None
     stack.idp.add_user("eve-admin", name="Eve Admin", groups=["refundwatch-admins"])
     row = f"table tbody tr:has(a[href='/admin/connections/{ADYEN}'])"
-    with tab(browser, stack, "admin", "/gateways") as page:
+    with tab(browser, stack, "admin", "/gateways", timezone="Asia/Tokyo") as page:
+        checked = "table tbody tr:has(a[href='/admin/connections/stripe-test']) td:nth-child(4) time"
+        wait_until(
+            lambda: page.goto("/gateways") and page.locator(checked).count(),
+            timeout=30,
+            interval=0.5,
+            what="a health check of stripe-test",
+        )
+        in_tokyo(page.locator(checked))  # the last health check, in the viewer's time
         page.click(f"{row} button:has-text('Disable')")
         page.wait_for_url(re.compile(r".*/gateways$"))
         expect(page.locator(f"{row} button")).to_have_text("Enable")
@@ -346,6 +367,7 @@ def test_an_admin_manages_a_connection_and_a_new_secret_waits_for_a_second_admin
         pending = page.locator("table tbody tr", has_text="api_key")
         expect(pending).to_contain_text("Ada Admin")  # who asked, by name
         expect(pending).to_contain_text("another admin must decide")  # not the one who asked
+        in_tokyo(pending.locator("td:nth-child(3) time"))  # asked at, in the viewer's time
         assert _blob(stack) == before  # nothing applied yet
     with tab(browser, stack, "eve-admin", f"/admin/connections/{ADYEN}") as page:
         page.locator("table tbody tr", has_text="api_key").locator("button:has-text('Approve')").click()
