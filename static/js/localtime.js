@@ -1,4 +1,6 @@
 // Times arrive in UTC (<time data-local>); show them in the viewer's own zone and keep UTC on hover.
+// Time fields (<input type="datetime-local" data-utc-input>) arrive holding UTC too: they are shown and
+// typed in the viewer's zone, and sent as UTC with a Z, so a URL or an export means one instant.
 // Short ids (<code data-copy>) copy the full id on click.
 (function () {
   "use strict";
@@ -28,9 +30,38 @@
     try { return Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch (e) { return ""; }
   }
 
+  function fieldValue(at) {  // what a datetime-local field holds: local, no zone
+    return at.getFullYear() + "-" + pad(at.getMonth() + 1) + "-" + pad(at.getDate()) + "T" +
+      pad(at.getHours()) + ":" + pad(at.getMinutes()) + ":" + pad(at.getSeconds());
+  }
+
+  function localField(input) {
+    if (input.value) {
+      var at = new Date(input.value + "Z");
+      if (!isNaN(at.getTime())) { input.value = fieldValue(at); }
+    }
+    input.removeAttribute("data-utc-input");
+    input.setAttribute("data-local-input", "");
+    var box = input.closest("fieldset");
+    var label = box && box.querySelector("[data-zone-name]");
+    if (label) { label.textContent = "(your time zone" + (zoneName() ? ": " + zoneName() : "") + ")"; }
+  }
+
   function localise(root) {
     (root || document).querySelectorAll("time[data-local]").forEach(local);
+    (root || document).querySelectorAll("input[data-utc-input]").forEach(localField);
   }
+
+  // A form's values (sent by the browser or by htmx, which reads them through FormData): local field
+  // times become UTC.
+  document.addEventListener("formdata", function (event) {
+    event.target.querySelectorAll("input[data-local-input]").forEach(function (input) {
+      if (!input.name || !input.value) { return; }
+      var at = new Date(input.value);  // a date and time without a zone: the viewer's local time
+      if (isNaN(at.getTime())) { return; }
+      event.formData.set(input.name, at.toISOString().replace(/\.000Z$/, "Z"));
+    });
+  }, true);
 
   document.addEventListener("DOMContentLoaded", function () { localise(document); });
   document.addEventListener("htmx:afterSettle", function (event) { localise(event.target); });

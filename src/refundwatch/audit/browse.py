@@ -58,11 +58,14 @@ class AuditFilter:
 
 
 def _time(name: str, raw: str, errors: list[str]) -> dt.datetime | None:
-    """``datetime-local`` inputs and ISO 8601 times; a time without a zone is UTC."""
+    """ISO 8601 times. The page's script sends the viewer's local time as UTC with a ``Z``
+    (static/js/localtime.js); a time without a zone (the form without its script) is UTC."""
     try:
         moment = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        errors.append(f"{name}: {raw!r} is not a date and time (YYYY-MM-DDTHH:MM, UTC)")
+        errors.append(
+            f"{name}: {raw!r} is not a date and time (YYYY-MM-DDTHH:MM, in UTC unless it has a zone)"
+        )
         return None
     return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
 
@@ -82,8 +85,8 @@ def parse(items: Iterable[tuple[str, str]]) -> AuditFilter:
     if "until" in values:
         f.until = _time("until", values["until"], f.errors)
     for name, moment in (("since", f.since), ("until", f.until)):
-        if moment is not None:  # shown back in the form's datetime-local field, which takes no zone
-            f.form[name] = moment.strftime("%Y-%m-%dT%H:%M:%S")
+        if moment is not None:  # UTC with its Z in links and exports: one meaning wherever it is read
+            f.form[name] = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
     if f.since and f.until and f.since >= f.until:
         f.errors.append("the time range ends before it starts")
     if (before := values.get("before")) is not None:
