@@ -3,13 +3,16 @@
 - each screen for viewer, initiator, approver and admin: opened or refused (with the house header
   and the person's name), the menu the role gets, and the actions a waiting refund offers;
 - the approver's decision end to end, from the queue and from the refund's page: approve asks for a
-  confirmation that repeats the amount (saying no leaves it waiting), reject needs a reason;
-- the new-refund form in major units for EUR, JPY and KWD (typed, refused, converted exactly);
+  confirmation that repeats the amount (saying no leaves it waiting), reject needs a reason; the
+  queue's cards (amount, reason, order, payment, who asked by name), its totals and its sorting;
+- the new-refund form in major units for EUR, JPY and KWD (typed, refused, converted exactly), and
+  the refund it makes: its short id, its times in the viewer's zone;
 - live actions: the initiator's Cancel goes by itself when an approver decides elsewhere;
 - the audit log filtered by a person shown by name (the machine id behind it), by type and search,
   and exported;
 - admin work: an API key created with chosen scopes, shown once, revoked; a connection disabled and
-  enabled, an option edited, and a secret replaced only once a second admin approves.
+  enabled, an option edited, and a secret replaced only once a second admin approves; their times
+  in the viewer's zone (a Tokyo tab), UTC on hover.
 
 One stack (PostgreSQL) for the module; cases are parametrised, not copied.
 """
@@ -205,6 +208,27 @@ def test_the_approver_decides(browser: Any, stack: Stack, where: str, decision: 
         expect(page.locator("#refund-actions form.action")).to_have_count(0)
 
 
+def test_the_queue_informs_the_decision_sorts_and_totals(browser: Any, stack: Stack) -> None:
+    informs = stack.refund(
+        stack.payment(200_000, order_id="ord-5150"), 60_000, reason="requested_by_customer"
+    )
+    larger = stack.refund(stack.payment(90_000), 70_000).json()["id"]
+    with tab(browser, stack, "approver", "/approvals") as page:
+        text = page.locator(f"article[data-refund='{informs.json()['id']}']").inner_text()
+        assert "600.00 EUR" in text  # major units
+        assert "Customer asked" in text  # the reason's label
+        assert "ord-5150" in text
+        assert "2,000.00 EUR" in text  # what the payment captured
+        assert "user:" not in text
+        assert "api_key:" not in text  # who asked by name, not by machine key
+        assert re.search(r"\d[\d,]*\.\d\d EUR", page.inner_text("#waiting-totals"))
+        page.select_option("#approval-filters select[name=sort]", "amount")
+        page.click("#approval-filters button[type=submit]")
+        page.wait_for_url(re.compile(r".*sort=amount.*"))
+        order = [a.get_attribute("data-refund") for a in page.locator("article.waiting").all()]
+        assert order.index(larger) < order.index(informs.json()["id"])  # 700.00 before 600.00
+
+
 # ------------------------------------------------------------------------------- form, major units
 
 
@@ -229,7 +253,7 @@ def test_the_new_refund_form_in_major_units(
     minor: int,
 ) -> None:
     reference = stack.payment(captured, currency)
-    with tab(browser, stack, "initiator", f"/refunds/new?q={reference}") as page:
+    with tab(browser, stack, "initiator", f"/refunds/new?q={reference}", timezone="Asia/Tokyo") as page:
         assert shown in page.inner_text("section.payment")
         limit = page.inner_text("#role-limit")  # the initiator's limit, in this currency
         assert "minor units" not in limit
@@ -242,6 +266,11 @@ def test_the_new_refund_form_in_major_units(
         page.wait_for_url(re.compile(r".*/refunds/[0-9a-f-]{36}$"))
         refund_id = page.url.rsplit("/", 1)[1]
         expect(page.locator("h1")).to_contain_text(read)
+        # Its short id comes from the random end, the whole id on hover; its times in the viewer's zone.
+        chip = page.locator("h1 code.id")
+        assert chip.get_attribute("title") == refund_id
+        assert chip.inner_text() == "…" + refund_id.replace("-", "")[-8:]
+        in_tokyo(page.locator("#timeline-body dl time").first)
     assert stack.get(refund_id)["amount"] == minor  # converted exactly; the API stays in minor units
 
 
