@@ -16,8 +16,11 @@
     var t = document.getElementById("last-updated");
     if (!t) { return; }
     var now = new Date();
+    var pad = function (n) { return (n < 10 ? "0" : "") + n; };
     t.setAttribute("datetime", now.toISOString());
-    t.textContent = now.toISOString().slice(11, 19) + " UTC";  // the same clock as the server's times
+    t.setAttribute("title", now.toISOString().slice(0, 19).replace("T", " ") + " UTC");
+    // The viewer's own clock, as every other time on the page (static/js/localtime.js)
+    t.textContent = pad(now.getHours()) + ":" + pad(now.getMinutes()) + ":" + pad(now.getSeconds());
   }
 
   function poll() {

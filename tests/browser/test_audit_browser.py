@@ -138,3 +138,32 @@ def test_times_show_in_the_viewers_zone_with_utc_on_hover(browser: Any, stack: S
         expect(page.locator("table.audit-log tbody time[data-local]")).to_have_count(0)
         assert page.locator("table.audit-log tbody time[data-localised]").count() >= 1
         assert not [p for p in problems if "Content Security Policy" in p or "Refused" in p], problems
+
+
+def test_the_time_range_is_typed_in_the_viewers_zone_and_sent_in_utc(
+    browser: Any, stack: Stack, refund_id: str
+) -> None:
+    """Tokyo is UTC+9: a time read as UTC would land nine hours off, and find the opposite entries."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    hour_ago = (now - dt.timedelta(hours=1)).replace(second=30)  # whole minutes would show without :00
+    typed = (hour_ago + dt.timedelta(hours=9)).strftime("%Y-%m-%dT%H:%M:%S")  # what a Tokyo clock said
+    utc = hour_ago.strftime("%Y-%m-%dT%H:%M:%SZ")
+    with admin_tab(browser, stack, timezone="Asia/Tokyo") as (page, problems):
+        page.goto(f"/audit?target={refund_id}")
+        expect(page.locator("#audit-filters legend", has_text="When")).to_have_text(
+            "When (your time zone: Asia/Tokyo)"
+        )
+        page.fill("input[name=since]", typed)
+        page.click("#audit-filters button[type=submit]")
+        page.wait_for_url(re.compile(rf".*since={re.escape(utc.replace(':', '%3A'))}.*"))  # UTC in the URL
+        expect(page.locator("table.audit-log tbody tr[id^=entry-]").first).to_be_visible()  # written since
+        expect(page.locator("input[name=since]")).to_have_value(typed)  # shown back in Tokyo time
+        assert f"since={utc.replace(':', '%3A')}" in (
+            page.locator("#audit-export a:has-text('CSV')").get_attribute("href") or ""
+        )
+        page.fill("input[name=since]", "")
+        page.fill("input[name=until]", typed)
+        page.click("#audit-filters button[type=submit]")
+        page.wait_for_url(re.compile(rf".*until={re.escape(utc.replace(':', '%3A'))}.*"))
+        expect(page.locator("table.audit-log tbody")).to_contain_text("No entries match these filters")
+        assert not [p for p in problems if "Content Security Policy" in p or "Refused" in p], problems

@@ -30,10 +30,13 @@ class Tab:
     """One browser context (its own cookies) on one web process, keeping every console error, uncaught
     exception and Content-Security-Policy violation, and every main-frame navigation."""
 
-    def __init__(self, browser: Any, stack: Stack, base_url: str | None = None) -> None:
+    def __init__(
+        self, browser: Any, stack: Stack, base_url: str | None = None, timezone: str | None = None
+    ) -> None:
         self.stack = stack
         self.base_url = base_url or stack.web_url
-        self.context = browser.new_context(base_url=self.base_url, viewport=VIEWPORT)
+        zone = {"timezone_id": timezone} if timezone else {}
+        self.context = browser.new_context(base_url=self.base_url, viewport=VIEWPORT, **zone)
         self.page = self.context.new_page()
         self.errors: list[str] = []
         self.navigations: list[str] = []
@@ -72,8 +75,10 @@ class Tab:
 
 
 @contextlib.contextmanager
-def tab(browser: Any, stack: Stack, base_url: str | None = None) -> Iterator[Tab]:
-    opened = Tab(browser, stack, base_url)
+def tab(
+    browser: Any, stack: Stack, base_url: str | None = None, timezone: str | None = None
+) -> Iterator[Tab]:
+    opened = Tab(browser, stack, base_url, timezone)
     try:
         yield opened
     finally:
@@ -194,7 +199,7 @@ def test_panels_show_numbers_computed_from_executed_refunds(browser: Any, stack:
         expect(gateway.locator("strong")).to_have_text("stripe-test")
         uptimes = gateway.locator("dl.uptimes div")
         expect(uptimes).to_have_count(1)  # minutes of checks: one figure since the first, not three
-        assert re.fullmatch(r"since \d\d:\d\d UTC", uptimes.locator("dt").inner_text().strip())
+        assert re.fullmatch(r"since \d\d:\d\d", uptimes.locator("dt").inner_text().strip())  # local clock
         day = uptimes.locator("dd")
         assert re.fullmatch(r"\d{1,3}\.\d\d%", day.inner_text().strip()), day.inner_text()
         expect(gateway.locator("p.sub")).to_contain_text("Last check")
@@ -208,7 +213,7 @@ def test_panels_show_numbers_computed_from_executed_refunds(browser: Any, stack:
 def test_a_new_refund_reaches_its_final_state_in_the_feed_without_a_reload(
     browser: Any, stack: Stack
 ) -> None:
-    with tab(browser, stack) as t:
+    with tab(browser, stack, timezone="Asia/Tokyo") as t:
         t.sign_in("alice-viewer")
         t.wait_live()
         navigations = len(t.navigations)
@@ -217,6 +222,18 @@ def test_a_new_refund_reaches_its_final_state_in_the_feed_without_a_reload(
         assert len(t.navigations) == navigations, t.navigations
         after = t.page.locator("#last-updated").get_attribute("datetime")
         assert after != before, "the updated time did not move"
+        # Pushed panels too show the viewer's clock (Tokyo: UTC+9), UTC on hover.
+        expect(t.page.locator("#panel-feed time[data-local]")).to_have_count(0)
+        shown = t.page.locator("#panel-feed time[data-localised]").first
+        created = re.search(
+            r"created \d{4}-\d\d-\d\d (\d\d):(\d\d:\d\d) UTC", shown.get_attribute("title") or ""
+        )
+        assert created, shown.get_attribute("title")
+        assert shown.inner_text() == f"{(int(created.group(1)) + 9) % 24:02d}:{created.group(2)}"
+        updated = t.page.locator("#last-updated")
+        assert (updated.get_attribute("title") or "").endswith(" UTC")
+        hour = int((updated.get_attribute("title") or "")[11:13])
+        assert updated.inner_text()[:2] == f"{(hour + 9) % 24:02d}"
         expect(t.page.locator("#live-state")).to_have_text("Live")
         assert not t.errors, t.errors
 

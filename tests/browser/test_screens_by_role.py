@@ -3,13 +3,16 @@
 - each screen for viewer, initiator, approver and admin: opened or refused (with the house header
   and the person's name), the menu the role gets, and the actions a waiting refund offers;
 - the approver's decision end to end, from the queue and from the refund's page: approve asks for a
-  confirmation that repeats the amount (saying no leaves it waiting), reject needs a reason;
-- the new-refund form in major units for EUR, JPY and KWD (typed, refused, converted exactly);
+  confirmation that repeats the amount (saying no leaves it waiting), reject needs a reason; the
+  queue's cards (amount, reason, order, payment, who asked by name), its totals and its sorting;
+- the new-refund form in major units for EUR, JPY and KWD (typed, refused, converted exactly), and
+  the refund it makes: its short id, its times in the viewer's zone;
 - live actions: the initiator's Cancel goes by itself when an approver decides elsewhere;
 - the audit log filtered by a person shown by name (the machine id behind it), by type and search,
   and exported;
 - admin work: an API key created with chosen scopes, shown once, revoked; a connection disabled and
-  enabled, an option edited, and a secret replaced only once a second admin approves.
+  enabled, an option edited, and a secret replaced only once a second admin approves; their times
+  in the viewer's zone (a Tokyo tab), UTC on hover.
 
 One stack (PostgreSQL) for the module; cases are parametrised, not copied.
 """
@@ -17,6 +20,7 @@ One stack (PostgreSQL) for the module; cases are parametrised, not copied.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import re
 import uuid
@@ -90,9 +94,11 @@ def world(stack: Stack) -> World:
 
 
 @contextmanager
-def tab(browser: Any, stack: Stack, role_or_user: str, path: str = "/") -> Iterator[Any]:
+def tab(
+    browser: Any, stack: Stack, role_or_user: str, path: str = "/", timezone: str | None = None
+) -> Iterator[Any]:
     """A signed-in tab; on leaving, no Content-Security-Policy violation may have been reported."""
-    opened = Page(browser, stack)
+    opened = Page(browser, stack, timezone)
     try:
         opened.sign_in(USER.get(role_or_user, role_or_user), path)
         yield opened.page
@@ -101,6 +107,15 @@ def tab(browser: Any, stack: Stack, role_or_user: str, path: str = "/") -> Itera
         )
     finally:
         opened.close()
+
+
+def in_tokyo(time: Any) -> None:
+    """A time shown in the viewer's zone (a Tokyo tab: UTC+9, no summer time), with UTC on hover."""
+    expect(time).to_have_attribute("data-localised", "")
+    hover = re.search(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC", time.get_attribute("title") or "")
+    assert hover, time.get_attribute("title")
+    utc = dt.datetime.strptime(hover.group(1), "%Y-%m-%d %H:%M:%S")
+    assert time.inner_text() == (utc + dt.timedelta(hours=9)).strftime("%Y-%m-%d %H:%M:%S Asia/Tokyo")
 
 
 def menu_of(page: Any) -> set[str]:
@@ -193,6 +208,27 @@ def test_the_approver_decides(browser: Any, stack: Stack, where: str, decision: 
         expect(page.locator("#refund-actions form.action")).to_have_count(0)
 
 
+def test_the_queue_informs_the_decision_sorts_and_totals(browser: Any, stack: Stack) -> None:
+    informs = stack.refund(
+        stack.payment(200_000, order_id="ord-5150"), 60_000, reason="requested_by_customer"
+    )
+    larger = stack.refund(stack.payment(90_000), 70_000).json()["id"]
+    with tab(browser, stack, "approver", "/approvals") as page:
+        text = page.locator(f"article[data-refund='{informs.json()['id']}']").inner_text()
+        assert "600.00 EUR" in text  # major units
+        assert "Customer asked" in text  # the reason's label
+        assert "ord-5150" in text
+        assert "2,000.00 EUR" in text  # what the payment captured
+        assert "user:" not in text
+        assert "api_key:" not in text  # who asked by name, not by machine key
+        assert re.search(r"\d[\d,]*\.\d\d EUR", page.inner_text("#waiting-totals"))
+        page.select_option("#approval-filters select[name=sort]", "amount")
+        page.click("#approval-filters button[type=submit]")
+        page.wait_for_url(re.compile(r".*sort=amount.*"))
+        order = [a.get_attribute("data-refund") for a in page.locator("article.waiting").all()]
+        assert order.index(larger) < order.index(informs.json()["id"])  # 700.00 before 600.00
+
+
 # ------------------------------------------------------------------------------- form, major units
 
 
@@ -217,7 +253,7 @@ def test_the_new_refund_form_in_major_units(
     minor: int,
 ) -> None:
     reference = stack.payment(captured, currency)
-    with tab(browser, stack, "initiator", f"/refunds/new?q={reference}") as page:
+    with tab(browser, stack, "initiator", f"/refunds/new?q={reference}", timezone="Asia/Tokyo") as page:
         assert shown in page.inner_text("section.payment")
         limit = page.inner_text("#role-limit")  # the initiator's limit, in this currency
         assert "minor units" not in limit
@@ -230,6 +266,11 @@ def test_the_new_refund_form_in_major_units(
         page.wait_for_url(re.compile(r".*/refunds/[0-9a-f-]{36}$"))
         refund_id = page.url.rsplit("/", 1)[1]
         expect(page.locator("h1")).to_contain_text(read)
+        # Its short id comes from the random end, the whole id on hover; its times in the viewer's zone.
+        chip = page.locator("h1 code.id")
+        assert chip.get_attribute("title") == refund_id
+        assert chip.inner_text() == "…" + refund_id.replace("-", "")[-8:]
+        in_tokyo(page.locator("#timeline-body dl time").first)
     assert stack.get(refund_id)["amount"] == minor  # converted exactly; the API stays in minor units
 
 
@@ -286,7 +327,7 @@ def test_audit_filtered_by_a_person_shown_by_name_and_exported(browser: Any, sta
 
 def test_an_api_key_is_shown_once_and_revoked(browser: Any, stack: Stack) -> None:
     name = f"returns-{uuid.uuid4().hex[:6]}"
-    with tab(browser, stack, "admin", "/admin/api-keys") as page:
+    with tab(browser, stack, "admin", "/admin/api-keys", timezone="Asia/Tokyo") as page:
         page.fill("#key-name", name)
         page.check("input[name='scope:refunds:read']")
         page.click("form:has(#key-name) button[type=submit]")
@@ -303,7 +344,8 @@ def test_an_api_key_is_shown_once_and_revoked(browser: Any, stack: Stack) -> Non
         page.wait_for_url(re.compile(r".*/admin/api-keys$"))
         revoked = page.locator("table tbody tr", has_text=name)
         expect(revoked.locator("button")).to_have_count(0)
-        expect(revoked.locator("td:nth-child(5)")).not_to_be_empty()  # when, on the row
+        in_tokyo(revoked.locator("td:nth-child(4) time"))  # created and revoked: the viewer's time
+        in_tokyo(revoked.locator("td:nth-child(5) time"))
     # Refused by the API within the key cache's 30 s: tests/integration/test_admin_manage.py waits for it.
     assert db_rows(stack, "SELECT revoked_at IS NOT NULL FROM api_keys WHERE name = ?", name) == [(True,)]
 
@@ -322,7 +364,15 @@ def test_an_admin_manages_a_connection_and_a_new_secret_waits_for_a_second_admin
     assert stack.idp is not None
     stack.idp.add_user("eve-admin", name="Eve Admin", groups=["refundwatch-admins"])
     row = f"table tbody tr:has(a[href='/admin/connections/{ADYEN}'])"
-    with tab(browser, stack, "admin", "/gateways") as page:
+    with tab(browser, stack, "admin", "/gateways", timezone="Asia/Tokyo") as page:
+        checked = "table tbody tr:has(a[href='/admin/connections/stripe-test']) td:nth-child(4) time"
+        wait_until(
+            lambda: page.goto("/gateways") and page.locator(checked).count(),
+            timeout=30,
+            interval=0.5,
+            what="a health check of stripe-test",
+        )
+        in_tokyo(page.locator(checked))  # the last health check, in the viewer's time
         page.click(f"{row} button:has-text('Disable')")
         page.wait_for_url(re.compile(r".*/gateways$"))
         expect(page.locator(f"{row} button")).to_have_text("Enable")
@@ -346,6 +396,7 @@ def test_an_admin_manages_a_connection_and_a_new_secret_waits_for_a_second_admin
         pending = page.locator("table tbody tr", has_text="api_key")
         expect(pending).to_contain_text("Ada Admin")  # who asked, by name
         expect(pending).to_contain_text("another admin must decide")  # not the one who asked
+        in_tokyo(pending.locator("td:nth-child(3) time"))  # asked at, in the viewer's time
         assert _blob(stack) == before  # nothing applied yet
     with tab(browser, stack, "eve-admin", f"/admin/connections/{ADYEN}") as page:
         page.locator("table tbody tr", has_text="api_key").locator("button:has-text('Approve')").click()

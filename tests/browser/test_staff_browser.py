@@ -21,8 +21,9 @@ pytestmark = [
 class Page:
     """One browser context (its own cookies) with every console error and CSP violation kept."""
 
-    def __init__(self, browser: object, stack: Stack) -> None:
-        self.context = browser.new_context(base_url=stack.web_url)  # type: ignore[attr-defined]
+    def __init__(self, browser: object, stack: Stack, timezone: str | None = None) -> None:
+        zone = {"timezone_id": timezone} if timezone else {}
+        self.context = browser.new_context(base_url=stack.web_url, **zone)  # type: ignore[attr-defined]
         self.page = self.context.new_page()
         self.problems: list[str] = []
         self.page.on("console", self._console)

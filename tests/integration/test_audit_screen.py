@@ -9,6 +9,7 @@ import datetime as dt
 import io
 import json
 import re
+import uuid
 
 import httpx2
 import pytest
@@ -77,6 +78,35 @@ def test_filters_by_action_actor_and_search(stack: Stack, refunds: list[str]) ->
         row[0] for row in db_rows(stack, "SELECT id FROM audit_log WHERE target_id = ?", refunds[1])
     }
     assert target_ids <= set(entry_ids(search.text))
+
+
+def test_the_search_finds_people_by_the_name_the_page_shows(stack: Stack) -> None:
+    """Staff by the name from their sign-in (not in their actor id), clients by their key's name."""
+    stack.sign_in("amy-approver").close()  # her sign-in is on record, with "Amy Approver" from the ID token
+    key_name = f"Returns Desk {uuid.uuid4().hex[:6]}"
+    key = stack.cli("apikeys", "create", "--name", key_name, "--scopes", "refunds:write").stdout.strip()
+    reference = stack.payment(4_000)
+    with stack.api(key) as client:
+        answer = client.post(
+            "/api/v1/refunds",
+            headers={"Idempotency-Key": uuid.uuid4().hex},
+            json={"payment_reference": reference, "amount": 1_000, "currency": "EUR", "reason": "return"},
+        )
+    assert answer.status_code in (201, 202), answer.text
+    refund_id = answer.json()["id"]
+    amy = {row[0] for row in db_rows(stack, "SELECT id FROM audit_log WHERE actor_id LIKE 'amy-approver@%'")}
+    with signed_in(stack, "ada-admin") as ada:
+        by_name = ada.get("/audit", params={"q": "amy APPROVER"})  # any case, as shown on the page
+        by_key = ada.get("/audit", params={"q": key_name.lower()})
+        export = ada.get("/audit/export.jsonl", params={"q": "Amy Approver"})
+    assert amy
+    assert amy <= set(entry_ids(by_name.text))
+    assert "Amy Approver" in by_name.text
+    assert {line["id"] for line in map(json.loads, export.text.splitlines())} >= amy  # the export too
+    created = db_rows(
+        stack, "SELECT id FROM audit_log WHERE target_id = ? AND action = 'api:refund:create'", refund_id
+    )
+    assert created[0][0] in entry_ids(by_key.text)
 
 
 def test_time_range_and_refused_filters(stack: Stack, refunds: list[str]) -> None:

@@ -114,6 +114,13 @@ def test_times_are_utc_on_hover_and_marked_for_the_viewers_zone() -> None:
     assert 'title="2026-12-06 04:50:41 UTC"' in html
     assert "data-local" in html
     assert labels.when(None) == "—"
+    # Compact forms leave the zone to the tooltip; an ISO string (the audit chain's checkpoints) is a time.
+    feed = labels.when(at, "time", hover="created ")
+    assert 'data-local="time">04:50:41 UTC<' in feed
+    assert 'title="created 2026-12-06 04:50:41 UTC"' in feed
+    assert 'data-local="date-hm">2026-12-06 04:50 UTC<' in labels.when(at, "date-hm")
+    assert 'datetime="2026-12-06T04:50:41Z"' in labels.when("2026-12-06T04:50:41Z")
+    assert labels.when("<not a time>") == "&lt;not a time&gt;"
 
 
 def test_one_currency_per_number_of_decimals_for_a_figure_in_minor_units() -> None:

@@ -4,7 +4,8 @@ One filter means the same on the page and in both exports. Every filter but the 
 index-backed (target id since 0001; action and actor with the id, and time, since 0012), and pages are
 keyset pages on the primary key (``id < before``), so a page of a large log costs one index range, not
 an OFFSET (on 300,000 entries in PostgreSQL a filtered page takes under a millisecond).
-The search is a substring match over actor, target and details: it reads entries newest first until a
+The search is a substring match over actor, target and details, and finds staff by the name pages show
+for them (their latest sign-in's, which the actor id does not hold): it reads entries newest first until a
 page is full, so it is best combined with a time range on a large log.
 """
 
@@ -23,6 +24,7 @@ from sqlalchemy import ColumnElement, or_, select
 
 from refundwatch.db.engine import Database
 from refundwatch.db.models import AuditEntry
+from refundwatch.refunds.people import staff_named
 
 PAGE = 100
 BATCH = 1000  # entries per query while exporting
@@ -42,7 +44,8 @@ class AuditFilter:
     target: str | None = None  # exactly this target id
     since: dt.datetime | None = None  # inclusive, UTC
     until: dt.datetime | None = None  # exclusive, UTC
-    q: str | None = None  # substring of actor, target or details
+    q: str | None = None  # substring of actor, target or details, or of a person's name (see named())
+    q_actors: tuple[str, ...] = ()  # the staff whose shown name contains q
     before: int | None = None  # keyset cursor: entries older than this id
     form: dict[str, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -58,11 +61,14 @@ class AuditFilter:
 
 
 def _time(name: str, raw: str, errors: list[str]) -> dt.datetime | None:
-    """``datetime-local`` inputs and ISO 8601 times; a time without a zone is UTC."""
+    """ISO 8601 times. The page's script sends the viewer's local time as UTC with a ``Z``
+    (static/js/localtime.js); a time without a zone (the form without its script) is UTC."""
     try:
         moment = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        errors.append(f"{name}: {raw!r} is not a date and time (YYYY-MM-DDTHH:MM, UTC)")
+        errors.append(
+            f"{name}: {raw!r} is not a date and time (YYYY-MM-DDTHH:MM, in UTC unless it has a zone)"
+        )
         return None
     return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
 
@@ -82,8 +88,8 @@ def parse(items: Iterable[tuple[str, str]]) -> AuditFilter:
     if "until" in values:
         f.until = _time("until", values["until"], f.errors)
     for name, moment in (("since", f.since), ("until", f.until)):
-        if moment is not None:  # shown back in the form's datetime-local field, which takes no zone
-            f.form[name] = moment.strftime("%Y-%m-%dT%H:%M:%S")
+        if moment is not None:  # UTC with its Z in links and exports: one meaning wherever it is read
+            f.form[name] = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
     if f.since and f.until and f.since >= f.until:
         f.errors.append("the time range ends before it starts")
     if (before := values.get("before")) is not None:
@@ -122,9 +128,19 @@ def conditions(f: AuditFilter) -> list[ColumnElement[bool]]:
                 AuditEntry.target_id.ilike(pattern, escape="\\"),
                 AuditEntry.action.ilike(pattern, escape="\\"),
                 AuditEntry.details.ilike(pattern, escape="\\"),
+                *([AuditEntry.actor_id.in_(f.q_actors)] if f.q_actors else []),
             )
         )
     return terms
+
+
+async def named(db: Database, f: AuditFilter) -> AuditFilter:
+    """Let the search find people by the name the page shows for them: staff by the name from their
+    latest sign-in (an API key's name is already part of its actor id)."""
+    if f.q:
+        async with db.read_session() as session:
+            f.q_actors = tuple(await staff_named(session, f.q))
+    return f
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ class Uptime:
     value: float | None
     since: dt.datetime | None = None
     label: str = ""  # what the panel shows: the window, or "since 10:42 UTC"
+    since_part: str = "hm"  # how the page shows ``since`` (web.labels.when): the clock, or with the date
 
 
 def _since(first: dt.datetime, now: dt.datetime) -> str:
@@ -61,7 +62,8 @@ def honest_uptimes(
     for key, length in UPTIME_WINDOWS:
         value = figures.get(key)
         if first_check is not None and first_check > now - length:
-            shown.append(Uptime(key, value, first_check, _since(first_check, now)))
+            part = "hm" if now - first_check < dt.timedelta(days=1) else "date-hm"
+            shown.append(Uptime(key, value, first_check, _since(first_check, now), part))
             break
         shown.append(Uptime(key, value, label=key))
     return shown

@@ -49,6 +49,18 @@ async def display_names(db: AsyncSession, actors: Iterable[tuple[str, str]]) -> 
     return {actor_id: signed_in.get(actor_id) or _first_part(actor_id) for _, actor_id in pairs}
 
 
+async def staff_named(db: AsyncSession, text: str) -> list[str]:
+    """The actor ids of the staff whose name, as pages show it (their latest sign-in's), contains
+    ``text``, ignoring case. Reads each person's latest sign-in (one row per person): the names are
+    compared here, not in SQL, as the details are stored as JSON with its escapes."""
+    needle = text.casefold()
+    latest = select(func.max(AuditEntry.id)).where(AuditEntry.action == SIGN_IN).group_by(AuditEntry.actor_id)
+    rows = await db.execute(select(AuditEntry.actor_id, AuditEntry.details).where(AuditEntry.id.in_(latest)))
+    return sorted(
+        actor_id for actor_id, details in rows if needle in (_signed_in_name(details) or "").casefold()
+    )
+
+
 async def requesters(rt: Runtime, refund_ids: Iterable[UUID]) -> dict[UUID, tuple[str, str]]:
     """For each refund: (the name, what kind of actor), e.g. ("Amy Approver", "user")."""
     ids = {str(i): i for i in refund_ids}

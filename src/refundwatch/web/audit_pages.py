@@ -31,7 +31,7 @@ _MEDIA = {"csv": "text/csv; charset=utf-8", "jsonl": "application/jsonl; charset
 @get("/audit", opt=ADMIN)
 async def audit_page(request: Request[Any, Any, Any], session: Session) -> Template:
     rt = runtime_of(request)
-    f = browse.parse(request.query_params.multi_items())
+    f = await browse.named(rt.db, browse.parse(request.query_params.multi_items()))
     found = None if f.errors else await browse.page(rt.db, f)
     return await _render(request, session, f, found)
 
@@ -99,7 +99,9 @@ async def _export(request: Request[Any, Any, Any], session: Session, kind: str) 
     """Every entry of the filter (no cursor), streamed in keyset batches. Audited, and committed
     before the first byte, so an export that starts is on record even if it is cut short."""
     rt = runtime_of(request)
-    f = browse.parse((k, v) for k, v in request.query_params.multi_items() if k != "before")
+    f = await browse.named(
+        rt.db, browse.parse((k, v) for k, v in request.query_params.multi_items() if k != "before")
+    )
     if f.errors:
         return await _render(request, session, f, None)
     async with rt.db.session() as db:

@@ -94,12 +94,30 @@ def id_chip(full: object) -> Markup:
     return Markup('<code class="id" title="{}" data-copy="{}">…{}</code>').format(text, text, short_id(text))
 
 
-def when(moment: dt.datetime | None) -> Markup:
-    """A time in UTC, which static/js/localtime.js rewrites into the viewer's own zone; UTC on hover."""
+def when(moment: dt.datetime | str | None, part: str = "full", hover: str = "") -> Markup:
+    """A time in UTC, which static/js/localtime.js rewrites into the viewer's own zone; UTC on hover.
+
+    ``part`` picks a compact form, without the zone (which goes to the tooltip): ``"time"``
+    (``12:34:56``), ``"hm"`` (``12:34``) or ``"date-hm"`` (``2026-12-06 12:34``). ``hover`` is put
+    before the UTC time in the tooltip. An ISO 8601 string (the audit chain's checkpoints) is read as
+    one; a string that is not a time is shown as it is.
+    """
     if moment is None:
         return Markup("—")
+    if isinstance(moment, str):
+        try:
+            moment = dt.datetime.fromisoformat(moment)
+        except ValueError:
+            return Markup("{}").format(moment)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.UTC)
     utc = moment.astimezone(dt.UTC)
-    text = utc.strftime("%Y-%m-%d %H:%M:%S UTC")
-    return Markup('<time datetime="{}" title="{}" data-local>{}</time>').format(
-        utc.isoformat().replace("+00:00", "Z"), text, text
+    full = utc.strftime("%Y-%m-%d %H:%M:%S UTC")
+    part = part if part in _COMPACT else ""
+    text = utc.strftime(_COMPACT[part]) + " UTC" if part else full
+    return Markup('<time datetime="{}" title="{}" data-local="{}">{}</time>').format(
+        utc.isoformat().replace("+00:00", "Z"), f"{hover}{full}", part, text
     )
+
+
+_COMPACT = {"time": "%H:%M:%S", "hm": "%H:%M", "date-hm": "%Y-%m-%d %H:%M"}
