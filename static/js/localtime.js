@@ -59,7 +59,9 @@
       if (!input.name || !input.value) { return; }
       var at = new Date(input.value);  // a date and time without a zone: the viewer's local time
       if (isNaN(at.getTime())) { return; }
-      event.formData.set(input.name, at.toISOString().replace(/\.000Z$/, "Z"));
+      var utc = at.toISOString().replace(/\.000Z$/, "Z");
+      // Typed to the minute: sent to the minute, so an inclusive end takes in that whole minute.
+      event.formData.set(input.name, input.value.length <= 16 ? utc.slice(0, 16) + "Z" : utc);
     });
   }, true);
 

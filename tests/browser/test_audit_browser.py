@@ -167,3 +167,34 @@ def test_the_time_range_is_typed_in_the_viewers_zone_and_sent_in_utc(
         page.wait_for_url(re.compile(rf".*until={re.escape(utc.replace(':', '%3A'))}.*"))
         expect(page.locator("table.audit-log tbody")).to_contain_text("No entries match these filters")
         assert not [p for p in problems if "Content Security Policy" in p or "Refused" in p], problems
+
+
+def test_the_refunds_created_range_is_typed_in_the_viewers_zone_and_sent_in_utc(
+    browser: Any, stack: Stack, refund_id: str
+) -> None:
+    """The same on /refunds: typed to the minute on a Tokyo clock, sent as that UTC minute; a bare
+    date in a URL (a whole UTC day) shows as its first minute in Tokyo time."""
+    reference = stack.get(refund_id)["payment_reference"]
+    hour_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).replace(second=0, microsecond=0)
+    typed = (hour_ago + dt.timedelta(hours=9)).strftime("%Y-%m-%dT%H:%M")
+    utc = hour_ago.strftime("%Y-%m-%dT%H:%MZ").replace(":", "%3A")
+    rows = "table.refunds tbody tr"
+    with admin_tab(browser, stack, timezone="Asia/Tokyo") as (page, problems):
+        page.goto(f"/refunds?q={reference}")
+        expect(page.locator("#refund-filters legend", has_text="Created")).to_have_text(
+            "Created (your time zone: Asia/Tokyo)"
+        )
+        page.fill("input[name=from]", typed)
+        page.click("#refund-filters button[type=submit]")
+        page.wait_for_url(re.compile(rf".*from={re.escape(utc)}.*"))
+        expect(page.locator(rows, has_text=reference)).to_have_count(1)  # created after it
+        expect(page.locator("input[name=from]")).to_have_value(typed)
+        page.fill("input[name=from]", "")
+        page.fill("input[name=to]", typed)
+        page.click("#refund-filters button[type=submit]")
+        page.wait_for_url(re.compile(rf".*to={re.escape(utc)}.*"))
+        expect(page.locator(rows, has_text=reference)).to_have_count(0)
+        day = hour_ago.strftime("%Y-%m-%d")
+        page.goto(f"/refunds?q={reference}&from={day}")
+        expect(page.locator("input[name=from]")).to_have_value(f"{day}T09:00")  # 00:00 UTC in Tokyo
+        assert not [p for p in problems if "Content Security Policy" in p or "Refused" in p], problems

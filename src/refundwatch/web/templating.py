@@ -43,6 +43,16 @@ def utc(moment: dt.datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
     return "—" if moment is None else moment.astimezone(dt.UTC).strftime(fmt) + " UTC"
 
 
+def time_field(value: str | None, end: str = "start") -> str:
+    """A UTC moment from a URL (a date, or a date and time, maybe with its Z) as a datetime-local
+    field's value, still in UTC (static/js/localtime.js shows it in the viewer's zone). A bare date
+    is its day's first minute as a start, its last as an inclusive end."""
+    text = (value or "").strip().removesuffix("Z")
+    if len(text) == 10:
+        return f"{text}T{'23:59' if end == 'end' else '00:00'}"
+    return text
+
+
 def register_filters(env: Environment) -> None:
     env.filters.update(money=money, amount=amount, ms=ms, pct=pct, age=age, utc=utc)
     env.filters.update(
@@ -54,4 +64,5 @@ def register_filters(env: Environment) -> None:
         id_chip=labels.id_chip,
         when=labels.when,
         example_amount=example_amount,
+        time_field=time_field,
     )
