@@ -114,3 +114,40 @@ def test_reading_a_payment_needs_refunds_read(stack: Stack) -> None:
     _error(_get(stack, reference, key=writer.stdout.strip()), 403, "insufficient_scope")
     with httpx2.Client(base_url=stack.web_url, timeout=30) as anonymous:
         _error(anonymous.get(f"/api/v1/payments/{reference}"), 401, "unauthenticated")
+
+
+def test_orders_and_invoices_have_a_ledger_over_all_their_payments(stack: Stack) -> None:
+    """Returns systems think in orders and invoices: the payment's answer adds the same figures over
+    every payment sharing its order and its invoice, per currency."""
+    order, invoice = f"order-{uuid.uuid4().hex[:8]}", f"inv-{uuid.uuid4().hex[:8]}"
+    first = stack.payment(10_000, order_id=order, invoice_id=invoice)
+    second = stack.payment(4_000, order_id=order, invoice_id=invoice)
+    other_currency = stack.payment(3_000, currency="USD", invoice_id=invoice)
+    for reference, amount, currency in (
+        (first, 2_500, "EUR"),
+        (second, 4_000, "EUR"),
+        (other_currency, 500, "USD"),
+    ):
+        done = stack.refund(reference, amount, currency=currency)
+        assert done.status_code == 201, done.text
+        stack.wait_status(done.json()["id"], "succeeded")
+    body = _get(stack, second).json()
+    assert body["order_ledger"] == [
+        {
+            "currency": "EUR",
+            "payments": 2,
+            "captured": 14_000,
+            "refunded": 6_500,
+            "in_flight": 0,
+            "reversed": 0,
+            "refundable": 7_500,
+        }
+    ]
+    assert [
+        (g["currency"], g["payments"], g["refunded"], g["refundable"]) for g in body["invoice_ledger"]
+    ] == [
+        ("EUR", 2, 6_500, 7_500),
+        ("USD", 1, 500, 2_500),
+    ]
+    alone = _get(stack, stack.payment(1_000)).json()
+    assert (alone["order_ledger"], alone["invoice_ledger"]) == (None, None)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
-from sqlalchemy import select
+from sqlalchemy import case, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from refundwatch.db.models import Payment, Refund, RefundEvent
 from refundwatch.lib.exceptions import NotFound, ValidationFailed
@@ -31,12 +33,76 @@ class Ledger:
 
 
 @dataclass(frozen=True, slots=True)
+class GroupLedger:
+    """The ledger of every payment sharing an order or an invoice, in one currency."""
+
+    currency: str
+    payments: int
+    captured: int
+    refunded: int
+    in_flight: int
+    reversed: int
+    refundable: int
+
+
+@dataclass(frozen=True, slots=True)
 class PaymentView:
     payment: Payment
     connection: str
     ledger: Ledger
     refunds: list[Refund]
     events: dict[UUID, list[RefundEvent]]
+    # Returns systems think in orders and invoices: the same figures over all their payments.
+    order: list[GroupLedger] | None = None
+    invoice: list[GroupLedger] | None = None
+
+
+async def group_ledgers(session: AsyncSession, column: Any, value: str) -> list[GroupLedger]:
+    """Per currency, over every payment (any connection) whose ``column`` is ``value``."""
+    in_flight = case(
+        (
+            Payment.reserved_amount > Payment.refunded_amount,
+            Payment.reserved_amount - Payment.refunded_amount,
+        ),
+        else_=0,
+    )
+    refundable = case(
+        (Payment.amount > Payment.reserved_amount, Payment.amount - Payment.reserved_amount), else_=0
+    )
+    totals = await session.execute(
+        select(
+            Payment.currency,
+            func.count(),
+            func.sum(Payment.amount),
+            func.sum(Payment.refunded_amount),
+            func.sum(in_flight),
+            func.sum(refundable),
+        )
+        .where(column == value)
+        .group_by(Payment.currency)
+        .order_by(Payment.currency)
+    )
+    rows = (
+        await session.execute(
+            select(Refund.currency, func.sum(Refund.amount))
+            .join(Payment, Payment.id == Refund.payment_id)
+            .where(column == value, Refund.status == Status.REVERSED.value)
+            .group_by(Refund.currency)
+        )
+    ).all()
+    reversed_by: dict[str, int] = {currency: int(total or 0) for currency, total in rows}
+    return [
+        GroupLedger(
+            currency,
+            int(n),
+            int(captured),
+            int(refunded),
+            int(flight),
+            int(reversed_by.get(currency, 0)),
+            int(left),
+        )
+        for currency, n, captured, refunded, flight, left in totals
+    ]
 
 
 async def other_connections(rt: Runtime, reference: str, not_on: UUID) -> list[str]:
@@ -105,6 +171,12 @@ async def payment_view(rt: Runtime, reference: str, connection: str | None) -> P
                 .order_by(RefundEvent.id)
             ):
                 events[event.refund_id].append(event)
+        order = await group_ledgers(session, Payment.order_id, payment.order_id) if payment.order_id else None
+        invoice = (
+            await group_ledgers(session, Payment.invoice_id, payment.invoice_id)
+            if payment.invoice_id
+            else None
+        )
     info = await rt.connections.by_id(payment.connection_id)
     ledger = Ledger(
         captured=payment.amount,
@@ -113,4 +185,4 @@ async def payment_view(rt: Runtime, reference: str, connection: str | None) -> P
         reversed=reversed_sum,
         refundable=max(payment.amount - payment.reserved_amount, 0),
     )
-    return PaymentView(payment, info.name if info else "?", ledger, refunds, events)
+    return PaymentView(payment, info.name if info else "?", ledger, refunds, events, order, invoice)

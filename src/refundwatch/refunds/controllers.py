@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Annotated, Any
 from uuid import UUID
@@ -15,13 +16,14 @@ from litestar.params import Parameter
 from refundwatch.auth.apikeys import Principal
 from refundwatch.db.models import Payment, Refund
 from refundwatch.lib.exceptions import ValidationFailed
-from refundwatch.payments.ledger import payment_view
+from refundwatch.payments.ledger import GroupLedger, payment_view
 from refundwatch.payments.services import PaymentInput, create_payment
 from refundwatch.refunds import services
 from refundwatch.refunds.execution import sync_refund
 from refundwatch.refunds.intake import create_refund
 from refundwatch.refunds.queries import MAX_PAGE, RefundFilter, list_refunds
 from refundwatch.refunds.schemas import (
+    GroupLedgerOut,
     PaymentCreate,
     PaymentDetail,
     PaymentOut,
@@ -61,6 +63,12 @@ async def _name(rt: Runtime, connection_id: UUID) -> str:
 async def _out(rt: Runtime, refund: Refund) -> RefundOut:
     refund, events = await services.get_refund(rt, refund.id)
     return refund_out(refund, events, await _name(rt, refund.connection_id))
+
+
+def _groups(found: list[GroupLedger] | None) -> list[GroupLedgerOut] | None:
+    if found is None:
+        return None
+    return [GroupLedgerOut(**dataclasses.asdict(g)) for g in found]
 
 
 def _actor(request: Request[Any, Any, Any], who: Principal) -> Any:
@@ -245,4 +253,6 @@ class PaymentController(Controller):
             reversed=ledger.reversed,
             refundable=ledger.refundable,
             refunds=[refund_out(r, view.events.get(r.id, []), view.connection) for r in view.refunds],
+            order_ledger=_groups(view.order),
+            invoice_ledger=_groups(view.invoice),
         )

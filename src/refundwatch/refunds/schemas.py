@@ -145,6 +145,18 @@ class PaymentOut(msgspec.Struct):
     created_at: dt.datetime
 
 
+class GroupLedgerOut(msgspec.Struct):
+    """Every payment of an order or an invoice, in one currency (minor units)."""
+
+    currency: str
+    payments: int
+    captured: int
+    refunded: int
+    in_flight: int
+    reversed: int
+    refundable: int
+
+
 class PaymentDetail(msgspec.Struct):
     """A payment with its ledger (minor units) and its refunds, newest first."""
 
@@ -163,3 +175,6 @@ class PaymentDetail(msgspec.Struct):
     reversed: int
     refundable: int
     refunds: list[RefundOut]
+    # The same ledger over every payment sharing the order or the invoice, per currency.
+    order_ledger: list[GroupLedgerOut] | None = None
+    invoice_ledger: list[GroupLedgerOut] | None = None
