@@ -12,7 +12,7 @@ import msgspec
 from sqlalchemy import func, select
 
 from refundwatch.db.models import ReconciliationBreak
-from refundwatch.lib.exceptions import NotFound, ValidationFailed
+from refundwatch.lib.exceptions import ValidationFailed
 from refundwatch.runtime import Runtime
 
 KINDS = (
@@ -86,7 +86,7 @@ async def list_breaks(rt: Runtime, wanted: BreakFilter) -> BreakList:
     if wanted.connection is not None:
         conn = await rt.connections.by_name(wanted.connection)
         if conn is None:
-            raise NotFound(f"no connection {wanted.connection!r}", code="unknown_connection")
+            raise ValidationFailed(f"unknown connection {wanted.connection!r}", code="unknown_connection")
         query = query.where(ReconciliationBreak.connection_id == conn.id)
     if wanted.cursor is not None:
         query = query.where(ReconciliationBreak.id < _after(wanted.cursor))

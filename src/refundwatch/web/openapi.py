@@ -133,6 +133,10 @@ OPERATIONS: dict[tuple[str, str], dict[int, tuple[str, ...]]] = {
         404: ("payment_not_found", "payment_on_other_connection"),
         422: ("validation_error", "unknown_connection", "ambiguous_payment"),
     },
+    ("get", "/api/v1/reconciliation/breaks"): {
+        **_API,
+        422: ("validation_error", "unknown_connection", "invalid_cursor", "invalid_kind", "invalid_status"),
+    },
     # Processors authenticate by signature, not bearer tokens.
     ("post", "/webhooks/{connection}"): {
         401: ("invalid_signature",),
