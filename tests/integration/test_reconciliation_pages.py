@@ -2,7 +2,7 @@
 page (filters in the URL, summary, keyset pages, audited CSV export), the drill-down to a refund and a
 raw settlement line, resolving a break (who may, with what), the admin upload, the dashboard panel
 (live) and the /metrics gauges. Breaks come from a Stripe report written in Stripe's own format for
-refunds the stack really executed (test_reconcile's helpers)."""
+refunds the stack really executed (tests/stripe_reports.py)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ import httpx2
 import pytest
 from test_dashboard import SseReader
 from test_metrics import scrape
-from test_reconcile import imported, line, report, succeeded
 
 from stack import Stack, db_rows, wait_until
+from stripe_reports import imported, line, report, succeeded
 
 pytestmark = pytest.mark.slow
 BREAK_ROW = re.compile(r'<tr id="break-([0-9a-f-]{36})"')
