@@ -32,7 +32,8 @@ async def get_break(rt: Runtime, break_id: UUID) -> ReconciliationBreak:
     return found
 
 
-def _checked(resolution: str, reason: str, refund_text: str) -> tuple[str, UUID | None]:
+def checked_form(resolution: str, reason: str, refund_text: str) -> tuple[str, UUID | None]:
+    """The reason, and the refund id to link (``linked`` only), or the first thing wrong with them."""
     if resolution not in RESOLUTIONS:
         raise ValidationFailed(
             f"resolution must be one of {', '.join(RESOLUTIONS)}", code="invalid_resolution"
@@ -61,7 +62,7 @@ async def resolve(
     actor: Actor,
 ) -> ReconciliationBreak:
     """Resolve an open break; ``refund_id`` (for ``linked``) must be a refund of the break's connection."""
-    reason, linked = _checked(resolution, reason.strip(), refund_id.strip())
+    reason, linked = checked_form(resolution, reason.strip(), refund_id.strip())
     found = await get_break(rt, break_id)
     if found.status != "open":
         raise Conflict("this break is resolved already", code="break_resolved")
