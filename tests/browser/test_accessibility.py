@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from chromium import needs_chromium
-from stack import Stack
+from stack import Stack, db_rows
+from stripe_reports import imported, line, report, succeeded
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = [needs_chromium, pytest.mark.parametrize("stack", ["postgresql"], indirect=True)]
@@ -30,6 +31,14 @@ def pages(stack: Stack) -> list[str]:
     reference = stack.payment(90_000)
     refund = stack.refund(reference, 1_000)
     assert refund.status_code == 201, refund.text
+    changed = succeeded(stack, 2_500)  # a break of each side: a different amount, a foreign refund
+    imported(
+        stack, report(stack, [line(changed, gross="-24.00", net="-24.00"), line(gross="-3.00", net="-3.00")])
+    )
+    with stack.api() as client:
+        found = client.get("/api/v1/reconciliation/breaks", params={"kind": "amount_mismatch"}).json()["data"]
+    break_id = found[0]["id"]
+    line_id = db_rows(stack, "SELECT line_id FROM reconciliation_breaks WHERE kind = 'amount_mismatch'")[0][0]
     return [
         "/",
         "/refunds",
@@ -38,6 +47,9 @@ def pages(stack: Stack) -> list[str]:
         "/approvals",
         "/gateways",
         "/audit",
+        "/reconciliation",
+        f"/reconciliation/breaks/{break_id}",
+        f"/reconciliation/lines/{line_id}",
         "/admin/api-keys",
         "/admin/connections/stripe-test",
     ]

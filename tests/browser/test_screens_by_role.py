@@ -56,6 +56,7 @@ NAME = {
 MENU = {
     "Dashboard": "viewer",
     "Refunds": "viewer",
+    "Reconciliation": "viewer",
     "New refund": "initiator",
     "Approvals": "approver",
     "Gateways": "admin",
@@ -139,6 +140,7 @@ def test_every_screen_for_each_role(browser: Any, stack: Stack, world: World, ro
         f"/refunds/{world.waiting}": "viewer",
         f"/refunds/new?q={world.reference}": "initiator",
         "/approvals": "approver",
+        "/reconciliation": "viewer",
         "/gateways": "admin",
         "/audit": "admin",
         "/admin/api-keys": "admin",

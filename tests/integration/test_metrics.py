@@ -37,6 +37,7 @@ LABELS = {
     "result",
     "status",
     "currency",
+    "kind",  # reconciliation break kinds (CONTRACT §4's nine)
 } | {
     "method",
     "route",
@@ -187,6 +188,10 @@ def test_metrics_are_valid_exposition_with_low_cardinality_labels(stack: Stack) 
         "refundwatch_webhooks_rejected": "counter",
         "refundwatch_webhooks_rate_limited": "counter",
         "refundwatch_redis_up": "gauge",
+        "refundwatch_reconciliation_refund_lines": "gauge",
+        "refundwatch_reconciliation_matched_refund_lines": "gauge",
+        "refundwatch_reconciliation_open_breaks": "gauge",
+        "refundwatch_reconciliation_open_breaks_oldest_seconds": "gauge",
     }
     for name, kind in expected.items():
         assert result.types.get(name) == kind, (name, result.types.get(name))
@@ -508,6 +513,7 @@ def test_each_scrape_reads_through_indexes(stack: Stack) -> None:
     if stack.backend != "sqlite":
         pytest.skip("the plans are checked on SQLite")
     from refundwatch.health import metrics
+    from refundwatch.reconciliation import figures
 
     connection_id = as_uuid(db_rows(stack, "SELECT id FROM connections WHERE name = ?", CONNECTION)[0][0])
     watermark = uuid.UUID(int=int((time.time() - 60) * 1000) << 80)
@@ -517,6 +523,8 @@ def test_each_scrape_reads_through_indexes(stack: Stack) -> None:
         "health_checks": metrics.last_checks_query([connection_id]),
         "refunds": metrics.unfinished_query(),
         "webhook_events": metrics.accepted_webhooks_query(watermark, watermark),
+        "settlement_lines": figures.lines_query(),
+        "reconciliation_breaks": figures.open_breaks_query(),
     }
     path = stack.database_url.split(":///", 1)[1]
     with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn:

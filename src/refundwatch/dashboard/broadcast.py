@@ -23,7 +23,7 @@ from litestar.channels import ChannelsPlugin
 
 from refundwatch.dashboard import render
 from refundwatch.dashboard.panels import resolve
-from refundwatch.dashboard.signals import CHANGES_CHANNEL, HEALTH, ROLLUPS
+from refundwatch.dashboard.signals import CHANGES_CHANNEL, HEALTH, RECONCILIATION, ROLLUPS
 from refundwatch.dashboard.timeline import render_timeline
 from refundwatch.dashboard.views import View
 from refundwatch.runtime import Runtime
@@ -106,6 +106,8 @@ class Broadcaster:
                     self.stale.update(render.ON_ROLLUPS)
                 elif item == HEALTH:
                     self.stale.update(render.ON_HEALTH)
+                elif item == RECONCILIATION:
+                    self.stale.update(render.ON_RECONCILIATION)
                 else:
                     self.stale.update(render.ON_REFUND_CHANGE)
                     self.refunds.add(item)

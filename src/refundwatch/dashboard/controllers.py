@@ -32,7 +32,11 @@ from refundwatch.web.state import runtime_of
 KEEPALIVE_SECONDS = 15.0
 SESSION_RECHECK_SECONDS = 60.0
 # Three columns that stack independently (no gaps from rows of uneven panels); one column when narrow.
-COLUMNS = (("alerts", "success", "feed"), ("timing", "wip", "outflow"), ("uptime", "failures"))
+COLUMNS = (
+    ("alerts", "success", "feed"),
+    ("timing", "wip", "outflow"),
+    ("uptime", "failures", "reconciliation"),
+)
 PAGE_ORDER = tuple(name for column in COLUMNS for name in column)
 
 

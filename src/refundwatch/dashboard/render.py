@@ -8,7 +8,7 @@ from typing import Any
 
 from jinja2 import Environment
 
-from refundwatch.dashboard import panels, uptime
+from refundwatch.dashboard import panels, reconciliation, uptime
 from refundwatch.dashboard.panels import Scope
 from refundwatch.runtime import Runtime
 
@@ -23,12 +23,15 @@ PANELS: dict[str, Builder] = {
     "wip": panels.work_in_progress,
     "outflow": panels.pending_outflow,
     "alerts": panels.alerts,
+    "reconciliation": reconciliation.reconciliation,
 }
 # What makes a panel stale: a refund changing (feed, work in progress, outflow), the rollups moving,
-# or new health checks. Everything is also redrawn on a slow timer, as windows slide and ages grow.
+# new health checks, or breaks resolved. Everything is also redrawn on a slow timer, as windows slide
+# and ages grow.
 ON_REFUND_CHANGE = ("feed", "wip", "outflow", "alerts")
 ON_ROLLUPS = ("success", "timing", "failures")
 ON_HEALTH = ("uptime",)
+ON_RECONCILIATION = ("reconciliation",)  # resolved or uploaded here; CLI and worker: the slow timer
 
 
 async def panel_context(rt: Runtime, scope: Scope, name: str) -> dict[str, Any]:

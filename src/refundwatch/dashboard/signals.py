@@ -33,6 +33,7 @@ HTTP_FLUSH_SECONDS = 1.0
 UNTIMED_ROUTES = frozenset({"/dashboard/stream"})  # a stream lasts as long as the viewer stays
 ROLLUPS = "rollups"  # a notice that the rollups moved (not a refund id)
 HEALTH = "health"  # a notice that health checks were stored
+RECONCILIATION = "reconciliation"  # a notice that breaks were opened or resolved
 
 
 class Signals:
@@ -67,7 +68,7 @@ class Signals:
             self._wake.set()
 
     def notice(self, what: str) -> None:
-        """Something other than one refund changed (``ROLLUPS``, ``HEALTH``)."""
+        """Something other than one refund changed (``ROLLUPS``, ``HEALTH``, ``RECONCILIATION``)."""
         self.refund_changed(what)
 
     def gateway_call(self, connection: str, *, ok: bool, code: str = "", message: str = "") -> None:

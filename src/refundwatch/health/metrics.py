@@ -2,7 +2,7 @@
 shares (the database rollups, the health checks, Redis), so any web process answers the same and the
 counters only ever grow, whichever process Prometheus happens to reach.
 
-One scrape costs five small SQL queries and two Redis round trips (plus, at most every 10 s, the
+One scrape costs seven small SQL queries and two Redis round trips (plus, at most every 10 s, the
 connection cache's reload):
 
 1. ``refund_stats`` day rows summed per connection, outcome and error code: the refund counters and the
@@ -14,6 +14,8 @@ connection cache's reload):
 4. Unfinished refunds by status and currency, through ``ix_refunds_status_updated``: only the
    unfinished refunds are read, never the finished ones.
 5. Stored webhook events since a watermark kept in Redis (below), through the primary key.
+6. Refund lines of settlement data by connection and match, from ``ix_settlement_lines_match`` alone.
+7. Open reconciliation breaks by kind and connection, through ``ix_reconciliation_breaks_status``.
 
 Redis: one pipeline (rejected and rate-limited webhooks, the accepted-webhook totals, the job queue, web
 requests) and the live call counts behind the gateway state; a third call moves the webhook watermark forward.
@@ -63,6 +65,8 @@ from refundwatch.db.models._stats import ACCEPT_COLUMNS, FINAL_COLUMNS, LATENCY_
 from refundwatch.db.tables import HEALTH_STATS, REFUNDS, STATS
 from refundwatch.gateways.base import ErrorCode
 from refundwatch.health.httpmetrics import cumulative_buckets, http_families
+from refundwatch.health.reconmetrics import reconciliation_families
+from refundwatch.reconciliation import figures as reconciliation
 from refundwatch.refunds.states import Status
 from refundwatch.runtime import QUEUE_NAME, Runtime
 from refundwatch.webhooks.rejections import RATE_LIMITED_COUNTER, REJECTED_COUNTER
@@ -144,6 +148,7 @@ class Snapshot:
     queue_deferred: int | None = None
     slow_check_ms: int = 2000
     http: dict[bytes, bytes] = field(default_factory=dict)  # web requests (health.httpmetrics)
+    reconciliation: reconciliation.Figures = field(default_factory=reconciliation.Figures)
 
 
 # --------------------------------------------------------------------------------------------- queries
@@ -253,6 +258,10 @@ async def _read_database(conn: AsyncConnection, snap: Snapshot, enabled_ids: lis
         Unfinished(status, currency, int(n), oldest, int(amount or 0))
         for status, currency, n, oldest, amount in (await conn.execute(unfinished_query())).all()
     ]
+    snap.reconciliation = reconciliation.read(
+        (await conn.execute(reconciliation.lines_query())).all(),
+        (await conn.execute(reconciliation.open_breaks_query())).all(),
+    )
 
 
 async def _read_redis(rt: Runtime, snap: Snapshot) -> tuple[UUID | None, dict[UUID, int] | None]:
@@ -329,6 +338,7 @@ def families(snap: Snapshot) -> list[Metric]:
         *_gateway_families(snap),
         *_work_families(snap),
         *_webhook_families(snap, names),
+        *reconciliation_families(snap.reconciliation, names, snap.now),
         *(http_families(snap.http) if snap.redis_up else ()),
         redis_up,
     ]

@@ -1,4 +1,4 @@
-"""Error pages for people: a browser that asks for HTML gets 403, 404 and 500 as pages in the house
+"""Error pages for people: a browser that asks for HTML gets 403, 404, 413 and 500 as pages in the house
 layout. The API, webhooks, health, metrics and the schema keep their JSON errors (CONTRACT §4, §5),
 whatever the caller's Accept header says.
 
@@ -33,6 +33,11 @@ _MACHINE_PATHS = ("/api/", "/webhooks/", "/healthz", "/readyz", "/metrics", "/sc
 PAGES = {
     403: ("Not allowed", "You may not open this page or do this."),
     404: ("Not found", "There is nothing at this address. It may have been mistyped, or the link is old."),
+    413: (
+        "Too large",
+        "What was sent is larger than this page accepts. A large settlement report can be imported with "
+        "refundwatch reconcile import.",
+    ),
     500: ("Something went wrong", "refundwatch could not show this page. The error has been logged."),
 }
 

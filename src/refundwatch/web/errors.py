@@ -61,6 +61,8 @@ def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[
     status = exc.status_code
     if status == 400:  # Litestar's 400s are undecodable bodies and bad parameters: malformed input
         code, status = "validation_error", 422
+    elif status == 413:  # the route's request_max_body_size
+        code = "request_too_large"
     headers = dict(exc.headers or {})
     return Response(_body(code, exc.detail), status_code=status, headers=headers)
 

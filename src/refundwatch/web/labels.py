@@ -54,6 +54,30 @@ ERROR_LABELS = {
     "unknown_connection": "Unknown connection",
 }
 
+BREAK_LABELS = {
+    "amount_mismatch": "Different amount",
+    "currency_mismatch": "Different currency",
+    "missing_local": "Unknown to refundwatch",
+    "missing_settlement": "Missing from settlement",
+    "reversed_after_success": "Reversed after success",
+    "duplicate_line": "Duplicate line",
+    "unmapped": "Unknown line type",
+    "over_refunded": "Payment over-refunded",
+    "invoice_over_refunded": "Invoice over-refunded",
+}
+RESOLUTION_LABELS = {
+    "accepted": "Accepted",
+    "linked": "Linked to a refund",
+    "written_off": "Written off",
+    "matched": "Matched later",
+}
+AGE_LABELS = {
+    "under_1d": "Under a day",
+    "1d_to_7d": "1 to 7 days",
+    "7d_to_30d": "7 to 30 days",
+    "over_30d": "Over 30 days",
+}
+
 
 def _humanise(word: str) -> str:
     return word.replace("_", " ").capitalize()
@@ -69,6 +93,18 @@ def reason_label(reason: str) -> str:
 
 def error_label(code: str) -> str:
     return ERROR_LABELS.get(code, _humanise(code))
+
+
+def break_label(kind: str) -> str:
+    return BREAK_LABELS.get(kind, _humanise(kind))
+
+
+def resolution_label(resolution: str) -> str:
+    return RESOLUTION_LABELS.get(resolution, _humanise(resolution))
+
+
+def age_label(bucket: str) -> str:
+    return AGE_LABELS.get(bucket, _humanise(bucket))
 
 
 def labelled(text: str, machine: str) -> Markup:

@@ -8,7 +8,7 @@ from litestar.di import Provide
 from refundwatch.auth.guards import staff, staff_guard
 from refundwatch.dashboard import controllers as dashboard
 from refundwatch.refunds import pages as refund_pages
-from refundwatch.web import admin_manage, admin_pages, audit_pages
+from refundwatch.web import admin_manage, admin_pages, audit_pages, reconciliation_pages
 
 
 def pages_router() -> Router:
@@ -20,6 +20,7 @@ def pages_router() -> Router:
             *refund_pages.ROUTES,
             *admin_pages.ROUTES,
             *audit_pages.ROUTES,
+            *reconciliation_pages.ROUTES,
             *admin_manage.ROUTES,
         ],
         guards=[staff_guard],

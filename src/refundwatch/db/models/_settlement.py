@@ -42,6 +42,8 @@ class SettlementEntry(BigIntBase):
         UniqueConstraint("file_id", "row_number", name="uq_settlement_lines_row"),
         Index("ix_settlement_lines_refund", "connection_id", "gateway_refund_id"),
         Index("ix_settlement_lines_key", "connection_id", "line_key"),
+        # The matched share (reconciliation.figures): counted from the index alone.
+        Index("ix_settlement_lines_match", "kind", "match", "connection_id"),
     )
 
     file_id: Mapped[UUID] = mapped_column(ForeignKey("settlement_files.id", ondelete="CASCADE"))
