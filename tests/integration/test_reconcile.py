@@ -187,10 +187,12 @@ def test_a_cumulative_report_brings_earlier_lines_again_without_new_breaks(stack
     kept, twice, changed, later = (succeeded(stack, amount) for amount in (1_100, 1_200, 1_300, 1_400))
     kept_line, twice_line, changed_line = line(kept), line(twice), line(changed)
     first = report(stack, [kept_line, twice_line, dict(twice_line), changed_line])
-    assert imported(stack, first) == f"{first.name}: 4 lines read, 3 matched, 1 breaks found (duplicate_line 1)"
+    expected = f"{first.name}: 4 lines read, 3 matched, 1 breaks found (duplicate_line 1)"
+    assert imported(stack, first) == expected
     now_less = dict(changed_line, gross="-12.99", net="-12.99")  # the processor reports it otherwise now
     second = report(stack, [kept_line, twice_line, dict(twice_line), now_less, line(later)])
-    assert imported(stack, second) == f"{second.name}: 5 lines read, 3 matched, 1 breaks found (amount_mismatch 1)"
+    expected = f"{second.name}: 5 lines read, 3 matched, 1 breaks found (amount_mismatch 1)"
+    assert imported(stack, second) == expected
     found = breaks(stack)
     assert about(found, kept["id"]) == []
     assert about(found, later["id"]) == []

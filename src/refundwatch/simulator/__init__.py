@@ -78,7 +78,8 @@ Control API (no authentication, JSON):
   ``unexpected_field``), 404 (``unknown_refund``, ``unknown_payment``) or 409 (``refund_not_settled``: the
   refund never succeeded, it has no line).
 - ``POST /_control/reset`` clears payments, refunds, ledger, idempotency keys, pending settlements,
-  discrepancies, webhook deliveries and faults (retention back to each processor's default). ``GET /_control/health`` → 200.
+  discrepancies, webhook deliveries and faults (retention back to each processor's default).
+  ``GET /_control/health`` → 200.
 """
 
 from .app import create_app, serve
