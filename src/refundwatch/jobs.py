@@ -63,9 +63,23 @@ class Worker(arq.worker.Worker):
     as arq does). Everything else — running, retrying, finishing — is arq's own code.
     """
 
+    def _in_progress_ms(self, job_id: str) -> str:
+        """How long a claim holds this job: its own function's timeout + 10 s, as arq counts it.
+
+        arq holds every job for the longest timeout of any function + 10 s (``in_progress_timeout_s``):
+        with the 30-minute reconciliation cron, a refund job claimed by a worker that is then killed
+        stayed locked for half an hour. A unique cron job's id names its function
+        (``cron:reconcile:<ms>``); every other job runs with the worker's job timeout.
+        """
+        timeout = self.job_timeout_s
+        if job_id.startswith("cron:"):
+            function = self.functions.get(job_id.rsplit(":", 1)[0])
+            if function is not None and function.timeout_s is not None:
+                timeout = function.timeout_s
+        return str(int((timeout + 10) * 1000))
+
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         claim = self.pool.register_script(_CLAIM)
-        timeout_ms = str(int(self.in_progress_timeout_s * 1000))
         for job_id_b in job_ids:
             # Jobs stay in the queue while they run, at its head, so every poll lists the ones running
             # here again; a claim for them would only fail, one Redis round trip each, per poll.
@@ -80,7 +94,7 @@ class Worker(arq.worker.Worker):
             job_id = job_id_b.decode()
             score = await claim(
                 keys=[in_progress_key_prefix + job_id, self.queue_name],
-                args=[job_id, str(int(time.time() * 1000)), timeout_ms],
+                args=[job_id, str(int(time.time() * 1000)), self._in_progress_ms(job_id)],
             )
             if score is None:  # running elsewhere, finished, or re-enqueued with a delay
                 self.job_counter -= 1

@@ -114,3 +114,31 @@ def test_a_refund_missing_from_reports_is_a_break_after_the_delay_and_closes_whe
     stack.cli("reconcile", "check", extra_env={"REFUNDWATCH_RECONCILE_EXPECTED_HOURS": "0"})
     (closed,) = [b for b in breaks(stack) if b["refund_id"] == refund["id"]]
     assert (closed["status"], closed["resolution"]) == ("resolved", "matched")
+
+
+def test_a_cumulative_report_brings_earlier_lines_again_without_new_breaks(stack: Stack) -> None:
+    """A processor's report "so far" repeats what an earlier file brought: the same key with the same
+    content is that line again. A line twice within one report is a duplicate, once, even when the
+    next report repeats both copies; a line whose content changed since is matched afresh."""
+    kept, twice, changed, later = (succeeded(stack, amount) for amount in (1_100, 1_200, 1_300, 1_400))
+    kept_line, twice_line, changed_line = line(kept), line(twice), line(changed)
+    first = report(stack, [kept_line, twice_line, dict(twice_line), changed_line])
+    expected = f"{first.name}: 4 lines read, 3 matched, 1 breaks found (duplicate_line 1)"
+    assert imported(stack, first) == expected
+    now_less = dict(changed_line, gross="-12.99", net="-12.99")  # the processor reports it otherwise now
+    second = report(stack, [kept_line, twice_line, dict(twice_line), now_less, line(later)])
+    expected = f"{second.name}: 5 lines read, 3 matched, 1 breaks found (amount_mismatch 1)"
+    assert imported(stack, second) == expected
+    found = breaks(stack)
+    assert about(found, kept["id"]) == []
+    assert about(found, later["id"]) == []
+    assert about(found, changed["id"]) == ["amount_mismatch"]
+    duplicates = [
+        b
+        for b in found
+        if b["kind"] == "duplicate_line" and b["gateway_refund_id"] == twice["gateway_refund_id"]
+    ]
+    assert len(duplicates) == 1, duplicates
+    # Reported with another amount is still reported: not a missing settlement on top.
+    stack.cli("reconcile", "check", extra_env={"REFUNDWATCH_RECONCILE_EXPECTED_HOURS": "0"})
+    assert about(breaks(stack), changed["id"]) == ["amount_mismatch"]

@@ -6,15 +6,16 @@ Run by the worker on a schedule and by ``refundwatch reconcile check``:
 - a succeeded refund absent from its connection's settlement data longer than the processor's
   settlement delay (``missing_settlement``; only for connections whose reports are imported at all,
   so an installation that does not reconcile is not flooded). Such a break closes by itself when a
-  later report matches the refund.
+  later report has the refund.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from typing import Any
 
-from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy import Exists, and_, exists, func, select, update
 
 from refundwatch.config import get_settings
 from refundwatch.db.models import Payment, ReconciliationBreak, Refund, SettlementEntry, SettlementFile
@@ -81,8 +82,23 @@ async def check(rt: Runtime, now: dt.datetime | None = None) -> Summary:
     return summary
 
 
-def _settled() -> object:
-    return exists().where(and_(SettlementEntry.refund_id == Refund.id, SettlementEntry.match == MATCHED))
+# A refund line linked to the refund is its settlement, whatever its verdict: one reported with another
+# amount or currency is in the report (that is its own break), not missing from it.
+REPORTED = (MATCHED, "amount_mismatch", "currency_mismatch")
+
+
+def _reported(refund_id: Any) -> Exists:
+    return exists().where(
+        and_(
+            SettlementEntry.refund_id == refund_id,
+            SettlementEntry.kind == "refund",
+            SettlementEntry.match.in_(REPORTED),
+        )
+    )
+
+
+def _settled() -> Exists:
+    return _reported(Refund.id)
 
 
 async def _missing_settlements(rt: Runtime, now: dt.datetime, opened: Counter[str]) -> None:
@@ -101,7 +117,7 @@ async def _missing_settlements(rt: Runtime, now: dt.datetime, opened: Counter[st
                     Refund.connection_id == connection_id,
                     Refund.status == Status.SUCCEEDED.value,
                     Refund.finalized_at < cutoff,
-                    ~_settled(),  # type: ignore[operator]
+                    ~_settled(),
                 )
             )
             for refund in missing:
@@ -117,18 +133,13 @@ async def _missing_settlements(rt: Runtime, now: dt.datetime, opened: Counter[st
                 )
                 if await open_break(session, found):
                     opened[found.kind] += 1
-        # Found after all: a later report matched the refund.
+        # Found after all: a later report has the refund.
         await session.execute(
             update(ReconciliationBreak)
             .where(
                 ReconciliationBreak.kind == "missing_settlement",
                 ReconciliationBreak.status == "open",
-                exists().where(
-                    and_(
-                        SettlementEntry.refund_id == ReconciliationBreak.refund_id,
-                        SettlementEntry.match == MATCHED,
-                    )
-                ),
+                _reported(ReconciliationBreak.refund_id),
             )
             .values(
                 status="resolved",

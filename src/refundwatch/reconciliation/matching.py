@@ -3,7 +3,9 @@
 A refund line is matched on the processor's own refund id first, then on the merchant reference
 refundwatch sent (its refund id). Every line ends in exactly one state (``settlement_lines.match``):
 matched, a break kind, or ``not_a_refund`` for fees, payouts and payments, which are kept but are
-no refund's. Breaks are opened once per subject and kind, however often matching runs. The
+no refund's. A line that an earlier file already brought, same key and same content (cumulative
+reports), is that line again: it keeps the earlier verdict and opens nothing (``_seen_before``).
+Breaks are opened once per subject and kind, however often matching runs. The
 processor's word that money moved is applied to the refund (money truth first): a refund failure
 or reversal line for a succeeded refund moves it to ``reversed``, with the line as the source.
 """
@@ -114,16 +116,63 @@ async def _refund_for(session: AsyncSession, line: SettlementEntry) -> Refund | 
     return None
 
 
-async def _duplicate_of(session: AsyncSession, line: SettlementEntry) -> int | None:
-    """An earlier line with the same processor line key, already matched or broken."""
-    earlier: int | None = await session.scalar(
-        select(SettlementEntry.id).where(
-            SettlementEntry.connection_id == line.connection_id,
-            SettlementEntry.line_key == line.line_key,
-            SettlementEntry.id < line.id,
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Earlier:
+    """A line already classified under the same processor line key."""
+
+    id: int
+    file_id: UUID
+    row_hash: str
+    match: str
+    refund_id: UUID | None
+
+
+async def _seen_before(session: AsyncSession, line: SettlementEntry) -> tuple[str, _Earlier] | None:
+    """Whether an earlier line has ``line``'s processor line key: ("repeat", it) or ("duplicate", it).
+
+    Reports are often cumulative (a processor's report "so far", a payout report run again): a later
+    file brings the earlier lines again, under the same key and with the same raw content. Such a
+    line is the same line seen again (a *repeat*), not a duplicate: it takes the earlier line's
+    verdict and opens nothing. Within one file the same key twice is a *duplicate*. Counted per key
+    and content, so a line duplicated within a report and repeated by the next report (the same two
+    rows) is a duplicate once: the k-th copy in this file repeats the k-th copy of an earlier file.
+    An earlier line with the same key but other content in another file (the processor now reports
+    an amount or payout differently) is neither: this line is matched afresh.
+    """
+    rows = (
+        await session.execute(
+            select(
+                SettlementEntry.id,
+                SettlementEntry.file_id,
+                SettlementEntry.row_hash,
+                SettlementEntry.match,
+                SettlementEntry.refund_id,
+            )
+            .where(
+                SettlementEntry.connection_id == line.connection_id,
+                SettlementEntry.line_key == line.line_key,
+                SettlementEntry.id < line.id,
+                SettlementEntry.match.is_not(None),  # classified: from a file that was imported
+            )
+            .order_by(SettlementEntry.id)
         )
-    )
-    return earlier
+    ).all()
+    if not rows:
+        return None
+    earlier = [_Earlier(*row) for row in rows]
+    here = [e for e in earlier if e.file_id == line.file_id]
+    if any(e.row_hash != line.row_hash for e in here):
+        return "duplicate", here[0]
+    copies: dict[UUID, list[_Earlier]] = {}
+    for e in earlier:
+        if e.file_id != line.file_id and e.row_hash == line.row_hash:
+            copies.setdefault(e.file_id, []).append(e)
+    for same in copies.values():
+        if len(same) > len(here):
+            return "repeat", same[len(here)]
+    if here:
+        return "duplicate", here[0]
+    return None
 
 
 async def _classify(session: AsyncSession, line: SettlementEntry, summary: Summary) -> str:
@@ -143,8 +192,12 @@ async def _classify(session: AsyncSession, line: SettlementEntry, summary: Summa
         return "unmapped"
     if line.kind not in REFUND_KINDS:
         return NOT_A_REFUND
-    earlier = await _duplicate_of(session, line)
-    if earlier is not None:
+    seen = await _seen_before(session, line)
+    if seen is not None and seen[0] == "repeat":
+        line.refund_id = seen[1].refund_id
+        return seen[1].match
+    if seen is not None:
+        earlier = seen[1].id
         await _count(
             session,
             summary,

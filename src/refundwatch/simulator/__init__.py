@@ -56,8 +56,30 @@ Control API (no authentication, JSON):
   ``failed`` (schedule ended); ``attempt_log`` lists every POST ``{attempt, at, waited, status_code,
   error, acknowledged}`` (``at`` Unix time, ``waited`` the scaled seconds slept before it);
   ``next_attempt_at`` is when a waiting retry goes out.
+- ``GET /_control/reports/{processor}`` (``stripe``, ``adyen``; others: 404 ``no_report``) → the
+  processor's settlement report for everything in its ledger so far, as a CSV in its own format
+  (``settlement`` beside each processor's package, shared code in ``settlement.py``): Stripe's itemized
+  payout reconciliation report (charges with their fee, refunds with a negative gross in major units,
+  ``source_id`` the refund id, ``refund_metadata[refundwatch_refund_id]``, ``refund_failure`` rows for
+  refunds failed after success, daily automatic payouts cut off at midnight UTC); Adyen's Settlement
+  details report (Settled, Refunded, RefundedReversed, a Fee and a MerchantPayout line per batch, daily
+  batches cut off at midnight Europe/Amsterdam, times in CET/CEST). Only refunds that succeeded are
+  settled. Reports are cumulative and stable: a line comes again, byte for byte, in every later report.
+- ``POST /_control/discrepancies`` ``{processor, kind, gateway_refund_id?, amount?,
+  payment_reference?}`` → 201 ``{processor, kind, gateway_refund_id, amount, payment_reference,
+  created}``; ``GET /_control/discrepancies?processor=`` lists them. Kinds: ``drop_line`` (the refund's
+  line is left out), ``change_amount`` (its line reports ``amount``), ``foreign_refund`` (a refund of
+  ``amount`` on ``payment_reference`` made outside refundwatch; the answer names its new refund id),
+  ``fail_after_success`` (a refund failure line, booked now), ``duplicate_line`` (its line twice),
+  ``shift_cutoff`` (its line in the next day's payout or batch). They accumulate and apply to every
+  later report; they change the settlement data only, not the refund objects or webhooks. Refused with
+  400 and a ``code`` (``invalid_body``, ``unknown_field``, ``invalid_processor``, ``invalid_kind``,
+  ``missing_gateway_refund_id``, ``missing_amount``, ``missing_payment_reference``, ``invalid_amount``,
+  ``unexpected_field``), 404 (``unknown_refund``, ``unknown_payment``) or 409 (``refund_not_settled``: the
+  refund never succeeded, it has no line).
 - ``POST /_control/reset`` clears payments, refunds, ledger, idempotency keys, pending settlements,
-  webhook deliveries and faults (retention back to each processor's default). ``GET /_control/health`` → 200.
+  discrepancies, webhook deliveries and faults (retention back to each processor's default).
+  ``GET /_control/health`` → 200.
 """
 
 from .app import create_app, serve

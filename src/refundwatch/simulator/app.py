@@ -12,11 +12,14 @@ from litestar.exceptions import MethodNotAllowedException, NotFoundException
 
 from . import adyen as adyen_processor
 from . import stripe as stripe_processor
+from .adyen import settlement as adyen_settlement
 from .asgi import RAW_SEND_KEY, random_id
 from .connections import Connections, load_connections
 from .control import build_control_router
 from .faults import Faults
+from .settlement import Reports
 from .state import Store
+from .stripe import settlement as stripe_settlement
 from .webhooks import WebhookSender
 
 __all__ = [
@@ -68,15 +71,30 @@ def create_app(connections_path: Path | None = None, webhook_url: str | None = N
     webhooks = WebhookSender(webhook_url)
     stripe = stripe_processor.StripeSimulator(store, faults, webhooks, connections)
     adyen = adyen_processor.AdyenSimulator(store, faults, webhooks, connections)
+    reports = Reports(store)
+    stripe_settlement.register(reports)
+    adyen_settlement.register(reports, connections)
     app = SimulatorApp(
-        route_handlers=[stripe.router(), adyen.router(), build_control_router(store, faults, webhooks)],
+        route_handlers=[
+            stripe.router(),
+            adyen.router(),
+            build_control_router(store, faults, webhooks, reports),
+        ],
         on_startup=[webhooks.start],
         on_shutdown=[webhooks.close],
         exception_handlers={NotFoundException: _unknown_route, MethodNotAllowedException: _unknown_route},
         openapi_config=None,
         debug=False,
     )
-    app.state.update({"store": store, "faults": faults, "webhooks": webhooks, "connections": connections})
+    app.state.update(
+        {
+            "store": store,
+            "faults": faults,
+            "webhooks": webhooks,
+            "connections": connections,
+            "reports": reports,
+        }
+    )
     return app
 
 

@@ -1,4 +1,5 @@
-"""The control API under ``/_control`` (CONTRACT §7): faults, payments, ledger, webhooks, reset.
+"""The control API under ``/_control`` (CONTRACT §7): faults, payments, ledger, webhooks, settlement
+reports and their discrepancies, reset.
 
 No authentication: the simulator is a loopback test tool.
 """
@@ -12,6 +13,7 @@ from litestar import Request, Response, Router, get, post
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from .faults import PROCESSORS, FaultConfigError, Faults
+from .settlement import DiscrepancyError, Reports
 from .state import PaymentConflictError, Store
 from .webhooks import WebhookSender
 
@@ -22,8 +24,11 @@ class _BadRequestError(ValueError):
     pass
 
 
-def _error(status: int, message: str) -> Response[dict[str, Any]]:
-    return Response({"error": message}, status_code=status)
+def _error(status: int, message: str, code: str | None = None) -> Response[dict[str, Any]]:
+    body: dict[str, Any] = {"error": message}
+    if code is not None:
+        body["code"] = code
+    return Response(body, status_code=status)
 
 
 async def _json_object(request: Request[Any, Any, Any]) -> dict[str, Any]:
@@ -63,7 +68,7 @@ def _payment_fields(data: dict[str, Any]) -> tuple[str, str, int, str]:
     return str(processor), reference, amount, currency
 
 
-def build_control_router(store: Store, faults: Faults, webhooks: WebhookSender) -> Router:
+def build_control_router(store: Store, faults: Faults, webhooks: WebhookSender, reports: Reports) -> Router:
     @get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -102,9 +107,40 @@ def build_control_router(store: Store, faults: Faults, webhooks: WebhookSender) 
     async def deliveries(processor: str | None = None, connection: str | None = None) -> list[dict[str, Any]]:
         return webhooks.list(connection=connection, processor=processor)
 
+    @get("/reports/{processor:str}")
+    async def report(processor: str) -> Response[Any]:
+        if processor not in reports.processors:
+            if processor in PROCESSORS:
+                message = (
+                    f"{processor} offers no settlement report here (only {', '.join(reports.processors)})"
+                )
+                return _error(404, message, "no_report")
+            return _error(404, f"unknown processor {processor!r}", "unknown_processor")
+        body, media_type, filename = reports.report(processor)
+        return Response(
+            body,
+            media_type=media_type,
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
+
+    @post("/discrepancies", status_code=HTTP_201_CREATED)
+    async def add_discrepancy(request: Request[Any, Any, Any]) -> Response[Any]:
+        try:
+            found = reports.inject(await _json_object(request))
+        except _BadRequestError as exc:
+            return _error(400, str(exc), "invalid_body")
+        except DiscrepancyError as exc:
+            return _error(exc.status, str(exc), exc.code)
+        return Response(found.as_dict(), status_code=HTTP_201_CREATED)
+
+    @get("/discrepancies")
+    async def list_discrepancies(processor: str | None = None) -> list[dict[str, Any]]:
+        return [d.as_dict() for d in reports.discrepancies if processor is None or d.processor == processor]
+
     @post("/reset", status_code=HTTP_200_OK)
     async def reset() -> dict[str, bool]:
         store.reset()
+        reports.reset()
         faults.reset()
         await webhooks.reset()
         return {"reset": True}
@@ -119,6 +155,9 @@ def build_control_router(store: Store, faults: Faults, webhooks: WebhookSender) 
             list_payments,
             ledger,
             deliveries,
+            report,
+            add_discrepancy,
+            list_discrepancies,
             reset,
         ],
     )

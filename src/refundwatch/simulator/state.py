@@ -73,6 +73,10 @@ class Refund:
     failure_reason: str | None = None
     request_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # processor-specific wire fields
+    # When money moved (first ``succeeded``), and when a succeeded refund was failed or reversed after
+    # all (Unix seconds): what the settlement reports are made of.
+    succeeded_at: int | None = None
+    undone_at: int | None = None
 
     def ledger_row(self) -> dict[str, Any]:
         return {
@@ -151,6 +155,8 @@ class Store:
         """Record an executed refund: one ledger row."""
         self.refunds[(refund.processor, refund.id)] = refund
         refund.payment.refunds.append(refund)
+        if refund.status == "succeeded" and refund.succeeded_at is None:
+            refund.succeeded_at = refund.created
         if refund.status in COUNTING_STATUSES:
             refund.payment.refunded += refund.amount
         self.ledger.append(refund)
@@ -170,6 +176,10 @@ class Store:
         if old == status:
             return
         refund.status = status
+        if status == "succeeded" and refund.succeeded_at is None:
+            refund.succeeded_at = int(time.time())
+        elif old == "succeeded" and status in {"failed", "reversed"}:
+            refund.undone_at = int(time.time())
         was_held, held = old in COUNTING_STATUSES, status in COUNTING_STATUSES
         if was_held != held:
             refund.payment.refunded += refund.amount if held else -refund.amount
