@@ -14,7 +14,7 @@ import pytest
 from refundwatch.reconciliation.lines import SettlementLine
 from refundwatch.reconciliation.parsing import parser_for
 
-from .conftest import Simulator, wait_for
+from .conftest import EU_KEY, US_KEY, Simulator, wait_for
 
 ADYEN_KEY = "AQE_reports_test_key"
 MERCHANT = "ReportsECOM"
@@ -209,3 +209,25 @@ def test_bad_discrepancies_are_refused_with_a_code(fast: Simulator) -> None:
     assert fast.control("GET", "/discrepancies").json() == []
     assert fast.control("GET", "/reports/paypal").json()["code"] == "no_report"
     assert fast.control("GET", "/reports/acme").json()["code"] == "unknown_processor"
+
+
+def test_one_connections_report_lists_the_refunds_made_with_its_credentials(wsim: Simulator) -> None:
+    """Two Stripe accounts in the connections file: each one's report has its own refunds only (a
+    merchant account's payout report), so importing it under that connection finds nothing foreign."""
+    payment = new_payment(wsim, "stripe", 10_000, "EUR")
+    eu = wsim.client(EU_KEY).v1.refunds.create(params={"payment_intent": payment, "amount": 1_000})
+    us = wsim.client(US_KEY).v1.refunds.create(params={"payment_intent": payment, "amount": 2_000})
+    settled(wsim, "stripe", eu.id)
+    settled(wsim, "stripe", us.id)
+    parser = parser_for("stripe")
+
+    def refunds_in(connection: str) -> set[str | None]:
+        response = wsim.control("GET", f"/reports/stripe?connection={connection}")
+        assert response.status_code == 200, response.text
+        lines = parser.parse(io.BytesIO(response.content), f"{connection}.csv")
+        return {line.gateway_refund_id for line in lines if line.kind.value == "refund"}
+
+    assert refunds_in("stripe-eu") == {eu.id}
+    assert refunds_in("stripe-us") == {us.id}
+    missing = wsim.control("GET", "/reports/stripe?connection=stripe-nowhere")
+    assert (missing.status_code, missing.json()["code"]) == (404, "unknown_connection")

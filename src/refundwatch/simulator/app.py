@@ -78,7 +78,7 @@ def create_app(connections_path: Path | None = None, webhook_url: str | None = N
         route_handlers=[
             stripe.router(),
             adyen.router(),
-            build_control_router(store, faults, webhooks, reports),
+            build_control_router(store, faults, webhooks, reports, connections),
         ],
         on_startup=[webhooks.start],
         on_shutdown=[webhooks.close],

@@ -12,6 +12,7 @@ import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
+from .connections import Connections
 from .faults import PROCESSORS, FaultConfigError, Faults
 from .settlement import DiscrepancyError, Reports
 from .state import PaymentConflictError, Store
@@ -68,7 +69,9 @@ def _payment_fields(data: dict[str, Any]) -> tuple[str, str, int, str]:
     return str(processor), reference, amount, currency
 
 
-def build_control_router(store: Store, faults: Faults, webhooks: WebhookSender, reports: Reports) -> Router:
+def build_control_router(
+    store: Store, faults: Faults, webhooks: WebhookSender, reports: Reports, connections: Connections
+) -> Router:
     @get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -108,7 +111,7 @@ def build_control_router(store: Store, faults: Faults, webhooks: WebhookSender, 
         return webhooks.list(connection=connection, processor=processor)
 
     @get("/reports/{processor:str}")
-    async def report(processor: str) -> Response[Any]:
+    async def report(processor: str, connection: str | None = None) -> Response[Any]:
         if processor not in reports.processors:
             if processor in PROCESSORS:
                 message = (
@@ -116,7 +119,17 @@ def build_control_router(store: Store, faults: Faults, webhooks: WebhookSender, 
                 )
                 return _error(404, message, "no_report")
             return _error(404, f"unknown processor {processor!r}", "unknown_processor")
-        body, media_type, filename = reports.report(processor)
+        credential = None
+        if connection is not None:  # one connection's (merchant account's) report: its refunds only
+            found = next((c for c in connections.for_processor(processor) if c.name == connection), None)
+            if found is None or not found.get("api_key"):
+                return _error(
+                    404,
+                    f"no {processor} connection {connection!r} in the connections file",
+                    "unknown_connection",
+                )
+            credential = found.get("api_key")
+        body, media_type, filename = reports.report(processor, credential)
         return Response(
             body,
             media_type=media_type,

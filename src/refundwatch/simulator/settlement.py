@@ -162,13 +162,15 @@ class Reports:
         self.discrepancies.clear()
 
     # -- reports ----------------------------------------------------------------------------------
-    def report(self, processor: str) -> tuple[str, str, str]:
-        """(body, media type, file name) of ``processor``'s report; KeyError if it offers none."""
+    def report(self, processor: str, credential: str | None = None) -> tuple[str, str, str]:
+        """(body, media type, file name) of ``processor``'s report; KeyError if it offers none.
+        ``credential``: one merchant account's report (the refunds made with that API credential)."""
         fmt = self._formats[processor]
-        return fmt.render(self.lines(processor)), fmt.media_type, fmt.filename
+        return fmt.render(self.lines(processor, credential)), fmt.media_type, fmt.filename
 
-    def lines(self, processor: str) -> list[Line]:
-        """Every settlement line of ``processor`` so far, discrepancies applied, in booking order."""
+    def lines(self, processor: str, credential: str | None = None) -> list[Line]:
+        """Every settlement line of ``processor`` so far, discrepancies applied, in booking order.
+        Payments are not tied to an account here, so every account's report lists them all."""
         lines: list[Line] = [
             Line("payment", p.created, p, p.amount, p.currency)
             for p in self.store.payments.values()
@@ -176,6 +178,8 @@ class Reports:
         ]
         for refund in self.store.ledger:
             if refund.processor != processor or refund.succeeded_at is None:
+                continue
+            if credential is not None and refund.credential != credential:
                 continue
             for kind, at in (("refund", refund.succeeded_at), ("refund_failure", refund.undone_at)):
                 if at is not None:
