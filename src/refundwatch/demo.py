@@ -39,6 +39,7 @@ from refundwatch import demo_idp, demo_redis
 from refundwatch.audit.actions import Actor
 from refundwatch.config import get_settings, reset_settings
 from refundwatch.demo_mirror import SimulatorMirror
+from refundwatch.demo_settlement import SettlementImports
 from refundwatch.demo_traffic import DemoPayment, DemoTraffic
 from refundwatch.demo_workspace import Workspace
 from refundwatch.lib.exceptions import RefundwatchError
@@ -474,6 +475,10 @@ async def _work(demo: Demo) -> None:
         mirror_rt = Runtime.build(get_settings(), pool_size=1)
         mirror = SimulatorMirror(mirror_rt, client, demo.simulator_url, _say)
         mirroring = asyncio.create_task(mirror.run())
+        settlement = SettlementImports(
+            mirror_rt, client, demo.simulator_url, PROCESSOR_OF, demo.sup.log_dir.parent / "settlement", _say
+        )
+        importing = asyncio.create_task(settlement.run())
         try:
             while True:
                 dead = demo.sup.first_dead()
@@ -484,7 +489,8 @@ async def _work(demo: Demo) -> None:
                 await asyncio.sleep(0.5)
         finally:
             mirroring.cancel()
-            await asyncio.gather(mirroring, return_exceptions=True)
+            importing.cancel()
+            await asyncio.gather(mirroring, importing, return_exceptions=True)
             await mirror_rt.close()
             if runner is not None:
                 runner.cancel()

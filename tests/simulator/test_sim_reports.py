@@ -231,3 +231,17 @@ def test_one_connections_report_lists_the_refunds_made_with_its_credentials(wsim
     assert refunds_in("stripe-us") == {us.id}
     missing = wsim.control("GET", "/reports/stripe?connection=stripe-nowhere")
     assert (missing.status_code, missing.json()["code"]) == (404, "unknown_connection")
+
+
+def test_a_report_since_a_moment_has_only_the_lines_booked_from_then(fast: Simulator) -> None:
+    payment = new_payment(fast, "stripe", 10_000, "EUR")
+    first, _ = refund(fast, "stripe", payment, 1_000, "EUR")
+    settled(fast, "stripe", first)
+    _, lines = report(fast, "stripe")
+    (booked,) = refund_lines(lines, first)
+    later = int(booked.occurred_at.timestamp()) + 1
+    response = fast.control("GET", f"/reports/stripe?since={later}")
+    assert response.status_code == 200, response.text
+    assert first not in response.text
+    response = fast.control("GET", f"/reports/stripe?since={later - 1}")
+    assert first in response.text

@@ -111,7 +111,9 @@ def build_control_router(
         return webhooks.list(connection=connection, processor=processor)
 
     @get("/reports/{processor:str}")
-    async def report(processor: str, connection: str | None = None) -> Response[Any]:
+    async def report(
+        processor: str, connection: str | None = None, since: int | None = None
+    ) -> Response[Any]:
         if processor not in reports.processors:
             if processor in PROCESSORS:
                 message = (
@@ -129,7 +131,7 @@ def build_control_router(
                     "unknown_connection",
                 )
             credential = found.get("api_key")
-        body, media_type, filename = reports.report(processor, credential)
+        body, media_type, filename = reports.report(processor, credential, since)
         return Response(
             body,
             media_type=media_type,

@@ -162,11 +162,17 @@ class Reports:
         self.discrepancies.clear()
 
     # -- reports ----------------------------------------------------------------------------------
-    def report(self, processor: str, credential: str | None = None) -> tuple[str, str, str]:
+    def report(
+        self, processor: str, credential: str | None = None, since: int | None = None
+    ) -> tuple[str, str, str]:
         """(body, media type, file name) of ``processor``'s report; KeyError if it offers none.
-        ``credential``: one merchant account's report (the refunds made with that API credential)."""
+        ``credential``: one merchant account's report (the refunds made with that API credential);
+        ``since``: only the lines booked at or after that Unix second (a later period's report)."""
         fmt = self._formats[processor]
-        return fmt.render(self.lines(processor, credential)), fmt.media_type, fmt.filename
+        lines = self.lines(processor, credential)
+        if since is not None:
+            lines = [line for line in lines if line.at >= since]
+        return fmt.render(lines), fmt.media_type, fmt.filename
 
     def lines(self, processor: str, credential: str | None = None) -> list[Line]:
         """Every settlement line of ``processor`` so far, discrepancies applied, in booking order.
