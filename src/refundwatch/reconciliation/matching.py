@@ -1,5 +1,8 @@
 """Each imported line matched to a refund, or a break that says why not (issue 14 §3).
 
+Lines are taken in batches; a batch's refunds and the earlier lines under its keys are read in three
+queries, so matching costs a few statements per batch rather than per line.
+
 A refund line is matched on the processor's own refund id first, then on the merchant reference
 refundwatch sent (its refund id). Every line ends in exactly one state (``settlement_lines.match``):
 matched, a break kind, or ``not_a_refund`` for fees, payouts and payments, which are kept but are
@@ -91,29 +94,25 @@ async def open_break(session: AsyncSession, found: ReconciliationBreak) -> bool:
     return True
 
 
-async def _refund_for(session: AsyncSession, line: SettlementEntry) -> Refund | None:
+def _refund_for(batch: _Batch, line: SettlementEntry) -> Refund | None:
     if line.gateway_refund_id:
-        found = await session.scalar(
-            select(Refund)
-            .where(
-                Refund.connection_id == line.connection_id, Refund.gateway_refund_id == line.gateway_refund_id
-            )
-            .with_for_update()
-        )
+        found = batch.by_gateway_id.get((line.connection_id, line.gateway_refund_id))
         if found is not None:
             return found
-    if line.merchant_reference:
-        try:
-            refund_id = UUID(line.merchant_reference)
-        except ValueError:
-            return None
-        by_reference: Refund | None = await session.scalar(
-            select(Refund)
-            .where(Refund.id == refund_id, Refund.connection_id == line.connection_id)
-            .with_for_update()
-        )
-        return by_reference
-    return None
+    reference = _as_uuid(line.merchant_reference)
+    if reference is None:
+        return None
+    refund = batch.by_id.get(reference)
+    return refund if refund is not None and refund.connection_id == line.connection_id else None
+
+
+def _as_uuid(text: str | None) -> UUID | None:
+    if not text:
+        return None
+    try:
+        return UUID(text)
+    except ValueError:
+        return None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -127,7 +126,7 @@ class _Earlier:
     refund_id: UUID | None
 
 
-async def _seen_before(session: AsyncSession, line: SettlementEntry) -> tuple[str, _Earlier] | None:
+def _seen_before(batch: _Batch, line: SettlementEntry) -> tuple[str, _Earlier] | None:
     """Whether an earlier line has ``line``'s processor line key: ("repeat", it) or ("duplicate", it).
 
     Reports are often cumulative (a processor's report "so far", a payout report run again): a later
@@ -139,27 +138,9 @@ async def _seen_before(session: AsyncSession, line: SettlementEntry) -> tuple[st
     An earlier line with the same key but other content in another file (the processor now reports
     an amount or payout differently) is neither: this line is matched afresh.
     """
-    rows = (
-        await session.execute(
-            select(
-                SettlementEntry.id,
-                SettlementEntry.file_id,
-                SettlementEntry.row_hash,
-                SettlementEntry.match,
-                SettlementEntry.refund_id,
-            )
-            .where(
-                SettlementEntry.connection_id == line.connection_id,
-                SettlementEntry.line_key == line.line_key,
-                SettlementEntry.id < line.id,
-                SettlementEntry.match.is_not(None),  # classified: from a file that was imported
-            )
-            .order_by(SettlementEntry.id)
-        )
-    ).all()
-    if not rows:
+    earlier = [e for e in batch.earlier.get((line.connection_id, line.line_key), ()) if e.id < line.id]
+    if not earlier:
         return None
-    earlier = [_Earlier(*row) for row in rows]
     here = [e for e in earlier if e.file_id == line.file_id]
     if any(e.row_hash != line.row_hash for e in here):
         return "duplicate", here[0]
@@ -175,7 +156,67 @@ async def _seen_before(session: AsyncSession, line: SettlementEntry) -> tuple[st
     return None
 
 
-async def _classify(session: AsyncSession, line: SettlementEntry, summary: Summary) -> str:
+@dataclasses.dataclass
+class _Batch:
+    """What classifying a batch of lines needs, read in three queries instead of several per line."""
+
+    by_gateway_id: dict[tuple[UUID, str], Refund]
+    by_id: dict[UUID, Refund]
+    earlier: dict[tuple[UUID, str], list[_Earlier]]  # classified lines by (connection, line key)
+
+    def classified(self, line: SettlementEntry) -> None:
+        """``line`` has its verdict: later lines of the batch with its key see it."""
+        self.earlier.setdefault((line.connection_id, line.line_key), []).append(
+            _Earlier(line.id, line.file_id, line.row_hash, line.match or "", line.refund_id)
+        )
+
+
+async def _prefetch(session: AsyncSession, lines: list[SettlementEntry]) -> _Batch:
+    about = [line for line in lines if line.kind in REFUND_KINDS]
+    batch = _Batch({}, {}, {})
+    if not about:
+        return batch
+    connections = {line.connection_id for line in about}
+    gateway_ids = {line.gateway_refund_id for line in about if line.gateway_refund_id}
+    if gateway_ids:
+        for refund in await session.scalars(
+            select(Refund)
+            .where(Refund.connection_id.in_(connections), Refund.gateway_refund_id.in_(gateway_ids))
+            .with_for_update()
+        ):
+            if refund.gateway_refund_id is not None:
+                batch.by_gateway_id[(refund.connection_id, refund.gateway_refund_id)] = refund
+    references = {ref for line in about if (ref := _as_uuid(line.merchant_reference)) is not None}
+    if references:
+        for refund in await session.scalars(
+            select(Refund).where(Refund.id.in_(references)).with_for_update()
+        ):
+            batch.by_id[refund.id] = refund
+    rows = await session.execute(
+        select(
+            SettlementEntry.id,
+            SettlementEntry.file_id,
+            SettlementEntry.row_hash,
+            SettlementEntry.match,
+            SettlementEntry.refund_id,
+            SettlementEntry.connection_id,
+            SettlementEntry.line_key,
+        )
+        .where(
+            SettlementEntry.connection_id.in_(connections),
+            SettlementEntry.line_key.in_({line.line_key for line in about}),
+            SettlementEntry.match.is_not(None),  # classified: from a file that was imported
+        )
+        .order_by(SettlementEntry.id)
+    )
+    for entry_id, file_id, row_hash, match, refund_id, connection_id, line_key in rows:
+        batch.earlier.setdefault((connection_id, line_key), []).append(
+            _Earlier(entry_id, file_id, row_hash, match, refund_id)
+        )
+    return batch
+
+
+async def _classify(session: AsyncSession, batch: _Batch, line: SettlementEntry, summary: Summary) -> str:
     cid = line.connection_id
     if line.kind == "unmapped":
         await _count(
@@ -192,7 +233,7 @@ async def _classify(session: AsyncSession, line: SettlementEntry, summary: Summa
         return "unmapped"
     if line.kind not in REFUND_KINDS:
         return NOT_A_REFUND
-    seen = await _seen_before(session, line)
+    seen = _seen_before(batch, line)
     if seen is not None and seen[0] == "repeat":
         line.refund_id = seen[1].refund_id
         return seen[1].match
@@ -212,7 +253,7 @@ async def _classify(session: AsyncSession, line: SettlementEntry, summary: Summa
             ),
         )
         return "duplicate_line"
-    refund = await _refund_for(session, line)
+    refund = _refund_for(batch, line)
     if refund is None:
         await _count(
             session,
@@ -329,16 +370,20 @@ async def match_lines(rt: Runtime, connection_id: UUID | None = None) -> Summary
                 )
                 .order_by(SettlementEntry.id)
                 .limit(BATCH)
+                # The worker's schedule, the CLI and an upload may match at once: each line is taken by
+                # one of them (PostgreSQL; SQLite's one writer already takes turns).
+                .with_for_update(of=SettlementEntry, skip_locked=True)
             )
             if connection_id is not None:
                 query = query.where(SettlementEntry.connection_id == connection_id)
             lines = list(await session.scalars(query))
             if not lines:
                 return summary
+            batch = await _prefetch(session, lines)
             for line in lines:
-                line.match = await _classify(session, line, summary)
+                line.match = await _classify(session, batch, line, summary)
+                batch.classified(line)
                 summary.lines += 1
                 summary.matched += line.match == MATCHED
-                await session.flush()
             after = lines[-1].id
             await session.commit()
