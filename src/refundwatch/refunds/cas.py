@@ -30,6 +30,7 @@ from refundwatch.audit.actions import Actor
 from refundwatch.audit.services import AUDIT_COLUMNS, NewEntry
 from refundwatch.dashboard.rollups import counted
 from refundwatch.dashboard.signals import signals
+from refundwatch.db import pipelined
 from refundwatch.db.engine import Database
 from refundwatch.db.tables import ATTEMPTS, AUDIT, EVENTS, OUTBOX, PAYMENTS, REFUNDS, WEBHOOK_EVENTS
 from refundwatch.gateways.base import Exchange, exchange_json
@@ -386,6 +387,18 @@ async def run(db: Database, prepared: Prepared) -> Row[Any] | None:
     if row is not None:
         signals.refund_changed(prepared.refund_id)  # committed: the dashboards may hear of it
     return row
+
+
+async def run_many(db: Database, prepared: Sequence[Prepared]) -> None:
+    """PostgreSQL: run transitions of one shape (the same ``statements``) in one pipelined round trip,
+    atomically: all of them are tried, or none when the database raised. Which ones moved is for the
+    caller to read back (a stored webhook event, say); the caller tells the dashboards."""
+    if not prepared:
+        return
+    statements = prepared[0].statements
+    if any(p.statements is not statements for p in prepared):
+        raise ValueError("run_many takes transitions of one shape")
+    await pipelined.execute_many(db, statements.single, [p.params for p in prepared])
 
 
 def run_in(prepared: Prepared, conn: Connection) -> Row[Any] | None:

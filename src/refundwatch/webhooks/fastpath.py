@@ -14,7 +14,6 @@ which runs it under the row lock. Nothing is acknowledged before every event is 
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 from collections.abc import Sequence
@@ -43,7 +42,6 @@ EXPECTED = {
 }
 # Outcomes that may reach a refund before the worker has recorded the processor's first answer.
 FIRST_REPORTS = (Trigger.SUCCEEDED, Trigger.FAILED)
-CONCURRENCY = 8  # a delivery's events at once on PostgreSQL: about what the pool serves without waiting
 
 
 def report_detail(event: WebhookEvent) -> str:
@@ -160,21 +158,40 @@ def _sqlite(
 async def _apply_pg(
     rt: Runtime, connection_id: UUID, connection_name: str, rows: Sequence[NewRow]
 ) -> set[UUID]:
-    turns = asyncio.Semaphore(CONCURRENCY)
+    """Each event's first plan, then the second plans of those the first did not apply. Plans of one
+    shape run in one pipelined, atomic round trip (``cas.run_many``); an event was applied exactly when
+    its row was stored (a plan stores it only with the transition), which one read then tells."""
+    plans = {
+        new.row.id: found
+        for new in rows
+        if (found := _prepare(connection_id, connection_name, new, stored=False))
+    }
+    applied: dict[UUID, UUID] = {}  # event row id -> refund id
+    for turn in range(max((len(found) for found in plans.values()), default=0)):
+        todo = {
+            row_id: found[turn]
+            for row_id, found in plans.items()
+            if row_id not in applied and len(found) > turn
+        }
+        shapes: dict[int, list[cas.Prepared]] = {}
+        for plan in todo.values():
+            shapes.setdefault(id(plan.statements), []).append(plan)
+        for group in shapes.values():
+            try:
+                await cas.run_many(rt.db, group)
+            except Exception:  # e.g. one event stored meanwhile by another delivery: none applied
+                log.info("fast path batch of %d not applied; one by one", len(group), exc_info=True)
+                await _one_by_one(rt, group)
+        for row_id in await storing.stored_among(rt, list(todo)):
+            applied[row_id] = todo[row_id].refund_id
+    for refund_id in applied.values():  # committed: the dashboards may hear of it
+        signals.refund_changed(refund_id)
+    return set(applied)
 
-    async def one(new: NewRow) -> UUID | None:
-        plans = _prepare(connection_id, connection_name, new, stored=False)
-        if not plans:
-            return None
-        async with turns:
-            for plan in plans:
-                try:
-                    if await cas.run(rt.db, plan) is not None:
-                        return new.row.id
-                except Exception:  # e.g. stored meanwhile by another delivery: stored unprocessed below
-                    log.info("fast path did not apply webhook event %s", new.event.event_id, exc_info=True)
-                    return None
-        return None
 
-    done = await asyncio.gather(*(one(new) for new in rows))
-    return {row_id for row_id in done if row_id is not None}
+async def _one_by_one(rt: Runtime, plans: Sequence[cas.Prepared]) -> None:
+    for plan in plans:
+        try:
+            await cas.run(rt.db, plan)
+        except Exception:  # stored unprocessed below, for the worker's general path
+            log.info("fast path did not apply a transition of refund %s", plan.refund_id, exc_info=True)

@@ -152,3 +152,13 @@ async def store_pg(rt: Runtime, rows: Sequence[NewRow], now: dt.datetime) -> set
     }
     async with rt.db.autocommit_connection() as conn:
         return {row.id for row in await conn.execute(_PG_STORE, params)}
+
+
+_PG_STORED = text("SELECT id FROM webhook_events WHERE id = ANY(CAST(:ids AS uuid[]))")
+
+
+async def stored_among(rt: Runtime, ids: Sequence[UUID]) -> set[UUID]:
+    """PostgreSQL: which of these webhook event rows exist."""
+    if not ids:
+        return set()
+    return {row.id for row in await rt.db.fetch_all(_PG_STORED, {"ids": list(ids)})}
