@@ -38,6 +38,7 @@ import logging
 import math
 import time
 import uuid
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +66,9 @@ BUCKET_PREFIX = PREFIX + "bucket:"
 CLAIMED_PREFIX = PREFIX + "claimed:"
 FLUSH_LOCK = PREFIX + "flush-lock"
 LIMIT_PREFIX = "refundwatch:ratelimit:webhook-rejections:"
+# Set (for a window) by every counted rejection: while it is absent, no sender can be over its limit.
+REJECTING_KEY = "refundwatch:ratelimit:webhook-rejections-lately"
+QUIET_CACHE_SECONDS = 1.0
 UNKNOWN_PREFIX = "refundwatch:ratelimit:webhook-unknown:"
 WINDOW_MS = 60_000
 SAMPLE = 10  # distinct reasons and addresses kept per bucket
@@ -78,8 +82,9 @@ local bucket = ARGV[2] .. member
 redis.call('SADD', KEYS[1], member)
 """
 
-# KEYS: open set, rejected counter, sender's limit key. ARGV: connection, bucket prefix, reason,
-# address, window ms (0: no limit), sample size. Returns the sender's rejections in its window.
+# KEYS: open set, rejected counter, sender's limit key, the "rejecting lately" marker. ARGV: connection,
+# bucket prefix, reason, address, window ms (0: no limit), sample size. Returns the sender's
+# rejections in its window.
 NOTE_REJECTION = (
     _BUCKET
     + """
@@ -96,6 +101,7 @@ end
 sample('r', ARGV[3])
 sample('a', ARGV[4])
 if ARGV[5] == '0' then return 0 end
+redis.call('SET', KEYS[4], '1', 'PX', ARGV[5])
 local n = redis.call('INCR', KEYS[3])
 if redis.call('PTTL', KEYS[3]) < 0 then redis.call('PEXPIRE', KEYS[3], ARGV[5]) end
 return n
@@ -189,10 +195,49 @@ def _limit(rt: Runtime) -> int:
     return value
 
 
+class _Lately:
+    """This process's view of whether any delivery was rejected within the window, so that the common
+    case (nobody is being refused) costs no Redis round trip per delivery. It is read from Redis at
+    most once a second, and set at once by this process's own rejections: a sender flooding several
+    processes gets at most one more delivery checked (and rejected, and counted) per process before
+    each of them checks it, never past the limit unseen."""
+
+    __slots__ = ("rejecting", "until")
+
+    def __init__(self) -> None:
+        self.rejecting = True
+        self.until = 0.0  # monotonic time up to which ``rejecting`` is trusted
+
+
+_lately: weakref.WeakKeyDictionary[Any, _Lately] = weakref.WeakKeyDictionary()
+
+
+def _lately_of(redis: Redis) -> _Lately:
+    found = _lately.get(redis)
+    if found is None:
+        found = _lately[redis] = _Lately()
+    return found
+
+
+async def _rejecting_lately(redis: Redis) -> bool:
+    lately = _lately_of(redis)
+    now = time.monotonic()
+    if now >= lately.until:
+        lately.rejecting = bool(await redis.exists(REJECTING_KEY))
+        lately.until = now + QUIET_CACHE_SECONDS
+    return lately.rejecting
+
+
 async def check(rt: Runtime, connection: str, address: str | None) -> None:
     """Raise ``RateLimited`` when this sender is over its rejections on this connection."""
     limit = _limit(rt)
     if limit <= 0 or rt.redis is None:
+        return
+    try:
+        if not await _rejecting_lately(rt.redis):
+            return
+    except (RedisError, OSError) as exc:
+        _redis_failed(exc)
         return
     keys = [OPEN_KEY, RATE_LIMITED_COUNTER, _limit_key(connection, address)]
     try:
@@ -209,8 +254,10 @@ async def note_rejection(rt: Runtime, connection: str, reason: str, address: str
     if rt.redis is None:
         return False
     limit = _limit(rt)
-    keys = [OPEN_KEY, REJECTED_COUNTER, _limit_key(connection, address)]
+    keys = [OPEN_KEY, REJECTED_COUNTER, _limit_key(connection, address), REJECTING_KEY]
     args = (connection, BUCKET_PREFIX, reason[:MAX_REASON], address or "unknown")
+    lately = _lately_of(rt.redis)  # this process checks senders from now on, before Redis says so
+    lately.rejecting, lately.until = True, time.monotonic() + QUIET_CACHE_SECONDS
     try:
         await _script(rt.redis, NOTE_REJECTION, keys, *args, WINDOW_MS if limit > 0 else 0, SAMPLE)
     except (RedisError, OSError) as exc:
