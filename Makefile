@@ -82,7 +82,7 @@ demo: install assets ## the live demo (Ctrl-C stops everything it started)
 
 # Lint first: it is the cheapest failure. Services are started before pytest needs them.
 test: lint assets services ## lint, type check and the whole test suite
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --durations=25 $(PYTEST_ARGS)
 
 services: ## make sure the local Redis and PostgreSQL answer (starts them if stopped)
 	scripts/ensure_services.sh
