@@ -12,6 +12,7 @@ from litestar.exceptions import MethodNotAllowedException, NotFoundException
 
 from . import adyen as adyen_processor
 from . import stripe as stripe_processor
+from .adyen import reports as adyen_reports
 from .adyen import settlement as adyen_settlement
 from .asgi import RAW_SEND_KEY, random_id
 from .connections import Connections, load_connections
@@ -73,11 +74,13 @@ def create_app(connections_path: Path | None = None, webhook_url: str | None = N
     adyen = adyen_processor.AdyenSimulator(store, faults, webhooks, connections)
     reports = Reports(store)
     stripe_settlement.register(reports)
-    adyen_settlement.register(reports, connections)
+    adyen_files = adyen_reports.Publications(reports, connections, adyen.notifier, faults)
+    adyen_settlement.register(reports, connections, adyen_files.cuts)
     app = SimulatorApp(
         route_handlers=[
             stripe.router(),
             adyen.router(),
+            *adyen_files.routers(),
             build_control_router(store, faults, webhooks, reports, connections),
         ],
         on_startup=[webhooks.start],
