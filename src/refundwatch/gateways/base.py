@@ -192,6 +192,7 @@ class WebhookEvent:
     # The idempotency key of the attempt that created the refund, when the processor echoes it: with
     # gateway_refund_id it tells which attempt of a refund the event is about.
     idempotency_key: str | None = None
+    settlement_ref: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
