@@ -15,6 +15,10 @@ import httpx2
 import pytest
 from Adyen.util import is_valid_hmac_notification
 
+from refundwatch.gateways.adyen import transformers as tx
+from refundwatch.gateways.adyen.settlement_pull import ReportDownloadFailed, download_report
+from refundwatch.gateways.base import Credentials
+from refundwatch.lib.crypto import Secret
 from refundwatch.reconciliation.parsing import parser_for
 
 from .adyen_receiver import AdyenReceiver
@@ -243,3 +247,29 @@ def test_reset_forgets_published_batches(fsim: Simulator) -> None:
     fsim.reset()
     assert fsim.control("GET", "/reports/adyen/batches").json() == []
     assert download(fsim, batch["url"]).status_code == 404
+
+
+def _creds(sim: Simulator, password: str) -> Credentials:
+    return Credentials(
+        connection_name="files-eu",
+        processor="adyen",
+        base_url=f"{sim.url}/adyen",
+        secrets={"api_key": Secret(KEY), "hmac_key": Secret(HMAC_KEY), "report_password": Secret(password)},
+        options={"merchant_account": MERCHANT, "report_username": REPORT_USER},
+        timeout_seconds=5.0,
+    )
+
+
+async def test_refundwatchs_downloader_fetches_the_announced_file(
+    fsim: Simulator, files_receiver: AdyenReceiver
+) -> None:
+    refund(fsim, 1_400)
+    (batch,) = publish(fsim, connection="files-eu")
+    (item,) = announced(files_receiver, batch["file"])
+    ref = tx.parse_item(item).settlement_ref
+    assert ref == batch["url"]
+    async with httpx2.AsyncClient(trust_env=False) as client:
+        found = await download_report(client, _creds(fsim, REPORT_PASSWORD), ref)
+        assert (found.name, found.content) == (batch["file"], download(fsim, ref).content)
+        with pytest.raises(ReportDownloadFailed, match="HTTP 401"):
+            await download_report(client, _creds(fsim, "wrong"), ref)
