@@ -192,6 +192,8 @@ class WebhookEvent:
     # The idempotency key of the attempt that created the refund, when the processor echoes it: with
     # gateway_refund_id it tells which attempt of a refund the event is about.
     idempotency_key: str | None = None
+    # Settlement data the processor says is ready (Stripe's paid payout id, Adyen's report URL): the
+    # worker pulls it (reconciliation.pulling).
     settlement_ref: str | None = None
 
 
