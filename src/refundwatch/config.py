@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     reconcile_expected_hours: str = ""
     # How often the worker matches new settlement lines and runs the consistency checks (minutes).
     reconcile_interval_minutes: int = Field(default=15, ge=1, le=60)
+    # How often the worker pulls settlement data due from processors' APIs (Stripe's paid payouts not
+    # yet imported), besides the pull each payout.paid webhook starts; and how far back it looks (days).
+    reconcile_pull_minutes: int = Field(default=60, ge=1, le=60)
+    reconcile_pull_lookback_days: int = Field(default=7, ge=1, le=90)
 
     # Sign-in and roles beyond the contract's names.
     session_idle_minutes: int = Field(default=30, ge=1)

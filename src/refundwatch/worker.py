@@ -1,4 +1,5 @@
-"""The arq worker: refund execution, webhooks, sync, sweeping, health checks, audit sealing, rollups.
+"""The arq worker: refund execution, webhooks, sync, sweeping, health checks, audit sealing, rollups,
+reconciliation and settlement pulls.
 
 arq is only the delivery mechanism; the database is the source of truth (STYLE: arq is in maintenance
 mode). Every job can run twice safely: job id = refund id, the processor idempotency key lives on the
@@ -26,6 +27,7 @@ from refundwatch.dashboard.signals import ROLLUPS, signals
 from refundwatch.health.checks import run_due_checks
 from refundwatch.jobs import Worker, enqueue
 from refundwatch.logs import configure_logging
+from refundwatch.reconciliation.pulling import PULL_JOB
 from refundwatch.refunds import execution, syncing
 from refundwatch.refunds.breaker import Breaker
 from refundwatch.refunds.outcome_log import FinalOutcome, log_outcomes
@@ -138,6 +140,20 @@ async def reconcile(ctx: dict[str, Any]) -> str:
     return f"{summary.lines} lines matched: {summary.matched} matched, {sum(summary.breaks.values())} breaks"
 
 
+async def pull_settlement(ctx: dict[str, Any], connection_id: str, ref: str) -> str:
+    """Pull the settlement data a processor announced (``payout.paid``), import it, match it."""
+    from refundwatch.reconciliation.pulling import pull
+
+    return str(await pull(_rt(ctx), UUID(connection_id), ref))
+
+
+async def pull_settlements(ctx: dict[str, Any]) -> str:
+    """The schedule behind the webhooks: every enabled connection's settlement data not yet pulled."""
+    from refundwatch.reconciliation.pulling import pull_due
+
+    return "; ".join(await pull_due(_rt(ctx))) or "no settlement pull due"
+
+
 async def prune_rollups(ctx: dict[str, Any]) -> None:
     await rollups.prune(_rt(ctx).db)
 
@@ -171,6 +187,7 @@ def worker_settings() -> dict[str, Any]:
     sweep_seconds = set(range(0, 60, max(1, min(settings.sweep_interval_seconds, 59))))
     sync_seconds = set(range(0, 60, max(1, min(settings.sync_interval_seconds, 59))))
     reconcile_minutes = set(range(0, 60, max(1, min(settings.reconcile_interval_minutes, 60))))
+    pull_minutes = set(range(0, 60, max(1, min(settings.reconcile_pull_minutes, 60))))
     return {
         "functions": [
             # keep_result=0: no result key, so the same job id can be enqueued again for a retry.
@@ -179,6 +196,8 @@ def worker_settings() -> dict[str, Any]:
             func(
                 process_webhook_event, name=webhooks.PROCESS_JOB, keep_result=0, max_tries=20, timeout=timeout
             ),
+            # A failed pull is audited and left to the schedule: no arq retries.
+            func(pull_settlement, name=PULL_JOB, keep_result=0, max_tries=1, timeout=RECONCILE_TIMEOUT),
         ],
         "cron_jobs": [
             cron(sweep_cron, second=sweep_seconds, run_at_startup=False, timeout=timeout),
@@ -192,6 +211,7 @@ def worker_settings() -> dict[str, Any]:
             cron(prune_rollups, minute=7, second=0, timeout=timeout, unique=True),
             # Whole-table checks: their own, longer timeout.
             cron(reconcile, minute=reconcile_minutes, second=30, timeout=RECONCILE_TIMEOUT, unique=True),
+            cron(pull_settlements, minute=pull_minutes, second=40, timeout=RECONCILE_TIMEOUT, unique=True),
         ],
         "on_startup": startup,
         "on_shutdown": shutdown,

@@ -46,3 +46,6 @@ USER_RECONCILIATION_EXPORT = "user:reconciliation:export"
 REFUND_ALERT = "processor:refund:alert"
 RECONCILIATION_IMPORT = "reconciliation:report:import"
 RECONCILIATION_RESOLVE = "reconciliation:break:resolve"
+# Settlement data pulled from a processor's API (reconciliation.pulling): imported, or why not.
+RECONCILIATION_PULL = "reconciliation:settlement:pull"
+RECONCILIATION_PULL_FAILED = "reconciliation:settlement:pull_failed"

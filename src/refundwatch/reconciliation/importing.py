@@ -5,6 +5,9 @@ are streamed from the parser and written in batches, each committed, so memory s
 SQLite writer is never held for a whole file; the file counts only once it is marked ``imported``.
 A malformed file is removed again, lines and all, and its first error is the one line the importer
 sees; a file left ``importing`` by a crash is cleared when the same file is imported next.
+
+``import_report`` reads a file (CLI, upload); ``import_content`` takes a processor's answer in memory
+(settlement pulls, ``reconciliation.pulling``); both go through the same ``_import``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import asyncio
 import dataclasses
 import datetime as dt
 import hashlib
-from collections.abc import Iterator
+import io
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 from uuid import UUID
@@ -23,10 +27,16 @@ from sqlalchemy import Table, delete, insert, select, update
 from refundwatch.audit import actions
 from refundwatch.audit.actions import Actor
 from refundwatch.audit.services import record
+from refundwatch.connections.services import ConnectionInfo
 from refundwatch.db.models import SettlementEntry, SettlementFile
 from refundwatch.lib.exceptions import BadInput, NotFound
 from refundwatch.reconciliation.lines import SettlementLine
-from refundwatch.reconciliation.parsing import SettlementFormatError, SourceKind, parser_for
+from refundwatch.reconciliation.parsing import (
+    SettlementFormatError,
+    SettlementParser,
+    SourceKind,
+    parser_for,
+)
 from refundwatch.runtime import Runtime
 
 LINES = cast(Table, SettlementEntry.__table__)
@@ -107,6 +117,55 @@ async def import_report(rt: Runtime, connection_name: str, path: Path, actor: Ac
         raise BadInput(f"{path}: cannot read ({exc.__class__.__name__})") from None
     except LookupError:
         raise BadInput(f"refundwatch cannot read {conn.processor} settlement {source}s yet") from None
+    return await _import(
+        rt, conn, _Content(path.name, digest, source, lambda: path.open("rb")), parser, actor
+    )
+
+
+async def import_content(
+    rt: Runtime,
+    conn: ConnectionInfo,
+    name: str,
+    content: bytes,
+    source: SourceKind,
+    actor: Actor,
+    *,
+    parser: SettlementParser | None = None,
+    action: str = actions.RECONCILIATION_IMPORT,
+    details: Mapping[str, Any] | None = None,
+) -> Imported:
+    """Import ``content`` (a processor's answer, already in memory) for ``conn``, as ``import_report``
+    imports a file: the same content twice adds nothing. ``parser``: how to read it (default: the
+    registry's for the processor and ``source``); ``action`` and ``details``: its audit entry."""
+    if parser is None:
+        try:
+            parser = parser_for(conn.processor, source)
+        except LookupError:
+            raise BadInput(f"refundwatch cannot read {conn.processor} settlement {source}s yet") from None
+    digest = hashlib.sha256(content).hexdigest()
+    found = _Content(name, digest, source, lambda: io.BytesIO(content))
+    return await _import(rt, conn, found, parser, actor, action=action, details=details)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Content:
+    name: str
+    sha256: str
+    source: SourceKind
+    open: Callable[[], BinaryIO]
+
+
+async def _import(
+    rt: Runtime,
+    conn: ConnectionInfo,
+    content: _Content,
+    parser: SettlementParser,
+    actor: Actor,
+    *,
+    action: str = actions.RECONCILIATION_IMPORT,
+    details: Mapping[str, Any] | None = None,
+) -> Imported:
+    name, digest, source = content.name, content.sha256, content.source
     async with rt.db.read_session() as session:
         earlier = (
             await session.execute(
@@ -116,7 +175,7 @@ async def import_report(rt: Runtime, connection_name: str, path: Path, actor: Ac
             )
         ).first()
     if earlier is not None and earlier.status == "imported":
-        return Imported(earlier.id, conn.id, path.name, earlier.lines, already=True)
+        return Imported(earlier.id, conn.id, name, earlier.lines, already=True)
     if earlier is not None:  # a crash halfway through an earlier import of this content
         await _forget(rt, earlier.id)
     async with rt.db.session() as session:
@@ -124,7 +183,7 @@ async def import_report(rt: Runtime, connection_name: str, path: Path, actor: Ac
             connection_id=conn.id,
             processor=conn.processor,
             source=source,
-            name=path.name[:255],
+            name=name[:255],
             sha256=digest,
             status="importing",
             lines=0,
@@ -134,10 +193,10 @@ async def import_report(rt: Runtime, connection_name: str, path: Path, actor: Ac
         session.add(stored)
         await session.commit()
     try:
-        count = await _stream_into(rt, stored.id, conn.id, path, parser.parse)
+        count = await _stream_into(rt, stored.id, conn.id, content, parser.parse)
     except SettlementFormatError as exc:
         await _forget(rt, stored.id)
-        raise BadInput(f"{path.name}: {exc}") from None
+        raise BadInput(f"{name}: {exc}") from None
     except BaseException:
         await asyncio.shield(_forget(rt, stored.id))
         raise
@@ -150,26 +209,26 @@ async def import_report(rt: Runtime, connection_name: str, path: Path, actor: Ac
         record(
             session,
             actor,
-            actions.RECONCILIATION_IMPORT,
+            action,
             target_type="connection",
             target_id=conn.name,
-            details={"file": path.name, "sha256": digest, "lines": count, "source": source},
+            details={"file": name, "sha256": digest, "lines": count, "source": source, **(details or {})},
         )
         await session.commit()
-    return Imported(stored.id, conn.id, path.name, count, already=False)
+    return Imported(stored.id, conn.id, name, count, already=False)
 
 
 async def _stream_into(
     rt: Runtime,
     file_id: UUID,
     connection_id: UUID,
-    path: Path,
+    content: _Content,
     parse: Any,
 ) -> int:
     count = 0
     batch: list[dict[str, Any]] = []
-    with path.open("rb") as stream:
-        lines: Iterator[SettlementLine] = parse(cast(BinaryIO, stream), path.name)
+    with content.open() as stream:
+        lines: Iterator[SettlementLine] = parse(stream, content.name)
         for line in lines:
             batch.append(_row(file_id, connection_id, line))
             if len(batch) >= BATCH:

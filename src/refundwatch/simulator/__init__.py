@@ -6,7 +6,9 @@ speaks each processor's wire protocol as written from the processor's docs and o
 Processors, one package each beside the shared ``faults``, ``state`` (ledger), ``webhooks``
 (delivery), ``control`` and ``asgi`` modules:
 
-- ``stripe/``: ``/stripe`` (``POST /v1/refunds``, ``GET /v1/refunds[/{id}]``, ``GET /v1/balance``).
+- ``stripe/``: ``/stripe`` (``POST /v1/refunds``, ``GET /v1/refunds[/{id}]``, ``GET /v1/balance``;
+  ``GET /v1/payouts[/{id}]`` and ``GET /v1/balance_transactions[?payout=]`` over the settlement lines,
+  ``payout.paid`` webhooks: ``stripe/payouts.py``, ``stripe/payout_api.py``).
 - ``adyen/``: ``/adyen/v72`` (``POST /payments/{paymentPspReference}/refunds``, ``POST /paymentMethods``).
   Refunds are answered ``201 received`` (ledger ``pending``); after ``settle_ms`` a ``REFUND``
   notification (``success=false`` for refunds planned pending → failed), then, for refunds failing
@@ -61,10 +63,11 @@ Control API (no authentication, JSON):
   (``settlement`` beside each processor's package, shared code in ``settlement.py``): Stripe's itemized
   payout reconciliation report (charges with their fee, refunds with a negative gross in major units,
   ``source_id`` the refund id, ``refund_metadata[refundwatch_refund_id]``, ``refund_failure`` rows for
-  refunds failed after success, daily automatic payouts cut off at midnight UTC); Adyen's Settlement
-  details report (Settled, Refunded, RefundedReversed, a Fee and a MerchantPayout line per batch, daily
-  batches cut off at midnight Europe/Amsterdam, times in CET/CEST). Only refunds that succeeded are
-  settled. Reports are cumulative and stable: a line comes again, byte for byte, in every later report.
+  refunds failed after success, automatic payouts per currency, cut off at midnight UTC and at each
+  ``payouts/pay``); Adyen's Settlement details report (Settled, Refunded, RefundedReversed, a Fee and a
+  MerchantPayout line per batch, daily batches cut off at midnight Europe/Amsterdam and at each
+  ``reports/adyen/publish``, times in CET/CEST). Only refunds that succeeded are settled. Reports are
+  cumulative and stable: a line comes again, byte for byte, in every later report.
 - ``POST /_control/reports/adyen/publish`` ``{connection?, batch?}`` closes an Adyen merchant account's
   current batch before midnight and announces ``settlement_detail_report_batch_<N>.csv`` with a signed
   ``REPORT_AVAILABLE`` (``batch``: announce a published one again); the file downloads from
@@ -83,8 +86,16 @@ Control API (no authentication, JSON):
   ``missing_gateway_refund_id``, ``missing_amount``, ``missing_payment_reference``, ``invalid_amount``,
   ``unexpected_field``), 404 (``unknown_refund``, ``unknown_payment``) or 409 (``refund_not_settled``: the
   refund never succeeded, it has no line).
+- ``POST /_control/payouts/pay`` ``{processor: "stripe"}`` → 200 ``{processor, cut_off, paid: [{connections,
+  payout}]}``: cuts Stripe's running payout period at the next whole second (every line booked before
+  the call is in it), pays its payouts and sends ``payout.paid`` to each connection of each account
+  (webhook faults apply). Periods also close at midnight UTC, with the same webhooks. One payout per
+  account (API key), period and currency; it exists once its period closed and is ``paid`` at once,
+  ``created`` = ``arrival_date`` = the cut-off (a real one is ``in_transit`` until arrival). The report's
+  ``automatic_payout_id`` and ``automatic_payout_effective_at_utc`` name the same payout. Other
+  processors: 404 ``no_payouts``.
 - ``POST /_control/reset`` clears payments, refunds, ledger, idempotency keys, pending settlements,
-  discrepancies, webhook deliveries and faults (retention back to each processor's default).
+  discrepancies, payout cut-offs, webhook deliveries and faults (retention back to each processor's default).
   ``GET /_control/health`` → 200.
 """
 

@@ -21,6 +21,8 @@ from .faults import Faults
 from .settlement import Reports
 from .state import Store
 from .stripe import settlement as stripe_settlement
+from .stripe.payout_api import StripePayouts
+from .stripe.schedule import Schedule
 from .webhooks import WebhookSender
 
 __all__ = [
@@ -73,18 +75,22 @@ def create_app(connections_path: Path | None = None, webhook_url: str | None = N
     stripe = stripe_processor.StripeSimulator(store, faults, webhooks, connections)
     adyen = adyen_processor.AdyenSimulator(store, faults, webhooks, connections)
     reports = Reports(store)
-    stripe_settlement.register(reports)
+    stripe_schedule = Schedule()
+    stripe_settlement.register(reports, stripe_schedule)
+    stripe_payouts = StripePayouts(stripe, reports, stripe_schedule)
     adyen_files = adyen_reports.Publications(reports, connections, adyen.notifier, faults)
     adyen_settlement.register(reports, connections, adyen_files.cuts)
     app = SimulatorApp(
         route_handlers=[
             stripe.router(),
+            stripe_payouts.router(),
             adyen.router(),
             *adyen_files.routers(),
             build_control_router(store, faults, webhooks, reports, connections),
+            stripe_payouts.control_router(),
         ],
-        on_startup=[webhooks.start],
-        on_shutdown=[webhooks.close],
+        on_startup=[webhooks.start, stripe_payouts.start],
+        on_shutdown=[stripe_payouts.close, webhooks.close],
         exception_handlers={NotFoundException: _unknown_route, MethodNotAllowedException: _unknown_route},
         openapi_config=None,
         debug=False,

@@ -3,7 +3,8 @@
 A delivery's events are stored in one transaction (webhooks.storing). The common confirming event is
 then applied at once (webhooks.fastpath); every other one is enqueued and applied by the worker, in
 the same transaction that marks the stored event processed. Either way a duplicate delivery or a
-re-run job changes nothing twice.
+re-run job changes nothing twice. An event that announces settlement data (``settlement_ref``) queues
+its pull (``reconciliation.pulling``) after the commit.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from refundwatch.gateways.base import WebhookEvent, WebhookVerificationError
 from refundwatch.gateways.registry import get_gateway
 from refundwatch.jobs import enqueue
 from refundwatch.lib.exceptions import AuthenticationFailed, NotFound, ValidationFailed
+from refundwatch.reconciliation.pulling import enqueue_pull
 from refundwatch.refunds import attempts
 from refundwatch.refunds.outcome_log import log_refund
 from refundwatch.refunds.outcomes import TRIGGER_FOR
@@ -182,13 +184,20 @@ async def process_event(rt: Runtime, stored_id: UUID) -> str:
             return "connection missing"
         outcomes: list[str] = []
         reviews: list[Refund] = []
+        pulls: list[str] = []
         for event in get_gateway(conn.processor).parse_webhook(row.payload.encode()):
+            if event.settlement_ref:  # settlement data is ready: the worker pulls it, after commit
+                pulls.append(event.settlement_ref)
+                outcomes.append(f"{event.event_type}: settlement pull queued")
+                continue
             outcomes.append(await _apply_event(session, conn.id, conn.name, event, reviews))
         row.processed_at = dt.datetime.now(dt.UTC)
         row.outcome = "; ".join(outcomes)[:255]
         await session.commit()
     for refund in reviews:  # a person must decide: one outcome line each (refunds.outcome_log)
         await log_refund(rt, refund)
+    for ref in pulls:  # once per connection and ref, however often announced (reconciliation.pulling)
+        await enqueue_pull(rt, conn.id, ref)
     return row.outcome or ""
 
 

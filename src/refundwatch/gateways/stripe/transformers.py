@@ -360,6 +360,22 @@ REFUND_EVENT_TYPES: Final = frozenset(
 )
 
 
+# A payout reached the bank: its balance transactions can be pulled (reconciliation.pulling).
+PAYOUT_PAID: Final = "payout.paid"
+
+
+def _paid_payout(container: object) -> str | None:
+    """The id of the automatic payout a ``payout.paid`` event is about; None for a manual payout, whose
+    transactions Stripe cannot list (RECONCILIATION.md §1.1)."""
+    payout = container.get("object") if isinstance(container, dict) else None
+    if not isinstance(payout, dict):
+        raise MalformedError("payout.paid event has no payout object")
+    payout_id = payout.get("id")
+    if not isinstance(payout_id, str) or not payout_id.startswith("po_") or len(payout_id) > 255:
+        raise MalformedError("payout.paid event has no payout id")
+    return None if payout.get("automatic") is False else payout_id
+
+
 def parse_event(body: bytes) -> WebhookEvent:
     """A Stripe Event -> WebhookEvent. ValueError with a short message when malformed."""
     try:
@@ -373,11 +389,20 @@ def parse_event(body: bytes) -> WebhookEvent:
     event_id, event_type = data.get("id"), data.get("type")
     if not isinstance(event_id, str) or not event_id or not isinstance(event_type, str) or not event_type:
         raise MalformedError("event has no id or type")
+    container = data.get("data")
+    if event_type == PAYOUT_PAID:
+        return WebhookEvent(
+            event_id=event_id,
+            event_type=event_type,
+            gateway_refund_id=None,
+            refund_id=None,
+            status=None,
+            settlement_ref=_paid_payout(container),
+        )
     if event_type not in REFUND_EVENT_TYPES:
         return WebhookEvent(
             event_id=event_id, event_type=event_type, gateway_refund_id=None, refund_id=None, status=None
         )
-    container = data.get("data")
     if not isinstance(container, dict):
         raise MalformedError("event has no data object")
     try:

@@ -210,8 +210,11 @@ class StripeSimulator:
             raise StripeError(401, f"Invalid API Key provided: {mask_key(key)}", saved=False)
         return key
 
-    async def read(self, request: Request[Any, Any, Any], action: _ReadAction) -> ASGIApp:
-        """A read-only call: faults, authentication, then ``action(api_key, query_pairs)``."""
+    async def read(
+        self, request: Request[Any, Any, Any], action: _ReadAction, *, mangle: bool = False
+    ) -> ASGIApp:
+        """A read-only call: faults, authentication, then ``action(api_key, query_pairs)``.
+        ``mangle``: ``malformed_rate`` applies to its 2xx answers too (the settlement reads)."""
         incoming = _Incoming.from_request(request)
         config = self.faults.get(PROCESSOR)
         outcome, early = await front_faults(config, *_front_answers(incoming))
@@ -224,6 +227,8 @@ class StripeSimulator:
             answer: ASGIApp = json_reply(200, payload, incoming.headers())
         except StripeError as exc:
             answer = _error_reply(exc, incoming)
+        if mangle:
+            answer = maybe_mangled(config, answer)
         return await back_faults(config, outcome, answer)
 
     # -- POST /v1/refunds -------------------------------------------------------------------------
