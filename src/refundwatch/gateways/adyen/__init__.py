@@ -99,7 +99,7 @@ class AdyenGateway:
         if ("webhook_username" in values) != ("webhook_password" in values):
             raise ValueError("webhook_username and webhook_password go together")
         if ("report_username" in values) != ("report_password" in values):
-            # The report user's basic auth (Customer Area > Developers > API credentials): one is useless alone.
+            # The report user's basic auth (Developers > API credentials): one is useless alone.
             raise ValueError("report_username and report_password go together")
 
     def base_url(self, creds: Credentials) -> str:

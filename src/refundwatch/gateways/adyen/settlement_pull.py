@@ -16,35 +16,40 @@ request, with a reason saying why (:class:`ReportRefused`); redirects are never 
 past :data:`MAX_REPORT_BYTES` is cut off and refused. Neither the password nor the Authorization
 header ever reaches a message.
 
-``due``: Adyen offers no API that lists reports, so nothing is pulled on a schedule from here
-(``[]``): files arrive through REPORT_AVAILABLE, and any batch can be uploaded by hand
-(``refundwatch reconcile import``). A download that failed is not retried from here either; Adyen's
-own notification retries stop once refundwatch has acknowledged the notification.
+``due``: Adyen offers no API that lists reports, and its notification retries stop once refundwatch
+has acknowledged REPORT_AVAILABLE, so a download that failed (Adyen unreachable, a wrong report password
+since fixed) would never come again. The schedule therefore retries the refs whose latest pull within
+``REFUNDWATCH_RECONCILE_PULL_LOOKBACK_DAYS`` failed (read from the audit log, where
+``reconciliation.pulling`` records every pull) and whose file is not imported, as long as the
+connection has report credentials and the ref passes the guard above: a refused URL is never retried.
+Any batch can also be imported by hand (``refundwatch reconcile import``).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import re
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import Final
 from urllib.parse import unquote, urlsplit
 
 import httpx2
+from sqlalchemy import select
 
+from refundwatch.audit import actions
+from refundwatch.connections.services import ConnectionInfo
+from refundwatch.db.models import AuditEntry
 from refundwatch.gateways.adyen import AdyenGateway
 from refundwatch.gateways.adyen.transformers import SETTLEMENT_REPORT_FILE
 from refundwatch.gateways.base import Credentials
 from refundwatch.lib.http import make_client, timeout_for
-
-if TYPE_CHECKING:
-    from refundwatch.connections.services import ConnectionInfo
-    from refundwatch.runtime import Runtime
+from refundwatch.reconciliation.pulling import PulledReport, PullError, imported_names
+from refundwatch.runtime import Runtime
 
 __all__ = [
     "MAX_REPORT_BYTES",
     "REPORT_HOSTS",
     "AdyenSettlementPull",
-    "Download",
     "ReportDownloadFailed",
     "ReportRefused",
     "checked_report_url",
@@ -62,18 +67,12 @@ _DOWNLOAD_PATH: Final = re.compile(
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 
-class ReportRefused(ValueError):
+class ReportRefused(PullError):
     """The report is not downloaded, and no request was made: the reason says why (safe to show)."""
 
 
-class ReportDownloadFailed(Exception):
+class ReportDownloadFailed(PullError):
     """The download was tried and failed (refused credentials, not found, too large, unreachable)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Download:
-    name: str  # the file's name, e.g. settlement_detail_report_batch_12.csv
-    content: bytes
 
 
 def _origin(scheme: str, host: str, port: int | None) -> tuple[str, str, int]:
@@ -142,7 +141,7 @@ def _report_user(creds: Credentials) -> tuple[str, str]:
 
 async def download_report(
     client: httpx2.AsyncClient, creds: Credentials, ref: str, *, limit: int = MAX_REPORT_BYTES
-) -> Download:
+) -> PulledReport:
     """Download the Settlement details report at ``ref`` in the report user's basic auth.
     :class:`ReportRefused` (no request made) or :class:`ReportDownloadFailed`."""
     url, name = checked_report_url(creds, ref)
@@ -171,7 +170,7 @@ async def download_report(
                 chunks.append(chunk)
     except httpx2.HTTPError as exc:
         raise ReportDownloadFailed(f"could not download {name} from Adyen ({type(exc).__name__})") from None
-    return Download(name, b"".join(chunks))
+    return PulledReport(name=name, content=b"".join(chunks), source="file")
 
 
 def _too_large(name: str, limit: int) -> str:
@@ -192,14 +191,55 @@ def _refusal(name: str, status: int) -> str:
 
 
 class AdyenSettlementPull:
-    """The Adyen side of settlement pulls (reconciliation.pulling): REPORT_AVAILABLE's file, no schedule."""
+    """The Adyen side of settlement pulls (reconciliation.pulling): REPORT_AVAILABLE's file, and the
+    failed downloads again on the schedule."""
 
-    async def fetch(self, rt: Runtime, conn: ConnectionInfo, ref: str) -> Download:
+    processor = "adyen"
+
+    async def fetch(self, rt: Runtime, conn: ConnectionInfo, ref: str) -> PulledReport:
         if rt.http is not None:
             return await download_report(rt.http, conn.credentials, ref)
         async with make_client() as client:
             return await download_report(client, conn.credentials, ref)
 
     async def due(self, rt: Runtime, conn: ConnectionInfo) -> list[str]:
-        """Adyen lists no reports: files come with REPORT_AVAILABLE or by hand (module docstring)."""
-        return []
+        """Refs whose latest pull in the lookback window failed, not imported since (module docstring)."""
+        try:
+            _report_user(conn.credentials)
+        except ReportRefused:
+            return []  # nothing can be downloaded until the report user is configured
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(days=rt.settings.reconcile_pull_lookback_days)
+        names: dict[str, str] = {}
+        for ref in await _failed_refs(rt, conn.name, since):
+            try:
+                names[ref] = checked_report_url(conn.credentials, ref)[1]
+            except ReportRefused:
+                continue  # refused once, refused again: never retried
+        done = await imported_names(rt, conn.id, set(names.values()))
+        return [ref for ref, name in names.items() if name not in done]
+
+
+async def _failed_refs(rt: Runtime, connection: str, since: dt.datetime) -> list[str]:
+    """The refs of ``connection`` whose latest pull since ``since`` failed, oldest first: the audit
+    log holds every pull, done (``RECONCILIATION_PULL``) or failed (``RECONCILIATION_PULL_FAILED``)."""
+    async with rt.db.read_session() as session:
+        rows = await session.execute(
+            select(AuditEntry.action, AuditEntry.details)
+            .where(
+                AuditEntry.target_type == "connection",
+                AuditEntry.target_id == connection,
+                AuditEntry.action.in_([actions.RECONCILIATION_PULL, actions.RECONCILIATION_PULL_FAILED]),
+                AuditEntry.at >= since,
+            )
+            .order_by(AuditEntry.id)
+        )
+        latest: dict[str, bool] = {}
+        for action, details in rows:
+            try:
+                ref = json.loads(details).get("ref")
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(ref, str):
+                latest.pop(ref, None)  # re-inserted: the order is the latest attempt's
+                latest[ref] = action == actions.RECONCILIATION_PULL_FAILED
+    return [ref for ref, failed in latest.items() if failed]
