@@ -7,6 +7,7 @@ failed file once the password is right. Real simulator, web, worker and database
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import hashlib
@@ -21,7 +22,10 @@ import httpx2
 import pytest
 
 from processors import ADYEN_HMAC_KEY, ADYEN_MERCHANT, ADYEN_REPORT_PASSWORD, connections_toml
+from refundwatch.config import Settings
+from refundwatch.gateways.adyen.settlement_pull import AdyenSettlementPull
 from refundwatch.reconciliation.parsing import parser_for
+from refundwatch.runtime import Runtime
 from stack import Stack, db_rows, wait_until
 
 pytestmark = pytest.mark.slow
@@ -113,6 +117,21 @@ def open_breaks(stack: Stack) -> list[dict[str, Any]]:
 def deliveries(stack: Stack, file: str) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = stack.control("webhooks?processor=adyen")
     return [d for d in rows if file in d["event_id"]]
+
+
+def due(stack: Stack) -> list[str]:
+    """What the worker's schedule would pull for the connection now (AdyenSettlementPull.due)."""
+
+    async def run() -> list[str]:
+        rt = Runtime.build(Settings(mode="test", database_url=stack.database_url, redis_url=stack.redis_url))
+        try:
+            conn = await rt.connections.by_name(CONNECTION)
+            assert conn is not None
+            return await AdyenSettlementPull().due(rt, conn)
+        finally:
+            await rt.close()
+
+    return asyncio.run(run())
 
 
 def announce(stack: Stack, file: str, url: str) -> None:
@@ -277,6 +296,7 @@ def test_a_url_elsewhere_is_refused_without_a_request(pulls: Stack) -> None:
         assert "points to http://127.0.0.1" in failure["reason"], failure
         assert listener.requests == 0
         assert file_of(stack, file) == []
+        assert url not in due(stack)  # refused once, never retried by the schedule
     finally:
         listener.close()
 
@@ -297,6 +317,7 @@ def test_a_wrong_report_password_fails_clearly_and_the_schedule_downloads_it_onc
         assert "HTTP 401" in failure["reason"]
         assert wrong not in failure["reason"]
         assert file_of(stack, batch["file"]) == []
+        assert batch["url"] in due(stack)  # the schedule will try it again
         log = stack.procs["worker"].tail(200_000)
         assert wrong not in log
         assert ADYEN_REPORT_PASSWORD not in log
@@ -312,3 +333,4 @@ def test_a_wrong_report_password_fails_clearly_and_the_schedule_downloads_it_onc
         -1_500,
         "matched",
     )
+    assert batch["url"] not in due(stack)

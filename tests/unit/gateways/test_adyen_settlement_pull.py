@@ -265,3 +265,9 @@ async def test_an_unreachable_host_is_a_failure_naming_no_secret() -> None:
             await download_report(client, creds(), TEST_URL)
     assert "Basic" not in str(raised.value)
     assert raised.value.__cause__ is None
+
+
+def test_the_pull_registry_knows_the_adyen_puller() -> None:
+    from refundwatch.reconciliation.pulling import puller_for
+
+    assert type(puller_for("adyen")).__name__ == "AdyenSettlementPull"
