@@ -18,6 +18,9 @@ STRIPE_SECRET = "whsec_refundwatch_tests"
 ADYEN_KEY = "AQEadyen_refundwatch_tests_key"
 ADYEN_MERCHANT = "RefundwatchTestsECOM"
 ADYEN_HMAC_KEY = "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056"
+# The report user that downloads Adyen's settlement reports (REPORT_AVAILABLE).
+ADYEN_REPORT_USER = "report_000001@Company.RefundwatchTests"
+ADYEN_REPORT_PASSWORD = "report-password-for-tests"
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,13 @@ KITS: dict[str, Kit] = {
         name="adyen",
         connection="adyen-test",
         new_reference=lambda: secrets.token_hex(8).upper(),  # a 16-character pspReference
-        fields={"api_key": ADYEN_KEY, "merchant_account": ADYEN_MERCHANT, "hmac_key": ADYEN_HMAC_KEY},
+        fields={
+            "api_key": ADYEN_KEY,
+            "merchant_account": ADYEN_MERCHANT,
+            "hmac_key": ADYEN_HMAC_KEY,
+            "report_username": ADYEN_REPORT_USER,
+            "report_password": ADYEN_REPORT_PASSWORD,
+        },
         # The simulator's default is 2 s from "received" to the REFUND notification; tests wait less.
         # A notification refundwatch does not acknowledge comes back on Adyen's schedule (first retry
         # after 9 s, then minutes, hours): at 0.01 of real time, 90 ms, 1.2 s, 3 s...

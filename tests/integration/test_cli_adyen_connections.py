@@ -41,6 +41,8 @@ def adyen_block(name: str, **fields: Any) -> str:
         ({"webhook_username": "adyen"}, "webhook_password"),
         ({"webhook_password": ""}, "webhook_password"),
         ({"report_user": "typo"}, "report_user"),
+        ({"report_username": "report@Company.Refundwatch"}, "report_password go together"),
+        ({"report_password": "r3port-secret"}, "report_password go together"),
     ],
 )
 def test_adyen_connection_refusals(offline: Offline, fields: dict[str, Any], needle: str) -> None:

@@ -65,9 +65,15 @@ Control API (no authentication, JSON):
   ``source_id`` the refund id, ``refund_metadata[refundwatch_refund_id]``, ``refund_failure`` rows for
   refunds failed after success, automatic payouts per currency, cut off at midnight UTC and at each
   ``payouts/pay``); Adyen's Settlement details report (Settled, Refunded, RefundedReversed, a Fee and a
-  MerchantPayout line per batch, daily batches cut off at midnight Europe/Amsterdam, times in
-  CET/CEST). Only refunds that succeeded are settled. Reports are cumulative and stable: a line comes
-  again, byte for byte, in every later report.
+  MerchantPayout line per batch, daily batches cut off at midnight Europe/Amsterdam and at each
+  ``reports/adyen/publish``, times in CET/CEST). Only refunds that succeeded are settled. Reports are
+  cumulative and stable: a line comes again, byte for byte, in every later report.
+- ``POST /_control/reports/adyen/publish`` ``{connection?, batch?}`` closes an Adyen merchant account's
+  current batch before midnight and announces ``settlement_detail_report_batch_<N>.csv`` with a signed
+  ``REPORT_AVAILABLE`` (``batch``: announce a published one again); the file downloads from
+  ``GET /adyen/reports/download/MerchantAccount/{account}/{file}`` in basic auth with the connection's
+  ``report_username``/``report_password``; ``GET /_control/reports/adyen/batches?connection=`` lists
+  the published batches (``adyen/reports.py``).
 - ``POST /_control/discrepancies`` ``{processor, kind, gateway_refund_id?, amount?,
   payment_reference?}`` → 201 ``{processor, kind, gateway_refund_id, amount, payment_reference,
   created}``; ``GET /_control/discrepancies?processor=`` lists them. Kinds: ``drop_line`` (the refund's

@@ -12,6 +12,7 @@ from litestar.exceptions import MethodNotAllowedException, NotFoundException
 
 from . import adyen as adyen_processor
 from . import stripe as stripe_processor
+from .adyen import reports as adyen_reports
 from .adyen import settlement as adyen_settlement
 from .asgi import RAW_SEND_KEY, random_id
 from .connections import Connections, load_connections
@@ -77,12 +78,14 @@ def create_app(connections_path: Path | None = None, webhook_url: str | None = N
     stripe_schedule = Schedule()
     stripe_settlement.register(reports, stripe_schedule)
     stripe_payouts = StripePayouts(stripe, reports, stripe_schedule)
-    adyen_settlement.register(reports, connections)
+    adyen_files = adyen_reports.Publications(reports, connections, adyen.notifier, faults)
+    adyen_settlement.register(reports, connections, adyen_files.cuts)
     app = SimulatorApp(
         route_handlers=[
             stripe.router(),
             stripe_payouts.router(),
             adyen.router(),
+            *adyen_files.routers(),
             build_control_router(store, faults, webhooks, reports, connections),
             stripe_payouts.control_router(),
         ],

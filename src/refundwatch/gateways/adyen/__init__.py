@@ -98,6 +98,9 @@ class AdyenGateway:
             raise ValueError("live_prefix must be letters, digits and dashes (Developers > API URLs)")
         if ("webhook_username" in values) != ("webhook_password" in values):
             raise ValueError("webhook_username and webhook_password go together")
+        if ("report_username" in values) != ("report_password" in values):
+            # The report user's basic auth (Developers > API credentials): one is useless alone.
+            raise ValueError("report_username and report_password go together")
 
     def base_url(self, creds: Credentials) -> str:
         """The connection's base_url; with only a live_prefix, the live URL built from it."""

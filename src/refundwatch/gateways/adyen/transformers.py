@@ -12,6 +12,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -311,6 +312,21 @@ def item_signature(item: Mapping[str, Any], hex_key: str) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
+# REPORT_AVAILABLE announces every kind of report; pspReference is the file's name. Only the Settlement
+# details report is settlement data (RECONCILIATION.md §2.1: settlement_detail_report_batch_<N>.csv).
+REPORT_AVAILABLE: Final = "REPORT_AVAILABLE"
+SETTLEMENT_REPORT_FILE: Final = re.compile(r"settlement_detail_report_batch_[0-9]{1,12}\.csv")
+
+
+def settlement_report_url(psp: str, success: str, reason: str | None) -> str | None:
+    """The download URL (``reason``) of a Settlement details report announced by REPORT_AVAILABLE, or
+    None for any other report, or one not generated (success other than "true"). Where it may be
+    downloaded from is decided by the puller (settlement_pull), not here."""
+    if success != "true" or reason is None or not SETTLEMENT_REPORT_FILE.fullmatch(psp):
+        return None
+    return reason
+
+
 def parse_item(item: Mapping[str, Any]) -> WebhookEvent:
     """One NotificationRequestItem -> WebhookEvent. MalformedError when it lacks what identifies it."""
     psp, event_code = _text(item, "pspReference"), _text(item, "eventCode")
@@ -318,6 +334,17 @@ def parse_item(item: Mapping[str, Any]) -> WebhookEvent:
         raise MalformedError("a notification item has no pspReference or eventCode")
     success = item.get("success")
     success_text = success if isinstance(success, str) else str(success).lower()
+    if event_code == REPORT_AVAILABLE:
+        # About a file, not a refund: pspReference is the file's name and reason its URL.
+        return WebhookEvent(
+            event_id=f"{psp}:{event_code}:{success_text}",
+            event_type=event_code,
+            gateway_refund_id=None,
+            refund_id=None,
+            status=None,
+            raw_status=f"{event_code} success={success_text}",
+            settlement_ref=settlement_report_url(psp, success_text, _text(item, "reason")),
+        )
     additional = item.get("additionalData")
     status, raw = map_event(event_code, success_text, additional if isinstance(additional, dict) else {})
     amount = parse_amount(item.get("amount"))

@@ -51,6 +51,7 @@ __all__ = [
     "parse_refund_request",
     "psp_reference",
     "refund_response",
+    "report_item",
     "sign_item",
     "signing_string",
 ]
@@ -239,6 +240,23 @@ def notification_item(
         "pspReference": psp,
         "reason": reason,
         "success": "true" if success else "false",
+    }
+
+
+def report_item(*, file_name: str, url: str, merchant_account: str) -> dict[str, Any]:
+    """One unsigned ``REPORT_AVAILABLE`` item: ``pspReference`` the report's file name, ``reason`` its
+    download URL (docs.adyen.com/reporting/automatically-get-reports; Webhooks-v1
+    ``ReportAvailableNotificationRequestItem``, which requires an amount: EUR 0 here, the spec's example
+    carries a meaningless one)."""
+    return {
+        "amount": {"currency": "EUR", "value": 0},
+        "eventCode": "REPORT_AVAILABLE",
+        "eventDate": event_date(),
+        "merchantAccountCode": merchant_account,
+        "merchantReference": "",
+        "pspReference": file_name,
+        "reason": url,
+        "success": "true",
     }
 
 
