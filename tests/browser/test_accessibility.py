@@ -44,6 +44,7 @@ def pages(stack: Stack) -> list[str]:
         "/refunds",
         f"/refunds/new?q={reference}",
         f"/refunds/{refund.json()['id']}",
+        f"/payments/{changed['payment_reference']}",  # with a break on its refund
         "/approvals",
         "/gateways",
         "/audit",

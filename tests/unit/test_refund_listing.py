@@ -6,7 +6,8 @@ import datetime as dt
 
 import pytest
 
-from refundwatch.refunds.export import filename, safe_cell
+from refundwatch.lib.csvcells import cell as safe_cell
+from refundwatch.refunds.export import filename
 from refundwatch.refunds.listing import parse_listing
 
 

@@ -11,9 +11,7 @@ page is full, so it is best combined with a time range on a large log.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,14 +22,13 @@ from sqlalchemy import ColumnElement, or_, select
 
 from refundwatch.db.engine import Database
 from refundwatch.db.models import AuditEntry
+from refundwatch.lib import csvcells
 from refundwatch.refunds.people import staff_named
 
 PAGE = 100
 BATCH = 1000  # entries per query while exporting
 ACTOR_TYPES = ("user", "api_key", "system", "processor")
 FIELDS = ("actor", "actor_type", "action", "target", "since", "until", "q")
-# Spreadsheets read a cell starting with one of these as a formula (OWASP "CSV injection").
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(slots=True)
@@ -249,23 +246,12 @@ HEADER = (
 
 
 def filename(kind: str, now: dt.datetime) -> str:
-    return f"audit-{now.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}.{kind}"
-
-
-def _cell(value: Any) -> str | int:
-    if value is None:
-        return ""
-    if isinstance(value, int):
-        return value
-    if isinstance(value, dt.datetime):
-        return utc_text(value)
-    text = str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
+    return csvcells.stamped("audit", now, kind)
 
 
 def _row(entry: AuditEntry) -> list[str | int]:
     return [
-        _cell(v)
+        csvcells.cell(v, utc_text)  # the audit log's times as its page and JSON Lines show them
         for v in (
             entry.id,
             entry.seq,
@@ -281,12 +267,6 @@ def _row(entry: AuditEntry) -> list[str | int]:
             entry.hash,
         )
     ]
-
-
-def _csv(rows: Sequence[Sequence[str | int]]) -> bytes:
-    buffer = io.StringIO()
-    csv.writer(buffer).writerows(rows)  # RFC 4180: quoted where needed, CRLF line ends
-    return buffer.getvalue().encode("utf-8")
 
 
 def _json_line(entry: AuditEntry) -> str:
@@ -312,9 +292,9 @@ def _json_line(entry: AuditEntry) -> str:
 
 
 async def csv_chunks(db: Database, terms: Sequence[ColumnElement[bool]]) -> AsyncIterator[bytes]:
-    yield _csv([HEADER])
+    yield csvcells.lines([HEADER])
     async for rows in walk(db, terms):
-        yield _csv([_row(e) for e in rows])
+        yield csvcells.lines([_row(e) for e in rows])
 
 
 async def jsonl_chunks(db: Database, terms: Sequence[ColumnElement[bool]]) -> AsyncIterator[bytes]:

@@ -105,14 +105,13 @@ async def group_ledgers(session: AsyncSession, column: Any, value: str) -> list[
     ]
 
 
-async def other_connections(rt: Runtime, reference: str, not_on: UUID) -> list[str]:
-    """Names of the other connections that have a payment with this reference."""
+async def other_connections(rt: Runtime, reference: str, not_on: UUID | None = None) -> list[str]:
+    """Names of the (other) connections that have a payment with this reference: a few, to choose from."""
+    query = select(Payment.connection_id).where(Payment.payment_reference == reference)
+    if not_on is not None:
+        query = query.where(Payment.connection_id != not_on)
     async with rt.db.read_session() as session:
-        ids = await session.scalars(
-            select(Payment.connection_id)
-            .where(Payment.payment_reference == reference, Payment.connection_id != not_on)
-            .limit(5)
-        )
+        ids = await session.scalars(query.limit(5))
         found = [await rt.connections.by_id(i) for i in ids]
     return sorted(info.name for info in found if info is not None)
 

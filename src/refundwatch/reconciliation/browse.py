@@ -8,11 +8,9 @@ newest first, through ``ix_reconciliation_breaks_status`` when a status is chose
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import datetime as dt
-import io
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 from urllib.parse import urlencode
 from uuid import UUID
@@ -20,6 +18,7 @@ from uuid import UUID
 from sqlalchemy import ColumnElement, and_, case, func, select
 
 from refundwatch.db.models import ReconciliationBreak
+from refundwatch.lib import csvcells
 from refundwatch.lib.money import is_known_currency, to_decimal_string
 from refundwatch.reconciliation.breaks import KINDS
 from refundwatch.runtime import Runtime
@@ -38,7 +37,6 @@ AGES: tuple[tuple[str, int | None, int | None], ...] = (
 AGE_NAMES = tuple(name for name, _, _ in AGES)
 # Kinds whose two figures are both in one currency: what is unreconciled is their difference.
 _DIFFERENCE_KINDS = ("amount_mismatch", "over_refunded", "invoice_over_refunded")
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # CSV injection, as in the other exports
 
 B = ReconciliationBreak
 
@@ -240,18 +238,7 @@ HEADER = (
 
 
 def filename(now: dt.datetime) -> str:
-    return f"reconciliation-breaks-{now.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}.csv"
-
-
-def _cell(value: Any) -> str | int:
-    if value is None:
-        return ""
-    if isinstance(value, int):
-        return value
-    if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).isoformat()
-    text = str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
+    return csvcells.stamped("reconciliation-breaks", now)
 
 
 def _record(row: ReconciliationBreak, names: dict[UUID, str]) -> list[str | int]:
@@ -276,20 +263,14 @@ def _record(row: ReconciliationBreak, names: dict[UUID, str]) -> list[str | int]
         row.resolved_by,
         row.resolved_at,
     )
-    return [_cell(v) for v in values]
-
-
-def _lines(rows: Sequence[Sequence[str | int]]) -> bytes:
-    buffer = io.StringIO()
-    csv.writer(buffer).writerows(rows)  # RFC 4180: quoted where needed, CRLF line ends
-    return buffer.getvalue().encode("utf-8")
+    return [csvcells.cell(v) for v in values]
 
 
 async def csv_chunks(rt: Runtime, q: BreakQuery, now: dt.datetime) -> AsyncIterator[bytes]:
     """The header, then every break of the filter (no cursor), newest first, in keyset batches."""
     names = {c.id: c.name for c in await rt.connections.all()}
     terms = conditions(q, now)
-    yield _lines([HEADER])
+    yield csvcells.lines([HEADER])
     before: UUID | None = None
     while True:
         query = select(B).where(*terms).order_by(B.id.desc()).limit(BATCH)
@@ -299,7 +280,7 @@ async def csv_chunks(rt: Runtime, q: BreakQuery, now: dt.datetime) -> AsyncItera
             rows = list(await session.scalars(query))
         if not rows:
             return
-        yield _lines([_record(r, names) for r in rows])
+        yield csvcells.lines([_record(r, names) for r in rows])
         if len(rows) < BATCH:
             return
         before = rows[-1].id

@@ -1,15 +1,12 @@
 """CSV export of a filtered refunds list, streamed in keyset batches so memory stays flat.
 
-Finance opens these files in spreadsheets, so a text cell that a spreadsheet would take for a formula
-gets a leading apostrophe (CSV injection). Metadata (personal data, encrypted at rest) is never exported:
-the query does not even read that column.
+Finance opens these files in spreadsheets: every cell is defused against CSV injection (lib.csvcells).
+Metadata (personal data, encrypted at rest) is never exported: the query does not even read that column.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from uuid import UUID
@@ -17,6 +14,7 @@ from uuid import UUID
 from sqlalchemy import ColumnElement, Row
 
 from refundwatch.db.models import Refund
+from refundwatch.lib import csvcells
 from refundwatch.lib.money import to_decimal_string
 from refundwatch.refunds.queries import walk_rows
 from refundwatch.runtime import Runtime
@@ -61,24 +59,10 @@ _COLUMNS = (
     Refund.accepted_at,
     Refund.finalized_at,
 )
-# Spreadsheets read a cell starting with one of these as a formula (OWASP "CSV injection").
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def filename(now: dt.datetime) -> str:
-    return f"refunds-{now.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}.csv"
-
-
-def safe_cell(value: Any) -> str | int:
-    """One cell: numbers as they are, times in ISO 8601 UTC, text defused if it could be a formula."""
-    if value is None:
-        return ""
-    if isinstance(value, int):
-        return value
-    if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).isoformat()
-    text = str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
+    return csvcells.stamped("refunds", now)
 
 
 def _record(row: Row[Any], names: dict[UUID, str]) -> list[str | int]:
@@ -103,18 +87,12 @@ def _record(row: Row[Any], names: dict[UUID, str]) -> list[str | int]:
         row.accepted_at,
         row.finalized_at,
     ]
-    return [safe_cell(v) for v in values]
-
-
-def _lines(rows: Sequence[list[str | int]]) -> bytes:
-    buffer = io.StringIO()
-    csv.writer(buffer).writerows(rows)  # RFC 4180: quoted where needed, CRLF line ends
-    return buffer.getvalue().encode("utf-8")
+    return [csvcells.cell(v) for v in values]
 
 
 async def csv_chunks(rt: Runtime, terms: Sequence[ColumnElement[bool]]) -> AsyncIterator[bytes]:
     """The header, then one chunk per batch of refunds matching ``terms``, newest first."""
     names = {c.id: c.name for c in await rt.connections.all()}
-    yield _lines([list(HEADER)])
+    yield csvcells.lines([list(HEADER)])
     async for rows in walk_rows(rt, terms, _COLUMNS, batch=BATCH):
-        yield _lines([_record(row, names) for row in rows])
+        yield csvcells.lines([_record(row, names) for row in rows])

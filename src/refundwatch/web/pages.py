@@ -7,6 +7,7 @@ from litestar.di import Provide
 
 from refundwatch.auth.guards import staff, staff_guard
 from refundwatch.dashboard import controllers as dashboard
+from refundwatch.payments import pages as payment_pages
 from refundwatch.refunds import pages as refund_pages
 from refundwatch.web import admin_manage, admin_pages, audit_pages, reconciliation_pages
 
@@ -18,6 +19,7 @@ def pages_router() -> Router:
         route_handlers=[
             *dashboard.ROUTES,
             *refund_pages.ROUTES,
+            *payment_pages.ROUTES,
             *admin_pages.ROUTES,
             *audit_pages.ROUTES,
             *reconciliation_pages.ROUTES,
