@@ -37,6 +37,10 @@ class Kit:
     # Whether the first answer is already the outcome (Stripe) or only "received" (Adyen: processing
     # until a notification says how it went).
     answers_outcome: bool = True
+    # The webhook event that announces settlement data to pull (its ``event_type``), and the form the
+    # pull imports it in (the settlement file's ``source``: an API answer or a report file).
+    settlement_notice: str = ""
+    settlement_source: str = ""
 
     def connection_toml(self, sim_url: str) -> str:
         lines = [
@@ -57,6 +61,8 @@ KITS: dict[str, Kit] = {
         connection="stripe-test",
         new_reference=lambda: f"pi_{uuid.uuid4().hex[:20]}",
         fields={"api_key": STRIPE_KEY, "webhook_secret": STRIPE_SECRET},
+        settlement_notice="payout.paid",  # the payout's balance transactions, by API
+        settlement_source="api",
     ),
     "adyen": Kit(
         name="adyen",
@@ -74,6 +80,8 @@ KITS: dict[str, Kit] = {
         # after 9 s, then minutes, hours): at 0.01 of real time, 90 ms, 1.2 s, 3 s...
         fault_defaults={"settle_ms": 300, "webhook_retry_scale": 0.01},
         answers_outcome=False,
+        settlement_notice="REPORT_AVAILABLE",  # the Settlement details report, downloaded
+        settlement_source="file",
     ),
 }
 

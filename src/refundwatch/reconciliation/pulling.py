@@ -19,7 +19,7 @@ import importlib
 import logging
 from collections.abc import Collection, Mapping
 from types import MappingProxyType
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 from uuid import UUID
 
 from sqlalchemy import select
@@ -133,19 +133,17 @@ def _one_line(text: str) -> str:
     return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 1] + "…"
 
 
+async def _audit(rt: Runtime, conn: ConnectionInfo, action: str, details: dict[str, Any]) -> None:
+    """Record one pull of ``conn`` in the audit log, in a transaction of its own."""
+    async with rt.db.session() as session:
+        record(session, PULLER, action, target_type="connection", target_id=conn.name, details=details)
+        await session.commit()
+
+
 async def _failed(rt: Runtime, conn: ConnectionInfo, ref: str, reason: str) -> Pulled:
     reason = _one_line(reason)
     log.warning("settlement pull failed: %s %s: %s", conn.name, ref, reason)
-    async with rt.db.session() as session:
-        record(
-            session,
-            PULLER,
-            actions.RECONCILIATION_PULL_FAILED,
-            target_type="connection",
-            target_id=conn.name,
-            details={"ref": ref[:255], "reason": reason},
-        )
-        await session.commit()
+    await _audit(rt, conn, actions.RECONCILIATION_PULL_FAILED, {"ref": ref[:255], "reason": reason})
     return Pulled(conn.name, ref, reason=reason)
 
 
@@ -178,16 +176,8 @@ async def pull(rt: Runtime, connection_id: UUID, ref: str) -> Pulled:
     except BadInput as exc:
         return await _failed(rt, conn, ref, f"unreadable answer: {exc}")
     if imported.already:  # audited all the same: each pull leaves its trace
-        async with rt.db.session() as session:
-            record(
-                session,
-                PULLER,
-                actions.RECONCILIATION_PULL,
-                target_type="connection",
-                target_id=conn.name,
-                details={"ref": ref[:255], "file": report.name, "already": True},
-            )
-            await session.commit()
+        details = {"ref": ref[:255], "file": report.name, "already": True}
+        await _audit(rt, conn, actions.RECONCILIATION_PULL, details)
         return Pulled(conn.name, ref, imported)
     return Pulled(conn.name, ref, imported, await match_lines(rt))
 
