@@ -20,6 +20,7 @@ failure refundwatch can learn from the report alone.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ __all__ = [
     "exponent",
     "major",
     "payout_day",
+    "sleep_until",
     "stable_id",
 ]
 
@@ -286,3 +288,10 @@ class Reports:
         found = Discrepancy(processor, "foreign_refund", None, amount, reference, int(time.time()), new_id)
         self.discrepancies.append(found)
         return found
+
+
+async def sleep_until(moment: float) -> None:
+    """Sleep until ``time.time()`` has reached ``moment``. uvloop may wake a sleep up to a millisecond
+    early, and a period cut at a whole second must not be read before that second has begun."""
+    while (left := moment - time.time()) > 0:  # noqa: ASYNC110 — waiting on the clock, not an event
+        await asyncio.sleep(left)

@@ -43,7 +43,7 @@ from litestar.status_codes import HTTP_201_CREATED
 
 from ..connections import Connection, Connections
 from ..faults import Faults
-from ..settlement import Reports
+from ..settlement import Reports, sleep_until
 from .notifications import PROCESSOR, Notifier
 from .settlement import batch_file, batch_filename, batch_of
 from .wire import report_item
@@ -157,7 +157,7 @@ class Publications:
         number, closed = batch_of(cut - 1, 0, cuts)
         cuts.append(cut)
         # Lines booked until the cut still belong to this batch: wait for it before anyone downloads.
-        await asyncio.sleep(max(0.0, cut - time.time()))
+        await sleep_until(cut)
         file = batch_filename(number)
         url = f"{base_url}{DOWNLOAD_PATH}/{quote(merchant, safe='')}/{file}"
         published = Published(merchant, number, file, url, int(closed.timestamp()), time.time())

@@ -26,7 +26,7 @@ from litestar import Request, Response, Router, get, post
 from litestar.types import ASGIApp
 
 from ..asgi import random_id
-from ..settlement import Reports
+from ..settlement import Reports, sleep_until
 from .handlers import PROCESSOR, StripeSimulator
 from .payouts import Payout, payout_object, payout_transactions, payouts_of
 from .schedule import Schedule
@@ -266,14 +266,14 @@ class StripePayouts:
         """Cut the running period at the next whole second (every line booked before this call is in
         it, every later one books after the cut), then pay and announce its payouts."""
         cut_off = int(time.time()) + 1
-        await asyncio.sleep(max(0.0, cut_off - time.time()))
+        await sleep_until(cut_off)
         self.schedule.cut(cut_off)
         return cut_off, self.announce(cut_off)
 
     async def _midnights(self) -> None:
         while True:
             midnight = _next_midnight(time.time())
-            await asyncio.sleep(max(0.0, midnight - time.time()) + 0.5)
+            await sleep_until(midnight + 0.5)
             self.announce(midnight)
 
     async def start(self) -> None:
