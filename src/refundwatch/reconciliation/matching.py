@@ -1,8 +1,5 @@
 """Each imported line matched to a refund, or a break that says why not (issue 14 §3).
 
-Lines are taken in batches; a batch's refunds and the earlier lines under its keys are read in three
-queries, so matching costs a few statements per batch rather than per line.
-
 A refund line is matched on the processor's own refund id first, then on the merchant reference
 refundwatch sent (its refund id). Every line ends in exactly one state (``settlement_lines.match``):
 matched, a break kind, or ``not_a_refund`` for fees, payouts and payments, which are kept but are
@@ -11,6 +8,12 @@ reports), is that line again: it keeps the earlier verdict and opens nothing (``
 Breaks are opened once per subject and kind, however often matching runs. The
 processor's word that money moved is applied to the refund (money truth first): a refund failure
 or reversal line for a succeeded refund moves it to ``reversed``, with the line as the source.
+
+Set-based, per batch of lines (a million lines is a few thousand statements, not millions): the
+batch's lines, refunds and earlier lines are read in a few queries, each line is decided in memory
+in id order, and the verdicts are written in one statement, the breaks in another. Only a line that
+changes a refund's status (a refund failure, or a settlement of a refund not yet succeeded here)
+takes the refund's row lock and goes through the state table, the refund's timeline and the audit.
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections import Counter
+from typing import Any, cast
 from uuid import UUID
 
-from sqlalchemy import select
+from sqlalchemy import Row, Table, bindparam, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from uuid_utils.compat import uuid7
 
 from refundwatch.audit.actions import Actor
 from refundwatch.db.models import ReconciliationBreak, Refund, SettlementEntry, SettlementFile
@@ -31,10 +37,14 @@ from refundwatch.refunds.states import RELEASED, Source, Status, Trigger
 from refundwatch.runtime import Runtime
 
 RECONCILER = Actor("system", "reconciliation")
-BATCH = 500
+BATCH = 2_000
 MATCHED = "matched"
 NOT_A_REFUND = "not_a_refund"
 REFUND_KINDS = ("refund", "refund_failure")
+LINES = cast(Table, SettlementEntry.__table__)
+BREAKS = cast(Table, ReconciliationBreak.__table__)
+REFUNDS = cast(Table, Refund.__table__)
+FILES = cast(Table, SettlementFile.__table__)
 
 
 @dataclasses.dataclass
@@ -44,6 +54,37 @@ class Summary:
     breaks: Counter[str] = dataclasses.field(default_factory=Counter)
 
 
+def break_values(
+    kind: str,
+    connection_id: UUID | None,
+    subject: str,
+    detail: str,
+    *,
+    refund_id: UUID | None = None,
+    line_id: int | None = None,
+    gateway_refund_id: str | None = None,
+    expected: int | None = None,
+    actual: int | None = None,
+    currency: str | None = None,
+) -> dict[str, Any]:
+    """A new open break's columns: one shape for the ORM (``new_break``) and the bulk insert."""
+    return {
+        "id": uuid7(),
+        "connection_id": connection_id,
+        "kind": kind,
+        "subject": subject[:255],
+        "refund_id": refund_id,
+        "line_id": line_id,
+        "gateway_refund_id": gateway_refund_id,
+        "currency": currency,
+        "expected": expected,
+        "actual": actual,
+        "detail": detail[:500],
+        "opened_at": dt.datetime.now(dt.UTC),
+        "status": "open",
+    }
+
+
 def new_break(
     kind: str,
     connection_id: UUID | None,
@@ -51,25 +92,22 @@ def new_break(
     detail: str,
     *,
     refund: Refund | None = None,
-    line: SettlementEntry | None = None,
     expected: int | None = None,
     actual: int | None = None,
     currency: str | None = None,
 ) -> ReconciliationBreak:
     return ReconciliationBreak(
-        connection_id=connection_id,
-        kind=kind,
-        subject=subject[:255],
-        refund_id=refund.id if refund is not None else None,
-        line_id=line.id if line is not None else None,
-        gateway_refund_id=(line.gateway_refund_id if line is not None else None)
-        or (refund.gateway_refund_id if refund is not None else None),
-        currency=currency,
-        expected=expected,
-        actual=actual,
-        detail=detail[:500],
-        opened_at=dt.datetime.now(dt.UTC),
-        status="open",
+        **break_values(
+            kind,
+            connection_id,
+            subject,
+            detail,
+            refund_id=refund.id if refund is not None else None,
+            gateway_refund_id=refund.gateway_refund_id if refund is not None else None,
+            expected=expected,
+            actual=actual,
+            currency=currency,
+        )
     )
 
 
@@ -94,7 +132,121 @@ async def open_break(session: AsyncSession, found: ReconciliationBreak) -> bool:
     return True
 
 
-def _refund_for(batch: _Batch, line: SettlementEntry) -> Refund | None:
+# --- what a batch needs, read in a few queries -----------------------------------------------------
+
+# A line as matching reads it (a Row with these attributes).
+_LINE_COLUMNS = (
+    LINES.c.id,
+    LINES.c.file_id,
+    LINES.c.connection_id,
+    LINES.c.row_number,
+    LINES.c.row_hash,
+    LINES.c.line_key,
+    LINES.c.kind,
+    LINES.c.gross,
+    LINES.c.currency,
+    LINES.c.gateway_refund_id,
+    LINES.c.merchant_reference,
+    LINES.c.raw_type,
+)
+
+
+@dataclasses.dataclass(slots=True)
+class _Refund:
+    """What deciding a line needs of its refund; ``status`` follows what this batch did to it."""
+
+    id: UUID
+    connection_id: UUID
+    gateway_refund_id: str | None
+    amount: int
+    currency: str
+    status: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Earlier:
+    """A line already classified under the same processor line key."""
+
+    id: int
+    file_id: UUID
+    row_hash: str
+    match: str
+    refund_id: UUID | None
+
+
+@dataclasses.dataclass
+class _Batch:
+    by_gateway_id: dict[tuple[UUID, str], _Refund]
+    by_id: dict[UUID, _Refund]
+    earlier: dict[tuple[UUID, str], list[_Earlier]]  # classified lines by (connection, line key)
+    locked: dict[UUID, Refund] = dataclasses.field(default_factory=dict)  # taken for a transition
+
+    def classified(self, line: Row[Any], match: str, refund_id: UUID | None) -> None:
+        """``line`` has its verdict: later lines of the batch with its key see it."""
+        self.earlier.setdefault((line.connection_id, line.line_key), []).append(
+            _Earlier(line.id, line.file_id, line.row_hash, match, refund_id)
+        )
+
+
+_REFUND_COLUMNS = (
+    REFUNDS.c.id,
+    REFUNDS.c.connection_id,
+    REFUNDS.c.gateway_refund_id,
+    REFUNDS.c.amount,
+    REFUNDS.c.currency,
+    REFUNDS.c.status,
+)
+
+
+async def _prefetch(session: AsyncSession, lines: list[Row[Any]]) -> _Batch:
+    about = [line for line in lines if line.kind in REFUND_KINDS]
+    batch = _Batch({}, {}, {})
+    if not about:
+        return batch
+    connections = {line.connection_id for line in about}
+    gateway_ids = {line.gateway_refund_id for line in about if line.gateway_refund_id}
+    if gateway_ids:
+        for row in await session.execute(
+            select(*_REFUND_COLUMNS).where(
+                REFUNDS.c.connection_id.in_(connections), REFUNDS.c.gateway_refund_id.in_(gateway_ids)
+            )
+        ):
+            batch.by_gateway_id[(row.connection_id, row.gateway_refund_id)] = _Refund(*row)
+    # The merchant reference is looked at only where the processor's refund id found nothing.
+    references = {
+        ref
+        for line in about
+        if (line.connection_id, line.gateway_refund_id) not in batch.by_gateway_id
+        and (ref := _as_uuid(line.merchant_reference)) is not None
+    }
+    if references:
+        for row in await session.execute(select(*_REFUND_COLUMNS).where(REFUNDS.c.id.in_(references))):
+            batch.by_id[row.id] = _Refund(*row)
+    rows = await session.execute(
+        select(
+            LINES.c.id,
+            LINES.c.file_id,
+            LINES.c.row_hash,
+            LINES.c.match,
+            LINES.c.refund_id,
+            LINES.c.connection_id,
+            LINES.c.line_key,
+        )
+        .where(
+            LINES.c.connection_id.in_(connections),
+            LINES.c.line_key.in_({line.line_key for line in about}),
+            LINES.c.match.is_not(None),  # classified: from a file that was imported
+        )
+        .order_by(LINES.c.id)
+    )
+    for entry_id, file_id, row_hash, match, refund_id, connection_id, line_key in rows:
+        batch.earlier.setdefault((connection_id, line_key), []).append(
+            _Earlier(entry_id, file_id, row_hash, match, refund_id)
+        )
+    return batch
+
+
+def _refund_for(batch: _Batch, line: Row[Any]) -> _Refund | None:
     if line.gateway_refund_id:
         found = batch.by_gateway_id.get((line.connection_id, line.gateway_refund_id))
         if found is not None:
@@ -115,18 +267,7 @@ def _as_uuid(text: str | None) -> UUID | None:
         return None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Earlier:
-    """A line already classified under the same processor line key."""
-
-    id: int
-    file_id: UUID
-    row_hash: str
-    match: str
-    refund_id: UUID | None
-
-
-def _seen_before(batch: _Batch, line: SettlementEntry) -> tuple[str, _Earlier] | None:
+def _seen_before(batch: _Batch, line: Row[Any]) -> tuple[str, _Earlier] | None:
     """Whether an earlier line has ``line``'s processor line key: ("repeat", it) or ("duplicate", it).
 
     Reports are often cumulative (a processor's report "so far", a payout report run again): a later
@@ -156,202 +297,186 @@ def _seen_before(batch: _Batch, line: SettlementEntry) -> tuple[str, _Earlier] |
     return None
 
 
-@dataclasses.dataclass
-class _Batch:
-    """What classifying a batch of lines needs, read in three queries instead of several per line."""
+# --- one line's verdict ----------------------------------------------------------------------------
 
-    by_gateway_id: dict[tuple[UUID, str], Refund]
-    by_id: dict[UUID, Refund]
-    earlier: dict[tuple[UUID, str], list[_Earlier]]  # classified lines by (connection, line key)
-
-    def classified(self, line: SettlementEntry) -> None:
-        """``line`` has its verdict: later lines of the batch with its key see it."""
-        self.earlier.setdefault((line.connection_id, line.line_key), []).append(
-            _Earlier(line.id, line.file_id, line.row_hash, line.match or "", line.refund_id)
-        )
+# (match, refund id, the break it opens or None)
+Verdict = tuple[str, UUID | None, dict[str, Any] | None]
 
 
-async def _prefetch(session: AsyncSession, lines: list[SettlementEntry]) -> _Batch:
-    about = [line for line in lines if line.kind in REFUND_KINDS]
-    batch = _Batch({}, {}, {})
-    if not about:
-        return batch
-    connections = {line.connection_id for line in about}
-    gateway_ids = {line.gateway_refund_id for line in about if line.gateway_refund_id}
-    if gateway_ids:
-        for refund in await session.scalars(
-            select(Refund)
-            .where(Refund.connection_id.in_(connections), Refund.gateway_refund_id.in_(gateway_ids))
-            .with_for_update()
-        ):
-            if refund.gateway_refund_id is not None:
-                batch.by_gateway_id[(refund.connection_id, refund.gateway_refund_id)] = refund
-    references = {ref for line in about if (ref := _as_uuid(line.merchant_reference)) is not None}
-    if references:
-        for refund in await session.scalars(
-            select(Refund).where(Refund.id.in_(references)).with_for_update()
-        ):
-            batch.by_id[refund.id] = refund
-    rows = await session.execute(
-        select(
-            SettlementEntry.id,
-            SettlementEntry.file_id,
-            SettlementEntry.row_hash,
-            SettlementEntry.match,
-            SettlementEntry.refund_id,
-            SettlementEntry.connection_id,
-            SettlementEntry.line_key,
-        )
-        .where(
-            SettlementEntry.connection_id.in_(connections),
-            SettlementEntry.line_key.in_({line.line_key for line in about}),
-            SettlementEntry.match.is_not(None),  # classified: from a file that was imported
-        )
-        .order_by(SettlementEntry.id)
+def _line_break(kind: str, line: Row[Any], subject: str, detail: str, **values: Any) -> dict[str, Any]:
+    return break_values(
+        kind,
+        line.connection_id,
+        subject,
+        detail,
+        line_id=line.id,
+        gateway_refund_id=line.gateway_refund_id,
+        **values,
     )
-    for entry_id, file_id, row_hash, match, refund_id, connection_id, line_key in rows:
-        batch.earlier.setdefault((connection_id, line_key), []).append(
-            _Earlier(entry_id, file_id, row_hash, match, refund_id)
-        )
-    return batch
 
 
-async def _classify(session: AsyncSession, batch: _Batch, line: SettlementEntry, summary: Summary) -> str:
-    cid = line.connection_id
+def _refund_break(kind: str, line: Row[Any], refund: _Refund, detail: str, **values: Any) -> dict[str, Any]:
+    return break_values(
+        kind,
+        line.connection_id,
+        f"refund:{refund.id}",
+        detail,
+        refund_id=refund.id,
+        line_id=line.id,
+        gateway_refund_id=line.gateway_refund_id or refund.gateway_refund_id,
+        expected=refund.amount,
+        actual=abs(line.gross),
+        **values,
+    )
+
+
+def _classify(batch: _Batch, line: Row[Any]) -> Verdict | _Refund:
+    """The line's verdict, decided in memory; or its refund, when the processor's word about the money
+    may change the refund's status (``_transition`` decides those under the refund's lock)."""
     if line.kind == "unmapped":
-        await _count(
-            session,
-            summary,
-            new_break(
-                "unmapped",
-                cid,
-                f"line:{line.id}",
-                f"{line.raw_type!r}: a type refundwatch does not know",
-                line=line,
-            ),
-        )
-        return "unmapped"
+        detail = f"{line.raw_type!r}: a type refundwatch does not know"
+        return "unmapped", None, _line_break("unmapped", line, f"line:{line.id}", detail)
     if line.kind not in REFUND_KINDS:
-        return NOT_A_REFUND
+        return NOT_A_REFUND, None, None
     seen = _seen_before(batch, line)
     if seen is not None and seen[0] == "repeat":
-        line.refund_id = seen[1].refund_id
-        return seen[1].match
+        return seen[1].match, seen[1].refund_id, None
     if seen is not None:
-        earlier = seen[1].id
-        await _count(
-            session,
-            summary,
-            new_break(
-                "duplicate_line",
-                cid,
-                f"line:{line.id}",
-                f"the same line as line {earlier} ({line.line_key})",
-                line=line,
-                actual=abs(line.gross),
-                currency=line.currency,
-            ),
+        detail = f"the same line as line {seen[1].id} ({line.line_key})"
+        found = _line_break(
+            "duplicate_line", line, f"line:{line.id}", detail, actual=abs(line.gross), currency=line.currency
         )
-        return "duplicate_line"
+        return "duplicate_line", None, found
     refund = _refund_for(batch, line)
     if refund is None:
-        await _count(
-            session,
-            summary,
-            new_break(
-                "missing_local",
-                cid,
-                f"line:{line.id}",
-                f"{line.raw_type} {line.gateway_refund_id or line.line_key}: "
-                "in the report, unknown to refundwatch",
-                line=line,
-                actual=abs(line.gross),
-                currency=line.currency,
-            ),
+        named = line.gateway_refund_id or line.line_key
+        detail = f"{line.raw_type} {named}: in the report, unknown to refundwatch"
+        found = _line_break(
+            "missing_local", line, f"line:{line.id}", detail, actual=abs(line.gross), currency=line.currency
         )
-        return "missing_local"
-    line.refund_id = refund.id
+        return "missing_local", None, found
     if line.currency != refund.currency:
-        await _count(
-            session,
-            summary,
-            new_break(
-                "currency_mismatch",
-                cid,
-                f"refund:{refund.id}",
-                f"reported in {line.currency}, asked in {refund.currency}",
-                refund=refund,
-                line=line,
-                expected=refund.amount,
-                actual=abs(line.gross),
-                currency=line.currency,
-            ),
+        detail = f"reported in {line.currency}, asked in {refund.currency}"
+        return (
+            "currency_mismatch",
+            refund.id,
+            _refund_break("currency_mismatch", line, refund, detail, currency=line.currency),
         )
-        return "currency_mismatch"
     if abs(line.gross) != refund.amount:  # gross is signed from the balance: a refund's is negative
-        await _count(
-            session,
-            summary,
-            new_break(
-                "amount_mismatch",
-                cid,
-                f"refund:{refund.id}",
-                f"reported {abs(line.gross)}, asked {refund.amount} (minor units of {refund.currency})",
-                refund=refund,
-                line=line,
-                expected=refund.amount,
-                actual=abs(line.gross),
-                currency=refund.currency,
-            ),
+        detail = f"reported {abs(line.gross)}, asked {refund.amount} (minor units of {refund.currency})"
+        return (
+            "amount_mismatch",
+            refund.id,
+            _refund_break("amount_mismatch", line, refund, detail, currency=refund.currency),
         )
-        return "amount_mismatch"
+    if line.kind == "refund" and refund.status == Status.SUCCEEDED:
+        return MATCHED, refund.id, None  # the common case: the records agree, nothing moves
+    return refund
+
+
+async def _transition(session: AsyncSession, batch: _Batch, line: Row[Any], seen: _Refund) -> Verdict:
+    """A refund failure, or a settlement of a refund not succeeded here: the state table decides, on the
+    refund locked (its status read afresh under the lock), with the line as the event's source."""
+    refund = batch.locked.get(seen.id)
+    if refund is None:
+        refund = (await session.scalars(select(Refund).where(Refund.id == seen.id).with_for_update())).one()
+        batch.locked[seen.id] = refund
     detail = f"settlement line {line.line_key} ({line.raw_type}) in report row {line.row_number}"
-    if line.kind == "refund_failure":
-        was = refund.status
-        if was not in RELEASED:  # the state table decides: succeeded -> reversed, in flight -> failed
+    try:
+        if line.kind == "refund_failure":
+            was = refund.status
+            if was not in RELEASED:  # the state table decides: succeeded -> reversed, in flight -> failed
+                await apply(
+                    session,
+                    refund,
+                    Trigger.REVERSED,
+                    source=Source.RECONCILIATION,
+                    actor=RECONCILER,
+                    detail=f"{detail}: the refund failed or was reversed at the processor",
+                )
+            if was != Status.SUCCEEDED:
+                return MATCHED, refund.id, None  # the records agree, or now do
+            why = f"{line.raw_type}: failed or reversed at the processor after it succeeded"
+            found = _refund_break("reversed_after_success", line, seen, why, currency=refund.currency)
+            return "reversed_after_success", refund.id, found
+        if refund.status != Status.SUCCEEDED:
+            # The processor settled it: money moved. The state machine decides what that means here
+            # (processing -> succeeded; a released status -> manual review with the amount reserved again).
             await apply(
                 session,
                 refund,
-                Trigger.REVERSED,
+                Trigger.SUCCEEDED,
                 source=Source.RECONCILIATION,
                 actor=RECONCILER,
-                detail=f"{detail}: the refund failed or was reversed at the processor",
+                detail=f"{detail}: the processor settled this refund",
             )
-        if was != Status.SUCCEEDED:
-            return MATCHED  # the records agree, or now do
-        await _count(
-            session,
-            summary,
-            new_break(
-                "reversed_after_success",
-                cid,
-                f"refund:{refund.id}",
-                f"{line.raw_type}: failed or reversed at the processor after it succeeded",
-                refund=refund,
-                line=line,
-                expected=refund.amount,
-                actual=abs(line.gross),
-                currency=refund.currency,
-            ),
-        )
-        return "reversed_after_success"
-    if refund.status != Status.SUCCEEDED:
-        # The processor settled it: money moved. The state machine decides what that means here
-        # (processing -> succeeded; a released status -> manual review with the amount reserved again).
-        await apply(
-            session,
-            refund,
-            Trigger.SUCCEEDED,
-            source=Source.RECONCILIATION,
-            actor=RECONCILER,
-            detail=f"{detail}: the processor settled this refund",
-        )
-    return MATCHED
+        return MATCHED, refund.id, None
+    finally:
+        seen.status = refund.status
 
 
-async def _count(session: AsyncSession, summary: Summary, found: ReconciliationBreak) -> None:
-    if await open_break(session, found):
-        summary.breaks[found.kind] += 1
+# --- writing a batch's verdicts --------------------------------------------------------------------
+
+# PostgreSQL: every verdict of the batch in one statement of fixed shape (arrays, prepared once).
+_PG_VERDICTS = text(
+    "UPDATE settlement_lines AS s SET match = v.match, refund_id = v.refund_id "
+    "FROM unnest(CAST(:ids AS bigint[]), CAST(:matches AS varchar[]), CAST(:refund_ids AS uuid[])) "
+    "AS v(id, match, refund_id) WHERE s.id = v.id"
+)
+# SQLite: one executemany in the driver (a prepared statement stepped per line).
+_SQLITE_VERDICTS = (
+    update(LINES)
+    .where(LINES.c.id == bindparam("b_id"))
+    .values(match=bindparam("b_match"), refund_id=bindparam("b_refund_id"))
+)
+
+
+async def _write_verdicts(
+    session: AsyncSession, is_sqlite: bool, verdicts: list[tuple[int, str, UUID | None]]
+) -> None:
+    if is_sqlite:
+        params = [{"b_id": i, "b_match": m, "b_refund_id": r} for i, m, r in verdicts]
+        await session.execute(_SQLITE_VERDICTS, params)
+        return
+    ids, matches, refund_ids = zip(*verdicts, strict=True)
+    await session.execute(
+        _PG_VERDICTS, {"ids": list(ids), "matches": list(matches), "refund_ids": list(refund_ids)}
+    )
+
+
+async def _open_breaks(session: AsyncSession, is_sqlite: bool, found: list[dict[str, Any]]) -> list[str]:
+    """Insert the batch's breaks, each unless its subject already has one of that kind (a unique key);
+    the kinds of those opened now."""
+    dialect_insert = sqlite.insert if is_sqlite else postgresql.insert
+    statement = (
+        dialect_insert(BREAKS)
+        .on_conflict_do_nothing(index_elements=["connection_id", "kind", "subject"])
+        .returning(BREAKS.c.kind)
+    )
+    return list(await session.scalars(statement, found))
+
+
+# --- the loop --------------------------------------------------------------------------------------
+
+
+def _claim(after: int, connection_id: UUID | None) -> Any:
+    query = (
+        select(*_LINE_COLUMNS)
+        .where(
+            LINES.c.match.is_(None),
+            LINES.c.id > after,
+            # Lines of a file still importing wait until it is whole.
+            LINES.c.file_id.not_in(select(FILES.c.id).where(FILES.c.status != "imported")),
+        )
+        .order_by(LINES.c.id)
+        .limit(BATCH)
+        # The worker's schedule, the CLI and an upload may match at once: each line is taken by
+        # one of them (PostgreSQL; SQLite's one writer already takes turns).
+        .with_for_update(skip_locked=True)
+    )
+    if connection_id is not None:
+        query = query.where(LINES.c.connection_id == connection_id)
+    return query
 
 
 async def match_lines(rt: Runtime, connection_id: UUID | None = None) -> Summary:
@@ -360,30 +485,26 @@ async def match_lines(rt: Runtime, connection_id: UUID | None = None) -> Summary
     after = 0
     while True:
         async with rt.db.session() as session:
-            query = (
-                select(SettlementEntry)
-                .join(SettlementFile, SettlementFile.id == SettlementEntry.file_id)
-                .where(
-                    SettlementEntry.match.is_(None),
-                    SettlementFile.status == "imported",
-                    SettlementEntry.id > after,
-                )
-                .order_by(SettlementEntry.id)
-                .limit(BATCH)
-                # The worker's schedule, the CLI and an upload may match at once: each line is taken by
-                # one of them (PostgreSQL; SQLite's one writer already takes turns).
-                .with_for_update(of=SettlementEntry, skip_locked=True)
-            )
-            if connection_id is not None:
-                query = query.where(SettlementEntry.connection_id == connection_id)
-            lines = list(await session.scalars(query))
+            lines = list(await session.execute(_claim(after, connection_id)))
             if not lines:
                 return summary
             batch = await _prefetch(session, lines)
+            verdicts: list[tuple[int, str, UUID | None]] = []
+            # The first break of each subject and kind; a later one would be refused anyway.
+            found: dict[tuple[UUID, str, str], dict[str, Any]] = {}
             for line in lines:
-                line.match = await _classify(session, batch, line, summary)
-                batch.classified(line)
-                summary.lines += 1
-                summary.matched += line.match == MATCHED
+                decided = _classify(batch, line)
+                if isinstance(decided, _Refund):
+                    decided = await _transition(session, batch, line, decided)
+                match, refund_id, opened = decided
+                batch.classified(line, match, refund_id)
+                verdicts.append((line.id, match, refund_id))
+                if opened is not None:
+                    found.setdefault((line.connection_id, opened["kind"], opened["subject"]), opened)
+                summary.matched += match == MATCHED
+            summary.lines += len(lines)
+            await _write_verdicts(session, rt.db.is_sqlite, verdicts)
+            if found:
+                summary.breaks.update(await _open_breaks(session, rt.db.is_sqlite, list(found.values())))
             after = lines[-1].id
             await session.commit()
