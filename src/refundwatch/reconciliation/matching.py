@@ -235,11 +235,15 @@ async def _prefetch(session: AsyncSession, lines: list[Row[Any]]) -> _Batch:
         .where(
             LINES.c.connection_id.in_(connections),
             LINES.c.line_key.in_({line.line_key for line in about}),
-            LINES.c.match.is_not(None),  # classified: from a file that was imported
         )
         .order_by(LINES.c.id)
     )
     for entry_id, file_id, row_hash, match, refund_id, connection_id, line_key in rows:
+        # Only classified lines count (from a file that was imported). Filtered here, not in SQL: with
+        # ``match IS NOT NULL`` there, PostgreSQL may take the match index while the statistics still
+        # say nothing is matched, and read every matched line per batch.
+        if match is None:
+            continue
         batch.earlier.setdefault((connection_id, line_key), []).append(
             _Earlier(entry_id, file_id, row_hash, match, refund_id)
         )
