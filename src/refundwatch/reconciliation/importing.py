@@ -4,7 +4,8 @@ The same content imported again adds nothing (a file is known by its SHA-256 per
 are streamed from the parser and written in batches, each committed, so memory stays bounded and the
 SQLite writer is never held for a whole file; the file counts only once it is marked ``imported``.
 A malformed file is removed again, lines and all, and its first error is the one line the importer
-sees; a file left ``importing`` by a crash is cleared when the same file is imported next.
+sees; a file left ``importing`` by a crash is cleared when the same file is imported next. How the
+lines are parsed and written fast is ``storing``'s business.
 """
 
 from __future__ import annotations
@@ -13,24 +14,26 @@ import asyncio
 import dataclasses
 import datetime as dt
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import BinaryIO, cast
 from uuid import UUID
 
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import Table, delete, select, text, update
 
 from refundwatch.audit import actions
 from refundwatch.audit.actions import Actor
 from refundwatch.audit.services import record
+from refundwatch.connections.services import ConnectionInfo
 from refundwatch.db.models import SettlementEntry, SettlementFile
 from refundwatch.lib.exceptions import BadInput, NotFound
-from refundwatch.reconciliation.lines import SettlementLine
 from refundwatch.reconciliation.parsing import SettlementFormatError, SourceKind, parser_for
+from refundwatch.reconciliation.storing import store_lines
 from refundwatch.runtime import Runtime
 
 LINES = cast(Table, SettlementEntry.__table__)
-BATCH = 2_000  # lines per committed write: bounded memory, short write turns
+# PostgreSQL: after a file this large its statistics are refreshed at once, rather than when autovacuum
+# gets to it, so matching's queries are planned for the lines really there (docs/PERFORMANCE.md).
+ANALYZE_AFTER = 10_000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -42,49 +45,16 @@ class Imported:
     already: bool  # this content had been imported before: nothing was added
 
 
-def _inspect(path: Path) -> tuple[str, SourceKind]:
-    """The content's SHA-256, and whether it is an API answer (JSON) or a report file."""
+def _inspect(stream: BinaryIO) -> tuple[str, SourceKind]:
+    """The content's SHA-256, and whether it is an API answer (JSON) or a report file; the stream is
+    left at its start."""
     digest = hashlib.sha256()
     first = b""
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            first = first or block.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
-            digest.update(block)
+    for block in iter(lambda: stream.read(1 << 20), b""):
+        first = first or block.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+        digest.update(block)
+    stream.seek(0)
     return digest.hexdigest(), "api" if first in (b"{", b"[") else "file"
-
-
-def _row(file_id: UUID, connection_id: UUID, line: SettlementLine) -> dict[str, Any]:
-    return {
-        "file_id": file_id,
-        "connection_id": connection_id,
-        "row_number": line.row_number,
-        "row_hash": line.row_hash,
-        "raw": line.raw,
-        "line_key": line.line_key[:255],
-        "kind": line.kind.value,
-        "direction": line.direction.value,
-        "gross": line.gross,
-        "fee": line.fee,
-        "net": line.net,
-        "currency": line.currency,
-        "settlement_currency": line.settlement_currency,
-        "gateway_refund_id": line.gateway_refund_id,
-        "gateway_payment_id": line.gateway_payment_id,
-        "merchant_reference": line.merchant_reference,
-        "payout_id": line.payout_id,
-        "occurred_at": line.occurred_at,
-        "source_timezone": line.source_timezone,
-        "raw_type": (line.raw_type or "")[:64],
-    }
-
-
-async def _write(rt: Runtime, rows: list[dict[str, Any]]) -> None:
-    statement = insert(LINES)
-    if rt.db.is_sqlite:
-        await rt.db.run_sqlite_write(lambda conn: conn.execute(statement, rows))
-        return
-    async with rt.db.write_connection() as conn:
-        await conn.execute(statement, rows)
 
 
 async def _forget(rt: Runtime, file_id: UUID) -> None:
@@ -97,14 +67,38 @@ async def _forget(rt: Runtime, file_id: UUID) -> None:
 async def import_report(rt: Runtime, connection_name: str, path: Path, actor: Actor) -> Imported:
     """Import ``path`` for the connection named ``connection_name``: the processor's own report file,
     or a saved answer of its settlement API (JSON)."""
-    conn = await rt.connections.by_name(connection_name)
-    if conn is None:
-        raise NotFound(f"no connection {connection_name!r}", code="unknown_connection")
+    conn = await _connection(rt, connection_name)
     try:
-        digest, source = await asyncio.to_thread(_inspect, path)
-        parser = parser_for(conn.processor, source)
+        stream = path.open("rb")
     except OSError as exc:
         raise BadInput(f"{path}: cannot read ({exc.__class__.__name__})") from None
+    with stream:
+        return await _import(rt, conn, stream, path.name, actor, shown=str(path))
+
+
+async def import_stream(
+    rt: Runtime, connection_name: str, stream: BinaryIO, name: str, actor: Actor
+) -> Imported:
+    """Import a seekable binary ``stream`` (read twice: its hash, then its lines) named ``name``, as
+    ``import_report`` imports a file. The caller opens and closes it."""
+    return await _import(rt, await _connection(rt, connection_name), stream, name, actor, shown=name)
+
+
+async def _connection(rt: Runtime, name: str) -> ConnectionInfo:
+    conn = await rt.connections.by_name(name)
+    if conn is None:
+        raise NotFound(f"no connection {name!r}", code="unknown_connection")
+    return conn
+
+
+async def _import(
+    rt: Runtime, conn: ConnectionInfo, stream: BinaryIO, name: str, actor: Actor, *, shown: str
+) -> Imported:
+    try:
+        digest, source = await asyncio.to_thread(_inspect, stream)
+        parser = parser_for(conn.processor, source)
+    except OSError as exc:
+        raise BadInput(f"{shown}: cannot read ({exc.__class__.__name__})") from None
     except LookupError:
         raise BadInput(f"refundwatch cannot read {conn.processor} settlement {source}s yet") from None
     async with rt.db.read_session() as session:
@@ -116,7 +110,7 @@ async def import_report(rt: Runtime, connection_name: str, path: Path, actor: Ac
             )
         ).first()
     if earlier is not None and earlier.status == "imported":
-        return Imported(earlier.id, conn.id, path.name, earlier.lines, already=True)
+        return Imported(earlier.id, conn.id, name, earlier.lines, already=True)
     if earlier is not None:  # a crash halfway through an earlier import of this content
         await _forget(rt, earlier.id)
     async with rt.db.session() as session:
@@ -124,7 +118,7 @@ async def import_report(rt: Runtime, connection_name: str, path: Path, actor: Ac
             connection_id=conn.id,
             processor=conn.processor,
             source=source,
-            name=path.name[:255],
+            name=name[:255],
             sha256=digest,
             status="importing",
             lines=0,
@@ -134,13 +128,16 @@ async def import_report(rt: Runtime, connection_name: str, path: Path, actor: Ac
         session.add(stored)
         await session.commit()
     try:
-        count = await _stream_into(rt, stored.id, conn.id, path, parser.parse)
+        count = await store_lines(rt, stored.id, conn.id, stream, name, parser.parse)
     except SettlementFormatError as exc:
         await _forget(rt, stored.id)
-        raise BadInput(f"{path.name}: {exc}") from None
+        raise BadInput(f"{name}: {exc}") from None
     except BaseException:
         await asyncio.shield(_forget(rt, stored.id))
         raise
+    if count >= ANALYZE_AFTER and not rt.db.is_sqlite:
+        async with rt.db.write_connection() as connection:
+            await connection.execute(text("ANALYZE settlement_lines"))
     async with rt.db.session() as session:
         await session.execute(
             update(SettlementFile)
@@ -153,30 +150,7 @@ async def import_report(rt: Runtime, connection_name: str, path: Path, actor: Ac
             actions.RECONCILIATION_IMPORT,
             target_type="connection",
             target_id=conn.name,
-            details={"file": path.name, "sha256": digest, "lines": count, "source": source},
+            details={"file": name, "sha256": digest, "lines": count, "source": source},
         )
         await session.commit()
-    return Imported(stored.id, conn.id, path.name, count, already=False)
-
-
-async def _stream_into(
-    rt: Runtime,
-    file_id: UUID,
-    connection_id: UUID,
-    path: Path,
-    parse: Any,
-) -> int:
-    count = 0
-    batch: list[dict[str, Any]] = []
-    with path.open("rb") as stream:
-        lines: Iterator[SettlementLine] = parse(cast(BinaryIO, stream), path.name)
-        for line in lines:
-            batch.append(_row(file_id, connection_id, line))
-            if len(batch) >= BATCH:
-                await _write(rt, batch)
-                count += len(batch)
-                batch = []
-    if batch:
-        await _write(rt, batch)
-        count += len(batch)
-    return count
+    return Imported(stored.id, conn.id, name, count, already=False)
