@@ -20,12 +20,31 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 from collections import Counter
-from typing import Any, cast
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple, cast
 from uuid import UUID
 
-from sqlalchemy import Row, Table, bindparam, select, text, update
+from advanced_alchemy.types import GUID
+from sqlalchemy import (
+    ColumnElement,
+    Dialect,
+    Row,
+    Select,
+    String,
+    Table,
+    TypeDecorator,
+    any_,
+    bindparam,
+    func,
+    literal_column,
+    select,
+    text,
+    type_coerce,
+)
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from uuid_utils.compat import uuid7
@@ -134,11 +153,51 @@ async def open_break(session: AsyncSession, found: ReconciliationBreak) -> bool:
 
 # --- what a batch needs, read in a few queries -----------------------------------------------------
 
+
+class _FewIds(TypeDecorator[UUID]):
+    """A GUID column whose values repeat from row to row (a batch's connection, its files): each value
+    is converted to a UUID once, not once per line (SQLite stores them as bytes)."""
+
+    impl = GUID
+    cache_ok = True
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any] | None:
+        convert = super().result_processor(dialect, coltype)
+        if convert is None or dialect.name != "sqlite":  # asyncpg's UUIDs come ready
+            return convert
+        known: dict[Any, Any] = {}
+
+        def process(value: Any) -> Any:
+            found = known.get(value)
+            if found is None:
+                if len(known) >= 1_024:
+                    known.clear()
+                found = known[value] = convert(value)
+            return found
+
+        return process
+
+
+def _few(column: Any) -> Any:
+    return type_coerce(column, _FewIds()).label(column.name)
+
+
+def _among(column: ColumnElement[Any], values: Iterable[str], is_sqlite: bool) -> ColumnElement[bool]:
+    """``column IN values`` as a statement of one shape whatever the number of values (compiled and
+    prepared once, not per batch): a JSON array on SQLite, an array on PostgreSQL."""
+    if is_sqlite:
+        listed: Select[Any] = select(literal_column("value")).select_from(
+            func.json_each(json.dumps(list(values)))
+        )
+        return column.in_(listed)
+    return column == any_(bindparam(None, list(values), type_=ARRAY(String)))
+
+
 # A line as matching reads it (a Row with these attributes).
 _LINE_COLUMNS = (
     LINES.c.id,
-    LINES.c.file_id,
-    LINES.c.connection_id,
+    _few(LINES.c.file_id),
+    _few(LINES.c.connection_id),
     LINES.c.row_number,
     LINES.c.row_hash,
     LINES.c.line_key,
@@ -163,9 +222,8 @@ class _Refund:
     status: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Earlier:
-    """A line already classified under the same processor line key."""
+class _Earlier(NamedTuple):
+    """A line already classified under the same processor line key (one per line: a cheap tuple)."""
 
     id: int
     file_id: UUID
@@ -190,7 +248,7 @@ class _Batch:
 
 _REFUND_COLUMNS = (
     REFUNDS.c.id,
-    REFUNDS.c.connection_id,
+    _few(REFUNDS.c.connection_id),
     REFUNDS.c.gateway_refund_id,
     REFUNDS.c.amount,
     REFUNDS.c.currency,
@@ -198,7 +256,7 @@ _REFUND_COLUMNS = (
 )
 
 
-async def _prefetch(session: AsyncSession, lines: list[Row[Any]]) -> _Batch:
+async def _prefetch(session: AsyncSession, lines: list[Row[Any]], is_sqlite: bool) -> _Batch:
     about = [line for line in lines if line.kind in REFUND_KINDS]
     batch = _Batch({}, {}, {})
     if not about:
@@ -208,7 +266,8 @@ async def _prefetch(session: AsyncSession, lines: list[Row[Any]]) -> _Batch:
     if gateway_ids:
         for row in await session.execute(
             select(*_REFUND_COLUMNS).where(
-                REFUNDS.c.connection_id.in_(connections), REFUNDS.c.gateway_refund_id.in_(gateway_ids)
+                REFUNDS.c.connection_id.in_(connections),
+                _among(REFUNDS.c.gateway_refund_id, gateway_ids, is_sqlite),
             )
         ):
             batch.by_gateway_id[(row.connection_id, row.gateway_refund_id)] = _Refund(*row)
@@ -225,25 +284,25 @@ async def _prefetch(session: AsyncSession, lines: list[Row[Any]]) -> _Batch:
     rows = await session.execute(
         select(
             LINES.c.id,
-            LINES.c.file_id,
+            _few(LINES.c.file_id),
             LINES.c.row_hash,
             LINES.c.match,
             LINES.c.refund_id,
-            LINES.c.connection_id,
+            _few(LINES.c.connection_id),
             LINES.c.line_key,
         )
         .where(
             LINES.c.connection_id.in_(connections),
-            LINES.c.line_key.in_({line.line_key for line in about}),
+            _among(LINES.c.line_key, {line.line_key for line in about}, is_sqlite),
+            # Only classified lines count (from a file that was imported). Not ``match IS NOT NULL``:
+            # with that, PostgreSQL may take the match index while its statistics still say nothing
+            # is matched, and read every line matched so far, per batch. No index answers this
+            # expression, so the lines are found through the key index and filtered.
+            func.coalesce(LINES.c.match, "") != "",
         )
         .order_by(LINES.c.id)
     )
     for entry_id, file_id, row_hash, match, refund_id, connection_id, line_key in rows:
-        # Only classified lines count (from a file that was imported). Filtered here, not in SQL: with
-        # ``match IS NOT NULL`` there, PostgreSQL may take the match index while the statistics still
-        # say nothing is matched, and read every matched line per batch.
-        if match is None:
-            continue
         batch.earlier.setdefault((connection_id, line_key), []).append(
             _Earlier(entry_id, file_id, row_hash, match, refund_id)
         )
@@ -283,7 +342,10 @@ def _seen_before(batch: _Batch, line: Row[Any]) -> tuple[str, _Earlier] | None:
     An earlier line with the same key but other content in another file (the processor now reports
     an amount or payout differently) is neither: this line is matched afresh.
     """
-    earlier = [e for e in batch.earlier.get((line.connection_id, line.line_key), ()) if e.id < line.id]
+    same_key = batch.earlier.get((line.connection_id, line.line_key))
+    if not same_key:  # the usual line: its key is new
+        return None
+    earlier = [e for e in same_key if e.id < line.id]
     if not earlier:
         return None
     here = [e for e in earlier if e.file_id == line.file_id]
@@ -427,20 +489,17 @@ _PG_VERDICTS = text(
     "FROM unnest(CAST(:ids AS bigint[]), CAST(:matches AS varchar[]), CAST(:refund_ids AS uuid[])) "
     "AS v(id, match, refund_id) WHERE s.id = v.id"
 )
-# SQLite: one executemany in the driver (a prepared statement stepped per line).
-_SQLITE_VERDICTS = (
-    update(LINES)
-    .where(LINES.c.id == bindparam("b_id"))
-    .values(match=bindparam("b_match"), refund_id=bindparam("b_refund_id"))
-)
+# SQLite: one executemany in the driver (a prepared statement stepped per line), ids as it stores them.
+_SQLITE_VERDICTS = "UPDATE settlement_lines SET match = ?, refund_id = ? WHERE id = ?"
 
 
 async def _write_verdicts(
     session: AsyncSession, is_sqlite: bool, verdicts: list[tuple[int, str, UUID | None]]
 ) -> None:
     if is_sqlite:
-        params = [{"b_id": i, "b_match": m, "b_refund_id": r} for i, m, r in verdicts]
-        await session.execute(_SQLITE_VERDICTS, params)
+        params = [(m, r.bytes if r is not None else None, i) for i, m, r in verdicts]
+        connection = await session.connection()
+        await connection.exec_driver_sql(_SQLITE_VERDICTS, params)  # type: ignore[arg-type]
         return
     ids, matches, refund_ids = zip(*verdicts, strict=True)
     await session.execute(
@@ -492,7 +551,7 @@ async def match_lines(rt: Runtime, connection_id: UUID | None = None) -> Summary
             lines = list(await session.execute(_claim(after, connection_id)))
             if not lines:
                 return summary
-            batch = await _prefetch(session, lines)
+            batch = await _prefetch(session, lines, rt.db.is_sqlite)
             verdicts: list[tuple[int, str, UUID | None]] = []
             # The first break of each subject and kind; a later one would be refused anyway.
             found: dict[tuple[UUID, str, str], dict[str, Any]] = {}
