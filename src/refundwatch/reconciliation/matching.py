@@ -1,13 +1,11 @@
 """Each imported line matched to a refund, or a break that says why not (issue 14 §3).
 
-A refund line is matched on the processor's own refund id first, then on the merchant reference
-refundwatch sent (its refund id). Every line ends in exactly one state (``settlement_lines.match``):
-matched, a break kind, or ``not_a_refund`` for fees, payouts and payments, which are kept but are
-no refund's. A line that an earlier file already brought, same key and same content (cumulative
-reports), is that line again: it keeps the earlier verdict and opens nothing (``_seen_before``).
-Breaks are opened once per subject and kind, however often matching runs. The
-processor's word that money moved is applied to the refund (money truth first): a refund failure
-or reversal line for a succeeded refund moves it to ``reversed``, with the line as the source.
+Every line ends in exactly one state (``settlement_lines.match``): matched, a break kind, or
+``not_a_refund`` for fees, payouts and payments, which are kept but are no refund's. How one line is
+judged is ``verdicts``'s business; here, lines are taken, judged and written. Breaks are opened once
+per subject and kind, however often matching runs. The processor's word that money moved is applied
+to the refund (money truth first): a refund failure or reversal line for a succeeded refund moves it
+to ``reversed``, with the line as the source.
 
 Set-based, per batch of lines (a million lines is a few thousand statements, not millions): the
 batch's lines, refunds and earlier lines are read in a few queries, each line is decided in memory
@@ -19,11 +17,10 @@ takes the refund's row lock and goes through the state table, the refund's timel
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 from uuid import UUID
 
 from advanced_alchemy.types import GUID
@@ -47,19 +44,30 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from uuid_utils.compat import uuid7
 
 from refundwatch.audit.actions import Actor
 from refundwatch.db.models import ReconciliationBreak, Refund, SettlementEntry, SettlementFile
+from refundwatch.reconciliation.verdicts import (
+    MATCHED,
+    NOT_A_REFUND,
+    REFUND_KINDS,
+    Batch,
+    Earlier,
+    RefundView,
+    Verdict,
+    as_uuid,
+    break_values,
+    classify,
+    refund_break,
+)
 from refundwatch.refunds.services import apply
 from refundwatch.refunds.states import RELEASED, Source, Status, Trigger
 from refundwatch.runtime import Runtime
 
+__all__ = ["MATCHED", "NOT_A_REFUND", "REFUND_KINDS", "Summary", "match_lines", "new_break", "open_break"]
+
 RECONCILER = Actor("system", "reconciliation")
 BATCH = 2_000
-MATCHED = "matched"
-NOT_A_REFUND = "not_a_refund"
-REFUND_KINDS = ("refund", "refund_failure")
 LINES = cast(Table, SettlementEntry.__table__)
 BREAKS = cast(Table, ReconciliationBreak.__table__)
 REFUNDS = cast(Table, Refund.__table__)
@@ -71,37 +79,6 @@ class Summary:
     lines: int = 0
     matched: int = 0
     breaks: Counter[str] = dataclasses.field(default_factory=Counter)
-
-
-def break_values(
-    kind: str,
-    connection_id: UUID | None,
-    subject: str,
-    detail: str,
-    *,
-    refund_id: UUID | None = None,
-    line_id: int | None = None,
-    gateway_refund_id: str | None = None,
-    expected: int | None = None,
-    actual: int | None = None,
-    currency: str | None = None,
-) -> dict[str, Any]:
-    """A new open break's columns: one shape for the ORM (``new_break``) and the bulk insert."""
-    return {
-        "id": uuid7(),
-        "connection_id": connection_id,
-        "kind": kind,
-        "subject": subject[:255],
-        "refund_id": refund_id,
-        "line_id": line_id,
-        "gateway_refund_id": gateway_refund_id,
-        "currency": currency,
-        "expected": expected,
-        "actual": actual,
-        "detail": detail[:500],
-        "opened_at": dt.datetime.now(dt.UTC),
-        "status": "open",
-    }
 
 
 def new_break(
@@ -210,42 +187,6 @@ _LINE_COLUMNS = (
 )
 
 
-@dataclasses.dataclass(slots=True)
-class _Refund:
-    """What deciding a line needs of its refund; ``status`` follows what this batch did to it."""
-
-    id: UUID
-    connection_id: UUID
-    gateway_refund_id: str | None
-    amount: int
-    currency: str
-    status: str
-
-
-class _Earlier(NamedTuple):
-    """A line already classified under the same processor line key (one per line: a cheap tuple)."""
-
-    id: int
-    file_id: UUID
-    row_hash: str
-    match: str
-    refund_id: UUID | None
-
-
-@dataclasses.dataclass
-class _Batch:
-    by_gateway_id: dict[tuple[UUID, str], _Refund]
-    by_id: dict[UUID, _Refund]
-    earlier: dict[tuple[UUID, str], list[_Earlier]]  # classified lines by (connection, line key)
-    locked: dict[UUID, Refund] = dataclasses.field(default_factory=dict)  # taken for a transition
-
-    def classified(self, line: Row[Any], match: str, refund_id: UUID | None) -> None:
-        """``line`` has its verdict: later lines of the batch with its key see it."""
-        self.earlier.setdefault((line.connection_id, line.line_key), []).append(
-            _Earlier(line.id, line.file_id, line.row_hash, match, refund_id)
-        )
-
-
 _REFUND_COLUMNS = (
     REFUNDS.c.id,
     _few(REFUNDS.c.connection_id),
@@ -256,9 +197,9 @@ _REFUND_COLUMNS = (
 )
 
 
-async def _prefetch(session: AsyncSession, lines: list[Row[Any]], is_sqlite: bool) -> _Batch:
+async def _prefetch(session: AsyncSession, lines: list[Row[Any]], is_sqlite: bool) -> Batch:
     about = [line for line in lines if line.kind in REFUND_KINDS]
-    batch = _Batch({}, {}, {})
+    batch = Batch({}, {}, {})
     if not about:
         return batch
     connections = {line.connection_id for line in about}
@@ -270,17 +211,17 @@ async def _prefetch(session: AsyncSession, lines: list[Row[Any]], is_sqlite: boo
                 _among(REFUNDS.c.gateway_refund_id, gateway_ids, is_sqlite),
             )
         ):
-            batch.by_gateway_id[(row.connection_id, row.gateway_refund_id)] = _Refund(*row)
+            batch.by_gateway_id[(row.connection_id, row.gateway_refund_id)] = RefundView(*row)
     # The merchant reference is looked at only where the processor's refund id found nothing.
     references = {
         ref
         for line in about
         if (line.connection_id, line.gateway_refund_id) not in batch.by_gateway_id
-        and (ref := _as_uuid(line.merchant_reference)) is not None
+        and (ref := as_uuid(line.merchant_reference)) is not None
     }
     if references:
         for row in await session.execute(select(*_REFUND_COLUMNS).where(REFUNDS.c.id.in_(references))):
-            batch.by_id[row.id] = _Refund(*row)
+            batch.by_id[row.id] = RefundView(*row)
     rows = await session.execute(
         select(
             LINES.c.id,
@@ -304,143 +245,12 @@ async def _prefetch(session: AsyncSession, lines: list[Row[Any]], is_sqlite: boo
     )
     for entry_id, file_id, row_hash, match, refund_id, connection_id, line_key in rows:
         batch.earlier.setdefault((connection_id, line_key), []).append(
-            _Earlier(entry_id, file_id, row_hash, match, refund_id)
+            Earlier(entry_id, file_id, row_hash, match, refund_id)
         )
     return batch
 
 
-def _refund_for(batch: _Batch, line: Row[Any]) -> _Refund | None:
-    if line.gateway_refund_id:
-        found = batch.by_gateway_id.get((line.connection_id, line.gateway_refund_id))
-        if found is not None:
-            return found
-    reference = _as_uuid(line.merchant_reference)
-    if reference is None:
-        return None
-    refund = batch.by_id.get(reference)
-    return refund if refund is not None and refund.connection_id == line.connection_id else None
-
-
-def _as_uuid(text: str | None) -> UUID | None:
-    if not text:
-        return None
-    try:
-        return UUID(text)
-    except ValueError:
-        return None
-
-
-def _seen_before(batch: _Batch, line: Row[Any]) -> tuple[str, _Earlier] | None:
-    """Whether an earlier line has ``line``'s processor line key: ("repeat", it) or ("duplicate", it).
-
-    Reports are often cumulative (a processor's report "so far", a payout report run again): a later
-    file brings the earlier lines again, under the same key and with the same raw content. Such a
-    line is the same line seen again (a *repeat*), not a duplicate: it takes the earlier line's
-    verdict and opens nothing. Within one file the same key twice is a *duplicate*. Counted per key
-    and content, so a line duplicated within a report and repeated by the next report (the same two
-    rows) is a duplicate once: the k-th copy in this file repeats the k-th copy of an earlier file.
-    An earlier line with the same key but other content in another file (the processor now reports
-    an amount or payout differently) is neither: this line is matched afresh.
-    """
-    same_key = batch.earlier.get((line.connection_id, line.line_key))
-    if not same_key:  # the usual line: its key is new
-        return None
-    earlier = [e for e in same_key if e.id < line.id]
-    if not earlier:
-        return None
-    here = [e for e in earlier if e.file_id == line.file_id]
-    if any(e.row_hash != line.row_hash for e in here):
-        return "duplicate", here[0]
-    copies: dict[UUID, list[_Earlier]] = {}
-    for e in earlier:
-        if e.file_id != line.file_id and e.row_hash == line.row_hash:
-            copies.setdefault(e.file_id, []).append(e)
-    for same in copies.values():
-        if len(same) > len(here):
-            return "repeat", same[len(here)]
-    if here:
-        return "duplicate", here[0]
-    return None
-
-
-# --- one line's verdict ----------------------------------------------------------------------------
-
-# (match, refund id, the break it opens or None)
-Verdict = tuple[str, UUID | None, dict[str, Any] | None]
-
-
-def _line_break(kind: str, line: Row[Any], subject: str, detail: str, **values: Any) -> dict[str, Any]:
-    return break_values(
-        kind,
-        line.connection_id,
-        subject,
-        detail,
-        line_id=line.id,
-        gateway_refund_id=line.gateway_refund_id,
-        **values,
-    )
-
-
-def _refund_break(kind: str, line: Row[Any], refund: _Refund, detail: str, **values: Any) -> dict[str, Any]:
-    return break_values(
-        kind,
-        line.connection_id,
-        f"refund:{refund.id}",
-        detail,
-        refund_id=refund.id,
-        line_id=line.id,
-        gateway_refund_id=line.gateway_refund_id or refund.gateway_refund_id,
-        expected=refund.amount,
-        actual=abs(line.gross),
-        **values,
-    )
-
-
-def _classify(batch: _Batch, line: Row[Any]) -> Verdict | _Refund:
-    """The line's verdict, decided in memory; or its refund, when the processor's word about the money
-    may change the refund's status (``_transition`` decides those under the refund's lock)."""
-    if line.kind == "unmapped":
-        detail = f"{line.raw_type!r}: a type refundwatch does not know"
-        return "unmapped", None, _line_break("unmapped", line, f"line:{line.id}", detail)
-    if line.kind not in REFUND_KINDS:
-        return NOT_A_REFUND, None, None
-    seen = _seen_before(batch, line)
-    if seen is not None and seen[0] == "repeat":
-        return seen[1].match, seen[1].refund_id, None
-    if seen is not None:
-        detail = f"the same line as line {seen[1].id} ({line.line_key})"
-        found = _line_break(
-            "duplicate_line", line, f"line:{line.id}", detail, actual=abs(line.gross), currency=line.currency
-        )
-        return "duplicate_line", None, found
-    refund = _refund_for(batch, line)
-    if refund is None:
-        named = line.gateway_refund_id or line.line_key
-        detail = f"{line.raw_type} {named}: in the report, unknown to refundwatch"
-        found = _line_break(
-            "missing_local", line, f"line:{line.id}", detail, actual=abs(line.gross), currency=line.currency
-        )
-        return "missing_local", None, found
-    if line.currency != refund.currency:
-        detail = f"reported in {line.currency}, asked in {refund.currency}"
-        return (
-            "currency_mismatch",
-            refund.id,
-            _refund_break("currency_mismatch", line, refund, detail, currency=line.currency),
-        )
-    if abs(line.gross) != refund.amount:  # gross is signed from the balance: a refund's is negative
-        detail = f"reported {abs(line.gross)}, asked {refund.amount} (minor units of {refund.currency})"
-        return (
-            "amount_mismatch",
-            refund.id,
-            _refund_break("amount_mismatch", line, refund, detail, currency=refund.currency),
-        )
-    if line.kind == "refund" and refund.status == Status.SUCCEEDED:
-        return MATCHED, refund.id, None  # the common case: the records agree, nothing moves
-    return refund
-
-
-async def _transition(session: AsyncSession, batch: _Batch, line: Row[Any], seen: _Refund) -> Verdict:
+async def _transition(session: AsyncSession, batch: Batch, line: Row[Any], seen: RefundView) -> Verdict:
     """A refund failure, or a settlement of a refund not succeeded here: the state table decides, on the
     refund locked (its status read afresh under the lock), with the line as the event's source."""
     refund = batch.locked.get(seen.id)
@@ -463,7 +273,7 @@ async def _transition(session: AsyncSession, batch: _Batch, line: Row[Any], seen
             if was != Status.SUCCEEDED:
                 return MATCHED, refund.id, None  # the records agree, or now do
             why = f"{line.raw_type}: failed or reversed at the processor after it succeeded"
-            found = _refund_break("reversed_after_success", line, seen, why, currency=refund.currency)
+            found = refund_break("reversed_after_success", line, seen, why, currency=refund.currency)
             return "reversed_after_success", refund.id, found
         if refund.status != Status.SUCCEEDED:
             # The processor settled it: money moved. The state machine decides what that means here
@@ -556,8 +366,8 @@ async def match_lines(rt: Runtime, connection_id: UUID | None = None) -> Summary
             # The first break of each subject and kind; a later one would be refused anyway.
             found: dict[tuple[UUID, str, str], dict[str, Any]] = {}
             for line in lines:
-                decided = _classify(batch, line)
-                if isinstance(decided, _Refund):
+                decided = classify(batch, line)
+                if isinstance(decided, RefundView):
                     decided = await _transition(session, batch, line, decided)
                 match, refund_id, opened = decided
                 batch.classified(line, match, refund_id)
