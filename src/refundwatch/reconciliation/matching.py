@@ -205,18 +205,17 @@ async def _prefetch(session: AsyncSession, lines: list[Row[Any]], is_sqlite: boo
     connections = {line.connection_id for line in about}
     gateway_ids = {line.gateway_refund_id for line in about if line.gateway_refund_id}
     if gateway_ids:
+        # By the processor's refund id alone, the connection compared in memory: with the connection
+        # in the query too, SQLite walks the connection's refunds instead of the refund id's index.
         for row in await session.execute(
-            select(*_REFUND_COLUMNS).where(
-                REFUNDS.c.connection_id.in_(connections),
-                _among(REFUNDS.c.gateway_refund_id, gateway_ids, is_sqlite),
-            )
+            select(*_REFUND_COLUMNS).where(_among(REFUNDS.c.gateway_refund_id, gateway_ids, is_sqlite))
         ):
-            batch.by_gateway_id[(row.connection_id, row.gateway_refund_id)] = RefundView(*row)
+            batch.by_gateway_id.setdefault(row.gateway_refund_id, []).append(RefundView(*row))
     # The merchant reference is looked at only where the processor's refund id found nothing.
     references = {
         ref
         for line in about
-        if (line.connection_id, line.gateway_refund_id) not in batch.by_gateway_id
+        if batch.by_gateway(line.connection_id, line.gateway_refund_id) is None
         and (ref := as_uuid(line.merchant_reference)) is not None
     }
     if references:
@@ -244,8 +243,8 @@ async def _prefetch(session: AsyncSession, lines: list[Row[Any]], is_sqlite: boo
         .order_by(LINES.c.id)
     )
     for entry_id, file_id, row_hash, match, refund_id, connection_id, line_key in rows:
-        batch.earlier.setdefault((connection_id, line_key), []).append(
-            Earlier(entry_id, file_id, row_hash, match, refund_id)
+        batch.earlier.setdefault(line_key, []).append(
+            Earlier(entry_id, connection_id, file_id, row_hash, match, refund_id)
         )
     return batch
 

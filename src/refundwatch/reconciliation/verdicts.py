@@ -74,29 +74,43 @@ class Earlier(NamedTuple):
     """A line already classified under the same processor line key (one per line: a cheap tuple)."""
 
     id: int
+    connection_id: UUID
     file_id: UUID
     row_hash: str
     match: str
     refund_id: UUID | None
 
 
+# Keyed by the processor's strings, the connection compared on a hit: a key of (connection, text)
+# hashes a UUID in Python for every line, and a batch is nearly always one connection's.
 @dataclasses.dataclass
 class Batch:
-    by_gateway_id: dict[tuple[UUID, str], RefundView]
+    by_gateway_id: dict[str, list[RefundView]]  # refunds by the processor's refund id
     by_id: dict[UUID, RefundView]
-    earlier: dict[tuple[UUID, str], list[Earlier]]  # classified lines by (connection, line key)
+    earlier: dict[str, list[Earlier]]  # classified lines by line key, in id order
     locked: dict[UUID, Refund] = dataclasses.field(default_factory=dict)  # locked for a transition
 
     def classified(self, line: Row[Any], match: str, refund_id: UUID | None) -> None:
         """``line`` has its verdict: later lines of the batch with its key see it."""
-        self.earlier.setdefault((line.connection_id, line.line_key), []).append(
-            Earlier(line.id, line.file_id, line.row_hash, match, refund_id)
+        self.earlier.setdefault(line.line_key, []).append(
+            Earlier(line.id, line.connection_id, line.file_id, line.row_hash, match, refund_id)
         )
+
+    def by_gateway(self, connection_id: UUID, gateway_refund_id: str | None) -> RefundView | None:
+        """The connection's refund with this processor refund id (the last read, if ever two)."""
+        for refund in reversed(self.by_gateway_id.get(gateway_refund_id or "", ())):
+            if _same(refund.connection_id, connection_id):
+                return refund
+        return None
+
+
+def _same(one: UUID, other: UUID) -> bool:
+    return one is other or one == other
 
 
 def _refund_for(batch: Batch, line: Row[Any]) -> RefundView | None:
     if line.gateway_refund_id:
-        found = batch.by_gateway_id.get((line.connection_id, line.gateway_refund_id))
+        found = batch.by_gateway(line.connection_id, line.gateway_refund_id)
         if found is not None:
             return found
     reference = as_uuid(line.merchant_reference)
@@ -127,10 +141,10 @@ def _seen_before(batch: Batch, line: Row[Any]) -> tuple[str, Earlier] | None:
     An earlier line with the same key but other content in another file (the processor now reports
     an amount or payout differently) is neither: this line is matched afresh.
     """
-    same_key = batch.earlier.get((line.connection_id, line.line_key))
+    same_key = batch.earlier.get(line.line_key)
     if not same_key:  # the usual line: its key is new
         return None
-    earlier = [e for e in same_key if e.id < line.id]
+    earlier = [e for e in same_key if e.id < line.id and _same(e.connection_id, line.connection_id)]
     if not earlier:
         return None
     here = [e for e in earlier if e.file_id == line.file_id]
