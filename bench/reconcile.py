@@ -93,8 +93,17 @@ async def main(step: str, arg: str) -> dict:
         seconds = time.perf_counter() - started
     finally:
         await rt.close()
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"lines": lines, "seconds": seconds, "rss_mb": peak_mb}
+    return {"lines": lines, "seconds": seconds, "rss_mb": peak_mb()}
+
+def peak_mb() -> float:
+    # VmHWM: this process image's own peak. ru_maxrss would carry the parent's size over from the fork.
+    try:
+        for row in Path("/proc/self/status").read_text().splitlines():
+            if row.startswith("VmHWM:"):
+                return int(row.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 print(json.dumps(asyncio.run(main(sys.argv[1], sys.argv[2]))))
 """
