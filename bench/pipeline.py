@@ -29,7 +29,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -42,11 +41,12 @@ import asyncpg
 import httpx2
 from redis import asyncio as redis
 
-import cpu  # bench/: a script's own directory is on its path
+import _stack  # bench/: a script's own directory is on its path
+import cpu
 import loadgen
 from processors import LATENCY_MS, PROCESSORS, SETTLE_MS, Processor
 
-PY = sys.executable
+PY = _stack.PY
 
 
 def free_port() -> int:
@@ -71,17 +71,7 @@ class Env:
     pg_name: str | None = None
 
     def cli(self, *args: str) -> str:
-        out = subprocess.run(
-            [PY, "-m", "refundwatch", *args],
-            env=self.vars,
-            capture_output=True,
-            text=True,
-            check=False,
-            cwd=self.workdir,
-        )
-        if out.returncode:
-            raise SystemExit(f"refundwatch {' '.join(args)}: {out.stderr.strip()}")
-        return out.stdout.strip()
+        return _stack.cli(self.vars, self.workdir, *args)
 
     def start(
         self, name: str, *args: str, profile: Path | None = None, subprocesses: bool = False
@@ -150,16 +140,7 @@ def start_redis(workdir: Path) -> tuple[str, subprocess.Popen[bytes]]:
 
 async def make_env(backend: str, pg_admin: str) -> Env:
     workdir = Path(tempfile.mkdtemp(prefix=f"rw-bench-{backend}-"))
-    pg_name = None
-    if backend == "sqlite":
-        db_url = f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
-    else:
-        pg_name = f"refundwatch_bench_{os.getpid()}"
-        conn = await asyncpg.connect(pg_admin)
-        await conn.execute(f'DROP DATABASE IF EXISTS "{pg_name}"')
-        await conn.execute(f'CREATE DATABASE "{pg_name}"')
-        await conn.close()
-        db_url = pg_admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{pg_name}"
+    db_url, pg_name = await _stack.create_database(backend, workdir, pg_admin, "refundwatch_bench")
     return bench_env(backend, workdir, db_url, pg_name)
 
 
@@ -170,11 +151,8 @@ def bench_env(backend: str, workdir: Path, db_url: str, pg_name: str | None) -> 
         backend,
         workdir,
         {
-            **os.environ,
-            "REFUNDWATCH_MODE": "test",
-            "REFUNDWATCH_DATABASE_URL": db_url,
+            **_stack.base_vars(db_url),
             "REFUNDWATCH_REDIS_URL": redis_url,
-            "REFUNDWATCH_LOG_LEVEL": "WARNING",
             # One API key drives the whole run: no per-client limit.
             "REFUNDWATCH_RATE_LIMIT_API_PER_MINUTE": "0",
         },
@@ -458,10 +436,7 @@ async def run_backend(
         }
     finally:
         env.stop_all()
-        if env.pg_name:
-            conn = await asyncpg.connect(pg_admin)
-            await conn.execute(f'DROP DATABASE IF EXISTS "{env.pg_name}" WITH (FORCE)')
-            await conn.close()
+        await _stack.drop_database(pg_admin, env.pg_name)
         shutil.rmtree(env.workdir, ignore_errors=True)
 
 
@@ -520,10 +495,7 @@ def main() -> None:
         help="write py-spy profiles of the worker and the web processes next to this path",
     )
     parser.add_argument("--intake-only", action="store_true", help="stop after the intake phase")
-    parser.add_argument(
-        "--pg-admin",
-        default=os.environ.get("BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"),
-    )
+    parser.add_argument("--pg-admin", default=_stack.PG_ADMIN)
     args = parser.parse_args()
     print(
         f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python "

@@ -1,16 +1,15 @@
-"""Reconciliation benchmark: import N settlement lines, and match lines against refunds (issue 14).
+"""Reconciliation benchmark: import N settlement lines and match them against N refunds (issue 14).
 
 Usage:  .venv/bin/python bench/reconcile.py [--backend postgresql|sqlite|both] [-n 1000000]
-            [--match-n 20000]
 
 Per backend, on a fresh database with one Stripe connection:
+  seed     N succeeded refunds (and their payments) written straight in SQL, then a Stripe itemized
+           report of their N refund lines, in the simulator's columns (not timed)
   floor    the same report file read with ``csv`` and inserted raw (one text column per line) in batches
            of 2,000 through the same driver and engine: the plain bulk load the import is compared with
-  import   ``reconciliation.importing.import_report`` on N lines of Stripe's itemized report (parse,
-           normalise, store raw and normalised, in committed batches), in a child process: seconds,
-           lines/s, the ratio to the floor, and the child's peak RSS
-  match    ``--match-n`` refunds seeded as succeeded, a report of their lines imported, then
-           ``matching.match_lines``: lines/s, and N at that rate
+  import   ``reconciliation.importing.import_report`` on that report (parse, normalise, store raw and
+           normalised), in a child process: seconds, lines/s, the ratio to the floor, its peak RSS
+  match    ``matching.match_lines`` on the imported lines, in a child process: seconds, lines/s, peak RSS
 Targets (issue 14): import and match 1,000,000 lines in <= 60 s on PostgreSQL, <= 120 s on SQLite, peak
 memory <= 300 MB. Nothing here is a timed assertion; it prints what it measured.
 """
@@ -25,56 +24,45 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import asyncpg
+import _stack  # bench/: a script's own directory is on its path
+import cpu
+from refundwatch.simulator.stripe.settlement import COLUMNS
 
-import cpu  # bench/: a script's own directory is on its path
-
-PY = sys.executable
 CONNECTION = "stripe-bench"
-COLUMNS = [
-    "automatic_payout_id",
-    "reporting_category",
-    "balance_transaction_id",
-    "created_utc",
-    "currency",
-    "gross",
-    "fee",
-    "net",
-    "source_id",
-    "charge_id",
-    "payment_intent_id",
-    "refund_metadata[refundwatch_refund_id]",
-]
+TARGET_S = {"postgresql": 60, "sqlite": 120}
+TARGET_MB = 300
 
 
-def write_report(path: Path, refunds: list[tuple[str, str, int]] | None, n: int) -> None:
-    """Stripe's itemized report: one refund line each (``refunds``: (refund id, re_ id, amount))."""
+def write_report(path: Path, refunds: list[tuple[str, str, int]]) -> None:
+    """Stripe's itemized report in the simulator's columns: one refund line per (refund id, re_ id,
+    amount)."""
     with path.open("w", newline="") as out:
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        for i in range(n):
-            ours, gateway, amount = refunds[i] if refunds else ("", f"re_bench{i:010d}", 100 + i % 9_900)
+        writer = csv.DictWriter(out, COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for i, (ours, gateway, amount) in enumerate(refunds):
             gross = f"-{amount // 100}.{amount % 100:02d}"
             writer.writerow(
-                [
-                    f"po_bench{i // 50_000:04d}",
-                    "refund",
-                    f"txn_bench{i:010d}",
-                    "2026-12-06 10:00:00",
-                    "eur",
-                    gross,
-                    "0.00",
-                    gross,
-                    gateway,
-                    f"ch_bench{i:010d}",
-                    f"pi_bench{i:010d}",
-                    ours,
-                ]
+                {
+                    "automatic_payout_id": f"po_bench{i // 50_000:04d}",
+                    "automatic_payout_effective_at_utc": "2026-12-08 00:00:00",
+                    "balance_transaction_id": f"txn_bench{i:010d}",
+                    "created_utc": f"2026-12-06 {i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}",
+                    "available_on_utc": "2026-12-08 00:00:00",
+                    "currency": "eur",
+                    "gross": gross,
+                    "fee": "0.00",
+                    "net": gross,
+                    "reporting_category": "refund",
+                    "source_id": gateway,
+                    "description": "REFUND FOR CHARGE",
+                    "charge_id": f"ch_bench{i:010d}",
+                    "payment_intent_id": f"pi_seed{i:010d}",
+                    COLUMNS[-1]: ours,  # refund_metadata[refundwatch_refund_id]
+                }
             )
 
 
@@ -88,24 +76,34 @@ from refundwatch.runtime import Runtime
 async def main(step: str, arg: str) -> dict:
     rt = Runtime.build()
     try:
-        started = time.perf_counter()
         if step == "floor":
-            from bench_floor import load
-            lines = await load(rt, Path(arg))
+            from bench_floor import load as work
+        elif step == "seed":
+            from bench_seed import seed as work
         elif step == "import":
             from refundwatch.reconciliation.importing import import_report
-            lines = (await import_report(rt, "stripe-bench", Path(arg), Actor("system", "bench"))).lines
-        elif step == "seed":
-            from bench_seed import seed
-            lines = await seed(rt, int(arg), Path(sys.argv[3]))
+            async def work(rt, arg):
+                return (await import_report(rt, "stripe-bench", Path(arg), Actor("system", "bench"))).lines
         else:
             from refundwatch.reconciliation.matching import match_lines
-            lines = (await match_lines(rt)).lines
+            async def work(rt, arg):
+                return (await match_lines(rt)).lines
+        started = time.perf_counter()
+        lines = await work(rt, arg)
         seconds = time.perf_counter() - started
     finally:
         await rt.close()
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"lines": lines, "seconds": seconds, "rss_mb": peak_mb}
+    return {"lines": lines, "seconds": seconds, "rss_mb": peak_mb()}
+
+def peak_mb() -> float:
+    # VmHWM: this process image's own peak. ru_maxrss would carry the parent's size over from the fork.
+    try:
+        for row in Path("/proc/self/status").read_text().splitlines():
+            if row.startswith("VmHWM:"):
+                return int(row.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 print(json.dumps(asyncio.run(main(sys.argv[1], sys.argv[2]))))
 """
@@ -116,12 +114,12 @@ import csv
 from pathlib import Path
 from sqlalchemy import text
 
-async def load(rt, path: Path) -> int:
+async def load(rt, arg: str) -> int:
     async with rt.db.write_connection() as conn:
         await conn.execute(text("CREATE TABLE IF NOT EXISTS bench_plain (line TEXT NOT NULL)"))
     count, batch = 0, []
     statement = text("INSERT INTO bench_plain (line) VALUES (:line)")
-    with path.open(newline="") as stream:
+    with Path(arg).open(newline="") as stream:
         reader = csv.reader(stream)
         next(reader)
         for row in reader:
@@ -139,51 +137,76 @@ async def load(rt, path: Path) -> int:
 '''
 
 _SEED = r'''
-"""Succeeded refunds with their processor refund ids, written as refundwatch stores them (ORM)."""
-import datetime as dt, uuid
+"""N succeeded refunds with their processor refund ids and payments, generated by the database itself
+(a million rows through the ORM would take longer than the run). The listing (id, re_ id, amount) is
+written next to the database for the report."""
+import datetime as dt
 from pathlib import Path
+from sqlalchemy import bindparam, select, text
 from refundwatch.db.models import Payment, Refund
 
-async def seed(rt, n: int, listing: Path) -> int:
+PAYMENT = Payment.__table__
+REFUND = Refund.__table__
+PG = {
+    "with": "",
+    "numbers": "generate_series(0, :n - 1) AS s(i)",
+    "id": "gen_random_uuid()",
+    "pad": "lpad(i::text, 10, '0')",
+}
+SQLITE = {
+    "with": "WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i + 1 < :n) ",
+    "numbers": "s",
+    "id": "randomblob(16)",
+    "pad": "printf('%010d', i)",
+}
+
+async def seed(rt, arg: str) -> int:
+    n = int(arg)
     conn = await rt.connections.by_name("stripe-bench")
+    sql = SQLITE if rt.db.is_sqlite else PG
+    payments = text(
+        f"{sql['with']}INSERT INTO payments (id, connection_id, payment_reference, amount, currency, "
+        "captured_at, reserved_amount, refunded_amount, created_at, updated_at) "
+        f"SELECT {sql['id']}, :conn, 'pi_seed' || {sql['pad']}, 10000, 'EUR', :now, 100 + i % 9900, "
+        f"100 + i % 9900, :now, :now FROM {sql['numbers']}"
+    )
+    refunds = text(
+        "INSERT INTO refunds (id, payment_id, connection_id, payment_reference, amount, currency, reason, "
+        "metadata_encrypted, status, gateway_idempotency_key, gateway_refund_id, attempts, client_scope, "
+        "idempotency_key, request_fingerprint, created_by, finalized_at, lookup_before_send, created_at, "
+        f"updated_at) SELECT {sql['id']}, id, connection_id, payment_reference, refunded_amount, 'EUR', "
+        "'return', :metadata, 'succeeded', 'rw_' || payment_reference, 're_' || payment_reference, 0, "
+        "'client:bench', payment_reference, :fingerprint, 'bench', :now, false, :now, :now FROM payments "
+        "WHERE connection_id = :conn"
+    )
     now = dt.datetime.now(dt.UTC)
-    rows = []
-    for start in range(0, n, 2000):
-        async with rt.db.session() as session:
-            numbers = range(start, min(n, start + 2000))
-            payments = [
-                Payment(
-                    connection_id=conn.id, payment_reference=f"pi_seed{i:010d}", amount=10_000,
-                    currency="EUR", captured_at=now, refunded_amount=100 + i % 9_900,
-                    reserved_amount=100 + i % 9_900,
-                )
-                for i in numbers
-            ]
-            session.add_all(payments)
-            await session.flush()
-            refunds = [
-                Refund(
-                    payment_id=payment.id, connection_id=conn.id, amount=payment.refunded_amount,
-                    currency="EUR", payment_reference=payment.payment_reference, reason="return",
-                    metadata_={}, status="succeeded", gateway_idempotency_key=f"rw_seed{i}",
-                    gateway_refund_id=f"re_seed{i:010d}", client_scope="client:bench",
-                    idempotency_key=f"seed-{i}", request_fingerprint="0" * 64, created_by="bench",
-                    finalized_at=now,
-                )
-                for i, payment in zip(numbers, payments)
-            ]
-            session.add_all(refunds)
-            await session.flush()
-            rows += [f"{r.id},{r.gateway_refund_id},{r.amount}" for r in refunds]
-            await session.commit()
-    listing.write_text("\n".join(rows))
+    types = (
+        bindparam("conn", type_=PAYMENT.c.connection_id.type),
+        bindparam("now", type_=PAYMENT.c.captured_at.type),
+        bindparam("metadata", type_=REFUND.c.metadata_encrypted.type),
+    )
+    async with rt.db.write_connection() as c:
+        await c.execute(payments.bindparams(*types[:2]), {"n": n, "conn": conn.id, "now": now})
+        await c.execute(
+            refunds.bindparams(*types),
+            {"conn": conn.id, "now": now, "metadata": {}, "fingerprint": "0" * 64},
+        )
+        if not rt.db.is_sqlite:  # as a database that grew over time would have them
+            await c.execute(text("ANALYZE payments"))
+            await c.execute(text("ANALYZE refunds"))
+    query = select(REFUND.c.id, REFUND.c.gateway_refund_id, REFUND.c.amount).order_by(
+        REFUND.c.gateway_refund_id
+    )
+    with Path("seeded.txt").open("w") as out:
+        for row in await rt.db.fetch_all(query):
+            out.write(f"{row.id},{row.gateway_refund_id},{row.amount}\n")
     return n
 '''
 
 
 def child(workdir: Path, env: dict[str, str], *args: str) -> dict[str, float]:
     out = subprocess.run(
-        [PY, "-c", _CHILD, *args],
+        [_stack.PY, "-c", _CHILD, *args],
         env={**env, "PYTHONPATH": str(workdir)},
         capture_output=True,
         text=True,
@@ -196,62 +219,39 @@ def child(workdir: Path, env: dict[str, str], *args: str) -> dict[str, float]:
     return result
 
 
-def cli(env: dict[str, str], workdir: Path, *args: str) -> None:
-    out = subprocess.run(
-        [PY, "-m", "refundwatch", *args], env=env, capture_output=True, text=True, check=False, cwd=workdir
-    )
-    if out.returncode:
-        raise SystemExit(f"refundwatch {' '.join(args)}: {out.stderr.strip()}")
-
-
-async def run_backend(backend: str, n: int, match_n: int, pg_admin: str) -> None:
+async def run_backend(backend: str, n: int, pg_admin: str) -> None:
     workdir = Path(tempfile.mkdtemp(prefix=f"rw-bench-reconcile-{backend}-"))
-    pg_name = None
-    if backend == "sqlite":
-        db_url = f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
-    else:
-        pg_name = f"refundwatch_bench_reconcile_{os.getpid()}"
-        conn = await asyncpg.connect(pg_admin)
-        await conn.execute(f'DROP DATABASE IF EXISTS "{pg_name}"')
-        await conn.execute(f'CREATE DATABASE "{pg_name}"')
-        await conn.close()
-        db_url = pg_admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{pg_name}"
-    env = {
-        **os.environ,
-        "REFUNDWATCH_MODE": "test",
-        "REFUNDWATCH_DATABASE_URL": db_url,
-        "REFUNDWATCH_LOG_LEVEL": "WARNING",
-    }
+    db_url, pg_name = await _stack.create_database(backend, workdir, pg_admin, "refundwatch_bench_reconcile")
+    env = _stack.base_vars(db_url)
     (workdir / "bench_floor.py").write_text(_FLOOR)
     (workdir / "bench_seed.py").write_text(_SEED)
     try:
-        cli(env, workdir, "db", "upgrade")
+        _stack.cli(env, workdir, "db", "upgrade")
         (workdir / "connections.toml").write_text(
             f'[[connection]]\nname = "{CONNECTION}"\nprocessor = "stripe"\n'
             'base_url = "http://127.0.0.1:9/stripe"\napi_key = "sk_test_bench"\n'
             'webhook_secret = "whsec_bench"\n'
         )
-        cli(env, workdir, "connections", "import", str(workdir / "connections.toml"))
-        # Matching first, on a database holding only the seeded refunds and their report.
-        listing = workdir / "seeded.txt"
-        seeded = child(workdir, env, "seed", str(match_n), str(listing))
+        _stack.cli(env, workdir, "connections", "import", str(workdir / "connections.toml"))
+        child(workdir, env, "seed", str(n))
         refunds = []
-        for row in listing.read_text().splitlines():
-            ours, gateway, amount = row.split(",")
-            refunds.append((ours, gateway, int(amount)))
-        ours_report = workdir / "payout_reconciliation_seeded.csv"
-        write_report(ours_report, refunds, match_n)
-        child(workdir, env, "import", str(ours_report))
-        matched = child(workdir, env, "match", "-")
-        rate = matched["lines"] / matched["seconds"]
-        # Then the large report: imported only (its refunds are unknown here, so it is not matched).
+        with (workdir / "seeded.txt").open() as listing:
+            for row in listing:
+                ours, gateway, amount = row.rstrip("\n").split(",")
+                refunds.append((ours, gateway, int(amount)))
         report = workdir / "payout_reconciliation_bench.csv"
-        write_report(report, None, n)
+        write_report(report, refunds)
+        del refunds
         size_mb = report.stat().st_size / 1e6
         floor = child(workdir, env, "floor", str(report))
         imported = child(workdir, env, "import", str(report))
+        matched = child(workdir, env, "match", "-")
+        if matched["lines"] != n or imported["lines"] != n:
+            raise SystemExit(f"imported {imported['lines']:.0f} and matched {matched['lines']:.0f} of {n}")
         ratio = imported["seconds"] / floor["seconds"]
-        print(f"== {backend}: {n:,} lines ({size_mb:.0f} MB Stripe itemized report)")
+        total = imported["seconds"] + matched["seconds"]
+        peak = max(imported["rss_mb"], matched["rss_mb"])
+        print(f"== {backend}: {n:,} lines ({size_mb:.0f} MB Stripe itemized report) against {n:,} refunds")
         print(
             f"floor (csv + raw insert, batches of 2,000)  {floor['seconds']:7.1f} s  "
             f"{n / floor['seconds']:9,.0f} lines/s"
@@ -262,15 +262,16 @@ async def run_backend(backend: str, n: int, match_n: int, pg_admin: str) -> None
             f"peak RSS {imported['rss_mb']:.0f} MB"
         )
         print(
-            f"match ({seeded['lines']:,.0f} refunds, their {matched['lines']:,.0f} lines)      "
-            f"{matched['seconds']:7.1f} s  {rate:9,.0f} lines/s  peak RSS {matched['rss_mb']:.0f} MB"
+            f"match                                       {matched['seconds']:7.1f} s  "
+            f"{n / matched['seconds']:9,.0f} lines/s  peak RSS {matched['rss_mb']:.0f} MB"
         )
-        print(f"import + match of {n:,} lines at these rates: {imported['seconds'] + n / rate:,.0f} s")
+        print(
+            f"import + match                              {total:7.1f} s  "
+            f"(target {TARGET_S[backend]} s at 1,000,000 lines; peak RSS {peak:.0f} MB, "
+            f"target {TARGET_MB} MB)"
+        )
     finally:
-        if pg_name:
-            conn = await asyncpg.connect(pg_admin)
-            await conn.execute(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
-            await conn.close()
+        await _stack.drop_database(pg_admin, pg_name)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -280,11 +281,7 @@ def main() -> None:
     )
     parser.add_argument("--backend", choices=["postgresql", "sqlite", "both"], default="both")
     parser.add_argument("-n", type=int, default=1_000_000)
-    parser.add_argument("--match-n", type=int, default=20_000)
-    parser.add_argument(
-        "--pg-admin",
-        default=os.environ.get("BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"),
-    )
+    parser.add_argument("--pg-admin", default=_stack.PG_ADMIN)
     args = parser.parse_args()
     load1, _, _ = os.getloadavg()
     print(
@@ -294,7 +291,7 @@ def main() -> None:
         f"load {load1:.2f}"
     )
     for backend in ("postgresql", "sqlite") if args.backend == "both" else (args.backend,):
-        asyncio.run(run_backend(backend, args.n, args.match_n, args.pg_admin))
+        asyncio.run(run_backend(backend, args.n, args.pg_admin))
 
 
 if __name__ == "__main__":

@@ -12,22 +12,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from refundwatch.simulator.stripe.settlement import COLUMNS  # the simulator writes Stripe's reports
 from stack import Stack
 
-COLUMNS = [
-    "automatic_payout_id",
-    "reporting_category",
-    "balance_transaction_id",
-    "created_utc",
-    "currency",
-    "gross",
-    "fee",
-    "net",
-    "source_id",
-    "charge_id",
-    "payment_intent_id",
-    "refund_metadata[refundwatch_refund_id]",
-]
 _serial = itertools.count(1)
 
 

@@ -142,3 +142,25 @@ def test_a_cumulative_report_brings_earlier_lines_again_without_new_breaks(stack
     # Reported with another amount is still reported: not a missing settlement on top.
     stack.cli("reconcile", "check", extra_env={"REFUNDWATCH_RECONCILE_EXPECTED_HOURS": "0"})
     assert about(breaks(stack), changed["id"]) == ["amount_mismatch"]
+
+
+def test_a_settled_refund_that_failed_here_goes_to_manual_review_with_the_line_as_its_source(
+    stack: Stack,
+) -> None:
+    """The processor's report is money truth: a refund line for a refund refundwatch recorded as failed
+    (found by the reference refundwatch sent, the processor's id being unknown here) is matched, and
+    the state table moves the refund to manual review with its amount reserved again."""
+    stack.faults()
+    # refundwatch believes 6000 were captured, the processor only 1000: Stripe refuses the refund.
+    refund_id = stack.refund(stack.payment(6_000, simulator_amount=1_000), 5_000).json()["id"]
+    failed = stack.wait_status(refund_id, "failed")
+    assert failed["status"] == "failed", failed
+    settled = line(failed, source_id=f"re_settled{uuid.uuid4().hex[:8]}")
+    path = report(stack, [settled, line(succeeded(stack, 800))])
+    assert imported(stack, path) == f"{path.name}: 2 lines read, 2 matched, 0 breaks found"
+    now = stack.get(refund_id)
+    assert now["status"] == "manual_review", now
+    assert now["events"][-1]["source"] == "reconciliation"
+    assert "settled this refund" in now["events"][-1]["detail"]
+    rows = db_rows(stack, "SELECT match FROM settlement_lines WHERE raw LIKE ?", f"%{refund_id}%")
+    assert rows == [("matched",)]

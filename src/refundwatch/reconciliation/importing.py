@@ -4,7 +4,8 @@ The same content imported again adds nothing (a file is known by its SHA-256 per
 are streamed from the parser and written in batches, each committed, so memory stays bounded and the
 SQLite writer is never held for a whole file; the file counts only once it is marked ``imported``.
 A malformed file is removed again, lines and all, and its first error is the one line the importer
-sees; a file left ``importing`` by a crash is cleared when the same file is imported next.
+sees; a file left ``importing`` by a crash is cleared when the same file is imported next. How the
+lines are parsed and written fast is ``storing``'s business.
 
 ``import_report`` reads a file (CLI, upload); ``import_content`` takes a processor's answer in memory
 (settlement pulls, ``reconciliation.pulling``); both go through the same ``_import``.
@@ -17,12 +18,12 @@ import dataclasses
 import datetime as dt
 import hashlib
 import io
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 from uuid import UUID
 
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import Table, delete, select, text, update
 
 from refundwatch.audit import actions
 from refundwatch.audit.actions import Actor
@@ -30,17 +31,19 @@ from refundwatch.audit.services import record
 from refundwatch.connections.services import ConnectionInfo
 from refundwatch.db.models import SettlementEntry, SettlementFile
 from refundwatch.lib.exceptions import BadInput, NotFound
-from refundwatch.reconciliation.lines import SettlementLine
 from refundwatch.reconciliation.parsing import (
     SettlementFormatError,
     SettlementParser,
     SourceKind,
     parser_for,
 )
+from refundwatch.reconciliation.storing import store_lines
 from refundwatch.runtime import Runtime
 
 LINES = cast(Table, SettlementEntry.__table__)
-BATCH = 2_000  # lines per committed write: bounded memory, short write turns
+# PostgreSQL: after a file this large its statistics are refreshed at once, rather than when autovacuum
+# gets to it, so matching's queries are planned for the lines really there (docs/PERFORMANCE.md).
+ANALYZE_AFTER = 10_000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -61,40 +64,6 @@ def _inspect(path: Path) -> tuple[str, SourceKind]:
             first = first or block.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
             digest.update(block)
     return digest.hexdigest(), "api" if first in (b"{", b"[") else "file"
-
-
-def _row(file_id: UUID, connection_id: UUID, line: SettlementLine) -> dict[str, Any]:
-    return {
-        "file_id": file_id,
-        "connection_id": connection_id,
-        "row_number": line.row_number,
-        "row_hash": line.row_hash,
-        "raw": line.raw,
-        "line_key": line.line_key[:255],
-        "kind": line.kind.value,
-        "direction": line.direction.value,
-        "gross": line.gross,
-        "fee": line.fee,
-        "net": line.net,
-        "currency": line.currency,
-        "settlement_currency": line.settlement_currency,
-        "gateway_refund_id": line.gateway_refund_id,
-        "gateway_payment_id": line.gateway_payment_id,
-        "merchant_reference": line.merchant_reference,
-        "payout_id": line.payout_id,
-        "occurred_at": line.occurred_at,
-        "source_timezone": line.source_timezone,
-        "raw_type": (line.raw_type or "")[:64],
-    }
-
-
-async def _write(rt: Runtime, rows: list[dict[str, Any]]) -> None:
-    statement = insert(LINES)
-    if rt.db.is_sqlite:
-        await rt.db.run_sqlite_write(lambda conn: conn.execute(statement, rows))
-        return
-    async with rt.db.write_connection() as conn:
-        await conn.execute(statement, rows)
 
 
 async def _forget(rt: Runtime, file_id: UUID) -> None:
@@ -193,13 +162,17 @@ async def _import(
         session.add(stored)
         await session.commit()
     try:
-        count = await _stream_into(rt, stored.id, conn.id, content, parser.parse)
+        with content.open() as stream:
+            count = await store_lines(rt, stored.id, conn.id, stream, name, parser.parse)
     except SettlementFormatError as exc:
         await _forget(rt, stored.id)
         raise BadInput(f"{name}: {exc}") from None
     except BaseException:
         await asyncio.shield(_forget(rt, stored.id))
         raise
+    if count >= ANALYZE_AFTER and not rt.db.is_sqlite:
+        async with rt.db.write_connection() as connection:
+            await connection.execute(text("ANALYZE settlement_lines"))
     async with rt.db.session() as session:
         await session.execute(
             update(SettlementFile)
@@ -216,26 +189,3 @@ async def _import(
         )
         await session.commit()
     return Imported(stored.id, conn.id, name, count, already=False)
-
-
-async def _stream_into(
-    rt: Runtime,
-    file_id: UUID,
-    connection_id: UUID,
-    content: _Content,
-    parse: Any,
-) -> int:
-    count = 0
-    batch: list[dict[str, Any]] = []
-    with content.open() as stream:
-        lines: Iterator[SettlementLine] = parse(stream, content.name)
-        for line in lines:
-            batch.append(_row(file_id, connection_id, line))
-            if len(batch) >= BATCH:
-                await _write(rt, batch)
-                count += len(batch)
-                batch = []
-    if batch:
-        await _write(rt, batch)
-        count += len(batch)
-    return count

@@ -1,40 +1,77 @@
 """Each imported line matched to a refund, or a break that says why not (issue 14 §3).
 
-Lines are taken in batches; a batch's refunds and the earlier lines under its keys are read in three
-queries, so matching costs a few statements per batch rather than per line.
+Every line ends in exactly one state (``settlement_lines.match``): matched, a break kind, or
+``not_a_refund`` for fees, payouts and payments, which are kept but are no refund's. How one line is
+judged is ``verdicts``'s business; here, lines are taken, judged and written. Breaks are opened once
+per subject and kind, however often matching runs. The processor's word that money moved is applied
+to the refund (money truth first): a refund failure or reversal line for a succeeded refund moves it
+to ``reversed``, with the line as the source.
 
-A refund line is matched on the processor's own refund id first, then on the merchant reference
-refundwatch sent (its refund id). Every line ends in exactly one state (``settlement_lines.match``):
-matched, a break kind, or ``not_a_refund`` for fees, payouts and payments, which are kept but are
-no refund's. A line that an earlier file already brought, same key and same content (cumulative
-reports), is that line again: it keeps the earlier verdict and opens nothing (``_seen_before``).
-Breaks are opened once per subject and kind, however often matching runs. The
-processor's word that money moved is applied to the refund (money truth first): a refund failure
-or reversal line for a succeeded refund moves it to ``reversed``, with the line as the source.
+Set-based, per batch of lines (a million lines is a few thousand statements, not millions): the
+batch's lines, refunds and earlier lines are read in a few queries, each line is decided in memory
+in id order, and the verdicts are written in one statement, the breaks in another. Only a line that
+changes a refund's status (a refund failure, or a settlement of a refund not yet succeeded here)
+takes the refund's row lock and goes through the state table, the refund's timeline and the audit.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
+import json
 from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any, cast
 from uuid import UUID
 
-from sqlalchemy import select
+from advanced_alchemy.types import GUID
+from sqlalchemy import (
+    ColumnElement,
+    Dialect,
+    Row,
+    Select,
+    String,
+    Table,
+    TypeDecorator,
+    any_,
+    bindparam,
+    func,
+    literal_column,
+    select,
+    text,
+    type_coerce,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from refundwatch.audit.actions import Actor
 from refundwatch.db.models import ReconciliationBreak, Refund, SettlementEntry, SettlementFile
+from refundwatch.reconciliation.verdicts import (
+    MATCHED,
+    NOT_A_REFUND,
+    REFUND_KINDS,
+    Batch,
+    Earlier,
+    RefundView,
+    Verdict,
+    as_uuid,
+    break_values,
+    classify,
+    refund_break,
+)
 from refundwatch.refunds.services import apply
 from refundwatch.refunds.states import RELEASED, Source, Status, Trigger
 from refundwatch.runtime import Runtime
 
+__all__ = ["MATCHED", "NOT_A_REFUND", "REFUND_KINDS", "Summary", "match_lines", "new_break", "open_break"]
+
 RECONCILER = Actor("system", "reconciliation")
-BATCH = 500
-MATCHED = "matched"
-NOT_A_REFUND = "not_a_refund"
-REFUND_KINDS = ("refund", "refund_failure")
+BATCH = 2_000
+LINES = cast(Table, SettlementEntry.__table__)
+BREAKS = cast(Table, ReconciliationBreak.__table__)
+REFUNDS = cast(Table, Refund.__table__)
+FILES = cast(Table, SettlementFile.__table__)
 
 
 @dataclasses.dataclass
@@ -51,25 +88,22 @@ def new_break(
     detail: str,
     *,
     refund: Refund | None = None,
-    line: SettlementEntry | None = None,
     expected: int | None = None,
     actual: int | None = None,
     currency: str | None = None,
 ) -> ReconciliationBreak:
     return ReconciliationBreak(
-        connection_id=connection_id,
-        kind=kind,
-        subject=subject[:255],
-        refund_id=refund.id if refund is not None else None,
-        line_id=line.id if line is not None else None,
-        gateway_refund_id=(line.gateway_refund_id if line is not None else None)
-        or (refund.gateway_refund_id if refund is not None else None),
-        currency=currency,
-        expected=expected,
-        actual=actual,
-        detail=detail[:500],
-        opened_at=dt.datetime.now(dt.UTC),
-        status="open",
+        **break_values(
+            kind,
+            connection_id,
+            subject,
+            detail,
+            refund_id=refund.id if refund is not None else None,
+            gateway_refund_id=refund.gateway_refund_id if refund is not None else None,
+            expected=expected,
+            actual=actual,
+            currency=currency,
+        )
     )
 
 
@@ -94,264 +128,227 @@ async def open_break(session: AsyncSession, found: ReconciliationBreak) -> bool:
     return True
 
 
-def _refund_for(batch: _Batch, line: SettlementEntry) -> Refund | None:
-    if line.gateway_refund_id:
-        found = batch.by_gateway_id.get((line.connection_id, line.gateway_refund_id))
-        if found is not None:
+# --- what a batch needs, read in a few queries -----------------------------------------------------
+
+
+class _FewIds(TypeDecorator[UUID]):
+    """A GUID column whose values repeat from row to row (a batch's connection, its files): each value
+    is converted to a UUID once, not once per line (SQLite stores them as bytes)."""
+
+    impl = GUID
+    cache_ok = True
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any] | None:
+        convert = super().result_processor(dialect, coltype)
+        if convert is None or dialect.name != "sqlite":  # asyncpg's UUIDs come ready
+            return convert
+        known: dict[Any, Any] = {}
+
+        def process(value: Any) -> Any:
+            found = known.get(value)
+            if found is None:
+                if len(known) >= 1_024:
+                    known.clear()
+                found = known[value] = convert(value)
             return found
-    reference = _as_uuid(line.merchant_reference)
-    if reference is None:
-        return None
-    refund = batch.by_id.get(reference)
-    return refund if refund is not None and refund.connection_id == line.connection_id else None
+
+        return process
 
 
-def _as_uuid(text: str | None) -> UUID | None:
-    if not text:
-        return None
-    try:
-        return UUID(text)
-    except ValueError:
-        return None
+def _few(column: Any) -> Any:
+    return type_coerce(column, _FewIds()).label(column.name)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Earlier:
-    """A line already classified under the same processor line key."""
-
-    id: int
-    file_id: UUID
-    row_hash: str
-    match: str
-    refund_id: UUID | None
-
-
-def _seen_before(batch: _Batch, line: SettlementEntry) -> tuple[str, _Earlier] | None:
-    """Whether an earlier line has ``line``'s processor line key: ("repeat", it) or ("duplicate", it).
-
-    Reports are often cumulative (a processor's report "so far", a payout report run again): a later
-    file brings the earlier lines again, under the same key and with the same raw content. Such a
-    line is the same line seen again (a *repeat*), not a duplicate: it takes the earlier line's
-    verdict and opens nothing. Within one file the same key twice is a *duplicate*. Counted per key
-    and content, so a line duplicated within a report and repeated by the next report (the same two
-    rows) is a duplicate once: the k-th copy in this file repeats the k-th copy of an earlier file.
-    An earlier line with the same key but other content in another file (the processor now reports
-    an amount or payout differently) is neither: this line is matched afresh.
-    """
-    earlier = [e for e in batch.earlier.get((line.connection_id, line.line_key), ()) if e.id < line.id]
-    if not earlier:
-        return None
-    here = [e for e in earlier if e.file_id == line.file_id]
-    if any(e.row_hash != line.row_hash for e in here):
-        return "duplicate", here[0]
-    copies: dict[UUID, list[_Earlier]] = {}
-    for e in earlier:
-        if e.file_id != line.file_id and e.row_hash == line.row_hash:
-            copies.setdefault(e.file_id, []).append(e)
-    for same in copies.values():
-        if len(same) > len(here):
-            return "repeat", same[len(here)]
-    if here:
-        return "duplicate", here[0]
-    return None
-
-
-@dataclasses.dataclass
-class _Batch:
-    """What classifying a batch of lines needs, read in three queries instead of several per line."""
-
-    by_gateway_id: dict[tuple[UUID, str], Refund]
-    by_id: dict[UUID, Refund]
-    earlier: dict[tuple[UUID, str], list[_Earlier]]  # classified lines by (connection, line key)
-
-    def classified(self, line: SettlementEntry) -> None:
-        """``line`` has its verdict: later lines of the batch with its key see it."""
-        self.earlier.setdefault((line.connection_id, line.line_key), []).append(
-            _Earlier(line.id, line.file_id, line.row_hash, line.match or "", line.refund_id)
+def _among(column: ColumnElement[Any], values: Iterable[str], is_sqlite: bool) -> ColumnElement[bool]:
+    """``column IN values`` as a statement of one shape whatever the number of values (compiled and
+    prepared once, not per batch): a JSON array on SQLite, an array on PostgreSQL."""
+    if is_sqlite:
+        listed: Select[Any] = select(literal_column("value")).select_from(
+            func.json_each(json.dumps(list(values)))
         )
+        return column.in_(listed)
+    return column == any_(bindparam(None, list(values), type_=ARRAY(String)))
 
 
-async def _prefetch(session: AsyncSession, lines: list[SettlementEntry]) -> _Batch:
+# A line as matching reads it (a Row with these attributes).
+_LINE_COLUMNS = (
+    LINES.c.id,
+    _few(LINES.c.file_id),
+    _few(LINES.c.connection_id),
+    LINES.c.row_number,
+    LINES.c.row_hash,
+    LINES.c.line_key,
+    LINES.c.kind,
+    LINES.c.gross,
+    LINES.c.currency,
+    LINES.c.gateway_refund_id,
+    LINES.c.merchant_reference,
+    LINES.c.raw_type,
+)
+
+
+_REFUND_COLUMNS = (
+    REFUNDS.c.id,
+    _few(REFUNDS.c.connection_id),
+    REFUNDS.c.gateway_refund_id,
+    REFUNDS.c.amount,
+    REFUNDS.c.currency,
+    REFUNDS.c.status,
+)
+
+
+async def _prefetch(session: AsyncSession, lines: list[Row[Any]], is_sqlite: bool) -> Batch:
     about = [line for line in lines if line.kind in REFUND_KINDS]
-    batch = _Batch({}, {}, {})
+    batch = Batch({}, {}, {})
     if not about:
         return batch
     connections = {line.connection_id for line in about}
     gateway_ids = {line.gateway_refund_id for line in about if line.gateway_refund_id}
     if gateway_ids:
-        for refund in await session.scalars(
-            select(Refund)
-            .where(Refund.connection_id.in_(connections), Refund.gateway_refund_id.in_(gateway_ids))
-            .with_for_update()
+        # By the processor's refund id alone, the connection compared in memory: with the connection
+        # in the query too, SQLite walks the connection's refunds instead of the refund id's index.
+        for row in await session.execute(
+            select(*_REFUND_COLUMNS).where(_among(REFUNDS.c.gateway_refund_id, gateway_ids, is_sqlite))
         ):
-            if refund.gateway_refund_id is not None:
-                batch.by_gateway_id[(refund.connection_id, refund.gateway_refund_id)] = refund
-    references = {ref for line in about if (ref := _as_uuid(line.merchant_reference)) is not None}
+            batch.by_gateway_id.setdefault(row.gateway_refund_id, []).append(RefundView(*row))
+    # The merchant reference is looked at only where the processor's refund id found nothing.
+    references = {
+        ref
+        for line in about
+        if batch.by_gateway(line.connection_id, line.gateway_refund_id) is None
+        and (ref := as_uuid(line.merchant_reference)) is not None
+    }
     if references:
-        for refund in await session.scalars(
-            select(Refund).where(Refund.id.in_(references)).with_for_update()
-        ):
-            batch.by_id[refund.id] = refund
+        for row in await session.execute(select(*_REFUND_COLUMNS).where(REFUNDS.c.id.in_(references))):
+            batch.by_id[row.id] = RefundView(*row)
     rows = await session.execute(
         select(
-            SettlementEntry.id,
-            SettlementEntry.file_id,
-            SettlementEntry.row_hash,
-            SettlementEntry.match,
-            SettlementEntry.refund_id,
-            SettlementEntry.connection_id,
-            SettlementEntry.line_key,
+            LINES.c.id,
+            _few(LINES.c.file_id),
+            LINES.c.row_hash,
+            LINES.c.match,
+            LINES.c.refund_id,
+            _few(LINES.c.connection_id),
+            LINES.c.line_key,
         )
         .where(
-            SettlementEntry.connection_id.in_(connections),
-            SettlementEntry.line_key.in_({line.line_key for line in about}),
-            SettlementEntry.match.is_not(None),  # classified: from a file that was imported
+            LINES.c.connection_id.in_(connections),
+            _among(LINES.c.line_key, {line.line_key for line in about}, is_sqlite),
+            # Only classified lines count (from a file that was imported). Not ``match IS NOT NULL``:
+            # with that, PostgreSQL may take the match index while its statistics still say nothing
+            # is matched, and read every line matched so far, per batch. No index answers this
+            # expression, so the lines are found through the key index and filtered.
+            func.coalesce(LINES.c.match, "") != "",
         )
-        .order_by(SettlementEntry.id)
+        .order_by(LINES.c.id)
     )
     for entry_id, file_id, row_hash, match, refund_id, connection_id, line_key in rows:
-        batch.earlier.setdefault((connection_id, line_key), []).append(
-            _Earlier(entry_id, file_id, row_hash, match, refund_id)
+        batch.earlier.setdefault(line_key, []).append(
+            Earlier(entry_id, connection_id, file_id, row_hash, match, refund_id)
         )
     return batch
 
 
-async def _classify(session: AsyncSession, batch: _Batch, line: SettlementEntry, summary: Summary) -> str:
-    cid = line.connection_id
-    if line.kind == "unmapped":
-        await _count(
-            session,
-            summary,
-            new_break(
-                "unmapped",
-                cid,
-                f"line:{line.id}",
-                f"{line.raw_type!r}: a type refundwatch does not know",
-                line=line,
-            ),
-        )
-        return "unmapped"
-    if line.kind not in REFUND_KINDS:
-        return NOT_A_REFUND
-    seen = _seen_before(batch, line)
-    if seen is not None and seen[0] == "repeat":
-        line.refund_id = seen[1].refund_id
-        return seen[1].match
-    if seen is not None:
-        earlier = seen[1].id
-        await _count(
-            session,
-            summary,
-            new_break(
-                "duplicate_line",
-                cid,
-                f"line:{line.id}",
-                f"the same line as line {earlier} ({line.line_key})",
-                line=line,
-                actual=abs(line.gross),
-                currency=line.currency,
-            ),
-        )
-        return "duplicate_line"
-    refund = _refund_for(batch, line)
+async def _transition(session: AsyncSession, batch: Batch, line: Row[Any], seen: RefundView) -> Verdict:
+    """A refund failure, or a settlement of a refund not succeeded here: the state table decides, on the
+    refund locked (its status read afresh under the lock), with the line as the event's source."""
+    refund = batch.locked.get(seen.id)
     if refund is None:
-        await _count(
-            session,
-            summary,
-            new_break(
-                "missing_local",
-                cid,
-                f"line:{line.id}",
-                f"{line.raw_type} {line.gateway_refund_id or line.line_key}: "
-                "in the report, unknown to refundwatch",
-                line=line,
-                actual=abs(line.gross),
-                currency=line.currency,
-            ),
-        )
-        return "missing_local"
-    line.refund_id = refund.id
-    if line.currency != refund.currency:
-        await _count(
-            session,
-            summary,
-            new_break(
-                "currency_mismatch",
-                cid,
-                f"refund:{refund.id}",
-                f"reported in {line.currency}, asked in {refund.currency}",
-                refund=refund,
-                line=line,
-                expected=refund.amount,
-                actual=abs(line.gross),
-                currency=line.currency,
-            ),
-        )
-        return "currency_mismatch"
-    if abs(line.gross) != refund.amount:  # gross is signed from the balance: a refund's is negative
-        await _count(
-            session,
-            summary,
-            new_break(
-                "amount_mismatch",
-                cid,
-                f"refund:{refund.id}",
-                f"reported {abs(line.gross)}, asked {refund.amount} (minor units of {refund.currency})",
-                refund=refund,
-                line=line,
-                expected=refund.amount,
-                actual=abs(line.gross),
-                currency=refund.currency,
-            ),
-        )
-        return "amount_mismatch"
+        refund = (await session.scalars(select(Refund).where(Refund.id == seen.id).with_for_update())).one()
+        batch.locked[seen.id] = refund
     detail = f"settlement line {line.line_key} ({line.raw_type}) in report row {line.row_number}"
-    if line.kind == "refund_failure":
-        was = refund.status
-        if was not in RELEASED:  # the state table decides: succeeded -> reversed, in flight -> failed
+    try:
+        if line.kind == "refund_failure":
+            was = refund.status
+            if was not in RELEASED:  # the state table decides: succeeded -> reversed, in flight -> failed
+                await apply(
+                    session,
+                    refund,
+                    Trigger.REVERSED,
+                    source=Source.RECONCILIATION,
+                    actor=RECONCILER,
+                    detail=f"{detail}: the refund failed or was reversed at the processor",
+                )
+            if was != Status.SUCCEEDED:
+                return MATCHED, refund.id, None  # the records agree, or now do
+            why = f"{line.raw_type}: failed or reversed at the processor after it succeeded"
+            found = refund_break("reversed_after_success", line, seen, why, currency=refund.currency)
+            return "reversed_after_success", refund.id, found
+        if refund.status != Status.SUCCEEDED:
+            # The processor settled it: money moved. The state machine decides what that means here
+            # (processing -> succeeded; a released status -> manual review with the amount reserved again).
             await apply(
                 session,
                 refund,
-                Trigger.REVERSED,
+                Trigger.SUCCEEDED,
                 source=Source.RECONCILIATION,
                 actor=RECONCILER,
-                detail=f"{detail}: the refund failed or was reversed at the processor",
+                detail=f"{detail}: the processor settled this refund",
             )
-        if was != Status.SUCCEEDED:
-            return MATCHED  # the records agree, or now do
-        await _count(
-            session,
-            summary,
-            new_break(
-                "reversed_after_success",
-                cid,
-                f"refund:{refund.id}",
-                f"{line.raw_type}: failed or reversed at the processor after it succeeded",
-                refund=refund,
-                line=line,
-                expected=refund.amount,
-                actual=abs(line.gross),
-                currency=refund.currency,
-            ),
-        )
-        return "reversed_after_success"
-    if refund.status != Status.SUCCEEDED:
-        # The processor settled it: money moved. The state machine decides what that means here
-        # (processing -> succeeded; a released status -> manual review with the amount reserved again).
-        await apply(
-            session,
-            refund,
-            Trigger.SUCCEEDED,
-            source=Source.RECONCILIATION,
-            actor=RECONCILER,
-            detail=f"{detail}: the processor settled this refund",
-        )
-    return MATCHED
+        return MATCHED, refund.id, None
+    finally:
+        seen.status = refund.status
 
 
-async def _count(session: AsyncSession, summary: Summary, found: ReconciliationBreak) -> None:
-    if await open_break(session, found):
-        summary.breaks[found.kind] += 1
+# --- writing a batch's verdicts --------------------------------------------------------------------
+
+# PostgreSQL: every verdict of the batch in one statement of fixed shape (arrays, prepared once).
+_PG_VERDICTS = text(
+    "UPDATE settlement_lines AS s SET match = v.match, refund_id = v.refund_id "
+    "FROM unnest(CAST(:ids AS bigint[]), CAST(:matches AS varchar[]), CAST(:refund_ids AS uuid[])) "
+    "AS v(id, match, refund_id) WHERE s.id = v.id"
+)
+# SQLite: one executemany in the driver (a prepared statement stepped per line), ids as it stores them.
+_SQLITE_VERDICTS = "UPDATE settlement_lines SET match = ?, refund_id = ? WHERE id = ?"
+
+
+async def _write_verdicts(
+    session: AsyncSession, is_sqlite: bool, verdicts: list[tuple[int, str, UUID | None]]
+) -> None:
+    if is_sqlite:
+        params = [(m, r.bytes if r is not None else None, i) for i, m, r in verdicts]
+        connection = await session.connection()
+        await connection.exec_driver_sql(_SQLITE_VERDICTS, params)  # type: ignore[arg-type]
+        return
+    ids, matches, refund_ids = zip(*verdicts, strict=True)
+    await session.execute(
+        _PG_VERDICTS, {"ids": list(ids), "matches": list(matches), "refund_ids": list(refund_ids)}
+    )
+
+
+async def _open_breaks(session: AsyncSession, is_sqlite: bool, found: list[dict[str, Any]]) -> list[str]:
+    """Insert the batch's breaks, each unless its subject already has one of that kind (a unique key);
+    the kinds of those opened now."""
+    dialect_insert = sqlite.insert if is_sqlite else postgresql.insert
+    statement = (
+        dialect_insert(BREAKS)
+        .on_conflict_do_nothing(index_elements=["connection_id", "kind", "subject"])
+        .returning(BREAKS.c.kind)
+    )
+    return list(await session.scalars(statement, found))
+
+
+# --- the loop --------------------------------------------------------------------------------------
+
+
+def _claim(after: int, connection_id: UUID | None) -> Any:
+    query = (
+        select(*_LINE_COLUMNS)
+        .where(
+            LINES.c.match.is_(None),
+            LINES.c.id > after,
+            # Lines of a file still importing wait until it is whole.
+            LINES.c.file_id.not_in(select(FILES.c.id).where(FILES.c.status != "imported")),
+        )
+        .order_by(LINES.c.id)
+        .limit(BATCH)
+        # The worker's schedule, the CLI and an upload may match at once: each line is taken by
+        # one of them (PostgreSQL; SQLite's one writer already takes turns).
+        .with_for_update(skip_locked=True)
+    )
+    if connection_id is not None:
+        query = query.where(LINES.c.connection_id == connection_id)
+    return query
 
 
 async def match_lines(rt: Runtime, connection_id: UUID | None = None) -> Summary:
@@ -360,30 +357,26 @@ async def match_lines(rt: Runtime, connection_id: UUID | None = None) -> Summary
     after = 0
     while True:
         async with rt.db.session() as session:
-            query = (
-                select(SettlementEntry)
-                .join(SettlementFile, SettlementFile.id == SettlementEntry.file_id)
-                .where(
-                    SettlementEntry.match.is_(None),
-                    SettlementFile.status == "imported",
-                    SettlementEntry.id > after,
-                )
-                .order_by(SettlementEntry.id)
-                .limit(BATCH)
-                # The worker's schedule, the CLI and an upload may match at once: each line is taken by
-                # one of them (PostgreSQL; SQLite's one writer already takes turns).
-                .with_for_update(of=SettlementEntry, skip_locked=True)
-            )
-            if connection_id is not None:
-                query = query.where(SettlementEntry.connection_id == connection_id)
-            lines = list(await session.scalars(query))
+            lines = list(await session.execute(_claim(after, connection_id)))
             if not lines:
                 return summary
-            batch = await _prefetch(session, lines)
+            batch = await _prefetch(session, lines, rt.db.is_sqlite)
+            verdicts: list[tuple[int, str, UUID | None]] = []
+            # The first break of each subject and kind; a later one would be refused anyway.
+            found: dict[tuple[UUID, str, str], dict[str, Any]] = {}
             for line in lines:
-                line.match = await _classify(session, batch, line, summary)
-                batch.classified(line)
-                summary.lines += 1
-                summary.matched += line.match == MATCHED
+                decided = classify(batch, line)
+                if isinstance(decided, RefundView):
+                    decided = await _transition(session, batch, line, decided)
+                match, refund_id, opened = decided
+                batch.classified(line, match, refund_id)
+                verdicts.append((line.id, match, refund_id))
+                if opened is not None:
+                    found.setdefault((line.connection_id, opened["kind"], opened["subject"]), opened)
+                summary.matched += match == MATCHED
+            summary.lines += len(lines)
+            await _write_verdicts(session, rt.db.is_sqlite, verdicts)
+            if found:
+                summary.breaks.update(await _open_breaks(session, rt.db.is_sqlite, list(found.values())))
             after = lines[-1].id
             await session.commit()

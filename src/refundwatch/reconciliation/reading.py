@@ -85,8 +85,9 @@ class _LineTap:
 
     def take(self) -> str:
         """The current record's text without its final line break, and forget it."""
-        raw = "".join(self._taken)
-        self._taken.clear()
+        taken = self._taken
+        raw = taken[0] if len(taken) == 1 else "".join(taken)  # one physical line: the usual record
+        taken.clear()
         return raw.removesuffix("\n").removesuffix("\r")
 
 
@@ -100,7 +101,7 @@ def read_csv(stream: BinaryIO, source_name: str, layout: CsvLayout) -> Iterator[
         raise SettlementFormatError(source_name, None, f"empty file: expected {layout.title}")
     header_row, (_, names) = first
     index = _check_header(header_row, names, layout, source_name)
-    # (name, position) of the columns the parser reads, so each row costs one small dict.
+    # The columns the parser reads and their positions, so each row costs one small dict.
     wanted = [(name, at) for name, at in index.items() if name in layout.columns]
     width = len(names)
     for row_number, (raw, fields) in records:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from refundwatch.lib.money import from_decimal_string, is_known_currency
+from refundwatch.lib.money import exponent, is_known_currency
 from refundwatch.reconciliation.parsing import FieldError
 
 # A plain decimal as reports print it: optional sign, digits, optional fraction. No exponents, no
@@ -21,27 +21,40 @@ _DECIMAL = re.compile(r"[+-]?(?:\d{1,15}(?:\.\d{0,12})?|\.\d{1,12})")
 
 def currency_code(text: str, column: str) -> str:
     """An ISO 4217 code refundwatch knows, upper-cased (Stripe's reports print ``usd`` and ``USD``)."""
+    code = _known_codes.get(text)
+    if code is not None:  # a million lines name a handful of currencies: each is checked once
+        return code
     code = text.strip().upper()
     if not code:
         raise FieldError(f"{column} is empty")
     if not is_known_currency(code):
         # Its exponent is unknown, so no amount in it can be read exactly: fail rather than guess.
         raise FieldError(f"{column} {text.strip()!r} is not a currency refundwatch knows")
+    if len(_known_codes) < 1_024:
+        _known_codes[text] = code
     return code
+
+
+_known_codes: dict[str, str] = {}  # as written -> the code, for currencies already found known
 
 
 def major_units(text: str, currency: str, column: str) -> int:
     """A decimal in major units ("-10.50") -> exact signed minor units of the currency.
 
     Never rounds: a digit beyond the currency's exponent ("12.5" JPY, "1.2345" KWD) is an error. Zeros
-    beyond it carry no value and are accepted ("1200.00" JPY = 1200), because reports pad."""
+    beyond it carry no value and are accepted ("1200.00" JPY = 1200), because reports pad.
+
+    Read from the digits themselves (the pattern has already checked them), not through Decimal: the
+    same value as ``lib.money.from_decimal_string``, a few times faster on a million lines."""
     value = text.strip()
     if not _DECIMAL.fullmatch(value):
         raise FieldError(f"{column} {value!r} is not a decimal amount")
-    try:
-        return from_decimal_string(value, currency)
-    except ValueError:
-        raise FieldError(f"{column} {value} has more decimals than {currency} allows") from None
+    places = exponent(currency)
+    whole, _, fraction = value.partition(".")
+    if fraction[places:].strip("0"):
+        raise FieldError(f"{column} {value} has more decimals than {currency} allows")
+    digits = whole + fraction[:places].ljust(places, "0")
+    return int(digits) if digits.lstrip("+-") else 0  # "-.0" in JPY: no digits left, zero
 
 
 def optional_major_units(text: str, currency: str, column: str) -> int | None:

@@ -13,7 +13,7 @@ from uuid import UUID
 
 from advanced_alchemy.base import BigIntBase, UUIDv7Base
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 
@@ -44,6 +44,13 @@ class SettlementEntry(BigIntBase):
         Index("ix_settlement_lines_key", "connection_id", "line_key"),
         # The matched share (reconciliation.figures): counted from the index alone.
         Index("ix_settlement_lines_match", "kind", "match", "connection_id"),
+        # Matching's next batch (reconciliation.matching): only the lines not matched yet.
+        Index(
+            "ix_settlement_lines_unmatched",
+            "id",
+            postgresql_where=text("match IS NULL"),
+            sqlite_where=text("match IS NULL"),
+        ),
     )
 
     file_id: Mapped[UUID] = mapped_column(ForeignKey("settlement_files.id", ondelete="CASCADE"))
