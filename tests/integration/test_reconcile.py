@@ -4,6 +4,7 @@ executed, imported with ``refundwatch reconcile import`` and matched line by lin
 
 from __future__ import annotations
 
+import concurrent.futures
 import uuid
 from typing import Any
 
@@ -164,3 +165,29 @@ def test_a_settled_refund_that_failed_here_goes_to_manual_review_with_the_line_a
     assert "settled this refund" in now["events"][-1]["detail"]
     rows = db_rows(stack, "SELECT match FROM settlement_lines WHERE raw LIKE ?", f"%{refund_id}%")
     assert rows == [("matched",)]
+
+
+def test_the_same_file_imported_twice_at_once_is_stored_once_and_never_half_removed(stack: Stack) -> None:
+    """Two people (or a person and the worker) import the same report at the same moment. Before the
+    heartbeat, the second took the first's file, still ``importing``, for a crashed import and removed
+    its lines while they were being written. Now one import stores the file and the other adds nothing:
+    it finds it imported, or is refused in one line because it is being imported right now."""
+    rows = [line(category="charge", gross="1.00", net="0.97") for _ in range(30_000)]
+    path = report(stack, rows)
+    command = ["reconcile", "import", "--connection", "stripe-test", str(path)]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: stack.cli(*command, check=False), range(2)))
+    outcomes = sorted((r.returncode, (r.stdout + r.stderr).strip()) for r in results)
+    assert outcomes[0][0] == 0, outcomes
+    assert outcomes[0][1].startswith(f"{path.name}: 30000 lines read"), outcomes
+    second_code, second = outcomes[1]
+    if second_code == 0:
+        assert f"{path.name}: already imported (30000 lines); nothing added" in second, outcomes
+    else:
+        assert len(second.splitlines()) == 1, second
+        assert "is being imported right now" in second, second
+        assert "Traceback" not in second
+    files = db_rows(stack, "SELECT id, status, lines FROM settlement_files WHERE name = ?", path.name)
+    assert [(status, count) for _, status, count in files] == [("imported", 30_000)], files
+    stored = db_rows(stack, "SELECT count(*) FROM settlement_lines WHERE file_id = ?", files[0][0])
+    assert stored == [(30_000,)]

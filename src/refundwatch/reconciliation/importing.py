@@ -14,23 +14,26 @@ lines are parsed and written fast is ``storing``'s business.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
 import io
+import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 from uuid import UUID
 
 from sqlalchemy import Table, delete, select, text, update
+from sqlalchemy.exc import IntegrityError
 
 from refundwatch.audit import actions
 from refundwatch.audit.actions import Actor
 from refundwatch.audit.services import record
 from refundwatch.connections.services import ConnectionInfo
 from refundwatch.db.models import SettlementEntry, SettlementFile
-from refundwatch.lib.exceptions import BadInput, NotFound
+from refundwatch.lib.exceptions import BadInput, Conflict, NotFound
 from refundwatch.reconciliation.parsing import (
     SettlementFormatError,
     SettlementParser,
@@ -40,10 +43,15 @@ from refundwatch.reconciliation.parsing import (
 from refundwatch.reconciliation.storing import store_lines
 from refundwatch.runtime import Runtime
 
+log = logging.getLogger(__name__)
+
 LINES = cast(Table, SettlementEntry.__table__)
 # PostgreSQL: after a file this large its statistics are refreshed at once, rather than when autovacuum
 # gets to it, so matching's queries are planned for the lines really there (docs/PERFORMANCE.md).
 ANALYZE_AFTER = 10_000
+# An import still ``importing`` whose heartbeat is older than this is taken to have crashed.
+HEARTBEAT_SECONDS = 15
+STALE_AFTER_SECONDS = 120
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -116,6 +124,44 @@ async def import_content(
     return await _import(rt, conn, found, parser, actor, action=action, details=details)
 
 
+def _alive(beat: dt.datetime | None) -> bool:
+    """Whether an import with this last heartbeat may still be running."""
+    if beat is None:
+        return False
+    if beat.tzinfo is None:  # SQLite gives naive UTC
+        beat = beat.replace(tzinfo=dt.UTC)
+    return dt.datetime.now(dt.UTC) - beat < dt.timedelta(seconds=STALE_AFTER_SECONDS)
+
+
+def _in_progress(name: str) -> Conflict:
+    return Conflict(
+        f"{name}: the same content is being imported right now; try again once that import has finished",
+        code="import_in_progress",
+    )
+
+
+async def _heartbeat(rt: Runtime, file_id: UUID) -> None:
+    """While the lines are written, the file's ``imported_at`` says the import is alive, so a second
+    import of the same content waits its turn instead of removing lines still being written."""
+    while True:
+        await asyncio.sleep(HEARTBEAT_SECONDS)
+        try:
+            async with rt.db.write_connection() as conn:
+                await conn.execute(
+                    update(SettlementFile)
+                    .where(SettlementFile.id == file_id, SettlementFile.status == "importing")
+                    .values(imported_at=dt.datetime.now(dt.UTC))
+                )
+        except Exception:  # a missed beat only lets a later import treat this one as crashed sooner
+            log.warning("settlement import heartbeat failed for file %s", file_id, exc_info=True)
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Content:
     name: str
@@ -138,38 +184,47 @@ async def _import(
     async with rt.db.read_session() as session:
         earlier = (
             await session.execute(
-                select(SettlementFile.id, SettlementFile.status, SettlementFile.lines).where(
-                    SettlementFile.connection_id == conn.id, SettlementFile.sha256 == digest
-                )
+                select(
+                    SettlementFile.id, SettlementFile.status, SettlementFile.lines, SettlementFile.imported_at
+                ).where(SettlementFile.connection_id == conn.id, SettlementFile.sha256 == digest)
             )
         ).first()
     if earlier is not None and earlier.status == "imported":
         return Imported(earlier.id, conn.id, name, earlier.lines, already=True)
-    if earlier is not None:  # a crash halfway through an earlier import of this content
-        await _forget(rt, earlier.id)
-    async with rt.db.session() as session:
-        stored = SettlementFile(
-            connection_id=conn.id,
-            processor=conn.processor,
-            source=source,
-            name=name[:255],
-            sha256=digest,
-            status="importing",
-            lines=0,
-            imported_at=dt.datetime.now(dt.UTC),
-            imported_by=actor.id[:255],
-        )
-        session.add(stored)
-        await session.commit()
+    if earlier is not None:
+        if _alive(earlier.imported_at):  # another process is importing it now: not ours to remove
+            raise _in_progress(name)
+        await _forget(rt, earlier.id)  # a crash halfway through an earlier import of this content
+    try:
+        async with rt.db.session() as session:
+            stored = SettlementFile(
+                connection_id=conn.id,
+                processor=conn.processor,
+                source=source,
+                name=name[:255],
+                sha256=digest,
+                status="importing",
+                lines=0,
+                imported_at=dt.datetime.now(dt.UTC),
+                imported_by=actor.id[:255],
+            )
+            session.add(stored)
+            await session.commit()
+    except IntegrityError:  # the same content started importing a moment ago, elsewhere
+        raise _in_progress(name) from None
+    beat = asyncio.create_task(_heartbeat(rt, stored.id))
     try:
         with content.open() as stream:
             count = await store_lines(rt, stored.id, conn.id, stream, name, parser.parse)
     except SettlementFormatError as exc:
+        await _stop(beat)
         await _forget(rt, stored.id)
         raise BadInput(f"{name}: {exc}") from None
     except BaseException:
+        await asyncio.shield(_stop(beat))
         await asyncio.shield(_forget(rt, stored.id))
         raise
+    await _stop(beat)
     if count >= ANALYZE_AFTER and not rt.db.is_sqlite:
         async with rt.db.write_connection() as connection:
             await connection.execute(text("ANALYZE settlement_lines"))

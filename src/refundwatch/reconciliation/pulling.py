@@ -31,7 +31,7 @@ from refundwatch.connections.services import ConnectionInfo
 from refundwatch.db.models import SettlementFile
 from refundwatch.gateways.base import GatewayError
 from refundwatch.jobs import enqueue
-from refundwatch.lib.exceptions import BadInput
+from refundwatch.lib.exceptions import BadInput, Conflict
 from refundwatch.reconciliation.importing import Imported, import_content
 from refundwatch.reconciliation.matching import Summary, match_lines
 from refundwatch.reconciliation.parsing import SettlementParser, SourceKind
@@ -175,6 +175,8 @@ async def pull(rt: Runtime, connection_id: UUID, ref: str) -> Pulled:
         )
     except BadInput as exc:
         return await _failed(rt, conn, ref, f"unreadable answer: {exc}")
+    except Conflict as exc:  # the same content is being imported elsewhere: the schedule comes back
+        return await _failed(rt, conn, ref, exc.message)
     if imported.already:  # audited all the same: each pull leaves its trace
         details = {"ref": ref[:255], "file": report.name, "already": True}
         await _audit(rt, conn, actions.RECONCILIATION_PULL, details)
