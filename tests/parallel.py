@@ -28,6 +28,7 @@ _BACKEND_IN_ID = re.compile(rf"\[(?:.*-)?({'|'.join(BACKENDS)})(?:-.*)?\]$")
 #: depends on this list, so a stale one costs minutes, never a result.
 LONGEST_FIRST = (
     "tests/integration/test_audit.py",
+    "tests/integration/test_reconcile_simulator.py",
     "tests/integration/test_execution.py",
     "tests/integration/test_openapi_schemathesis.py",
     "tests/integration/test_cli.py",
@@ -35,6 +36,7 @@ LONGEST_FIRST = (
     "tests/integration/test_api.py",
     "tests/integration/test_auth_signin.py",
     "tests/integration/test_crash.py",
+    "tests/integration/test_settlement_pulls.py",
     "tests/integration/test_concurrency.py",
     "tests/integration/test_staff_pages.py",
     "tests/integration/test_webhook_rejections.py",
