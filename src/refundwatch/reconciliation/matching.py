@@ -16,6 +16,8 @@ takes the refund's row lock and goes through the state table, the refund's timel
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import functools
 import json
@@ -417,32 +419,79 @@ async def _take(session: AsyncSession, is_sqlite: bool, after: int, connection_i
     return [Line._make(row) for row in await _records(session, statement, **values)]
 
 
+Verdicts = list[tuple[int, str, UUID | None]]
+Found = dict[tuple[UUID, str, str], dict[str, Any]]
+
+
+async def _done(writing: asyncio.Future[None] | None) -> None:
+    if writing is not None:
+        await writing
+
+
+async def _finish(
+    scope: contextlib.AsyncExitStack,
+    session: AsyncSession,
+    is_sqlite: bool,
+    verdicts: Verdicts,
+    found: Found,
+    summary: Summary,
+) -> None:
+    """Write a decided batch's verdicts and breaks, and commit (closing its session either way)."""
+    async with scope:
+        await _write_verdicts(session, is_sqlite, verdicts)
+        if found:
+            summary.breaks.update(await _open_breaks(session, is_sqlite, list(found.values())))
+        await session.commit()
+
+
 async def match_lines(rt: Runtime, connection_id: UUID | None = None) -> Summary:
-    """Match every imported line not matched yet (of one connection, or all)."""
+    """Match every imported line not matched yet (of one connection, or all).
+
+    On PostgreSQL a batch is written and committed, in its own session, while the next is claimed,
+    read and decided in another: the next sees the batch before's verdicts from memory
+    (``Batch.carry``) until they are committed. A batch that moved a refund is committed before the
+    next is read, and a refund is moved only once the batch before is committed, so every refund's
+    status is read as committed. SQLite has one writer: one batch at a time.
+    """
+    is_sqlite = rt.db.is_sqlite
     summary = Summary()
     after = 0
-    while True:
-        async with rt.db.session() as session:
-            lines = await _take(session, rt.db.is_sqlite, after, connection_id)
-            if not lines:
-                return summary
-            batch = await _prefetch(session, lines, rt.db.is_sqlite)
-            verdicts: list[tuple[int, str, UUID | None]] = []
-            # The first break of each subject and kind; a later one would be refused anyway.
-            found: dict[tuple[UUID, str, str], dict[str, Any]] = {}
-            for line in lines:
-                decided = classify(batch, line)
-                if isinstance(decided, RefundView):
-                    decided = await _transition(session, batch, line, decided)
-                match, refund_id, opened = decided
-                batch.classified(line, match, refund_id)
-                verdicts.append((line.id, match, refund_id))
-                if opened is not None:
-                    found.setdefault((line.connection_id, opened["kind"], opened["subject"]), opened)
-                summary.matched += match == MATCHED
-            summary.lines += len(lines)
-            await _write_verdicts(session, rt.db.is_sqlite, verdicts)
-            if found:
-                summary.breaks.update(await _open_breaks(session, rt.db.is_sqlite, list(found.values())))
+    writing: asyncio.Future[None] | None = None  # the batch before, being written
+    carried: list[tuple[str, Earlier]] = []
+    try:
+        while True:
+            scope = contextlib.AsyncExitStack()
+            session = await scope.enter_async_context(rt.db.session())
+            try:
+                lines = await _take(session, is_sqlite, after, connection_id)
+                if not lines:
+                    await scope.aclose()
+                    return summary
+                batch = await _prefetch(session, lines, is_sqlite)
+                batch.carry(lines, carried)
+                verdicts: Verdicts = []
+                # The first break of each subject and kind; a later one would be refused anyway.
+                found: Found = {}
+                for line in lines:
+                    decided = classify(batch, line)
+                    if isinstance(decided, RefundView):
+                        await _done(writing)
+                        decided = await _transition(session, batch, line, decided)
+                    match, refund_id, opened = decided
+                    batch.classified(line, match, refund_id)
+                    verdicts.append((line.id, match, refund_id))
+                    if opened is not None:
+                        found.setdefault((line.connection_id, opened["kind"], opened["subject"]), opened)
+                    summary.matched += match == MATCHED
+                summary.lines += len(lines)
+                await _done(writing)  # batches are committed in order
+            except BaseException:
+                await scope.aclose()  # rolled back
+                raise
+            writing = asyncio.ensure_future(_finish(scope, session, is_sqlite, verdicts, found, summary))
+            if is_sqlite or batch.locked:
+                await _done(writing)
+            carried = batch.decided
             after = lines[-1].id
-            await session.commit()
+    finally:
+        await _done(writing)

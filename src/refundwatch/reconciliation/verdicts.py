@@ -106,11 +106,28 @@ class Batch:
     earlier: dict[str, list[Earlier]]  # classified lines by line key, in id order
     locked: dict[UUID, Refund] = dataclasses.field(default_factory=dict)  # locked for a transition
 
+    # This batch's lines as decided, by key (what the next batch carries over).
+    decided: list[tuple[str, Earlier]] = dataclasses.field(default_factory=list)
+
     def classified(self, line: Line, match: str, refund_id: UUID | None) -> None:
         """``line`` has its verdict: later lines of the batch with its key see it."""
-        self.earlier.setdefault(line.line_key, []).append(
-            Earlier(line.id, line.connection_id, line.file_id, line.row_hash, match, refund_id)
-        )
+        earlier = Earlier(line.id, line.connection_id, line.file_id, line.row_hash, match, refund_id)
+        self.earlier.setdefault(line.line_key, []).append(earlier)
+        self.decided.append((line.line_key, earlier))
+
+    def carry(self, lines: list[Line], before: list[tuple[str, Earlier]]) -> None:
+        """The batch before's lines (``decided``), perhaps not committed yet, as earlier lines of
+        ``lines``' keys: each once (the read may have found it committed already), in id order."""
+        if not before:
+            return
+        wanted = {line.line_key for line in lines if line.kind in REFUND_KINDS}
+        touched = set()
+        for key, earlier in before:
+            if key in wanted:
+                self.earlier.setdefault(key, []).append(earlier)
+                touched.add(key)
+        for key in touched:
+            self.earlier[key] = sorted({e.id: e for e in self.earlier[key]}.values())
 
     def by_gateway(self, connection_id: UUID, gateway_refund_id: str | None) -> RefundView | None:
         """The connection's refund with this processor refund id (the last read, if ever two)."""
