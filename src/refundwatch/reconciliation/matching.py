@@ -39,7 +39,6 @@ from sqlalchemy import (
     func,
     literal_column,
     select,
-    text,
     type_coerce,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -346,11 +345,11 @@ async def _transition(session: AsyncSession, batch: Batch, line: Line, seen: Ref
 
 # --- writing a batch's verdicts --------------------------------------------------------------------
 
-# PostgreSQL: every verdict of the batch in one statement of fixed shape (arrays, prepared once).
-_PG_VERDICTS = text(
+# PostgreSQL: every verdict of the batch in one statement of fixed shape (arrays, prepared once), run
+# on the session's asyncpg connection (the arrays need no conversion: ints, strings, UUIDs).
+_PG_VERDICTS = (
     "UPDATE settlement_lines AS s SET match = v.match, refund_id = v.refund_id "
-    "FROM unnest(CAST(:ids AS bigint[]), CAST(:matches AS varchar[]), CAST(:refund_ids AS uuid[])) "
-    "AS v(id, match, refund_id) WHERE s.id = v.id"
+    "FROM unnest($1::bigint[], $2::varchar[], $3::uuid[]) AS v(id, match, refund_id) WHERE s.id = v.id"
 )
 # SQLite: one executemany in the driver (a prepared statement stepped per line), ids as it stores them.
 _SQLITE_VERDICTS = "UPDATE settlement_lines SET match = ?, refund_id = ? WHERE id = ?"
@@ -365,9 +364,8 @@ async def _write_verdicts(
         await connection.exec_driver_sql(_SQLITE_VERDICTS, params)  # type: ignore[arg-type]
         return
     ids, matches, refund_ids = zip(*verdicts, strict=True)
-    await session.execute(
-        _PG_VERDICTS, {"ids": list(ids), "matches": list(matches), "refund_ids": list(refund_ids)}
-    )
+    raw = await (await session.connection()).get_raw_connection()
+    await raw.driver_connection.execute(_PG_VERDICTS, ids, matches, refund_ids)  # type: ignore[union-attr]
 
 
 async def _open_breaks(session: AsyncSession, is_sqlite: bool, found: list[dict[str, Any]]) -> list[str]:
