@@ -205,8 +205,14 @@ async def seed(rt, arg: str) -> int:
 
 
 def child(workdir: Path, env: dict[str, str], *args: str) -> dict[str, float]:
+    command = [_stack.PY, "-c", _CHILD, *args]
+    if os.environ.get("BENCH_PYSPY") and args[0] in os.environ["BENCH_PYSPY"].split(","):
+        # e.g. BENCH_PYSPY=match: that step sampled by py-spy, its collapsed stacks written in /tmp
+        stacks = f"/tmp/bench-reconcile-{args[0]}-{os.getpid()}.txt"
+        spy = str(Path(_stack.PY).parent / "py-spy")
+        command = [spy, "record", "-r", "200", "-f", "raw", "-o", stacks, "--", *command]
     out = subprocess.run(
-        [_stack.PY, "-c", _CHILD, *args],
+        command,
         env={**env, "PYTHONPATH": str(workdir)},
         capture_output=True,
         text=True,
@@ -215,7 +221,8 @@ def child(workdir: Path, env: dict[str, str], *args: str) -> dict[str, float]:
     )
     if out.returncode:
         raise SystemExit(f"{args[0]} failed: {out.stderr.strip()[-2000:]}")
-    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    last = [row for row in out.stdout.splitlines() if row.startswith("{")][-1]  # py-spy prints too
+    result: dict[str, float] = json.loads(last)
     return result
 
 

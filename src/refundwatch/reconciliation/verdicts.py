@@ -14,7 +14,6 @@ import datetime as dt
 from typing import TYPE_CHECKING, Any, NamedTuple
 from uuid import UUID
 
-from sqlalchemy import Row
 from uuid_utils.compat import uuid7
 
 from refundwatch.refunds.states import Status
@@ -70,6 +69,23 @@ class RefundView:
     status: str
 
 
+class Line(NamedTuple):
+    """A line as matching reads it (``matching._LINE_COLUMNS``, in that order)."""
+
+    id: int
+    file_id: UUID
+    connection_id: UUID
+    row_number: int
+    row_hash: str
+    line_key: str
+    kind: str
+    gross: int
+    currency: str
+    gateway_refund_id: str | None
+    merchant_reference: str | None
+    raw_type: str
+
+
 class Earlier(NamedTuple):
     """A line already classified under the same processor line key (one per line: a cheap tuple)."""
 
@@ -90,11 +106,28 @@ class Batch:
     earlier: dict[str, list[Earlier]]  # classified lines by line key, in id order
     locked: dict[UUID, Refund] = dataclasses.field(default_factory=dict)  # locked for a transition
 
-    def classified(self, line: Row[Any], match: str, refund_id: UUID | None) -> None:
+    # This batch's lines as decided, by key (what the next batch carries over).
+    decided: list[tuple[str, Earlier]] = dataclasses.field(default_factory=list)
+
+    def classified(self, line: Line, match: str, refund_id: UUID | None) -> None:
         """``line`` has its verdict: later lines of the batch with its key see it."""
-        self.earlier.setdefault(line.line_key, []).append(
-            Earlier(line.id, line.connection_id, line.file_id, line.row_hash, match, refund_id)
-        )
+        earlier = Earlier(line.id, line.connection_id, line.file_id, line.row_hash, match, refund_id)
+        self.earlier.setdefault(line.line_key, []).append(earlier)
+        self.decided.append((line.line_key, earlier))
+
+    def carry(self, lines: list[Line], before: list[tuple[str, Earlier]]) -> None:
+        """The batch before's lines (``decided``), perhaps not committed yet, as earlier lines of
+        ``lines``' keys: each once (the read may have found it committed already), in id order."""
+        if not before:
+            return
+        wanted = {line.line_key for line in lines if line.kind in REFUND_KINDS}
+        touched = set()
+        for key, earlier in before:
+            if key in wanted:
+                self.earlier.setdefault(key, []).append(earlier)
+                touched.add(key)
+        for key in touched:
+            self.earlier[key] = sorted({e.id: e for e in self.earlier[key]}.values())
 
     def by_gateway(self, connection_id: UUID, gateway_refund_id: str | None) -> RefundView | None:
         """The connection's refund with this processor refund id (the last read, if ever two)."""
@@ -108,7 +141,7 @@ def _same(one: UUID, other: UUID) -> bool:
     return one is other or one == other
 
 
-def _refund_for(batch: Batch, line: Row[Any]) -> RefundView | None:
+def _refund_for(batch: Batch, line: Line) -> RefundView | None:
     if line.gateway_refund_id:
         found = batch.by_gateway(line.connection_id, line.gateway_refund_id)
         if found is not None:
@@ -129,7 +162,7 @@ def as_uuid(text: str | None) -> UUID | None:
         return None
 
 
-def _seen_before(batch: Batch, line: Row[Any]) -> tuple[str, Earlier] | None:
+def _seen_before(batch: Batch, line: Line) -> tuple[str, Earlier] | None:
     """Whether an earlier line has ``line``'s processor line key: ("repeat", it) or ("duplicate", it).
 
     Reports are often cumulative (a processor's report "so far", a payout report run again): a later
@@ -168,7 +201,7 @@ def _seen_before(batch: Batch, line: Row[Any]) -> tuple[str, Earlier] | None:
 Verdict = tuple[str, UUID | None, dict[str, Any] | None]
 
 
-def _line_break(kind: str, line: Row[Any], subject: str, detail: str, **values: Any) -> dict[str, Any]:
+def _line_break(kind: str, line: Line, subject: str, detail: str, **values: Any) -> dict[str, Any]:
     return break_values(
         kind,
         line.connection_id,
@@ -180,7 +213,7 @@ def _line_break(kind: str, line: Row[Any], subject: str, detail: str, **values: 
     )
 
 
-def refund_break(kind: str, line: Row[Any], refund: RefundView, detail: str, **values: Any) -> dict[str, Any]:
+def refund_break(kind: str, line: Line, refund: RefundView, detail: str, **values: Any) -> dict[str, Any]:
     return break_values(
         kind,
         line.connection_id,
@@ -195,7 +228,7 @@ def refund_break(kind: str, line: Row[Any], refund: RefundView, detail: str, **v
     )
 
 
-def classify(batch: Batch, line: Row[Any]) -> Verdict | RefundView:
+def classify(batch: Batch, line: Line) -> Verdict | RefundView:
     """The line's verdict, decided in memory; or its refund, when the processor's word about the money
     may change the refund's status (``matching`` decides those under the refund's lock)."""
     if line.kind == "unmapped":
