@@ -191,3 +191,27 @@ def test_the_same_file_imported_twice_at_once_is_stored_once_and_never_half_remo
     assert [(status, count) for _, status, count in files] == [("imported", 30_000)], files
     stored = db_rows(stack, "SELECT count(*) FROM settlement_lines WHERE file_id = ?", files[0][0])
     assert stored == [(30_000,)]
+
+
+def test_lines_across_matching_batches_keep_duplicates_and_repeats_apart(stack: Stack) -> None:
+    """A report longer than one matching batch (2,000 lines), with a line duplicated across the first
+    two batches: on PostgreSQL a batch is decided while the one before it is still being written, so
+    the second copy is found through that batch's verdicts in memory. A cumulative report repeating
+    it all adds only its own new lines."""
+    foreign = [
+        line(gross="-1.00", net="-1.00", source_id=f"re_far{n}_{uuid.uuid4().hex[:6]}") for n in range(2_100)
+    ]
+    rows = [*foreign[:2_050], dict(foreign[5]), *foreign[2_050:]]
+    first = report(stack, rows)
+    assert imported(stack, first).startswith(f"{first.name}: 2101 lines read, 0 matched, 2101 breaks found")
+    new = [line(gross="-2.00", net="-2.00", source_id=f"re_new{n}_{uuid.uuid4().hex[:6]}") for n in range(3)]
+    second = report(stack, [*rows, *new])
+    assert imported(stack, second).startswith(f"{second.name}: 2104 lines read, 0 matched, 3 breaks found")
+    kinds = db_rows(
+        stack,
+        "SELECT b.kind, count(*) FROM reconciliation_breaks b JOIN settlement_lines l ON b.line_id = l.id"
+        " WHERE l.file_id IN (SELECT id FROM settlement_files WHERE name IN (?, ?)) GROUP BY b.kind",
+        first.name,
+        second.name,
+    )
+    assert sorted(kinds) == [("duplicate_line", 1), ("missing_local", 2_103)], kinds
