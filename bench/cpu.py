@@ -9,6 +9,8 @@ figure: the time of a fixed pure-Python loop, to compare runs made on different 
 from __future__ import annotations
 
 import os
+import platform
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,6 +32,26 @@ def calibrate() -> float:
             total += i
         best = min(best, time.perf_counter() - started)
     return best * 1000
+
+
+def machine() -> str:
+    """The line a bench starts with: the machine, the time, how fast it is and how busy, the commit."""
+    here = Path(__file__).parent
+    commit = subprocess.run(
+        ["git", "-C", str(here), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(here), "status", "--porcelain", "--", "../src"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return (
+        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}; {time.strftime('%Y-%m-%d %H:%M %Z')}; "
+        f"calibration loop {calibrate():.0f} ms (lower is faster), load {os.getloadavg()[0]:.2f}; "
+        f"app at {commit or '?'}{' + uncommitted changes in src/' if dirty else ''}"
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,15 @@
 """Pipeline benchmark: refunds posted through the HTTP API, executed by ONE worker against the simulator.
 
 Usage:  .venv/bin/python bench/pipeline.py [--backend postgresql|sqlite|both] [-n 5000] [-k 64]
-            [--processor stripe|adyen|both] [--intake-only] [--profile PATH]
+            [--processor stripe|adyen|paypal|checkout|both|all|NAME,NAME] [--intake-only] [--profile PATH]
 
-With ``--processor both``, Stripe then Adyen run on each backend in the same invocation, and Adyen's
-execution rate is printed as a ratio of Stripe's. A refund is executed when it is ``succeeded``: for
+With more than one processor (``both`` is Stripe and Adyen, ``all`` every one, or a comma list), Stripe
+runs first on each backend in the same invocation, and every other processor's execution rate is printed
+as a ratio of Stripe's. A refund is executed when it is ``succeeded``: for
 Adyen that includes the signed REFUND notification's round trip through refundwatch's webhook
-endpoint and the worker's job that applies it (see processors.py).
+endpoint and the worker's job that applies it (see processors.py), and for Checkout.com the signed
+payment_refunded webhook's, after a balance read before each send. For PayPal, whose answer is final
+as Stripe's is, it also prints the token calls the simulator answered during execution, per 1,000 refunds.
 
 Phases, each on a fresh database and a private Redis:
   floor      the same number of raw HTTP POSTs straight to the simulator, same concurrency (the ratio's base)
@@ -24,7 +27,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -74,7 +76,12 @@ class Env:
         return _stack.cli(self.vars, self.workdir, *args)
 
     def start(
-        self, name: str, *args: str, profile: Path | None = None, subprocesses: bool = False
+        self,
+        name: str,
+        *args: str,
+        profile: Path | None = None,
+        subprocesses: bool = False,
+        extra_env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
         log = (self.workdir / f"{name}.log").open("ab")
         command = [PY, "-m", *args]
@@ -95,25 +102,37 @@ class Env:
                 *command,
             ]
         proc = subprocess.Popen(
-            command, env=self.vars, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            env={**self.vars, **(extra_env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.procs[name] = proc
         return proc
 
     def stop_all(self) -> None:
-        # SIGINT first: every server here stops cleanly on it, and py-spy writes its profile on it.
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            for proc in self.procs.values():
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, sig)
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and any(p.poll() is None for p in self.procs.values()):
-                time.sleep(0.1)
-        for proc in self.procs.values():
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        _stop(list(self.procs.values()))
+
+    def stop(self, name: str) -> None:
+        """Stop one of the run's processes (a worker between phases), as cleanly as stop_all."""
+        _stop([self.procs.pop(name)])
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    # SIGINT first: every server here stops cleanly on it, and py-spy writes its profile on it.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(p.poll() is None for p in procs):
+            time.sleep(0.1)
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 async def wait_http(url: str, timeout: float = 30) -> None:
@@ -155,6 +174,9 @@ def bench_env(backend: str, workdir: Path, db_url: str, pg_name: str | None) -> 
             "REFUNDWATCH_REDIS_URL": redis_url,
             # One API key drives the whole run: no per-client limit.
             "REFUNDWATCH_RATE_LIMIT_API_PER_MINUTE": "0",
+            # The run's own anchors: the default (var/ under the current directory) is shared by
+            # every run from here, and a fresh database's chain contradicts the last run's anchor.
+            "REFUNDWATCH_AUDIT_ANCHOR": str(workdir / "audit-anchors.jsonl"),
         },
         pg_name=pg_name,
     )
@@ -188,11 +210,12 @@ async def seed(env: Env, n: int, sim_url: str, processor: Processor) -> list[str
     return refs
 
 
-def _roles(env: Env) -> cpu.Roles:
+def roles_of(env: Env) -> cpu.Roles:
     """Who spends the cores: the web server and the worker (each its own session, so granian's and
     arq's processes count), the database's backends for this run and its own processes, Redis, the
-    simulator, and this script (the load generator)."""
-    sessions = {name: env.procs[name].pid for name in ("web", "worker", "simulator") if name in env.procs}
+    simulator, notify.py's webhook receiver, and this script (the load generator)."""
+    started = ("web", "worker", "simulator", "receiver")
+    sessions = {name: env.procs[name].pid for name in started if name in env.procs}
     redis, me = env.procs["redis"].pid, os.getpid()
     roles: cpu.Roles = {name: _in_session(leader) for name, leader in sessions.items()}
     if env.pg_name:
@@ -317,7 +340,7 @@ async def run_backend(
             {"payment_reference": r, "amount": 1000, "currency": "EUR", "reason": "return"}
             for r in bench_refs
         ]
-        roles = _roles(env)
+        roles = roles_of(env)
         before = cpu.snapshot(roles)
         intake = await loadgen.post_all(f"{web_url}/api/v1/refunds", auth, bodies, k)
         intake_cpu = cpu.per_request(before, cpu.snapshot(roles), n)
@@ -339,13 +362,14 @@ async def run_backend(
             return intake_figures
 
         # execution: one worker drains the queue
+        tokens_before = await processor.tokens_issued(sim_url)
         worker = env.start(
             "worker",
             "refundwatch",
             "worker",
             profile=profile and profile.with_name(f"{profile.stem}-{backend}-{processor.name}.txt"),
         )
-        roles = _roles(env)
+        roles = roles_of(env)
         before, redis_before = cpu.snapshot(roles), await redis_calls(env)
         peak_rss = 0.0
         deadline = time.monotonic() + max(120, n / 50)
@@ -360,6 +384,7 @@ async def run_backend(
         span = (await db_fetch(env, "SELECT min(submitted_at), max(finalized_at) FROM refunds"))[0]
         exec_s = seconds(span[1]) - seconds(span[0])
         exec_cpu = cpu.per_request(before, cpu.snapshot(roles), n)
+        tokens_after = await processor.tokens_issued(sim_url)
         exec_redis = {
             command: (calls - redis_before.get(command, 0)) / n
             for command, calls in (await redis_calls(env)).items()
@@ -423,6 +448,8 @@ async def run_backend(
             "exec_cpu": exec_cpu,
             "exec_redis": exec_redis,
             "exec_rps": n / exec_s,
+            # token calls the simulator answered while the worker drained the queue (None: no tokens)
+            "exec_token_calls": None if tokens_after is None else tokens_after - (tokens_before or 0),
             "final_p50": pct(final_lat, 50),
             "final_p95": pct(final_lat, 95),
             "final_p99": pct(final_lat, 99),
@@ -441,7 +468,10 @@ async def run_backend(
 
 
 def report(r: dict[str, Any]) -> None:
-    settle = f", REFUND notification {SETTLE_MS} ms after receipt" if r["processor"] == "adyen" else ""
+    settle = {
+        "adyen": f", REFUND notification {SETTLE_MS} ms after receipt",
+        "checkout": f", payment_refunded webhook {SETTLE_MS} ms after the 202",
+    }.get(r["processor"], "")
     print(
         f"\n== {r['backend']}, {r['processor']}: N={r['n']} K={r['k']} web workers={r['web_workers']}, "
         f"simulator latency {LATENCY_MS} ms{settle}, one refundwatch worker"
@@ -459,6 +489,11 @@ def report(r: dict[str, Any]) -> None:
         f"({r['exec_rps'] / r['floor_rps']:.2f} of floor)"
     )
     print(f"  execution CPU: {cpu.describe(r['exec_cpu'])}")
+    if r.get("exec_token_calls") is not None:
+        print(
+            f"  token calls: {r['exec_token_calls']} during execution, "
+            f"{r['exec_token_calls'] * 1000 / r['n']:.2f} per 1,000 refunds"
+        )
     busiest = sorted(r["exec_redis"].items(), key=lambda item: -item[1])[:4]
     print(
         f"  execution Redis commands: {sum(r['exec_redis'].values()):.1f} per refund ("
@@ -485,7 +520,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--backend", choices=["postgresql", "sqlite", "both"], default="both")
-    parser.add_argument("--processor", choices=["stripe", "adyen", "both"], default="stripe")
+    parser.add_argument(
+        "--processor",
+        default="stripe",
+        help="stripe, adyen, … ; both (stripe,adyen), all, or a comma list (stripe runs first)",
+    )
     parser.add_argument("-n", type=int, default=5000)
     parser.add_argument("-k", type=int, default=32)
     parser.add_argument("--web-workers", type=int, default=2)
@@ -497,13 +536,11 @@ def main() -> None:
     parser.add_argument("--intake-only", action="store_true", help="stop after the intake phase")
     parser.add_argument("--pg-admin", default=_stack.PG_ADMIN)
     args = parser.parse_args()
-    print(
-        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}; {time.strftime('%Y-%m-%d %H:%M %Z')}; "
-        f"calibration loop {cpu.calibrate():.0f} ms (lower is faster), load {os.getloadavg()[0]:.2f}"
-    )
+    print(cpu.machine())
     backends = ["postgresql", "sqlite"] if args.backend == "both" else [args.backend]
-    processors = ["stripe", "adyen"] if args.processor == "both" else [args.processor]
+    processors = chosen(args.processor)
+    if not processors:
+        parser.error(f"--processor: choose from {', '.join(PROCESSORS)}, both or all")
     results: dict[tuple[str, str], dict[str, Any]] = {}
     for backend in backends:
         for name in processors:
@@ -521,25 +558,37 @@ def main() -> None:
             )
             results[backend, name] = result
             report(result)
-    if len(processors) == 2:
-        compare(results, backends)
+    if "stripe" in processors and len(processors) > 1:
+        compare(results, backends, [p for p in processors if p != "stripe"])
 
 
-def compare(results: dict[tuple[str, str], dict[str, Any]], backends: list[str]) -> None:
-    """Adyen's figures as ratios of Stripe's, backend by backend (same run, same machine)."""
+def chosen(spec: str) -> list[str]:
+    """The processors to run, Stripe first (the others are compared with it); [] when unknown."""
+    names = {"both": ["stripe", "adyen"], "all": list(PROCESSORS)}.get(spec, spec.split(","))
+    if any(name not in PROCESSORS for name in names):
+        return []
+    return sorted(dict.fromkeys(names), key=lambda name: name != "stripe")
+
+
+def compare(results: dict[tuple[str, str], dict[str, Any]], backends: list[str], others: list[str]) -> None:
+    """Each processor's figures as ratios of Stripe's, backend by backend (same run, same machine)."""
     key = "exec_rps" if "exec_rps" in results[backends[0], "stripe"] else "intake_rps"
-    print(f"\n== Adyen / Stripe ({'execution' if key == 'exec_rps' else 'intake'}; target >= 0.90)")
+    print(f"\n== each / Stripe ({'execution' if key == 'exec_rps' else 'intake'}; target >= 0.90)")
     for backend in backends:
-        stripe, adyen = results[backend, "stripe"], results[backend, "adyen"]
-        integrity = ""
-        if key == "exec_rps":
-            integrity = "  duplicates/lost " + ", ".join(
-                f"{p} {r['duplicates']}/{r['lost']}" for p, r in (("stripe", stripe), ("adyen", adyen))
+        stripe = results[backend, "stripe"]
+        for name in others:
+            other = results[backend, name]
+            integrity = ""
+            if key == "exec_rps":
+                integrity = "  duplicates/lost " + ", ".join(
+                    f"{p} {r['duplicates']}/{r['lost']}" for p, r in (("stripe", stripe), (name, other))
+                )
+            if other.get("exec_token_calls") is not None:
+                integrity += f"  {name} token calls/1,000 {other['exec_token_calls'] * 1000 / other['n']:.2f}"
+            print(
+                f"{backend:10}  stripe {stripe[key]:6.0f}/s  {name} {other[key]:6.0f}/s  "
+                f"ratio {other[key] / stripe[key]:.2f}{integrity}"
             )
-        print(
-            f"{backend:10}  stripe {stripe[key]:6.0f}/s  adyen {adyen[key]:6.0f}/s  "
-            f"ratio {adyen[key] / stripe[key]:.2f}{integrity}"
-        )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@
  *   issuer                   IDP_ISSUER                     http://HOST:PORT (the port actually bound)
  *   rpBaseUrl                IDP_RP_BASE_URL                http://127.0.0.1:8000 (refundwatch's base URL)
  *   audience                 IDP_API_AUDIENCE               urn:refundwatch:api
- *   apiScopes                IDP_API_SCOPES (space/comma)   refunds:read refunds:write payments:write
+ *   apiScopes                IDP_API_SCOPES (space/comma)   refunds:read refunds:write payments:write webhooks:write
  *   ttl.accessToken          IDP_ACCESS_TOKEN_TTL (s)       600 (also the client-credentials token TTL)
  *   ttl.clientCredentials    IDP_CLIENT_CREDENTIALS_TTL (s) = ttl.accessToken
  *   ttl.idToken              IDP_ID_TOKEN_TTL (s)           3600
@@ -164,7 +164,7 @@ function loadConfig() {
     rpBaseUrl: (env.IDP_RP_BASE_URL || file.rpBaseUrl || 'http://127.0.0.1:8000').replace(/\/+$/, ''),
     audience: env.IDP_API_AUDIENCE || file.audience || 'urn:refundwatch:api',
     apiScopes: env.IDP_API_SCOPES ? splitList(env.IDP_API_SCOPES)
-      : (file.apiScopes || ['refunds:read', 'refunds:write', 'payments:write']),
+      : (file.apiScopes || ['refunds:read', 'refunds:write', 'payments:write', 'webhooks:write']),
     testHooks: envFlag('IDP_TEST_HOOKS') ?? Boolean(file.testHooks),
     autoConfirmLogout: envFlag('IDP_AUTO_CONFIRM_LOGOUT') ?? Boolean(file.autoConfirmLogout),
     loginHints: envFlag('IDP_LOGIN_HINTS') ?? (file.loginHints ?? true),

@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
+import fcntl
 import os
+import random
 import re
 import secrets
 import shutil
@@ -29,7 +32,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -78,11 +81,52 @@ class _State:
 # --------------------------------------------------------------------------------------------- ports
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+_PORTS = random.Random()  # spreads test ports; not a secret
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A TCP port on 127.0.0.1 that is free now, picked at random below the kernel's ephemeral range.
+
+    A port the kernel hands out for ``bind(0)`` is free again once that socket closes, so another
+    test process could be given the same one before our server binds it: a stack's web server once
+    lost its port to another stack's simulator, and its tests talked to the wrong server. Below the
+    ephemeral range the kernel hands out nothing (neither to ``bind(0)`` nor to outgoing connections);
+    only another random pick could land on it in that window."""
+    high = min(_ephemeral_low(), 65536)
+    for _ in range(200):
+        port = _PORTS.randrange(max(1024, high - 12000), high)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # a crowded range: the OS picks
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def one_demo_at_a_time() -> Iterator[None]:
+    """Hold a lock shared by every test process on this machine while a `refundwatch demo` runs.
+
+    A demo takes its preferred ports (simulator 8900, receiver 8901, mail 8902/8925, OpenID provider
+    9400) when it finds them free, seconds before its children bind them: two demos starting at once
+    (two xdist workers) can both pick one and the second child dies with "address already in use".
+    """
+    with (Path(tempfile.gettempdir()) / "refundwatch-tests-demo.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -138,6 +182,9 @@ def _parse_redis_url(url: str) -> tuple[str, int, int]:
     return parts.hostname or "127.0.0.1", parts.port or 6379, db
 
 
+_PRIVATE_REDIS: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}  # url -> (server, its directory)
+
+
 def start_private_redis() -> str:
     """Start a throw-away redis-server on a free port; return its URL (db TEST_REDIS_DB).
 
@@ -175,13 +222,23 @@ def start_private_redis() -> str:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and proc.poll() is None:
             if _redis_usable("127.0.0.1", port, TEST_REDIS_DB):
-                atexit.register(_stop_process, proc, workdir)
-                return f"redis://127.0.0.1:{port}/{TEST_REDIS_DB}"
+                url = f"redis://127.0.0.1:{port}/{TEST_REDIS_DB}"
+                _PRIVATE_REDIS[url] = (proc, workdir)
+                atexit.register(stop_private_redis, url)
+                return url
             time.sleep(0.05)
         _stop_process(proc, None)
         last_error = (workdir / "redis.log").read_text(errors="replace")[-500:]
     shutil.rmtree(workdir, ignore_errors=True)
     raise RuntimeError(f"private redis-server did not come up: {last_error.strip()}")
+
+
+def stop_private_redis(url: str) -> None:
+    """Stop a server start_private_redis started (no-op if it is already stopped): a session starts
+    one per stack, and idle servers left to the end would still tick."""
+    started = _PRIVATE_REDIS.pop(url, None)
+    if started is not None:
+        _stop_process(*started)
 
 
 def _parent_death_signal() -> Callable[[], None] | None:
@@ -388,12 +445,15 @@ async def _pg_drop_ours(conn: Any, name: str) -> bool:
     return True
 
 
-def create_pg_database(admin_dsn: str, name: str) -> str:
+def create_pg_database(admin_dsn: str, name: str, template: str = "template0") -> str:
     """(Re)create the test database `name`; return its ``postgresql+asyncpg://`` SQLAlchemy URL.
 
     A leftover database of the same name is dropped first only if the test helpers created it.
+    ``template``: another test database to copy (nobody may be connected to it meanwhile).
     """
     _check_name(name)
+    if template != "template0":
+        _check_name(template)
 
     async def work() -> None:
         import asyncpg
@@ -401,7 +461,7 @@ def create_pg_database(admin_dsn: str, name: str) -> str:
         conn = await asyncpg.connect(admin_dsn, timeout=10)
         try:
             await _pg_drop_ours(conn, name)
-            await conn.execute(f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8'")
+            await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}" ENCODING \'UTF8\'')
             await conn.execute(f"COMMENT ON DATABASE \"{name}\" IS '{_PG_MARK}'")
         finally:
             await conn.close()

@@ -59,7 +59,7 @@ PROVIDER_SCRIPT = REPO_ROOT / "idp" / "provider.mjs"
 
 DEFAULT_PASSWORD = "password"
 API_AUDIENCE = "urn:refundwatch:api"
-API_SCOPES = ("refunds:read", "refunds:write", "payments:write")
+API_SCOPES = ("refunds:read", "refunds:write", "payments:write", "webhooks:write")
 #: ``REFUNDWATCH_ROLE_MAP`` matching the built-in users' groups.
 ROLE_MAP = (
     "refundwatch-viewers=viewer,refundwatch-initiators=initiator,"

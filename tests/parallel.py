@@ -31,6 +31,8 @@ LONGEST_FIRST = (
     "tests/integration/test_reconcile_simulator.py",
     "tests/integration/test_execution.py",
     "tests/integration/test_openapi_schemathesis.py",
+    "tests/integration/test_alerts.py",
+    "tests/integration/test_outgoing_webhooks.py",
     "tests/integration/test_cli.py",
     "tests/integration/test_dashboard.py",
     "tests/integration/test_api.py",

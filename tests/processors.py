@@ -21,6 +21,12 @@ ADYEN_HMAC_KEY = "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA0
 # The report user that downloads Adyen's settlement reports (REPORT_AVAILABLE).
 ADYEN_REPORT_USER = "report_000001@Company.RefundwatchTests"
 ADYEN_REPORT_PASSWORD = "report-password-for-tests"
+PAYPAL_CLIENT_ID = "AbRefundwatchTestsClientId0001"
+PAYPAL_CLIENT_SECRET = "EFrefundwatch_tests_client_secret"
+PAYPAL_WEBHOOK_ID = "8PT597110X687430LKGECATA"  # letters and digits, as PayPal's webhook ids are
+# Checkout.com: a key of the shape its SDK checks (current platform, sandbox).
+CHECKOUT_SECRET_KEY = "sk_sbox_m73dzbpy7cf3gfd46xr4yj5xo4e"
+CHECKOUT_SIGNATURE_KEY = "refundwatch-tests-cko-signature-key"
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,31 @@ KITS: dict[str, Kit] = {
         answers_outcome=False,
         settlement_notice="REPORT_AVAILABLE",  # the Settlement details report, downloaded
         settlement_source="file",
+    ),
+    "paypal": Kit(
+        name="paypal",
+        connection="paypal-test",
+        new_reference=lambda: secrets.token_hex(9).upper()[:17],  # a 17-character capture id
+        fields={
+            "client_id": PAYPAL_CLIENT_ID,
+            "client_secret": PAYPAL_CLIENT_SECRET,
+            "webhook_id": PAYPAL_WEBHOOK_ID,
+        },
+        # The simulator's default is 2 s from a pending refund to its outcome; re-sends of a webhook
+        # refundwatch did not acknowledge come at 0.01 of PayPal's spacing.
+        fault_defaults={"settle_ms": 300, "webhook_retry_scale": 0.01},
+    ),
+    "checkout": Kit(
+        name="checkout",
+        connection="checkout-test",
+        new_reference=lambda: (
+            "pay_" + "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz234567") for _ in range(26))
+        ),
+        fields={"secret_key": CHECKOUT_SECRET_KEY, "webhook_signature_key": CHECKOUT_SIGNATURE_KEY},
+        # 202 is "accepted" only: the outcome comes in a signed webhook settle_ms later; re-sends of one
+        # refundwatch did not acknowledge come at 0.01 of the simulator's spacing (first after 0.6 s).
+        fault_defaults={"settle_ms": 300, "webhook_retry_scale": 0.01},
+        answers_outcome=False,
     ),
 }
 

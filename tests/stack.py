@@ -11,6 +11,7 @@ import concurrent.futures
 import contextlib
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -27,16 +28,19 @@ import pytest
 import redis
 
 from _services import (
+    _run_async,
     create_pg_database,
     drop_pg_database,
     ensure_postgres,
     free_port,
     postgres_unavailable_reason,
     start_private_redis,
+    stop_private_redis,
     unique_pg_database_name,
 )
 from identity_provider import IdentityProvider
 from processors import connections_toml, kit
+from refundwatch.simulator.paypal.certs import load_or_create
 
 BACKENDS = ["sqlite", "postgresql"]
 PYTHON = sys.executable
@@ -93,7 +97,8 @@ def wait_http(url: str, proc: Proc, timeout: float = 30) -> None:
         if not proc.alive:
             raise RuntimeError(f"{proc.name} exited early:\n{proc.tail()}")
         with contextlib.suppress(httpx2.HTTPError):
-            if httpx2.get(url, timeout=1).status_code < 500:
+            # 200 only: another test process's server on a reused port would answer too (404).
+            if httpx2.get(url, timeout=1).status_code == 200:
                 return
         time.sleep(0.1)
     raise RuntimeError(f"{proc.name} did not answer {url}:\n{proc.tail()}")
@@ -119,8 +124,11 @@ class Stack:
             return
         path = self.workdir / f"connections-{processor}.toml"
         path.write_text(connections_toml(self.sim_url, processor))
-        self.cli("connections", "import", str(path))
+        import_connections(self.env, path)
         self.connected.add(processor)
+        # The running processes look an unknown connection up again at most once a second
+        # (connections.services.ConnectionCache); the CLI's own start-up used to cover that second.
+        time.sleep(1.1)
 
     # --- staff ------------------------------------------------------------------------------
     def sign_in(self, username: str, password: str = "password") -> httpx2.Client:
@@ -136,18 +144,7 @@ class Stack:
     def cli(
         self, *args: str, check: bool = True, extra_env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [PYTHON, "-m", "refundwatch", *args],
-            check=False,
-            env={**self.env, **(extra_env or {})},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=self.workdir,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"refundwatch {' '.join(args)} failed: {result.stderr}")
-        return result
+        return run_cli({**self.env, **(extra_env or {})}, self.workdir, *args, check=check)
 
     def wait_worker_ready(self, timeout: float = 30) -> None:
         """arq writes its health-check key once its main loop runs (after the start-up sweep)."""
@@ -174,6 +171,19 @@ class Stack:
     def stop_worker(self) -> None:
         if "worker" in self.procs:
             self.procs["worker"].stop()
+
+    def restart_with(self, extra_env: dict[str, str]) -> None:
+        """The web server and the worker again, with ``extra_env`` added to the stack's environment
+        (for the rest of the module)."""
+        self.env.update(extra_env)
+        self.procs["web"].stop()
+        port = self.web_url.rsplit(":", 1)[1]
+        web = Proc("web", ["refundwatch", "serve", "--port", port], self.env, self.workdir / "web.log")
+        self.procs["web"] = web.start()
+        wait_http(f"{self.web_url}/healthz", web)
+        self.stop_worker()
+        self.start_worker()
+        self.wait_worker_ready()
 
     # --- HTTP helpers ----------------------------------------------------------------------
     def api(self, key: str | None = None) -> httpx2.Client:
@@ -294,16 +304,122 @@ class Stack:
         return [r for r in rows if key_prefix is None or r["idempotency_key"].startswith(key_prefix)]
 
 
-def _database(backend: str, workdir: Path) -> tuple[str, str | None]:
-    if backend == "sqlite":
-        return f"sqlite+aiosqlite:///{workdir / 'refundwatch.db'}", None
+def _pg_admin() -> str:
     admin = ensure_postgres()
     if admin is None:
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL is required in CI: {postgres_unavailable_reason()}")
         pytest.skip(f"PostgreSQL unavailable: {postgres_unavailable_reason()}")
-    name = unique_pg_database_name(backend[:2])
-    return create_pg_database(admin, name), name
+    return admin
+
+
+def run_cli(
+    env: dict[str, str], cwd: Path, *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``refundwatch ARGS`` as a process; with ``check``, a non-zero exit fails the test with stderr."""
+    result = subprocess.run(
+        [PYTHON, "-m", "refundwatch", *args],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"refundwatch {' '.join(args)} failed: {result.stderr}")
+    return result
+
+
+@dataclass(frozen=True)
+class Template:
+    """A database migrated once per backend and test process, holding the tests' API key. Each stack
+    starts from a copy of it (a file copy, or CREATE DATABASE … TEMPLATE): the same rows the
+    migrations and ``apikeys create`` would write, without two processes and the migrations per
+    stack (the commands themselves are tested in test_cli)."""
+
+    backend: str
+    database_url: str
+    api_key: str
+    pg_name: str | None = None
+    path: Path | None = None
+
+    @classmethod
+    def make(cls, backend: str, workdir: Path) -> Template:
+        pg_name = path = None
+        if backend == "sqlite":
+            path = workdir / "refundwatch.db"
+            url = f"sqlite+aiosqlite:///{path}"
+        else:
+            pg_name = unique_pg_database_name("tp")
+            url = create_pg_database(_pg_admin(), pg_name)
+        env = {
+            **os.environ,
+            "REFUNDWATCH_MODE": "test",
+            "REFUNDWATCH_DATABASE_URL": url,
+            "REFUNDWATCH_AUDIT_ANCHOR": str(workdir / "audit-anchors.jsonl"),
+        }
+        run_cli(env, workdir, "db", "upgrade")
+        scopes = "refunds:read,refunds:write,payments:write"
+        key = run_cli(env, workdir, "apikeys", "create", "--name", "tests", "--scopes", scopes).stdout.strip()
+        if path is not None:  # everything in the main file, so that a copy of it alone is whole
+            with contextlib.closing(sqlite3.connect(path)) as db:
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return cls(backend, url, key, pg_name, path)
+
+    def copy(self, workdir: Path) -> tuple[str, str | None]:
+        """(database URL, PostgreSQL database name or None) of a fresh copy."""
+        if self.path is not None:
+            target = workdir / "refundwatch.db"
+            shutil.copyfile(self.path, target)
+            return f"sqlite+aiosqlite:///{target}", None
+        assert self.pg_name is not None
+        name = unique_pg_database_name(self.backend[:2])
+        return create_pg_database(_pg_admin(), name, template=self.pg_name), name
+
+    def drop(self) -> None:
+        if self.pg_name is not None and (admin := ensure_postgres()) is not None:
+            drop_pg_database(admin, self.pg_name)
+
+
+@pytest.fixture(scope="session")
+def templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Template]]:
+    """This test process's templates by backend, made on first use, dropped at the end."""
+    made: dict[str, Template] = {}
+    yield made
+    for template in made.values():
+        template.drop()
+
+
+def template_for(
+    backend: str, made: dict[str, Template], tmp_path_factory: pytest.TempPathFactory
+) -> Template:
+    if backend not in made:
+        made[backend] = Template.make(backend, tmp_path_factory.mktemp(f"template-{backend}"))
+    return made[backend]
+
+
+def import_connections(env: dict[str, str], path: Path) -> None:
+    """``refundwatch connections import PATH`` in this process, with the stack's settings (the command
+    is tested in test_cli; a stack's setup need not start a process per file)."""
+    from refundwatch.cli import CLI_ACTOR
+    from refundwatch.config import Settings
+    from refundwatch.connections.services import import_connections as store
+    from refundwatch.connections.spec import load_connections_file
+    from refundwatch.runtime import Runtime
+
+    prefix = "REFUNDWATCH_"
+    values = {k.removeprefix(prefix).lower(): v for k, v in env.items() if k.startswith(prefix)}
+    specs = load_connections_file(path)
+
+    async def work() -> None:
+        rt = Runtime.build(Settings(**values), pool_size=1)
+        try:
+            await store(rt.db, rt.cipher, specs, CLI_ACTOR)
+        finally:
+            await rt.close()
+
+    _run_async(work)
 
 
 def _connections_files(workdir: Path, sim_url: str) -> tuple[Path, Path]:
@@ -316,13 +432,17 @@ def _connections_files(workdir: Path, sim_url: str) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def stack(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, idp: IdentityProvider
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    idp: IdentityProvider,
+    templates: dict[str, Template],
 ) -> Iterator[Stack]:
     """A whole refundwatch (web + worker + simulator) on one database backend, signing staff in
     through the session's real identity provider (its own web client, registered for this port)."""
     backend: str = request.param
+    template = template_for(backend, templates, tmp_path_factory)
     workdir = tmp_path_factory.mktemp(f"stack-{backend}")
-    database_url, pg_name = _database(backend, workdir)
+    database_url, pg_name = template.copy(workdir)
     web_port, sim_port = free_port(), free_port()
     web_url, sim_url = f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{sim_port}"
     env = {
@@ -349,19 +469,21 @@ def stack(
         "REFUNDWATCH_RATE_LIMIT_AUTH_FAILURES_PER_MINUTE": "0",
         # As in production: /metrics answers only the scraper that sends this token.
         "REFUNDWATCH_METRICS_TOKEN": METRICS_TOKEN,
+        # PayPal's webhooks are signed by the simulator's certificate, issued by its test CA and
+        # fetched from the simulator (plain http is allowed in test mode, for allowed hosts only).
+        "REFUNDWATCH_PAYPAL_CERT_HOSTS": f"127.0.0.1:{sim_port}",
+        "REFUNDWATCH_PAYPAL_TRUST_STORE": str(load_or_create(workdir / "paypal-certs").directory / "ca.pem"),
     }
     web_client = idp.register_web_client(
         web_url, post_logout_redirect_uris=[f"{web_url}/auth/signed-out", f"{web_url}/"]
     )
     env.update(idp.refundwatch_env(web_client))
     connections, stripe_only = _connections_files(workdir, sim_url)
-    stack = Stack(backend, database_url, env["REFUNDWATCH_REDIS_URL"], workdir, env, web_url, sim_url, "")
+    stack = Stack(
+        backend, database_url, env["REFUNDWATCH_REDIS_URL"], workdir, env, web_url, sim_url, template.api_key
+    )
     stack.idp = idp
-    stack.cli("db", "upgrade")
-    stack.cli("connections", "import", str(stripe_only))
-    stack.api_key = stack.cli(
-        "apikeys", "create", "--name", "tests", "--scopes", "refunds:read,refunds:write,payments:write"
-    ).stdout.strip()
+    import_connections(env, stripe_only)
     sim = Proc(
         "simulator",
         [
@@ -372,6 +494,10 @@ def stack(
             str(connections),
             "--webhook-url",
             f"{web_url}/webhooks/{{connection}}",
+            "--paypal-cert-dir",
+            str(workdir / "paypal-certs"),
+            "--public-url",
+            sim_url,
         ],
         env,
         workdir / "simulator.log",
@@ -387,6 +513,7 @@ def stack(
     finally:
         for proc in stack.procs.values():
             proc.stop()
+        stop_private_redis(stack.redis_url)
         if pg_name is not None:
             admin = ensure_postgres()
             if admin is not None:
@@ -414,6 +541,17 @@ def db_rows(stack: Stack, sql: str, *params: Any) -> list[tuple[Any, ...]]:
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:  # never on the test thread's event loop
         return pool.submit(asyncio.run, work()).result(timeout=30)
+
+
+def db_write(stack: Stack, sql: str, *params: Any) -> None:
+    """Run one writing statement on the stack's database, committed (``?`` placeholders)."""
+    if stack.backend == "sqlite":
+        path = stack.database_url.split(":///", 1)[1]
+        with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn:
+            conn.execute(sql, params)
+            conn.commit()
+    else:
+        db_rows(stack, sql, *params)  # asyncpg: each statement commits
 
 
 def wait_until(

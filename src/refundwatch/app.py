@@ -33,6 +33,7 @@ from refundwatch.dashboard.broadcast import Broadcaster
 from refundwatch.dashboard.controllers import LiveSubscriber
 from refundwatch.health.controllers import healthz, metrics, readyz, warn_if_metrics_open
 from refundwatch.logs import configure_logging
+from refundwatch.outgoing.controllers import WebhookEndpointController
 from refundwatch.reconciliation.controllers import ReconciliationController
 from refundwatch.refunds.controllers import PaymentController, RefundController
 from refundwatch.runtime import Runtime
@@ -105,6 +106,7 @@ def create_app() -> Litestar:
             RefundController,
             PaymentController,
             ReconciliationController,
+            WebhookEndpointController,
             webhook,
             AuthController,
             pages_router(),

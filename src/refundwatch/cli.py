@@ -117,14 +117,37 @@ def worker() -> None:
 @click.option("--port", default=8900, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--connections", "connections_path", type=click.Path(path_type=Path), default=None)
 @click.option("--webhook-url", default=None, help="template with {connection}")
+@click.option(
+    "--paypal-cert-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="keeps PayPal's test CA and webhook signing certificate (default: a new temporary directory)",
+)
+@click.option(
+    "--public-url", default=None, help="the simulator's URL as clients reach it (default http://HOST:PORT)"
+)
 @friendly
-def simulator(host: str, port: int, connections_path: Path | None, webhook_url: str | None) -> None:
+def simulator(
+    host: str,
+    port: int,
+    connections_path: Path | None,
+    webhook_url: str | None,
+    paypal_cert_dir: Path | None,
+    public_url: str | None,
+) -> None:
     """The gateway simulator (CONTRACT §7)."""
     from refundwatch.simulator import serve as run_simulator
 
     if connections_path is not None and not connections_path.is_file():
         _fail(f"{connections_path}: no such file")
-    run_simulator(host, port, connections_path, webhook_url)
+    run_simulator(
+        host,
+        port,
+        connections_path,
+        webhook_url,
+        paypal_cert_dir=paypal_cert_dir,
+        public_url=public_url.rstrip("/") if public_url else None,
+    )
 
 
 @main.group()
@@ -182,11 +205,11 @@ def reconcile() -> None:
 def reconcile_import(connection: str, file: Path) -> None:
     """Import a processor's settlement report (its own file format), then match it."""
     from refundwatch.reconciliation.importing import import_report
-    from refundwatch.reconciliation.matching import match_lines
+    from refundwatch.reconciliation.matching import match_imported
 
     async def work(rt: Any) -> tuple[Any, Any]:
         imported = await import_report(rt, connection, file, CLI_ACTOR)
-        return imported, await match_lines(rt, imported.connection_id)
+        return imported, await match_imported(rt, imported)
 
     imported, summary = run(_with_runtime, work)
     breaks = sum(summary.breaks.values())
@@ -227,7 +250,11 @@ def apikeys() -> None:
 
 @apikeys.command("create")
 @click.option("--name", required=True)
-@click.option("--scopes", required=True, help="comma-separated: refunds:read,refunds:write,payments:write")
+@click.option(
+    "--scopes",
+    required=True,
+    help="comma-separated: refunds:read,refunds:write,payments:write,webhooks:write",
+)
 @friendly
 def apikeys_create(name: str, scopes: str) -> None:
     """Print a new API key once; only its hash is stored."""

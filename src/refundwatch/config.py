@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -25,8 +26,9 @@ class ConfigError(Exception):
 
 # Each processor's settlement delay, in hours, before a succeeded refund missing from its reports is
 # a break: Stripe pays out on a 2 to 7 day schedule depending on the country (and report data is
-# prepared twice a day); Adyen closes a batch per payout cycle, daily by default, settled T+1 to T+3.
-EXPECTED_SETTLEMENT_HOURS = {"stripe": 168.0, "adyen": 96.0}
+# prepared twice a day); Adyen closes a batch per payout cycle, daily by default, settled T+1 to T+3;
+# PayPal writes its settlement report (STL) daily, by noon the next day.
+EXPECTED_SETTLEMENT_HOURS = {"stripe": 168.0, "adyen": 96.0, "paypal": 48.0}
 
 
 class Settings(BaseSettings):
@@ -117,6 +119,48 @@ class Settings(BaseSettings):
     live_interval_ms: int = Field(default=250, ge=20)
     # The feed, where people watch for their refund, redraws more often than the charts.
     live_feed_interval_ms: int = Field(default=100, ge=20)
+    # Outgoing webhooks (outgoing/): private, loopback and link-local endpoint hosts allowed anyway
+    # (hosts or networks, comma-separated; CONTRACT §2), and the delivery knobs. The retry schedule
+    # (outgoing.schedule) grows from webhook_retry_base_seconds by 3x per attempt up to
+    # webhook_retry_max_seconds, for webhook_max_attempts attempts: about three days by default.
+    webhook_allowed_hosts: str = ""
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    webhook_retry_base_seconds: float = Field(default=5.0, gt=0)
+    webhook_retry_max_seconds: float = Field(default=43_200.0, gt=0)
+    webhook_max_attempts: int = Field(default=15, ge=1)
+    # An endpoint whose every attempt failed for this long is disabled (never after a short burst).
+    webhook_disable_after_hours: float = Field(default=12.0, gt=0)
+    # Sends in flight per endpoint and worker: a slow endpoint holds only its own slots.
+    webhook_endpoint_concurrency: int = Field(default=16, ge=1, le=100)
+    # How often each worker looks for due deliveries without being told of a change (the sweep).
+    webhook_sweep_seconds: float = Field(default=1.0, gt=0)
+    # Finished deliveries (and their attempts) older than this are pruned hourly (outgoing.retention).
+    webhook_retention_days: float = Field(default=30.0, gt=0)
+    # Alerts to people (refundwatch.alerts): Apprise URLs (CONTRACT §2), how often the worker checks
+    # the rules (0: never; raised alerts are still sent), and the rules' thresholds. Down gateways and
+    # money contradictions alert at once; a degraded gateway after degraded_minutes; a success rate
+    # below dashboard_success_bad over success_window_minutes once it covers success_min_refunds
+    # outcomes; stuck refunds after dashboard_stuck_minutes; reconciliation breaks open longer than
+    # break_days. Each message is tried send_attempts times, send_timeout_seconds each at most.
+    alert_urls: str = ""
+    alert_interval_seconds: int = Field(default=30, ge=0, le=59)
+    alert_degraded_minutes: float = Field(default=10.0, ge=0)
+    alert_success_window_minutes: int = Field(default=15, ge=1)
+    alert_success_min_refunds: int = Field(default=20, ge=1)
+    alert_break_days: float = Field(default=3.0, ge=0)
+    alert_send_attempts: int = Field(default=5, ge=1)
+    alert_send_timeout_seconds: float = Field(default=20.0, gt=0)
+    # PayPal webhook certificates (gateways/paypal/certs.py). PAYPAL-CERT-URL must name one of these
+    # hosts (comma-separated; "host" allows the scheme's default port, "host:port" that port) over
+    # https (http too in demo and test mode), or nothing is fetched; the chain must lead to a
+    # certificate of the trust store (a PEM bundle; empty: certifi's bundle, else the system's); the
+    # signing certificate must carry the subject as a DNS name.
+    paypal_cert_hosts: str = "api.paypal.com,api.sandbox.paypal.com,api-m.paypal.com,api-m.sandbox.paypal.com"
+    paypal_trust_store: str = ""
+    paypal_cert_subject: str = "messageverificationcerts.paypal.com"
+    # A webhook delivery whose verification needs requests (a certificate to fetch, a processor's
+    # verification API) is refused, and so re-sent by the processor, when it takes longer than this.
+    webhook_verify_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
     log_level: str = "INFO"
     log_json: bool = True
 
@@ -130,6 +174,11 @@ class Settings(BaseSettings):
     @property
     def is_https(self) -> bool:
         return self.base_url.startswith("https://")
+
+    @property
+    def is_dev(self) -> bool:
+        """Demo or test mode: development defaults apply (and plain-http webhook endpoints)."""
+        return self.mode in ("demo", "test")
 
     @property
     def is_sqlite(self) -> bool:
@@ -174,6 +223,11 @@ class Settings(BaseSettings):
             if k.strip()
         }
         return table.get(processor, EXPECTED_SETTLEMENT_HOURS.get(processor, 168.0))
+
+    @property
+    def alert_url_list(self) -> list[str]:
+        """REFUNDWATCH_ALERT_URLS, one Apprise URL each. They carry tokens: never log or show them."""
+        return [u.strip() for u in self.alert_urls.split(",") if u.strip()]
 
     @property
     def approval_threshold_currencies(self) -> list[str]:
@@ -223,11 +277,32 @@ class Settings(BaseSettings):
             raise ConfigError(
                 "REFUNDWATCH_RECONCILE_EXPECTED_HOURS must be a number of hours or processor:hours,..."
             ) from None
+        from refundwatch.alerts.targets import invalid_targets
+
+        bad = invalid_targets(self.alert_url_list)
+        if bad:  # by position only: the URLs hold tokens
+            raise ConfigError(
+                f"REFUNDWATCH_ALERT_URLS: entry {', '.join(map(str, bad))} is not a valid Apprise URL"
+            )
+        self._check_paypal_certs()
         try:
             for currency in ("EUR", "USD"):
                 self.approval_threshold_for(currency)
         except ValueError:
             raise ConfigError("REFUNDWATCH_APPROVAL_THRESHOLD must be a number or CUR:number,...") from None
+
+    def _check_paypal_certs(self) -> None:
+        from refundwatch.gateways.paypal.certs import CertPolicy, TrustStoreError
+
+        subject = self.paypal_cert_subject.strip()
+        if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", subject):
+            raise ConfigError("REFUNDWATCH_PAYPAL_CERT_SUBJECT must be a DNS name")
+        try:
+            CertPolicy.from_settings(self)
+        except TrustStoreError as exc:
+            raise ConfigError(f"REFUNDWATCH_PAYPAL_TRUST_STORE: {exc}") from None
+        except ValueError as exc:
+            raise ConfigError(f"REFUNDWATCH_PAYPAL_CERT_HOSTS: {exc}") from None
 
 
 @functools.cache

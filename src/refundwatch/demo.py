@@ -2,9 +2,15 @@
 
 Redis (a database of its own on the one found, or a private server), a directory of its own under
 ``var/`` (``var/demo-<random>/``: the SQLite database, the logs, the connections file, the audit anchors),
-the gateway simulator, the web server and the worker as child processes, ~200 demo payments, some
-history, then live traffic. Payments registered meanwhile are made known to the simulator
-(``demo_mirror``).
+the gateway simulator, the web server, the worker, a webhook receiver (``demo_receiver``: an
+endpoint for every outgoing event) and a mail catcher for the alerts (``demo_mail``) as child
+processes, ~200 demo payments, some history, then live traffic. Payments registered meanwhile are
+made known to the simulator (``demo_mirror``).
+
+PayPal's webhooks are verified as in production, by certificate (``certificate`` mode): the simulator
+signs them with a certificate of a test CA it keeps in the demo's directory (``paypal-certs/``), and
+refundwatch fetches that certificate from the simulator (the one allowed certificate host, plain http
+being allowed in demo mode) and checks it against that CA as its trust store.
 
 Ctrl-C (or SIGTERM) stops everything it started, empties its Redis database, removes its directory (and
 ``var/`` when the demo made it and nothing else is in it) and exits 0: it leaves nothing behind. A database
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import secrets
@@ -35,7 +42,7 @@ import httpx2
 import redis
 import redis.asyncio as aioredis
 
-from refundwatch import demo_idp, demo_redis
+from refundwatch import demo_idp, demo_mail, demo_receiver, demo_redis
 from refundwatch.audit.actions import Actor
 from refundwatch.config import get_settings, reset_settings
 from refundwatch.demo_mirror import SimulatorMirror
@@ -46,16 +53,29 @@ from refundwatch.lib.exceptions import RefundwatchError
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 SIMULATOR_PORT = 8900
-CONNECTIONS = {"stripe-eu": "EUR", "stripe-us": "USD", "adyen-eu": "EUR"}
-# Processor of each demo connection (the name's first word): Stripe and Adyen side by side.
+RECEIVER_PORT = 8901
+MAIL_PORT, SMTP_PORT = 8902, 8925  # the mail catcher's page and SMTP server
+CONNECTIONS = {
+    "stripe-eu": "EUR",
+    "stripe-us": "USD",
+    "adyen-eu": "EUR",
+    "paypal-us": "USD",
+    "checkout-eu": "EUR",
+}
+# Processor of each demo connection (the name's first word): Stripe, Adyen, PayPal and Checkout.com.
 PROCESSOR_OF = {name: name.split("-", 1)[0] for name in CONNECTIONS}
 SEED_PAYMENTS = 200
 SEED_REFUNDS = 36
 STOP_GRACE_SECONDS = 5.0
 READY_TIMEOUT_SECONDS = 60.0
 DEMO_ACTOR = Actor("system", "demo")
-LABELS = {"web": "web server", "redis": "private redis-server"}
-SCOPES = ["payments:write", "refunds:read", "refunds:write"]
+LABELS = {
+    "web": "web server",
+    "redis": "private redis-server",
+    "receiver": "webhook receiver",
+    "mail": "mail catcher",
+}
+SCOPES = ["payments:write", "refunds:read", "refunds:write", "webhooks:write"]
 OWN_DATABASE = " (the demo's own database, emptied when it stops)"
 
 
@@ -68,6 +88,8 @@ refundwatch demo is running
                scopes: {scopes}
 {logins}
   Simulator    {sim}  (faults: {sim}/_control/faults, ledger: {sim}/_control/ledger)
+  Webhooks     {receiver}/  (every event arriving, signatures verified; the endpoint: {web}/admin/webhooks)
+  Alert mail   {mail}  (alerts as e-mailed to the IT team; history: {web}/admin/alerts)
   Payments     yours (API, screens, CSV) reach the simulator within a second; by hand: {register}
   Traffic      {traffic}
   Database     {database}
@@ -284,6 +306,21 @@ def _write_connections_file(path: Path, simulator_port: int) -> None:
                 'merchant_account = "RefundwatchDemoECOM"\n'
                 f'hmac_key = "{secrets.token_hex(32).upper()}"\n'
             )
+        elif processor == "paypal":
+            # A REST app's client id and secret, and the id of the webhook registered for it (letters
+            # and digits, as PayPal's are); its signatures are checked by certificate, the default.
+            credentials = (
+                f'client_id = "AdemoRefundwatch{secrets.token_hex(16)}"\n'
+                f'client_secret = "EDdemo{secrets.token_hex(24)}"\n'
+                f'webhook_id = "{secrets.token_hex(9).upper()[:17]}"\n'
+            )
+        elif processor == "checkout":
+            # A current-platform sandbox secret key (sk_sbox_ and 27 base32 characters, the shape
+            # checkout-sdk checks; platform left at its default) and the webhook signature key.
+            key = "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz234567") for _ in range(27))
+            credentials = (
+                f'secret_key = "sk_sbox_{key}"\nwebhook_signature_key = "cko-demo-{secrets.token_hex(24)}"\n'
+            )
         else:
             credentials = (
                 f'api_key = "sk_test_demo_{secrets.token_hex(12)}"\n'
@@ -305,8 +342,9 @@ def _write_connections_file(path: Path, simulator_port: int) -> None:
     )
 
 
-async def _prepare_database(connections_file: Path) -> tuple[str, int]:
-    """Import the demo connections, create an API key; returns it and the next free payment number."""
+async def _prepare_database(connections_file: Path, receiver_url: str) -> tuple[str, int, str]:
+    """Import the demo connections, create an API key, register the receiver for every event; returns
+    the key, the next free payment number and the receiver's signing secret."""
     from sqlalchemy import or_, select
 
     from refundwatch.auth.apikeys import create_api_key
@@ -319,6 +357,7 @@ async def _prepare_database(connections_file: Path) -> tuple[str, int]:
     try:
         await import_connections(rt.db, rt.cipher, load_connections_file(connections_file), DEMO_ACTOR)
         key = await create_api_key(rt.db, "demo", SCOPES, DEMO_ACTOR)
+        secret = await demo_receiver.register(rt, f"{receiver_url}{demo_receiver.PATH}", DEMO_ACTOR)
         async with rt.db.read_session() as session:
             references = (
                 await session.scalars(
@@ -326,6 +365,7 @@ async def _prepare_database(connections_file: Path) -> tuple[str, int]:
                         or_(
                             Payment.payment_reference.like("pi_demo_%"),
                             Payment.payment_reference.like("DEMO%"),
+                            Payment.payment_reference.like("pay_demo%"),
                         )
                     )
                 )
@@ -333,9 +373,9 @@ async def _prepare_database(connections_file: Path) -> tuple[str, int]:
     finally:
         await rt.close()
     # A database of the caller's keeps the earlier runs' history: new payments are numbered after it.
-    digits = [r.removeprefix("pi_demo_").removeprefix("DEMO") for r in references]
+    digits = [r.removeprefix("pi_demo_").removeprefix("pay_demo").removeprefix("DEMO") for r in references]
     numbers = [int(d) for d in digits if d.isdigit()]
-    return key, max(numbers, default=0) + 1
+    return key, max(numbers, default=0) + 1, secret
 
 
 # ------------------------------------------------------------------------------------- live part
@@ -345,6 +385,8 @@ async def _prepare_database(connections_file: Path) -> tuple[str, int]:
 class Demo:
     port: int
     simulator_port: int
+    receiver_port: int
+    mail_ports: tuple[int, int] | None  # (page, SMTP) of the mail catcher; None: aiosmtpd is not installed
     api_key: str
     first_payment: int
     redis_url: str
@@ -363,6 +405,14 @@ class Demo:
     @property
     def simulator_url(self) -> str:
         return f"http://127.0.0.1:{self.simulator_port}"
+
+    @property
+    def receiver_url(self) -> str:
+        return f"http://127.0.0.1:{self.receiver_port}"
+
+    @property
+    def mail_url(self) -> str | None:
+        return None if self.mail_ports is None else f"http://127.0.0.1:{self.mail_ports[0]}"
 
 
 async def _wait_ready(demo: Demo, child: Child, check: Callable[[], Awaitable[bool]]) -> None:
@@ -393,7 +443,14 @@ async def _start_children(demo: Demo, client: httpx2.AsyncClient) -> None:
     hooks = f"{demo.web_url}/webhooks/{{connection}}"
     connections = demo.workspace.connections_file
     simulator_args = f"simulator --port {demo.simulator_port} --connections {connections}".split()
-    simulator = demo.sup.start("simulator", [*me, *simulator_args, "--webhook-url", hooks])
+    # PayPal's signing certificate and its CA: the ones already made in the workspace (_paypal_certs).
+    paypal_args = [
+        "--paypal-cert-dir",
+        str(demo.workspace.paypal_cert_dir),
+        "--public-url",
+        demo.simulator_url,
+    ]
+    simulator = demo.sup.start("simulator", [*me, *simulator_args, "--webhook-url", hooks, *paypal_args])
     provider = demo_idp.plan(demo.web_url)  # before the web process: it sets the OIDC environment
     if isinstance(provider, str):
         demo.sign_in_note = provider
@@ -402,10 +459,19 @@ async def _start_children(demo: Demo, client: httpx2.AsyncClient) -> None:
         discovery = f"{provider.issuer}/.well-known/openid-configuration"
         await _wait_ready(demo, idp, lambda: answers(discovery))
         demo.logins = provider.logins()
+    receiver_args = ["--port", str(demo.receiver_port), "--secret-file", str(demo.workspace.receiver_secret)]
+    receiver = demo.sup.start("receiver", [sys.executable, "-m", "refundwatch.demo_receiver", *receiver_args])
+    mail = None
+    if demo.mail_ports is not None:
+        mail_args = ["--port", str(demo.mail_ports[0]), "--smtp-port", str(demo.mail_ports[1])]
+        mail = demo.sup.start("mail", [sys.executable, "-m", "refundwatch.demo_mail", *mail_args])
     web = demo.sup.start("web", [*me, "serve", "--port", str(demo.port)])
     worker = demo.sup.start("worker", [*me, "worker"])
 
     await _wait_ready(demo, simulator, lambda: answers(f"{demo.simulator_url}/_control/faults"))
+    await _wait_ready(demo, receiver, lambda: answers(f"{demo.receiver_url}/events.json"))
+    if mail is not None:
+        await _wait_ready(demo, mail, lambda: answers(f"{demo.mail_url}/mail.json"))
     await _wait_ready(demo, web, lambda: answers(f"{demo.web_url}/healthz"))
     # arq writes this key from its poll loop: once it exists, the worker is taking jobs.
     queue = aioredis.Redis.from_url(demo.redis_url, socket_connect_timeout=1, socket_timeout=2)
@@ -431,6 +497,8 @@ def _banner(demo: Demo, showcase: DemoPayment) -> str:
     return BANNER.format(
         web=demo.web_url,
         sim=demo.simulator_url,
+        receiver=demo.receiver_url,
+        mail=f"{demo.mail_url}/" if demo.mail_url else "(off: install the test extras for aiosmtpd)",
         key=demo.api_key,
         auth=f"-H 'Authorization: Bearer {demo.api_key}'",
         body=json.dumps(body),
@@ -554,6 +622,33 @@ def _tidy(workspace: Workspace, failed: bool) -> None:
     _say(f"removed the demo's files ({workspace.root})")
 
 
+def _mail_ports() -> tuple[int, int] | None:
+    """The mail catcher's (page, SMTP) ports, or None without aiosmtpd (a test extra)."""
+    if importlib.util.find_spec("aiosmtpd") is None:
+        return None
+    page = MAIL_PORT if _port_free(MAIL_PORT) else _free_port()
+    return page, SMTP_PORT if _port_free(SMTP_PORT) else _free_port()
+
+
+def _paypal_certs(workspace: Workspace) -> Path:
+    """Make the simulator's PayPal test CA and webhook signing certificate in the workspace (the
+    simulator is started with them); returns the CA's file."""
+    from refundwatch.simulator.paypal.certs import load_or_create
+
+    return load_or_create(workspace.paypal_cert_dir).directory / "ca.pem"
+
+
+def _trust_paypal_certs(trust_store: Path, simulator_port: int) -> None:
+    """Let refundwatch verify PayPal webhooks with the simulator's certificate: the simulator is an
+    allowed certificate host (beside any of the caller's own) and its CA is the trust store. The demo's
+    connections are all the simulator's, so its CA is the one trust store they need."""
+    variable = "REFUNDWATCH_PAYPAL_CERT_HOSTS"
+    hosts = [h.strip() for h in os.environ.get(variable, "").split(",") if h.strip()]
+    os.environ[variable] = ",".join(dict.fromkeys([*hosts, f"127.0.0.1:{simulator_port}"]))
+    os.environ["REFUNDWATCH_PAYPAL_TRUST_STORE"] = str(trust_store)
+    reset_settings()  # the demo's own settings read the same as its children's
+
+
 def _run(sup: Supervisor, workspace: Workspace, port: int, traffic: bool) -> None:
     os.environ["REFUNDWATCH_MODE"] = "demo"
     own_database = "REFUNDWATCH_DATABASE_URL" not in os.environ
@@ -561,6 +656,13 @@ def _run(sup: Supervisor, workspace: Workspace, port: int, traffic: bool) -> Non
     os.environ.setdefault("REFUNDWATCH_AUDIT_ANCHOR", str(workspace.anchor))
     os.environ.setdefault("REFUNDWATCH_BASE_URL", f"http://127.0.0.1:{port}")
     os.environ.setdefault("REFUNDWATCH_LOG_JSON", "false")  # people read these logs, not a collector
+    # The demo's webhook receiver listens on loopback, which endpoints may not use unless allow-listed.
+    allowed = [h for h in os.environ.get("REFUNDWATCH_WEBHOOK_ALLOWED_HOSTS", "").split(",") if h.strip()]
+    os.environ["REFUNDWATCH_WEBHOOK_ALLOWED_HOSTS"] = ",".join(dict.fromkeys([*allowed, "127.0.0.1"]))
+    mail_ports = _mail_ports()
+    if mail_ports is not None:  # alerts also go to the mail catcher, beside any of the caller's own
+        urls = [u for u in os.environ.get("REFUNDWATCH_ALERT_URLS", "").split(",") if u.strip()]
+        os.environ["REFUNDWATCH_ALERT_URLS"] = ",".join([*urls, demo_mail.alert_url(mail_ports[1])])
     if not _port_free(port):
         raise DemoError(
             f"port {port} is already in use (another demo still running?); "
@@ -568,6 +670,7 @@ def _run(sup: Supervisor, workspace: Workspace, port: int, traffic: bool) -> Non
         )
     redis_url, private = _ensure_redis(sup, workspace.root)
     os.environ["REFUNDWATCH_REDIS_URL"] = redis_url
+    trust_store = _paypal_certs(workspace)
     reset_settings()
     settings = get_settings()
 
@@ -575,12 +678,21 @@ def _run(sup: Supervisor, workspace: Workspace, port: int, traffic: bool) -> Non
 
     _say(f"migrating {settings.database_url}")
     upgrade(settings.database_url)
+    # Chosen as late as possible before the simulator binds it (another demo may be starting too).
     simulator_port = SIMULATOR_PORT if _port_free(SIMULATOR_PORT) else _free_port()
+    _trust_paypal_certs(trust_store, simulator_port)  # before web and worker: they check it at start-up
+    receiver_port = RECEIVER_PORT if _port_free(RECEIVER_PORT) else _free_port()
     _write_connections_file(workspace.connections_file, simulator_port)
-    api_key, first_payment = asyncio.run(_prepare_database(workspace.connections_file))
+    api_key, first_payment, secret = asyncio.run(
+        _prepare_database(workspace.connections_file, f"http://127.0.0.1:{receiver_port}")
+    )
+    workspace.receiver_secret.write_text(secret, encoding="utf-8")
+    workspace.receiver_secret.chmod(0o600)
     demo = Demo(
         port=port,
         simulator_port=simulator_port,
+        receiver_port=receiver_port,
+        mail_ports=mail_ports,
         api_key=api_key,
         first_payment=first_payment,
         redis_url=redis_url,

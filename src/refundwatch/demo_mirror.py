@@ -1,10 +1,10 @@
 """In the demo, every payment refundwatch registers (API, staff screens, CSV) is made known to the
 gateway simulator too, so a refund of it can execute there: a real processor knows its own payments.
 
-The demo traffic registers its own payments with the simulator (``pi_demo_…``/``DEMO…``); this mirror
-picks up the others by polling the payments table every second. Payment ids are UUIDv7, so "created in
-the last few seconds" is a primary-key range; the seconds of overlap catch payments committed out of
-id order, and the simulator's registration is idempotent.
+The demo traffic registers its own payments with the simulator (``pi_demo_…``, ``DEMO…``, ``pay_demo…``);
+this mirror picks up the others by polling the payments table every second. Payment ids are UUIDv7, so
+"created in the last few seconds" is a primary-key range; the seconds of overlap catch payments committed
+out of id order, and the simulator's registration is idempotent.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from refundwatch.runtime import Runtime
 
 log = logging.getLogger("refundwatch.demo")
 LOOKBACK_MS = 10_000
-TRAFFIC_PREFIXES = ("pi_demo_", "DEMO")  # demo_traffic registers these itself
+TRAFFIC_PREFIXES = ("pi_demo_", "DEMO", "pay_demo")  # demo_traffic registers these itself
 
 
 def _uuid7_floor(ms: int) -> UUID:

@@ -19,7 +19,7 @@ import httpx2
 from refundwatch.audit.actions import Actor
 from refundwatch.lib.exceptions import RefundwatchError
 from refundwatch.reconciliation.importing import import_report
-from refundwatch.reconciliation.matching import match_lines
+from refundwatch.reconciliation.matching import match_imported
 from refundwatch.runtime import Runtime
 
 log = logging.getLogger("refundwatch.demo")
@@ -67,7 +67,7 @@ class SettlementImports:
         path = self.directory / f"{connection}-{self.count:04d}.csv"
         path.write_bytes(response.content)
         imported = await import_report(self.rt, connection, path, DEMO_FINANCE)
-        summary = await match_lines(self.rt, imported.connection_id)
+        summary = await match_imported(self.rt, imported)
         path.unlink(missing_ok=True)  # kept in the database, raw; the demo leaves no files behind
         self.since[connection] = started
         line = (

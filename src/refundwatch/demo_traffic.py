@@ -38,6 +38,28 @@ DEMO_FAULTS: dict[str, float] = {
     "timeout_ms": 15000,
     "webhook_duplicate_rate": 0.02,
 }
+# PayPal's own life on top: about a quarter of its refunds answer PENDING (an eCheck refund, reason
+# ECHECK) and settle some seconds later, announced by a webhook, so pending refunds show on the
+# dashboard and then complete (or, fail_later_rate of them, fail).
+PAYPAL_FAULTS: dict[str, float] = {**DEMO_FAULTS, "pending_rate": 0.25, "settle_ms": 8000}
+# Checkout.com's: every refund is only accepted (202, processing) and its outcome comes in a signed
+# webhook settle_ms later; a quarter announce payment_refund_pending first, and more of them than
+# elsewhere are declined (payment_refund_declined), so declines show. Half of its injected 5xx answers
+# come after the refund executed, as Checkout.com's may: refundwatch finds those in the payment's actions
+# rather than sending them twice.
+CHECKOUT_FAULTS: dict[str, float] = {
+    **DEMO_FAULTS,
+    "pending_rate": 0.25,
+    "fail_later_rate": 0.08,
+    "settle_ms": 4000,
+    "executed_error_share": 0.5,
+}
+# The processors whose faults the demo sets (Adyen keeps the simulator's defaults).
+FAULTS_BY_PROCESSOR: dict[str, dict[str, float]] = {
+    "stripe": DEMO_FAULTS,
+    "paypal": PAYPAL_FAULTS,
+    "checkout": CHECKOUT_FAULTS,
+}
 _CONTRACT_FAULT_FIELDS = frozenset({"latency_ms", "jitter_ms", "error_rate", "timeout_rate", "reset_rate"})
 
 _MIN_REFUND = 100
@@ -145,22 +167,30 @@ class DemoTraffic:
 
     # ------------------------------------------------------------------------------------ simulator
 
-    async def configure_simulator(self) -> dict[str, Any]:
-        """Turn on DEMO_FAULTS for stripe; returns what was sent."""
-        accepted: set[str] = set(_CONTRACT_FAULT_FIELDS)
+    async def configure_simulator(self) -> dict[str, dict[str, Any]]:
+        """Turn on FAULTS_BY_PROCESSOR for Stripe and for the demo's other processors that have them;
+        returns what was sent, by processor."""
         current = await self._client.get(f"{self._sim}/_control/faults")
-        if current.status_code == 200:
-            stripe = current.json().get("stripe")
-            if isinstance(stripe, dict) and stripe:
-                accepted = set(stripe)
-        body: dict[str, Any] = {"processor": "stripe"}
-        body.update({k: v for k, v in DEMO_FAULTS.items() if k in accepted})
-        answer = await self._client.post(f"{self._sim}/_control/faults", json=body)
-        if answer.status_code >= 400:
-            raise RuntimeError(
-                f"simulator refused the fault settings ({answer.status_code}): {answer.text[:200]}"
-            )
-        return body
+        snapshot = current.json() if current.status_code == 200 else {}
+        used = {connection.split("-", 1)[0] for connection in self._currencies} | {"stripe"}
+        sent: dict[str, dict[str, Any]] = {}
+        for processor, faults in FAULTS_BY_PROCESSOR.items():
+            if processor not in used:
+                continue
+            accepted: set[str] = set(_CONTRACT_FAULT_FIELDS)
+            known = snapshot.get(processor) if isinstance(snapshot, dict) else None
+            if isinstance(known, dict) and known:
+                accepted = set(known)
+            body: dict[str, Any] = {"processor": processor}
+            body.update({k: v for k, v in faults.items() if k in accepted})
+            answer = await self._client.post(f"{self._sim}/_control/faults", json=body)
+            if answer.status_code >= 400:
+                raise RuntimeError(
+                    f"simulator refused the {processor} fault settings ({answer.status_code}): "
+                    f"{answer.text[:200]}"
+                )
+            sent[processor] = body
+        return sent
 
     # ------------------------------------------------------------------------------------- payments
 
@@ -176,8 +206,17 @@ class DemoTraffic:
             units = int(self._rng.triangular(10, 2000, 60))
             amount = units * 100 - (1 if units > 10 and self._rng.random() < 0.5 else 0)
             processor = connection.split("-", 1)[0]
-            # Each processor's own kind of payment reference: a PaymentIntent, or a 16-character PSP.
-            reference = f"pi_demo_{number:04d}" if processor == "stripe" else f"DEMO{number:012d}"
+            # Each processor's own kind of payment reference: a PaymentIntent, a 16-character PSP
+            # reference (Adyen), a 17-character capture id (PayPal) or a payment id, pay_ and 26
+            # word characters (Checkout.com).
+            if processor == "stripe":
+                reference = f"pi_demo_{number:04d}"
+            elif processor == "paypal":
+                reference = f"DEMO{number:013d}"
+            elif processor == "checkout":
+                reference = f"pay_demo{number:022d}"
+            else:
+                reference = f"DEMO{number:012d}"
             made.append(
                 DemoPayment(
                     connection=connection,

@@ -1,8 +1,9 @@
 """Where the demo keeps its files: one directory of its own under var/, removed when it stops.
 
 ``var/demo-<random>/`` holds the SQLite database, the children's logs, the connections file for the
-simulator and the audit anchors (and is the private redis-server's working directory, which keeps no
-data). Two demos in one checkout never share one.
+simulator, the webhook receiver's secret, the audit anchors and the simulator's PayPal test CA and
+signing certificate (and is the private redis-server's working directory, which keeps no data). Two
+demos in one checkout never share one.
 """
 
 from __future__ import annotations
@@ -40,6 +41,16 @@ class Workspace:
     @property
     def database_url(self) -> str:
         return f"sqlite+aiosqlite:///{self.root / 'refundwatch.db'}"
+
+    @property
+    def receiver_secret(self) -> Path:
+        """The demo webhook receiver's signing secret, for it to verify with."""
+        return self.root / "receiver-secret"
+
+    @property
+    def paypal_cert_dir(self) -> Path:
+        """The simulator's PayPal test CA and webhook signing certificate (with their keys)."""
+        return self.root / "paypal-certs"
 
     @property
     def anchor(self) -> Path:

@@ -2,9 +2,10 @@
 
 And should anything else put a secret into a log line, it is scrubbed before any handler writes it
 (STYLE rule 5): card numbers, bearer tokens and Authorization values, ``rw_`` API keys, JWTs, processor
-secrets (``sk_live_``/``sk_test_``/``rk_…``/``whsec_``), cookie headers and ``name=value`` pairs whose
-name says secret (password, token, api_key, client_secret…). The message (with its arguments filled in)
-and any exception or stack text are scrubbed; nothing else of a record is ever written.
+secrets (``sk_live_``/``sk_test_``/``rk_…``/``whsec_``, PayPal's ``A21AA…`` tokens), cookie headers and
+``name=value`` pairs whose name says secret (password, token, api_key, client_secret…). The message
+(with its arguments filled in) and any exception or stack text are scrubbed; nothing else of a record is
+ever written.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ _RULES: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
     (re.compile(r"(?<![A-Za-z0-9])rw_[A-Za-z0-9_-]{20,}"), REDACTED),
     (re.compile(r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9_]+"), REDACTED),
     (re.compile(r"\bwhsec_[A-Za-z0-9_+/=]+"), REDACTED),
+    # PayPal access tokens, even without a Bearer scheme or a field name before them.
+    (re.compile(r"(?<![A-Za-z0-9])A21AA[A-Za-z0-9_\-.]{20,}"), REDACTED),
     # name=value pairs whose name says what the value is.
     (
         re.compile(

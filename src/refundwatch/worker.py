@@ -1,5 +1,5 @@
 """The arq worker: refund execution, webhooks, sync, sweeping, health checks, audit sealing, rollups,
-reconciliation and settlement pulls.
+reconciliation, settlement pulls, alerts, and (a background task beside arq's jobs) outgoing webhooks.
 
 arq is only the delivery mechanism; the database is the source of truth (STYLE: arq is in maintenance
 mode). Every job can run twice safely: job id = refund id, the processor idempotency key lives on the
@@ -17,6 +17,8 @@ from uuid import UUID
 from arq import Retry, cron, func
 from arq.connections import RedisSettings
 
+from refundwatch.alerts import rules as alert_rules
+from refundwatch.alerts import sending as alert_sending
 from refundwatch.audit import checkpoint
 from refundwatch.audit.anchors import anchor_periodically
 from refundwatch.audit.keys import AuditKeys
@@ -27,6 +29,9 @@ from refundwatch.dashboard.signals import ROLLUPS, signals
 from refundwatch.health.checks import run_due_checks
 from refundwatch.jobs import Worker, enqueue
 from refundwatch.logs import configure_logging
+from refundwatch.outgoing import retention
+from refundwatch.outgoing.dispatcher import Dispatcher
+from refundwatch.outgoing.notices import on_endpoint_disabled
 from refundwatch.reconciliation.pulling import PULL_JOB
 from refundwatch.refunds import execution, syncing
 from refundwatch.refunds.breaker import Breaker
@@ -136,7 +141,7 @@ async def reconcile(ctx: dict[str, Any]) -> str:
     """Match new settlement lines, run the internal checks, open missing_settlement breaks."""
     from refundwatch.reconciliation.checks import check
 
-    summary = await check(_rt(ctx))
+    summary = await check(_rt(ctx), scheduled=True)
     return f"{summary.lines} lines matched: {summary.matched} matched, {sum(summary.breaks.values())} breaks"
 
 
@@ -154,8 +159,23 @@ async def pull_settlements(ctx: dict[str, Any]) -> str:
     return "; ".join(await pull_due(_rt(ctx))) or "no settlement pull due"
 
 
+async def evaluate_alerts(ctx: dict[str, Any]) -> str:
+    """Check the alert rules (alerts.rules); each alert opens and resolves once, whichever worker sees it."""
+    return str(await alert_rules.evaluate(_rt(ctx)))
+
+
+async def send_alerts(ctx: dict[str, Any]) -> int:
+    """Send the alert messages queued since (alerts.sending): after commit, once per target."""
+    return await alert_sending.deliver_due(_rt(ctx))
+
+
 async def prune_rollups(ctx: dict[str, Any]) -> None:
     await rollups.prune(_rt(ctx).db)
+
+
+async def prune_webhook_deliveries(ctx: dict[str, Any]) -> int:
+    """Finished outgoing deliveries past REFUNDWATCH_WEBHOOK_RETENTION_DAYS (outgoing.retention)."""
+    return await retention.prune(_rt(ctx))
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -168,6 +188,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     await rt.open(redis=False, http=True)
     signals.attach(ctx["redis"])
     ctx["rt"] = rt
+    ctx["outgoing"] = Dispatcher(rt).start()  # outgoing webhooks: sends after commit, in the background
+    on_endpoint_disabled(alert_rules.on_endpoint_disabled)  # a disabled endpoint alerts at once
     gc.freeze()  # start-up objects stay for good: keep them out of the collector's full passes
     # Start-up sweep: pick up whatever a crashed worker left queued or submitting, right away.
     log.info("start-up sweep: %s", await sweep(ctx, grace_seconds=0))
@@ -175,6 +197,9 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     rt: Runtime | None = ctx.get("rt")
+    dispatcher: Dispatcher | None = ctx.get("outgoing")
+    if dispatcher is not None:
+        await dispatcher.stop()
     await signals.detach()
     if rt is not None:
         rt.redis = None  # arq owns and closes its pool
@@ -188,6 +213,12 @@ def worker_settings() -> dict[str, Any]:
     sync_seconds = set(range(0, 60, max(1, min(settings.sync_interval_seconds, 59))))
     reconcile_minutes = set(range(0, 60, max(1, min(settings.reconcile_interval_minutes, 60))))
     pull_minutes = set(range(0, 60, max(1, min(settings.reconcile_pull_minutes, 60))))
+    # Alerts keep their own timeouts: a send may take up to its timeout, whatever the refund jobs' is.
+    alert_timeout = max(timeout, int(settings.alert_send_timeout_seconds) + 30)
+    alert_crons = [cron(send_alerts, second=_EVERY_SECOND, timeout=alert_timeout, unique=True)]
+    if settings.alert_interval_seconds:  # 0: not checked here (alerts raised where things happen still go)
+        every = set(range(0, 60, settings.alert_interval_seconds))
+        alert_crons.append(cron(evaluate_alerts, second=every, timeout=alert_timeout, unique=True))
     return {
         "functions": [
             # keep_result=0: no result key, so the same job id can be enqueued again for a retry.
@@ -209,6 +240,8 @@ def worker_settings() -> dict[str, Any]:
             cron(fold_rollups, second=_EVERY_SECOND, timeout=timeout, unique=True),
             cron(flush_webhook_rejections, second=set(range(0, 60, 5)), timeout=timeout, unique=True),
             cron(prune_rollups, minute=7, second=0, timeout=timeout, unique=True),
+            cron(prune_webhook_deliveries, minute=17, second=0, timeout=timeout, unique=True),
+            *alert_crons,
             # Whole-table checks: their own, longer timeout.
             cron(reconcile, minute=reconcile_minutes, second=30, timeout=RECONCILE_TIMEOUT, unique=True),
             cron(pull_settlements, minute=pull_minutes, second=40, timeout=RECONCILE_TIMEOUT, unique=True),

@@ -66,6 +66,11 @@
   }, true);
 
   document.addEventListener("DOMContentLoaded", function () { localise(document); });
+  // On swap, not only on settle: swapped-in times would otherwise show in UTC for the settle delay.
+  // An outerHTML swap leaves the event on the replaced, detached element: then look everywhere.
+  document.addEventListener("htmx:afterSwap", function (event) {
+    localise(event.target.isConnected ? event.target : document);
+  });
   document.addEventListener("htmx:afterSettle", function (event) { localise(event.target); });
   document.addEventListener("click", function (event) {
     var chip = event.target.closest && event.target.closest("[data-copy]");

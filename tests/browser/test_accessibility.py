@@ -53,6 +53,8 @@ def pages(stack: Stack) -> list[str]:
         f"/reconciliation/lines/{line_id}",
         "/admin/api-keys",
         "/admin/connections/stripe-test",
+        "/admin/webhooks",
+        "/admin/alerts",
     ]
 
 

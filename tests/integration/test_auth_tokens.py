@@ -164,6 +164,14 @@ def test_one_scope_grants_only_itself(stack: Stack) -> None:
     with api(stack, token) as client:
         assert client.post("/api/v1/payments", json=payment_body()).status_code == 201
         assert_error(client.get("/api/v1/refunds"), 403, "insufficient_scope")
+        assert_error(client.get("/api/v1/webhook-endpoints"), 403, "insufficient_scope")
+
+
+def test_a_machine_client_manages_webhook_endpoints_with_webhooks_write(stack: Stack) -> None:
+    with api(stack, idp_of(stack).machine_token("webhooks:write")) as client:
+        listed = client.get("/api/v1/webhook-endpoints")
+        assert listed.status_code == 200, listed.text
+        assert_error(client.get("/api/v1/refunds"), 403, "insufficient_scope")
 
 
 # ---------------------------------------------------------------------------------- crafted tokens

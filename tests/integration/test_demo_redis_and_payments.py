@@ -10,13 +10,14 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
 import pytest
 import redis
 
-from _services import free_port, start_private_redis
+from _services import free_port, one_demo_at_a_time, start_private_redis
 from stack import wait_until
 
 pytestmark = pytest.mark.slow
@@ -31,6 +32,14 @@ def _banner(proc: subprocess.Popen[bytes], out: Path) -> str:
     return str(wait_until(ready, timeout=180, interval=0.2, what="the demo's banner"))
 
 
+@pytest.fixture
+def alone() -> Iterator[None]:
+    """No other demo of this machine's tests starts meanwhile (they would race for its ports)."""
+    with one_demo_at_a_time():
+        yield
+
+
+@pytest.mark.usefixtures("alone")
 def test_demo_uses_its_own_redis_database_and_knows_api_payments(tmp_path: Path) -> None:
     shared = start_private_redis().rsplit("/", 1)[0] + "/0"  # a Redis "someone else" uses: db 0
     others = redis.Redis.from_url(shared)

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import importlib.util
-import sqlite3
 import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx2
 
-from stack import Stack, db_rows
+from stack import Stack, db_rows, db_write
 
 MIGRATION = (
     Path(__file__).resolve().parents[2]
@@ -105,16 +103,6 @@ def test_a_machine_client_replays_by_client_id_with_a_new_token(stack: Stack) ->
     retry = post(stack, stack.idp.machine_token(), key, body)  # a fresh token of the same client
     assert (retry.status_code, retry.json()["id"]) == (200, first.json()["id"])
     assert len(refunds_of(stack, reference)) == 1
-
-
-def db_write(stack: Stack, sql: str, *params: Any) -> None:
-    if stack.backend == "sqlite":
-        path = stack.database_url.split(":///", 1)[1]
-        with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn:
-            conn.execute(sql, params)
-            conn.commit()
-    else:
-        db_rows(stack, sql, *params)  # asyncpg: each statement commits
 
 
 def _run_backfill(stack: Stack) -> None:

@@ -39,9 +39,9 @@ class Db:
     workdir: Path
     env: dict[str, str]
 
-    def cli(self, *args: str, keys: list[str]) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, keys: list[str], python: bool = False) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [PYTHON, "-m", "refundwatch", *args],
+            [PYTHON, *args] if python else [PYTHON, "-m", "refundwatch", *args],
             env={**self.env, "REFUNDWATCH_ENCRYPTION_KEYS": ",".join(keys)},
             capture_output=True,
             text=True,
@@ -50,8 +50,9 @@ class Db:
             check=False,
         )
 
-    def ok(self, *args: str, keys: list[str]) -> str:
-        result = self.cli(*args, keys=keys)
+    def ok(self, *args: str, keys: list[str], python: bool = False) -> str:
+        """The command's output; ``python``: ``args`` are the interpreter's (a script with -c)."""
+        result = self.cli(*args, keys=keys, python=python)
         assert result.returncode == 0, (args, result.stdout, result.stderr)
         assert "Traceback" not in result.stderr
         return result.stdout.strip()
@@ -198,13 +199,16 @@ def test_rotate_reencrypts_under_the_first_key_and_can_be_rerun(db: Db) -> None:
     assert db.rotations() == [
         {
             "already_current": 0,
-            # Pending credential changes (admin screens) are encrypted too, and rotated with the rest.
+            # Pending credential changes (admin screens) and outgoing webhook endpoints' signing secrets
+            # (current and previous) are encrypted too, and rotated with the rest.
             "columns": [
                 "connections.credentials_encrypted",
                 "connection_changes.values_encrypted",
+                "webhook_endpoints.secret_encrypted",
+                "webhook_endpoints.previous_secret_encrypted",
                 "refunds.metadata_encrypted",
             ],
-            "rotated": {"connections": 3, "connection_changes": 0, "refunds": 0},
+            "rotated": {"connections": 3, "connection_changes": 0, "refunds": 0, "webhook_endpoints": 0},
         }
     ]
     # The application reads them (import decrypts to compare: same secrets, so nothing changes).
@@ -216,8 +220,8 @@ def test_rotate_reencrypts_under_the_first_key_and_can_be_rerun(db: Db) -> None:
     assert db.ok("keys", "rotate", keys=[key_b, key_a]) == "rotated 0 values, 3 already current"
     assert db.stored() == after
     assert [r["rotated"] for r in db.rotations()] == [
-        {"connections": 3, "connection_changes": 0, "refunds": 0},
-        {"connections": 0, "connection_changes": 0, "refunds": 0},
+        {"connections": 3, "connection_changes": 0, "refunds": 0, "webhook_endpoints": 0},
+        {"connections": 0, "connection_changes": 0, "refunds": 0, "webhook_endpoints": 0},
     ]
 
     # The old key can go now.
@@ -278,3 +282,52 @@ def test_an_undecryptable_value_stops_the_rotation_before_anything_is_written(db
     assert malformed.returncode != 0
     assert malformed.stderr.strip().startswith("refundwatch: REFUNDWATCH_ENCRYPTION_KEYS")
     assert len(malformed.stderr.strip().splitlines()) == 1
+
+
+_ENDPOINT_SCRIPT = """
+import asyncio, datetime as dt, json, os, sys, uuid
+os.environ["REFUNDWATCH_WEBHOOK_ALLOWED_HOSTS"] = "127.0.0.1"  # the endpoint is never sent to
+from refundwatch.audit.actions import Actor
+from refundwatch.outgoing import delivery, endpoints, signing
+from refundwatch.runtime import Runtime
+
+async def main(step):
+    rt = Runtime.build()
+    try:
+        if step == "create":
+            actor = Actor("system", "tests")
+            url = "http://127.0.0.1:9/refunds"
+            data = endpoints.EndpointCreate(url=url, events=["refund.created"])
+            made = await endpoints.create_endpoint(rt, data, actor=actor, source="tests", created_by="tests")
+            now = await endpoints.rotate_secret(rt, made.id, actor=actor, source="tests", overlap_hours=24)
+            print(json.dumps({"id": str(made.id), "previous": made.secret, "current": now.secret}))
+        else:
+            endpoint_id = uuid.UUID(sys.argv[2])
+            signer = (await delivery.signers(rt, {endpoint_id}))[endpoint_id]
+            at = dt.datetime.now(dt.UTC)
+            print(json.dumps(signing.headers("msg_rotation", b'{"a":1}', signer.secrets, at)))
+    finally:
+        await rt.close()
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def test_an_outgoing_webhook_endpoint_still_signs_with_its_secrets_after_rotation(db: Db) -> None:
+    """Key rotation re-encrypts the endpoints' signing secrets (current and, during its overlap, the
+    previous one); what the sender decrypts under the new key alone is what the receiver was shown."""
+    from standardwebhooks import Webhook
+
+    key_a, key_b = new_key(), new_key()
+    db.ok("db", "upgrade", keys=[key_a])
+    shown = json.loads(db.ok("-c", _ENDPOINT_SCRIPT, "create", keys=[key_a], python=True))
+    assert (
+        db.ok("keys", "rotate", keys=[key_b, key_a])
+        == "rotated 2 values (webhook_endpoints: 2), 0 already current"
+    )
+    headers = json.loads(db.ok("-c", _ENDPOINT_SCRIPT, "sign", shown["id"], keys=[key_b], python=True))
+    for secret in (shown["current"], shown["previous"]):  # the receiver may hold either during the overlap
+        assert Webhook(secret).verify(b'{"a":1}', headers) == {"a": 1}
+    raw = db.everything()
+    assert shown["current"].encode() not in raw
+    assert shown["previous"].encode() not in raw

@@ -4,13 +4,20 @@ executed, imported with ``refundwatch reconcile import`` and matched line by lin
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import datetime as dt
 import uuid
 from typing import Any
 
 import pytest
 
-from stack import Stack, db_rows
+from refundwatch.audit.actions import Actor
+from refundwatch.config import Settings
+from refundwatch.reconciliation.checks import IMPORTER_GRACE, check
+from refundwatch.reconciliation.importing import import_report
+from refundwatch.runtime import Runtime
+from stack import Stack, db_rows, db_write
 from stripe_reports import imported, line, report, succeeded
 
 pytestmark = pytest.mark.slow
@@ -215,3 +222,123 @@ def test_lines_across_matching_batches_keep_duplicates_and_repeats_apart(stack: 
         second.name,
     )
     assert sorted(kinds) == [("duplicate_line", 1), ("missing_local", 2_103)], kinds
+
+
+def _settled_after_reversal(stack: Stack, refund_id: str) -> None:
+    """The refund's report of failure was decided before its settlement line: the failure reversed it,
+    and the settlement that followed was recorded and ignored ("has since reversed")."""
+    refund = stack.get(refund_id)
+    assert refund["status"] == "reversed", refund
+    last = refund["events"][-1]
+    assert last["source"] == "reconciliation", last
+    assert "settled this refund — ignored" in last["detail"], last
+
+
+def test_a_refund_failure_ahead_of_its_refunds_line_is_decided_first(stack: Stack) -> None:
+    """Lines are decided in report order. A refund line that agrees with its refund is stored already
+    matched on PostgreSQL, unless a refund failure ahead of it (found by the processor's refund id, or
+    by the reference refundwatch sent) concerns the same refund: the failure reverses the refund first,
+    and the refund line then only confirms money refundwatch already knows was taken back. (The line
+    found by reference comes a matching batch later, where its refund is read afresh.)"""
+    by_id, by_reference, plain = (succeeded(stack, amount) for amount in (2_100, 2_200, 2_300))
+    unknown_id = f"re_elsewhere{uuid.uuid4().hex[:8]}"
+    charges = [line(category="charge", gross="1.00", net="0.97") for _ in range(2_000)]
+    rows = [
+        line(by_id, category="refund_failure"),
+        line(by_reference, category="refund_failure", source_id=unknown_id),
+        line(by_id),
+        *charges,
+        line(by_reference),
+        line(plain),
+    ]
+    path = report(stack, rows)
+    expected = f"{path.name}: 2005 lines read, 3 matched, 2 breaks found (reversed_after_success 2)"
+    assert imported(stack, path) == expected
+    _settled_after_reversal(stack, by_id["id"])
+    _settled_after_reversal(stack, by_reference["id"])
+    assert stack.get(plain["id"])["status"] == "succeeded"
+
+
+def test_a_refund_failure_imported_and_not_matched_yet_is_decided_before_a_later_file(stack: Stack) -> None:
+    """A refund failure stored by an import whose matching has not run yet (the process stopped in
+    between) comes before the lines of any later file: a later file's line for the same refund is left
+    to matching, which decides the failure first."""
+    refund = succeeded(stack, 2_400)
+    first = report(stack, [line(category="charge", gross="24.00", net="24.00")])
+    imported(stack, first)
+    (file_id,) = db_rows(stack, "SELECT id FROM settlement_files WHERE name = ?", first.name)[0]
+    # The failure as that import would have stored it, not matched yet.
+    db_write(
+        stack,
+        "INSERT INTO settlement_lines (file_id, connection_id, row_number, row_hash, raw, line_key, kind,"
+        " direction, gross, fee, net, currency, settlement_currency, gateway_refund_id, raw_type)"
+        " SELECT file_id, connection_id, row_number + 1, row_hash, raw, ?, 'refund_failure', 'credit',"
+        " 2400, 0, 2400, 'EUR', 'EUR', ?, 'refund_failure' FROM settlement_lines WHERE file_id = ?",
+        f"txn_waiting{uuid.uuid4().hex[:8]}",
+        refund["gateway_refund_id"],
+        file_id,
+    )
+    later = report(stack, [line(refund)])
+    expected = f"{later.name}: 1 lines read, 1 matched, 1 breaks found (reversed_after_success 1)"
+    assert imported(stack, later) == expected
+    _settled_after_reversal(stack, refund["id"])
+
+
+def test_a_repeated_line_keeps_its_earlier_verdict_even_where_it_would_agree_now(stack: Stack) -> None:
+    """A cumulative report repeats a line an earlier report brought when refundwatch did not know the
+    refund by the processor's id yet (unknown: a missing_local break). It learns the id later; the
+    repeat is still that same line, with its verdict, and opens nothing (it is not stored matched)."""
+    refund = succeeded(stack, 2_500)
+    later_id = f"re_learnt{uuid.uuid4().hex[:8]}"
+    row = line(refund, source_id=later_id, **{"refund_metadata[refundwatch_refund_id]": ""})
+    first = report(stack, [row])
+    assert (
+        imported(stack, first) == f"{first.name}: 1 lines read, 0 matched, 1 breaks found (missing_local 1)"
+    )
+    db_write(
+        stack,
+        "UPDATE refunds SET gateway_refund_id = ? WHERE gateway_refund_id = ?",
+        later_id,
+        refund["gateway_refund_id"],
+    )
+    second = report(stack, [row, line(category="charge", gross="25.00", net="24.25")])  # the report so far
+    assert imported(stack, second) == f"{second.name}: 2 lines read, 0 matched, 0 breaks found"
+    rows = db_rows(
+        stack, "SELECT match FROM settlement_lines WHERE line_key = ?", row["balance_transaction_id"]
+    )
+    assert rows == [("missing_local",), ("missing_local",)]
+
+
+def test_the_workers_schedule_leaves_a_just_imported_file_to_its_importer(stack: Stack) -> None:
+    """Two matchers would split a file's lines and the importer's summary would miss the other's
+    share: the scheduled check matches a file only once it has been imported for a minute (a crashed
+    importer's lines are then still matched)."""
+    unknown = [
+        line(gross="-4.00", net="-4.00", source_id=f"re_grace{n}_{uuid.uuid4().hex[:6]}") for n in range(2)
+    ]
+    path = report(stack, unknown)
+    actor = Actor("system", "test")
+
+    async def import_then_check() -> tuple[int, int]:
+        settings = Settings(mode="test", database_url=stack.database_url, redis_url=stack.redis_url)
+        rt = await Runtime.build(settings).open(redis=False, http=False)
+        try:
+            done = await import_report(rt, "stripe-test", path, actor)  # stored, not matched yet
+            now = dt.datetime.now(dt.UTC)
+            left = await check(rt, now, scheduled=True)
+            later = await check(rt, now + IMPORTER_GRACE + dt.timedelta(seconds=1), scheduled=True)
+            assert done.lines == 2
+            return left.lines, later.lines
+        finally:
+            await rt.close()
+
+    left, later = asyncio.run(import_then_check())
+    assert left == 0  # the importer's, for a minute
+    assert later >= 2  # then anyone's (the worker's schedule may have taken other files' lines too)
+    unmatched = db_rows(
+        stack,
+        "SELECT COUNT(*) FROM settlement_lines l JOIN settlement_files f ON f.id = l.file_id"
+        " WHERE f.name = ? AND l.match IS NULL",
+        path.name,
+    )
+    assert unmatched[0][0] == 0

@@ -36,6 +36,7 @@ def test_payments_are_idempotent_and_conflicts_are_409(sim: Simulator) -> None:
         {"processor": "stripe", "payment_reference": "x", "amount": True, "currency": "usd"},
         {"processor": "stripe", "payment_reference": "x", "amount": 1, "currency": "dollars"},
         {"processor": "stripe", "payment_reference": "x", "amount": 1, "currency": "usd", "extra": 1},
+        {"processor": "checkout", "payment_reference": "pi_not_a_pay_id", "amount": 1, "currency": "usd"},
         [],
     ],
 )
@@ -75,6 +76,8 @@ def test_fault_defaults(sim: Simulator) -> None:
         "idempotency_retention_seconds": 86400.0,  # Stripe keeps keys at least 24 h
         "reversal_rate": 0.0,
         "webhook_retry_scale": 1.0,  # a documented retry schedule at its real pace
+        "token_ttl_seconds": 32400.0,  # PayPal's expires_in; processors without tokens ignore it
+        "executed_error_share": 0.0,  # injected 5xx executed nothing (only Checkout.com takes it)
     }
     retention = {name: c["idempotency_retention_seconds"] for name, c in config.items()}
     assert retention == {

@@ -192,7 +192,11 @@ def test_bad_discrepancies_are_refused_with_a_code(fast: Simulator) -> None:
     cases: list[tuple[Any, int, str]] = [
         ([], 400, "invalid_body"),
         (ask("drop_line", gateway_refund_id=refund_id, x=1), 400, "unknown_field"),
-        ({**ask("drop_line", gateway_refund_id=refund_id), "processor": "paypal"}, 400, "invalid_processor"),
+        (
+            {**ask("drop_line", gateway_refund_id=refund_id), "processor": "square"},
+            400,
+            "invalid_processor",
+        ),
         (ask("lose_it", gateway_refund_id=refund_id), 400, "invalid_kind"),
         (ask("drop_line"), 400, "missing_gateway_refund_id"),
         (ask("change_amount", gateway_refund_id=refund_id), 400, "missing_amount"),
@@ -207,7 +211,7 @@ def test_bad_discrepancies_are_refused_with_a_code(fast: Simulator) -> None:
         response = fast.control("POST", "/discrepancies", body)
         assert (response.status_code, response.json().get("code")) == (status, code), (body, response.text)
     assert fast.control("GET", "/discrepancies").json() == []
-    assert fast.control("GET", "/reports/paypal").json()["code"] == "no_report"
+    assert fast.control("GET", "/reports/square").json()["code"] == "no_report"
     assert fast.control("GET", "/reports/acme").json()["code"] == "unknown_processor"
 
 

@@ -572,14 +572,20 @@ def test_zone_names_follow_summer_time_and_the_rest_are_errors() -> None:
 
 
 def test_registry_answers_each_supported_pair_and_refuses_others() -> None:
-    assert set(supported()) == {("stripe", "file"), ("stripe", "api"), ("adyen", "file")}
+    assert set(supported()) == {
+        ("stripe", "file"),
+        ("stripe", "api"),
+        ("adyen", "file"),
+        ("paypal", "file"),
+        ("checkout", "file"),
+    }
     for processor, source in supported():
         parser = parser_for(processor, source)  # type: ignore[arg-type]
         assert parser.processor == processor
     assert isinstance(parser_for("stripe"), StripeReportParser)
     assert isinstance(parser_for("stripe", "api"), StripeBalanceTransactionsParser)
     assert isinstance(parser_for("adyen"), AdyenSettlementDetailsParser)
-    for processor, source in (("paypal", "file"), ("adyen", "api")):
+    for processor, source in (("paypal", "api"), ("adyen", "api"), ("checkout", "api"), ("square", "file")):
         with pytest.raises(LookupError, match=processor):
             parser_for(processor, source)  # type: ignore[arg-type]
 

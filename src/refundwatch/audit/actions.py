@@ -49,3 +49,10 @@ RECONCILIATION_RESOLVE = "reconciliation:break:resolve"
 # Settlement data pulled from a processor's API (reconciliation.pulling): imported, or why not.
 RECONCILIATION_PULL = "reconciliation:settlement:pull"
 RECONCILIATION_PULL_FAILED = "reconciliation:settlement:pull_failed"
+# Outgoing webhook endpoints (outgoing.endpoints): {source} is api, admin or worker; {verb} create,
+# update, delete, rotate_secret, enable, disable, resend.
+WEBHOOK_ENDPOINT = "{source}:webhook_endpoint:{verb}"
+# Alerts to people (refundwatch.alerts): opened (a rule's condition, or where a report contradicted
+# the books) and resolved (its condition cleared, or a person resolved it).
+ALERT_OPENED = "system:alert:opened"
+ALERT_RESOLVED = "system:alert:resolved"

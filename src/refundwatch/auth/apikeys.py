@@ -22,7 +22,7 @@ from refundwatch.db.models import ApiKey
 from refundwatch.lib.crypto import sha256_hex
 from refundwatch.lib.exceptions import BadInput
 
-SCOPES = ("refunds:read", "refunds:write", "payments:write")
+SCOPES = ("refunds:read", "refunds:write", "payments:write", "webhooks:write")
 PREFIX = "rw_"
 _CACHE_TTL = 30.0  # a revoked key stops working within this many seconds
 

@@ -19,7 +19,12 @@ from sqlalchemy import select
 from refundwatch.audit import actions
 from refundwatch.audit.actions import Actor
 from refundwatch.audit.services import record
-from refundwatch.connections.spec import PROCESSOR_FIELDS, PROCESSOR_OPTIONAL_FIELDS, _call_timeout
+from refundwatch.connections.spec import (
+    PROCESSOR_FIELDS,
+    PROCESSOR_OPTIONAL_FIELDS,
+    _call_timeout,
+    _check_fields,
+)
 from refundwatch.db.engine import Database
 from refundwatch.db.models import Connection, ConnectionChange
 from refundwatch.lib.crypto import FieldCipher
@@ -131,6 +136,12 @@ async def update_settings(
                     blob["options"].pop(field, None)
         if not changes:
             return []
+        if set(changes) & set(plain_fields(row.processor)):
+            try:  # the adapter's own field checks, as for the connections file (e.g. PayPal's
+                # webhook_verification must be certificate or api)
+                _check_fields(name, row.processor, {**blob["secrets"], **blob["options"]})
+            except BadInput as exc:
+                raise ValidationFailed(exc.message, code="invalid_setting") from None
         row.credentials_encrypted = cipher.encrypt(json.dumps(blob, sort_keys=True))
         record(
             session,

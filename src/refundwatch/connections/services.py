@@ -22,8 +22,8 @@ from refundwatch.lib.exceptions import NotFound
 DEFAULT_BASE_URLS = {
     "stripe": "https://api.stripe.com",
     "adyen": "https://checkout-test.adyen.com",
-    "paypal": "https://api-m.sandbox.paypal.com",
-    "checkout": "https://api.sandbox.checkout.com",
+    "paypal": "https://api-m.paypal.com",  # live; a sandbox app sets base_url (gateways/paypal)
+    "checkout": "https://api.checkout.com",  # live; a sandbox account sets base_url (gateways/checkout)
     "square": "https://connect.squareupsandbox.com",
     "braintree": "https://api.sandbox.braintreegateway.com",
 }
@@ -167,6 +167,11 @@ class ConnectionCache:
         if connection_id not in self._by_id:
             await self.reload()
         return self._by_id.get(connection_id)
+
+    async def name_of(self, connection_id: UUID | None) -> str | None:
+        """The connection's name as the API shows it (``None`` for none, or one not found)."""
+        info = await self.by_id(connection_id) if connection_id is not None else None
+        return info.name if info is not None else None
 
     async def all(self) -> list[ConnectionInfo]:
         await self._fresh()

@@ -25,6 +25,8 @@ PROCESSOR_OPTIONAL_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = 
         ("webhook_password", "report_password"),
         ("live_prefix", "webhook_username", "report_username"),
     ),
+    "paypal": ((), ("webhook_verification",)),
+    "checkout": (("webhook_authorization",), ("platform",)),
 }
 _OPTIONAL = {
     "enabled",

@@ -23,7 +23,7 @@ from litestar.channels import ChannelsPlugin
 
 from refundwatch.dashboard import render
 from refundwatch.dashboard.panels import resolve
-from refundwatch.dashboard.signals import CHANGES_CHANNEL, HEALTH, RECONCILIATION, ROLLUPS
+from refundwatch.dashboard.signals import ALERTS, CHANGES_CHANNEL, HEALTH, RECONCILIATION, ROLLUPS
 from refundwatch.dashboard.timeline import render_timeline
 from refundwatch.dashboard.views import View
 from refundwatch.runtime import Runtime
@@ -108,6 +108,8 @@ class Broadcaster:
                     self.stale.update(render.ON_HEALTH)
                 elif item == RECONCILIATION:
                     self.stale.update(render.ON_RECONCILIATION)
+                elif item == ALERTS:
+                    self.stale.update(render.ON_ALERTS)
                 else:
                     self.stale.update(render.ON_REFUND_CHANGE)
                     self.refunds.add(item)

@@ -28,6 +28,7 @@ from refundwatch.dashboard.views import RANGES, View
 from refundwatch.lib.exceptions import NotFound
 from refundwatch.runtime import Runtime
 from refundwatch.web.state import runtime_of
+from refundwatch.web.templating import digest
 
 KEEPALIVE_SECONDS = 15.0
 SESSION_RECHECK_SECONDS = 60.0
@@ -97,9 +98,7 @@ async def dashboard_panel(request: Request[Any, Any, Any], name: str) -> Respons
 @get("/refunds/{refund_id:uuid}/timeline", include_in_schema=False)
 async def refund_timeline(request: Request[Any, Any, Any], refund_id: UUID) -> Response[str]:
     """A refund's timeline alone: what its page polls while the live stream is down."""
-    html = await render_timeline(runtime_of(request), jinja(request), refund_id)
-    if html is None:
-        raise NotFound(f"no refund {refund_id}", code="refund_not_found")
+    html = await _timeline_html(request, runtime_of(request), refund_id)
     return Response(html, media_type="text/html", headers={"Cache-Control": "no-store"})
 
 
@@ -114,16 +113,35 @@ async def dashboard_stream(request: Request[Any, Any, Any], channels: ChannelsPl
         except ValueError:
             raise NotFound("no such refund", code="refund_not_found") from None
         channel, key, member = refund_channel(refund_id), REFUNDS_KEY, str(refund_id)
+        first = await _timeline_now(request, rt, refund_id, request.query_params.get("shown"))
     else:
         view = await _view(rt, request)
         channel, key, member = view_channel(view.key), VIEWS_KEY, view.key
+        first = b""
     await watch(rt, key, member)
     subscriber = await channels.subscribe([channel])
     return Stream(
-        _events(request, rt, channels, subscriber, key, member),
+        _events(request, rt, channels, subscriber, key, member, first),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+
+
+async def _timeline_html(request: Request[Any, Any, Any], rt: Runtime, refund_id: UUID) -> str:
+    html = await render_timeline(rt, jinja(request), refund_id)
+    if html is None:
+        raise NotFound(f"no refund {refund_id}", code="refund_not_found")
+    return html
+
+
+async def _timeline_now(
+    request: Request[Any, Any, Any], rt: Runtime, refund_id: UUID, shown: str | None
+) -> bytes:
+    """The refund's timeline as it is now, sent first on every (re)connect unless it is what the page
+    shows (``shown``: its digest): a change made between the page's render (or while the connection
+    was down) and this subscription would otherwise never reach it."""
+    html = await _timeline_html(request, rt, refund_id)
+    return b"" if shown == digest(html) else render.sse_message("timeline", html)
 
 
 async def _events(
@@ -133,12 +151,13 @@ async def _events(
     subscriber: Subscriber,
     key: str,
     member: str,
+    first: bytes,
 ) -> AsyncIterator[bytes]:
     assert isinstance(subscriber, LiveSubscriber)
     checked = asyncio.get_running_loop().time()
     try:
         # Reconnect after 3 s if the connection drops; the comment flushes the headers at once.
-        yield b"retry: 3000\n: connected\n\n"
+        yield b"retry: 3000\n: connected\n\n" + first
         while True:
             message = await subscriber.next_event(KEEPALIVE_SECONDS)
             if message is not None:

@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import and_, case, func, or_, select
 
 from refundwatch.dashboard import svg
 from refundwatch.dashboard.rollups import OUTCOMES, quantile, span
 from refundwatch.dashboard.views import View
 from refundwatch.db.models._stats import ACCEPT_COLUMNS, BUCKETS, FINAL_COLUMNS, LATENCY_BOUNDS_MS
-from refundwatch.db.tables import REFUNDS, STATS
+from refundwatch.db.tables import ALERTS, REFUNDS, STATS
 from refundwatch.refunds.states import Status
 from refundwatch.runtime import Runtime
 
@@ -344,10 +344,29 @@ class AlertRow:
     at: dt.datetime
 
 
-async def alerts(rt: Runtime, scope: Scope, *, limit: int = 8) -> list[AlertRow]:
-    """Money alerts a person must act on: a processor's report contradicted a released refund (or an
-    earlier attempt reports money moved). Shown while the refund waits in manual review, whatever
-    the time range: an alert does not age out of view."""
+@dataclass(frozen=True, slots=True)
+class OpenAlert:
+    id: int
+    kind: str
+    severity: str
+    summary: str
+    opened_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AlertsPanel:
+    open: list[OpenAlert]  # the alerts sent to people (refundwatch.alerts), money ones listed below
+    money: list[AlertRow]
+
+    def __bool__(self) -> bool:
+        return bool(self.open or self.money)
+
+
+async def alerts(rt: Runtime, scope: Scope, *, limit: int = 8) -> AlertsPanel:
+    """Open alerts, whatever the time range (an alert does not age out of view): those the rules and
+    the webhook deliveries raise, and the money alerts a person must act on — a processor's report
+    contradicted a released refund (or an earlier attempt reports money moved), listed with their
+    refunds while they wait in manual review."""
     where = [REFUNDS.c.alert_at.is_not(None), REFUNDS.c.status == Status.MANUAL_REVIEW.value]
     if scope.connection_id is not None:
         where.append(REFUNDS.c.connection_id == scope.connection_id)
@@ -364,6 +383,17 @@ async def alerts(rt: Runtime, scope: Scope, *, limit: int = 8) -> list[AlertRow]
         .order_by(REFUNDS.c.alert_at.desc())
         .limit(limit)
     )
+    a = ALERTS.c
+    live = [a.state == "open", a.kind != "money_truth"]
+    if scope.connection_id is not None:  # that connection's, and those about no connection
+        live.append(or_(a.connection.is_(None), a.connection == scope.names.get(scope.connection_id)))
+    opened = (
+        select(a.id, a.kind, a.severity, a.summary, a.opened_at)
+        .where(*live)
+        .order_by((a.severity == "critical").desc(), a.opened_at.desc())
+        .limit(limit)
+    )
     async with rt.db.read_engine.connect() as conn:
         rows = (await conn.execute(query)).all()
-    return [AlertRow(*row) for row in rows]
+        found = (await conn.execute(opened)).all()
+    return AlertsPanel([OpenAlert(*row) for row in found], [AlertRow(*row) for row in rows])

@@ -26,12 +26,13 @@ PANELS: dict[str, Builder] = {
     "reconciliation": reconciliation.reconciliation,
 }
 # What makes a panel stale: a refund changing (feed, work in progress, outflow), the rollups moving,
-# new health checks, or breaks resolved. Everything is also redrawn on a slow timer, as windows slide
-# and ages grow.
+# new health checks, breaks resolved, or alerts opened or resolved. Everything is also redrawn on a
+# slow timer, as windows slide and ages grow.
 ON_REFUND_CHANGE = ("feed", "wip", "outflow", "alerts")
 ON_ROLLUPS = ("success", "timing", "failures")
 ON_HEALTH = ("uptime",)
 ON_RECONCILIATION = ("reconciliation",)  # resolved or uploaded here; CLI and worker: the slow timer
+ON_ALERTS = ("alerts",)
 
 
 async def panel_context(rt: Runtime, scope: Scope, name: str) -> dict[str, Any]:

@@ -34,6 +34,7 @@ UNTIMED_ROUTES = frozenset({"/dashboard/stream"})  # a stream lasts as long as t
 ROLLUPS = "rollups"  # a notice that the rollups moved (not a refund id)
 HEALTH = "health"  # a notice that health checks were stored
 RECONCILIATION = "reconciliation"  # a notice that breaks were opened or resolved
+ALERTS = "alerts"  # a notice that alerts were opened or resolved (refundwatch.alerts)
 
 
 class Signals:
@@ -68,7 +69,8 @@ class Signals:
             self._wake.set()
 
     def notice(self, what: str) -> None:
-        """Something other than one refund changed (``ROLLUPS``, ``HEALTH``, ``RECONCILIATION``)."""
+        """Something other than one refund changed (``ROLLUPS``, ``HEALTH``, ``RECONCILIATION``,
+        ``ALERTS``)."""
         self.refund_changed(what)
 
     def gateway_call(self, connection: str, *, ok: bool, code: str = "", message: str = "") -> None:
@@ -101,8 +103,11 @@ class Signals:
 
     async def _run(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancel that arrives as
+            # the wait ends (a notice just before detach), and detach would wait forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), HTTP_FLUSH_SECONDS)
+                async with asyncio.timeout(HTTP_FLUSH_SECONDS):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self._flush()

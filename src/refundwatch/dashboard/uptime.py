@@ -117,6 +117,32 @@ def decide_state(
     return "up", "health checks and live calls succeed"
 
 
+def state_of(check: Any, live: tuple[int, int, Failure | None], slow_ms: int) -> tuple[str, str]:
+    """A connection's state from its newest health check and its live calls of the last minute."""
+    calls, failed, call_failure = live
+    recovered = check is not None and check.ok and call_failure is not None and check.at > call_failure.at
+    return decide_state(
+        None if check is None else check.ok,
+        None if check is None else check.latency_ms,
+        calls,
+        failed,
+        slow_ms,
+        recovered=recovered,
+    )
+
+
+async def gateway_states(rt: Runtime) -> dict[str, tuple[str, str]]:
+    """Each enabled connection's state and why, as the uptime panel shows it (for alerts.rules)."""
+    connections = [c for c in await rt.connections.all() if c.enabled]
+    if not connections:
+        return {}
+    last, live = await asyncio.gather(
+        _last_checks(rt, [c.id for c in connections]), live_calls(rt, [c.name for c in connections])
+    )
+    slow_ms = rt.settings.dashboard_slow_check_ms
+    return {c.name: state_of(last[c.id][0], live.get(c.name, (0, 0, None)), slow_ms) for c in connections}
+
+
 async def gateway_uptime(rt: Runtime, scope: Scope) -> list[GatewayRow]:
     connections = [c for c in await rt.connections.all() if c.enabled]
     if scope.connection_id is not None:
@@ -136,15 +162,7 @@ async def gateway_uptime(rt: Runtime, scope: Scope) -> list[GatewayRow]:
     for conn in connections:
         check, failure = last.get(conn.id, (None, None))
         calls, failed, call_failure = live.get(conn.name, (0, 0, None))
-        recovered = check is not None and check.ok and call_failure is not None and check.at > call_failure.at
-        state, why = decide_state(
-            None if check is None else check.ok,
-            None if check is None else check.latency_ms,
-            calls,
-            failed,
-            rt.settings.dashboard_slow_check_ms,
-            recovered=recovered,
-        )
+        state, why = state_of(check, (calls, failed, call_failure), rt.settings.dashboard_slow_check_ms)
         latest = max((f for f in (failure, call_failure) if f is not None), key=lambda f: f.at, default=None)
         rows.append(
             GatewayRow(

@@ -8,6 +8,8 @@ from typing import cast
 from sqlalchemy import Table
 
 from refundwatch.db.models import (
+    Alert,
+    AlertDelivery,
     AuditEntry,
     HealthStat,
     Payment,
@@ -16,6 +18,9 @@ from refundwatch.db.models import (
     RefundEvent,
     RefundStat,
     RollupOutbox,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
     WebhookEvent,
 )
 
@@ -28,3 +33,8 @@ STATS = cast(Table, RefundStat.__table__)
 HEALTH_STATS = cast(Table, HealthStat.__table__)
 WEBHOOK_EVENTS = cast(Table, WebhookEvent.__table__)
 ATTEMPTS = cast(Table, RefundAttempt.__table__)
+ENDPOINTS = cast(Table, WebhookEndpoint.__table__)
+DELIVERIES = cast(Table, WebhookDelivery.__table__)
+DELIVERY_ATTEMPTS = cast(Table, WebhookAttempt.__table__)
+ALERTS = cast(Table, Alert.__table__)
+ALERT_DELIVERIES = cast(Table, AlertDelivery.__table__)

@@ -214,10 +214,22 @@ class Capabilities:
     # False: the create answer only acknowledges receipt (Adyen "received"): the refund is processing
     # and its outcome comes from a notification.
     first_answer_final: bool = True
-    # The processor can report what is still refundable on a payment.
+    # The processor can report what is still refundable on a payment: the gateway has
+    # ``async refundable(client, creds, payment_reference) -> tuple[int, str] | None`` (minor units and
+    # currency, None when the payment does not say), and refunds.execution checks it before a key's
+    # first send, refusing (never sending) a refund above what the processor says is left.
     refundable_queryable: bool = False
+    # False: the processor's idempotency keeps only successful answers (Checkout.com caches 2xx only), so
+    # a re-send after a 5xx, a timeout or a request still in flight may execute again. The core then never
+    # re-sends an attempt whose outcome is unknown without the processor's word that it does not exist
+    # (find_refund answering None), however recent the key (refunds.lookup, refunds.execution).
+    idempotency_covers_errors: bool = True
     # The exact body the processor expects as the webhook answer (Adyen: "[accepted]"); None: JSON.
     webhook_ack: str | None = None
+    # Webhook verification needs requests (PayPal: the signing certificate, or its verification API):
+    # the core calls the async verify_items_remote with the shared HTTP client, under a deadline,
+    # instead of verify_items.
+    verifies_remotely: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,10 +238,24 @@ class WebhookItem:
 
     payload: bytes  # what is stored and later handed to parse_webhook
     error: str | None = None  # why this item is refused (bad or missing signature); None: verified
+    # Where the signature covers the body only weakly (PayPal signs a CRC32 of it, which can be
+    # forged): the delivery's signed id and how long its signature stays acceptable. The core refuses
+    # the id seen again with another body (webhooks.replays).
+    replay_id: str | None = None
+    replay_seconds: float = 0.0
 
 
 class Gateway(Protocol):
-    """What every processor package provides (see gateways/registry.py)."""
+    """What every processor package provides (see gateways/registry.py).
+
+    Optional, looked up with ``getattr`` so a package without them keeps working:
+    ``check_fields(values)`` (raise ValueError for a malformed connection field, connections/spec.py)
+    and ``check_amount(amount, currency) -> str | None`` (why the processor cannot take this amount,
+    e.g. PayPal takes HUF only in whole units; refunds/intake.py refuses it before anything is stored,
+    see :func:`amount_refusal`), ``get_payment_refund(client, creds, payment_reference, gateway_refund_id)``
+    (see :func:`read_refund`) and ``refundable(client, creds, payment_reference)`` (see
+    Capabilities.refundable_queryable).
+    """
 
     processor: str
     default_base_url: str
@@ -275,6 +301,53 @@ class Gateway(Protocol):
 
     def scrub(self, text: str) -> str:
         """Mask every credential, token and card-like value in a log line or body excerpt."""
+
+
+async def read_refund(
+    gateway: Gateway,
+    client: httpx2.AsyncClient,
+    creds: Credentials,
+    gateway_refund_id: str,
+    *,
+    payment_reference: str,
+) -> RefundResult:
+    """``gateway.get_refund``, or, for a processor that reads a refund only through its payment
+    (Checkout.com lists a payment's actions; an action id alone cannot be read), its optional
+    ``get_payment_refund(client, creds, payment_reference, gateway_refund_id)``."""
+    through_payment = getattr(gateway, "get_payment_refund", None)
+    if through_payment is None:
+        return await gateway.get_refund(client, creds, gateway_refund_id)
+    result: RefundResult = await through_payment(client, creds, payment_reference, gateway_refund_id)
+    return result
+
+
+def amount_refusal(gateway: object, amount: int, currency: str) -> str | None:
+    """Why ``gateway``'s processor cannot take ``amount`` minor units of ``currency`` as they are, or None
+    (also for a gateway without ``check_amount``, e.g. Stripe and Adyen, which take every amount)."""
+    check = getattr(gateway, "check_amount", None)
+    if check is None:
+        return None
+    refusal = check(amount, currency)
+    return refusal if isinstance(refusal, str) and refusal else None
+
+
+class RemoteVerifier(Protocol):
+    """What a gateway whose webhook verification needs requests adds (Capabilities.verifies_remotely:
+    PayPal's signing certificate, or its verification API). The others are verified with
+    ``verify_items`` alone."""
+
+    async def verify_items_remote(
+        self,
+        client: httpx2.AsyncClient,
+        creds: Credentials,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        now: float | None = None,
+    ) -> list[WebhookItem]:
+        """verify_items, on the shared client. Same results and errors: raise WebhookVerificationError
+        (a safe message) when the delivery is refused, including when what it needs cannot be
+        reached, never accept then."""
 
 
 def as_json(response: httpx2.Response) -> dict[str, Any]:

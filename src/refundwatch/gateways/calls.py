@@ -79,3 +79,17 @@ async def call(
     response = timed.response
     excerpt = scrub(response.text[: EXCERPT_CHARS * 8])[:EXCERPT_CHARS]
     return response, Exchange(method, path, response.status_code, timed.latency_ms, excerpt)
+
+
+def outcome_unknown(
+    processor: str, response: httpx2.Response, exchange: Exchange, what: str, scrub: Callable[[str], str]
+) -> GatewayError:
+    """A 2xx (or an answer) that cannot be read as the refund it should be: no refusal, the refund may
+    exist, and only the processor's word (a look-up, a webhook) settles it."""
+    message = scrub(f"{processor} answered {response.status_code} with {what}; the refund may exist")
+    return GatewayError(
+        ErrorCode.OUTCOME_UNKNOWN,
+        message[:MESSAGE_CHARS],
+        status_code=response.status_code,
+        exchange=exchange,
+    )

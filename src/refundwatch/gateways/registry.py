@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from refundwatch.gateways.adyen import AdyenGateway
 from refundwatch.gateways.base import Gateway
+from refundwatch.gateways.checkout import CheckoutGateway
+from refundwatch.gateways.paypal import PayPalGateway
 from refundwatch.gateways.stripe import StripeGateway
 
 _GATEWAYS: dict[str, Gateway] = {
     "stripe": StripeGateway(),
     "adyen": AdyenGateway(),
+    "paypal": PayPalGateway(),
+    "checkout": CheckoutGateway(),
 }
 
 KNOWN_PROCESSORS = ("stripe", "adyen", "paypal", "checkout", "square", "braintree")

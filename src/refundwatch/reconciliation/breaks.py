@@ -94,19 +94,16 @@ async def list_breaks(rt: Runtime, wanted: BreakFilter) -> BreakList:
         rows = list(await session.scalars(query))
     more = len(rows) > wanted.limit
     rows = rows[: wanted.limit]
-    data = [await _out(rt, row) for row in rows]
+    data = [await break_out(rt, row) for row in rows]
     return BreakList(data, _cursor(rows[-1].id) if more else None, more)
 
 
-async def _out(rt: Runtime, row: ReconciliationBreak) -> BreakOut:
-    name = None
-    if row.connection_id is not None:
-        info = await rt.connections.by_id(row.connection_id)
-        name = info.name if info is not None else None
+async def break_out(rt: Runtime, row: ReconciliationBreak) -> BreakOut:
+    """One break as the API shows it."""
     return BreakOut(
         id=row.id,
         kind=row.kind,
-        connection=name,
+        connection=await rt.connections.name_of(row.connection_id),
         refund_id=row.refund_id,
         gateway_refund_id=row.gateway_refund_id,
         amount=row.actual if row.actual is not None else row.expected,

@@ -23,11 +23,17 @@ from refundwatch.reconciliation.matching import MATCHED, Summary, match_lines, n
 from refundwatch.refunds.states import Status
 from refundwatch.runtime import Runtime
 
+# The worker's schedule leaves a file imported this recently to its importer (the CLI, an upload, a
+# pull), which matches it right after: two matchers would split the lines, and the importer's summary
+# would miss the other's share. A crashed importer's file is matched by the next scheduled run.
+IMPORTER_GRACE = dt.timedelta(minutes=1)
 
-async def check(rt: Runtime, now: dt.datetime | None = None) -> Summary:
-    """Match what is unmatched, then the internal checks and missing settlements."""
+
+async def check(rt: Runtime, now: dt.datetime | None = None, *, scheduled: bool = False) -> Summary:
+    """Match what is unmatched, then the internal checks and missing settlements. ``scheduled``: the
+    worker's run, which leaves files imported within :data:`IMPORTER_GRACE` to their importers."""
     now = now or dt.datetime.now(dt.UTC)
-    summary = await match_lines(rt)
+    summary = await match_lines(rt, settled_before=now - IMPORTER_GRACE if scheduled else None)
     opened: Counter[str] = summary.breaks
     async with rt.db.session() as session:
         over = await session.execute(select(Payment).where(Payment.refunded_amount > Payment.amount))

@@ -1,11 +1,13 @@
 """A processor's settlement report in: every line kept, raw and normalised, exactly once.
 
 The same content imported again adds nothing (a file is known by its SHA-256 per connection). Lines
-are streamed from the parser and written in batches, each committed, so memory stays bounded and the
-SQLite writer is never held for a whole file; the file counts only once it is marked ``imported``.
-A malformed file is removed again, lines and all, and its first error is the one line the importer
-sees; a file left ``importing`` by a crash is cleared when the same file is imported next. How the
-lines are parsed and written fast is ``storing``'s business.
+are streamed from the parser and written in batches, so memory stays bounded; the file counts only
+once it is marked ``imported``. On PostgreSQL the lines and that mark are one transaction (no reader
+sees a line before its file is whole, and the lines that plainly agree with their refund are stored
+matched: ``agreeing``); on SQLite each batch is committed, so the one writer is never held for a whole
+file. A malformed file is removed again, lines and all, and its first error is the one line the
+importer sees; a file left ``importing`` by a crash is cleared when the same file is imported next.
+How the lines are parsed and written fast is ``storing``'s business.
 
 ``import_report`` reads a file (CLI, upload); ``import_content`` takes a processor's answer in memory
 (settlement pulls, ``reconciliation.pulling``); both go through the same ``_import``.
@@ -27,6 +29,7 @@ from uuid import UUID
 
 from sqlalchemy import Table, delete, select, text, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from refundwatch.audit import actions
 from refundwatch.audit.actions import Actor
@@ -40,14 +43,15 @@ from refundwatch.reconciliation.parsing import (
     SourceKind,
     parser_for,
 )
-from refundwatch.reconciliation.storing import store_lines
+from refundwatch.reconciliation.storing import Stored, store_lines_postgresql, store_lines_sqlite
 from refundwatch.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 LINES = cast(Table, SettlementEntry.__table__)
-# PostgreSQL: after a file this large its statistics are refreshed at once, rather than when autovacuum
-# gets to it, so matching's queries are planned for the lines really there (docs/PERFORMANCE.md).
+# PostgreSQL: after a file this large its statistics are refreshed at once (in the import's transaction,
+# so they arrive with the lines), rather than when autovacuum gets to it, so matching's queries are
+# planned for the lines really there (docs/PERFORMANCE.md).
 ANALYZE_AFTER = 10_000
 # An import still ``importing`` whose heartbeat is older than this is taken to have crashed.
 HEARTBEAT_SECONDS = 15
@@ -61,6 +65,7 @@ class Imported:
     name: str
     lines: int
     already: bool  # this content had been imported before: nothing was added
+    matched: int = 0  # lines matched as they were stored (PostgreSQL), not left to matching
 
 
 def _inspect(path: Path) -> tuple[str, SourceKind]:
@@ -213,9 +218,24 @@ async def _import(
     except IntegrityError:  # the same content started importing a moment ago, elsewhere
         raise _in_progress(name) from None
     beat = asyncio.create_task(_heartbeat(rt, stored.id))
+    done = _Done(stored.id, conn, name, digest, source, actor, action, details)
     try:
         with content.open() as stream:
-            count = await store_lines(rt, stored.id, conn.id, stream, name, parser.parse)
+            if rt.db.is_sqlite:
+                lines = await store_lines_sqlite(rt, stored.id, conn.id, stream, name, parser.parse)
+                await _stop(beat)
+                async with rt.db.session() as session:
+                    await done.mark(session, lines)
+            else:
+                async with rt.db.session() as session:  # the lines and their file, in one transaction
+                    connection = await session.connection()
+                    lines = await store_lines_postgresql(
+                        connection, stored.id, conn.id, stream, name, parser.parse
+                    )
+                    await _stop(beat)
+                    if lines.lines >= ANALYZE_AFTER:
+                        await connection.execute(text("ANALYZE settlement_lines"))
+                    await done.mark(session, lines)
     except SettlementFormatError as exc:
         await _stop(beat)
         await _forget(rt, stored.id)
@@ -224,23 +244,36 @@ async def _import(
         await asyncio.shield(_stop(beat))
         await asyncio.shield(_forget(rt, stored.id))
         raise
-    await _stop(beat)
-    if count >= ANALYZE_AFTER and not rt.db.is_sqlite:
-        async with rt.db.write_connection() as connection:
-            await connection.execute(text("ANALYZE settlement_lines"))
-    async with rt.db.session() as session:
+    return Imported(stored.id, conn.id, name, lines.lines, already=False, matched=lines.matched)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Done:
+    """What marking a file imported records."""
+
+    file_id: UUID
+    conn: ConnectionInfo
+    name: str
+    digest: str
+    source: SourceKind
+    actor: Actor
+    action: str
+    details: Mapping[str, Any] | None
+
+    async def mark(self, session: AsyncSession, lines: Stored) -> None:
+        """The file counts from now on, audited; committed with whatever ``session`` holds."""
         await session.execute(
             update(SettlementFile)
-            .where(SettlementFile.id == stored.id)
-            .values(status="imported", lines=count)
+            .where(SettlementFile.id == self.file_id)
+            .values(status="imported", lines=lines.lines)
         )
+        details = {"file": self.name, "sha256": self.digest, "lines": lines.lines, "source": self.source}
         record(
             session,
-            actor,
-            action,
+            self.actor,
+            self.action,
             target_type="connection",
-            target_id=conn.name,
-            details={"file": name, "sha256": digest, "lines": count, "source": source, **(details or {})},
+            target_id=self.conn.name,
+            details={**details, **(self.details or {})},
         )
         await session.commit()
-    return Imported(stored.id, conn.id, name, count, already=False)

@@ -12,6 +12,9 @@ batch's lines, refunds and earlier lines are read in a few queries, each line is
 in id order, and the verdicts are written in one statement, the breaks in another. Only a line that
 changes a refund's status (a refund failure, or a settlement of a refund not yet succeeded here)
 takes the refund's row lock and goes through the state table, the refund's timeline and the audit.
+
+On PostgreSQL the import already stores matched the refund lines that plainly agree with their refund
+(``agreeing``): matching takes only the lines left unmatched, and decides them the same way.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import functools
 import json
 from collections import Counter
@@ -38,6 +42,7 @@ from sqlalchemy import (
     bindparam,
     func,
     literal_column,
+    or_,
     select,
     type_coerce,
 )
@@ -50,6 +55,8 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from refundwatch.audit.actions import Actor
 from refundwatch.db.models import ReconciliationBreak, Refund, SettlementEntry, SettlementFile
+from refundwatch.outgoing.outbox import breaks_opened
+from refundwatch.reconciliation.importing import Imported
 from refundwatch.reconciliation.verdicts import (
     MATCHED,
     NOT_A_REFUND,
@@ -68,7 +75,16 @@ from refundwatch.refunds.services import apply
 from refundwatch.refunds.states import RELEASED, Source, Status, Trigger
 from refundwatch.runtime import Runtime
 
-__all__ = ["MATCHED", "NOT_A_REFUND", "REFUND_KINDS", "Summary", "match_lines", "new_break", "open_break"]
+__all__ = [
+    "MATCHED",
+    "NOT_A_REFUND",
+    "REFUND_KINDS",
+    "Summary",
+    "match_imported",
+    "match_lines",
+    "new_break",
+    "open_break",
+]
 
 RECONCILER = Actor("system", "reconciliation")
 BATCH = 2_000
@@ -129,6 +145,7 @@ async def open_break(session: AsyncSession, found: ReconciliationBreak) -> bool:
             session.add(found)
     except IntegrityError:  # opened meanwhile by another run
         return False
+    await breaks_opened(session, [(found.id, found.connection_id)])
     return True
 
 
@@ -375,9 +392,11 @@ async def _open_breaks(session: AsyncSession, is_sqlite: bool, found: list[dict[
     statement = (
         dialect_insert(BREAKS)
         .on_conflict_do_nothing(index_elements=["connection_id", "kind", "subject"])
-        .returning(BREAKS.c.kind)
+        .returning(BREAKS.c.kind, BREAKS.c.id, BREAKS.c.connection_id)
     )
-    return list(await session.scalars(statement, found))
+    opened = (await session.execute(statement, found)).all()
+    await breaks_opened(session, [(row.id, row.connection_id) for row in opened])
+    return [row.kind for row in opened]
 
 
 # --- the loop --------------------------------------------------------------------------------------
@@ -390,8 +409,17 @@ def _claim(one_connection: bool) -> Select[Any]:
         .where(
             LINES.c.match.is_(None),
             LINES.c.id > bindparam("after", type_=LINES.c.id.type),
-            # Lines of a file still importing wait until it is whole.
-            LINES.c.file_id.not_in(select(FILES.c.id).where(FILES.c.status != "imported")),
+            # Lines of a file still importing wait until it is whole; those of a file imported after
+            # :settled_before are left to their importer, which matches them at once (the worker's
+            # schedule passes a minute ago, so the importer's summary counts its own lines).
+            LINES.c.file_id.not_in(
+                select(FILES.c.id).where(
+                    or_(
+                        FILES.c.status != "imported",
+                        FILES.c.imported_at >= bindparam("settled_before", type_=FILES.c.imported_at.type),
+                    )
+                )
+            ),
         )
         .order_by(LINES.c.id)
         .limit(BATCH)
@@ -409,9 +437,11 @@ def _claim(one_connection: bool) -> Select[Any]:
 _CLAIMS = {True: _claim(True), False: _claim(False)}  # one statement object each: compiled once
 
 
-async def _take(session: AsyncSession, is_sqlite: bool, after: int, connection_id: UUID | None) -> list[Line]:
+async def _take(
+    session: AsyncSession, is_sqlite: bool, after: int, connection_id: UUID | None, settled: dt.datetime
+) -> list[Line]:
     statement = _CLAIMS[connection_id is not None]
-    values = {"after": after, "connection_id": connection_id}
+    values = {"after": after, "connection_id": connection_id, "settled_before": settled}
     if is_sqlite:
         return [Line._make(row) for row in await session.execute(statement, values)]
     return [Line._make(row) for row in await _records(session, statement, **values)]
@@ -442,8 +472,11 @@ async def _finish(
         await session.commit()
 
 
-async def match_lines(rt: Runtime, connection_id: UUID | None = None) -> Summary:
-    """Match every imported line not matched yet (of one connection, or all).
+async def match_lines(
+    rt: Runtime, connection_id: UUID | None = None, *, settled_before: dt.datetime | None = None
+) -> Summary:
+    """Match every imported line not matched yet (of one connection, or all; with ``settled_before``,
+    only the lines of files imported before then: the rest are their importers' to match).
 
     On PostgreSQL a batch is written and committed, in its own session, while the next is claimed,
     read and decided in another: the next sees the batch before's verdicts from memory
@@ -452,6 +485,7 @@ async def match_lines(rt: Runtime, connection_id: UUID | None = None) -> Summary
     status is read as committed. SQLite has one writer: one batch at a time.
     """
     is_sqlite = rt.db.is_sqlite
+    settled = settled_before or dt.datetime.now(dt.UTC) + dt.timedelta(days=1)  # none: every file
     summary = Summary()
     after = 0
     writing: asyncio.Future[None] | None = None  # the batch before, being written
@@ -461,7 +495,7 @@ async def match_lines(rt: Runtime, connection_id: UUID | None = None) -> Summary
             scope = contextlib.AsyncExitStack()
             session = await scope.enter_async_context(rt.db.session())
             try:
-                lines = await _take(session, is_sqlite, after, connection_id)
+                lines = await _take(session, is_sqlite, after, connection_id, settled)
                 if not lines:
                     await scope.aclose()
                     return summary
@@ -493,3 +527,12 @@ async def match_lines(rt: Runtime, connection_id: UUID | None = None) -> Summary
             after = lines[-1].id
     finally:
         await _done(writing)
+
+
+async def match_imported(rt: Runtime, imported: Imported, *, every_connection: bool = False) -> Summary:
+    """Match after an import: the lines of the imported file's connection (or of every connection),
+    counting the lines the import already stored matched (PostgreSQL: ``agreeing``) as matched."""
+    summary = await match_lines(rt, None if every_connection else imported.connection_id)
+    summary.lines += imported.matched
+    summary.matched += imported.matched
+    return summary

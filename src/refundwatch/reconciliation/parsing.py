@@ -53,6 +53,8 @@ _PARSERS: Final[Mapping[tuple[str, str], str]] = MappingProxyType(
         ("stripe", "file"): "refundwatch.gateways.stripe.settlement:StripeReportParser",
         ("stripe", "api"): "refundwatch.gateways.stripe.settlement:StripeBalanceTransactionsParser",
         ("adyen", "file"): "refundwatch.gateways.adyen.settlement:AdyenSettlementDetailsParser",
+        ("paypal", "file"): "refundwatch.gateways.paypal.settlement:PayPalSettlementParser",
+        ("checkout", "file"): "refundwatch.gateways.checkout.settlement:CheckoutFinancialActionsParser",
     }
 )
 

@@ -33,7 +33,7 @@ from refundwatch.gateways.base import GatewayError
 from refundwatch.jobs import enqueue
 from refundwatch.lib.exceptions import BadInput, Conflict
 from refundwatch.reconciliation.importing import Imported, import_content
-from refundwatch.reconciliation.matching import Summary, match_lines
+from refundwatch.reconciliation.matching import Summary, match_imported
 from refundwatch.reconciliation.parsing import SettlementParser, SourceKind
 from refundwatch.runtime import Runtime
 
@@ -181,7 +181,7 @@ async def pull(rt: Runtime, connection_id: UUID, ref: str) -> Pulled:
         details = {"ref": ref[:255], "file": report.name, "already": True}
         await _audit(rt, conn, actions.RECONCILIATION_PULL, details)
         return Pulled(conn.name, ref, imported)
-    return Pulled(conn.name, ref, imported, await match_lines(rt))
+    return Pulled(conn.name, ref, imported, await match_imported(rt, imported, every_connection=True))
 
 
 async def pull_due(rt: Runtime) -> list[str]:

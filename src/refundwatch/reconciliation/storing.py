@@ -1,30 +1,38 @@
-"""A settlement file's lines, parsed and written in committed batches at bulk-load speed.
+"""A settlement file's lines, parsed and written in batches at bulk-load speed.
 
 The parser runs in a thread, one batch ahead of the writer: while the database stores a batch, the
 next one is parsed (the database's own work, in its process or SQLite's C code, overlaps Python's).
-Each line becomes one tuple in the table's column order, nothing more. PostgreSQL takes a batch as
-``COPY`` (asyncpg's binary copy); SQLite as one ``executemany`` of a prepared insert, its values
-converted by the same type processors SQLAlchemy would use. Memory holds at most three batches.
+Each line becomes one tuple in the table's column order, nothing more. Memory holds at most three
+batches.
+
+PostgreSQL stores the whole file in the caller's transaction: each batch is copied into a temporary
+table (asyncpg's binary ``COPY``) and moved into ``settlement_lines`` with the lines that plainly agree
+with their refund already matched (``agreeing``). SQLite takes each batch as one committed
+``executemany`` of a prepared insert, its values converted by the same type processors SQLAlchemy
+would use, and leaves every line to matching.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, BinaryIO, cast
 from uuid import UUID
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection, Table, text
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from refundwatch.db.models import SettlementEntry
+from refundwatch.reconciliation import agreeing
 from refundwatch.reconciliation.lines import SettlementLine
 from refundwatch.runtime import Runtime
 
 LINES = cast(Table, SettlementEntry.__table__)
-BATCH = 10_000  # lines per committed write: a few MB of tuples; fewer, larger writes
+BATCH = 10_000  # lines per write: a few MB of tuples; fewer, larger writes
 
 # The columns an imported line fills, in the order of ``_row``'s tuple.
 COLUMNS = (
@@ -84,44 +92,64 @@ def _take(rows: Iterator[Row]) -> list[Row]:
     return list(itertools.islice(rows, BATCH))
 
 
-async def store_lines(
-    rt: Runtime, file_id: UUID, connection_id: UUID, stream: BinaryIO, name: str, parse: Parse
-) -> int:
-    """Parse ``stream`` and store its lines under ``file_id``; the number stored. A parse error is
-    raised as it comes, with the batches before it committed (the importer removes them)."""
-    write: Callable[[list[Row]], Any]
-    if rt.db.is_sqlite:
-        write, keys = _sqlite_writer(rt), _sqlite_values(file_id, connection_id)
-    else:
-        write, keys = _postgresql_writer(rt), (file_id, connection_id)
-    rows = _rows(parse(stream, name), *keys)
-    if rt.db.is_sqlite:
-        rows = _sqlite_rows(rows)
-    count = 0
+@dataclasses.dataclass(frozen=True, slots=True)
+class Stored:
+    lines: int
+    matched: int  # lines stored already matched (PostgreSQL: ``agreeing``)
+
+
+async def _pipeline(rows: Iterator[Row], write: Callable[[list[Row]], Awaitable[int]]) -> Stored:
+    """Parse the next batch in a thread while ``write`` stores this one (it returns how many it matched)."""
+    count = matched = 0
     pending = asyncio.ensure_future(asyncio.to_thread(_take, rows))
     try:
         while batch := await pending:
             pending = asyncio.ensure_future(asyncio.to_thread(_take, rows))  # the next, while this is written
-            await write(batch)
+            matched += await write(batch)
             count += len(batch)
     finally:
         if not pending.done():  # a failed write: let the parse running in its thread finish first
             with contextlib.suppress(Exception):
                 await asyncio.shield(pending)
-    return count
+    return Stored(count, matched)
 
 
-def _postgresql_writer(rt: Runtime) -> Callable[[list[Row]], Any]:
-    async def write(batch: list[Row]) -> None:
-        async with rt.db.write_connection() as conn:
-            raw = await conn.get_raw_connection()
-            copy = raw.driver_connection.copy_records_to_table  # type: ignore[union-attr]
-            await copy(LINES.name, records=batch, columns=COLUMNS)
+async def store_lines_postgresql(
+    conn: AsyncConnection, file_id: UUID, connection_id: UUID, stream: BinaryIO, name: str, parse: Parse
+) -> Stored:
+    """Parse ``stream`` and store its lines under ``file_id`` in ``conn``'s transaction (the caller
+    commits, or rolls back: then nothing of the file is kept). A parse error is raised as it comes."""
+    await conn.execute(text(agreeing.create_incoming(COLUMNS)))  # through SQLAlchemy: begins the transaction
+    for setting in agreeing.SETTINGS:
+        await conn.execute(text(setting))
+    driver = (await conn.get_raw_connection()).driver_connection
 
-    return write
+    async def write(batch: list[Row]) -> int:
+        return await agreeing.store(driver, batch, COLUMNS, _STORE_BATCH, connection_id)
+
+    return await _pipeline(_rows(parse(stream, name), file_id, connection_id), write)
+
+
+_STORE_BATCH = agreeing.store_batch(COLUMNS)
 
 
 # --- SQLite ----------------------------------------------------------------------------------------
+
+
+async def store_lines_sqlite(
+    rt: Runtime, file_id: UUID, connection_id: UUID, stream: BinaryIO, name: str, parse: Parse
+) -> Stored:
+    """Parse ``stream`` and store its lines under ``file_id``, each batch committed. A parse error is
+    raised as it comes, with the batches before it committed (the importer removes them)."""
+    write_batch = _sqlite_writer(rt)
+
+    async def write(batch: list[Row]) -> int:
+        await write_batch(batch)
+        return 0
+
+    rows = _sqlite_rows(_rows(parse(stream, name), *_sqlite_values(file_id, connection_id)))
+    return await _pipeline(rows, write)
+
 
 _DIALECT = sqlite.dialect()
 _INSERT = f"INSERT INTO {LINES.name} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
@@ -146,7 +174,7 @@ def _sqlite_rows(rows: Iterator[Row]) -> Iterator[Row]:
         yield (*row[:at], stored(row[at]), *row[at + 1 :])
 
 
-def _sqlite_writer(rt: Runtime) -> Callable[[list[Row]], Any]:
+def _sqlite_writer(rt: Runtime) -> Callable[[list[Row]], Awaitable[None]]:
     def insert(conn: Connection, batch: list[Row]) -> None:
         conn.exec_driver_sql(_INSERT, batch)  # type: ignore[arg-type]
 

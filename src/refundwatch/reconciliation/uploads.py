@@ -14,7 +14,7 @@ from litestar.datastructures import UploadFile
 from refundwatch.audit.actions import Actor
 from refundwatch.lib.exceptions import ValidationFailed
 from refundwatch.reconciliation.importing import Imported, import_report
-from refundwatch.reconciliation.matching import Summary, match_lines
+from refundwatch.reconciliation.matching import Summary, match_imported
 from refundwatch.runtime import Runtime
 
 UPLOAD_LIMIT = 20 * 1024 * 1024  # bytes; the request limit adds room for the form's other fields
@@ -56,5 +56,5 @@ async def import_upload(rt: Runtime, connection: str, upload: UploadFile, actor:
         if size == 0:
             raise ValidationFailed("the file is empty", code="empty_file")
         imported = await import_report(rt, connection, path, actor)
-        summary = await match_lines(rt, imported.connection_id)
+        summary = await match_imported(rt, imported)
     return Uploaded(imported, summary)

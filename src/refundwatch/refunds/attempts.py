@@ -12,6 +12,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from refundwatch.alerts.store import DOUBLE_REFUND, Condition, open_in
 from refundwatch.audit import actions
 from refundwatch.audit.actions import WORKER
 from refundwatch.audit.services import record
@@ -99,6 +100,9 @@ async def record_stale(
             details={"alert": refund.alert},
             at=now,
         )
+        summary = f"refund {refund.id} ({refund.amount} {refund.currency} in minor units): {refund.alert}"
+        # No rule can tell when this is over: it stays open until a person resolves it (/admin/alerts).
+        await open_in(session, Condition(DOUBLE_REFUND, str(refund.id), summary), now=now)
         note = " — ALERT: money moved for another attempt; a person must check for a double refund"
     else:
         note = " — ignored: it is not the attempt this refund tracks"

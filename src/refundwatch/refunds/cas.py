@@ -2,9 +2,10 @@
 
 The transition is still decided by the pure table (``states.decide``) for the status the caller
 expects; the database applies it only if the refund still has that status. On PostgreSQL the status
-change, the timeline event, the audit entry, the payment's balances and the rollup outbox row are one
-statement (data-modifying CTEs, atomic on its own in autocommit: one round trip instead of six). On
-SQLite the same statements run in one write transaction. When the refund has moved on (or the
+change, the timeline event, the audit entry, the payment's balances, the rollup outbox row and the
+outgoing webhooks' deliveries (``outgoing.outbox``) are one statement (data-modifying CTEs, atomic on
+its own in autocommit: one round trip instead of six). On SQLite the same statements run in one write
+transaction. When the refund has moved on (or the
 transition needs the guarded reservation), ``None`` comes back and the caller takes the general path
 under a row lock, so this is an optimisation of the common case, never a second set of rules.
 
@@ -21,7 +22,20 @@ from dataclasses import dataclass
 from typing import Any, cast
 from uuid import UUID
 
-from sqlalchemy import Connection, Row, Table, bindparam, case, exists, func, insert, literal, select, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    Table,
+    bindparam,
+    case,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.sql.dml import Insert, Update, UpdateBase
 from sqlalchemy.sql.selectable import Select
 
@@ -32,8 +46,19 @@ from refundwatch.dashboard.rollups import counted
 from refundwatch.dashboard.signals import signals
 from refundwatch.db import pipelined
 from refundwatch.db.engine import Database
-from refundwatch.db.tables import ATTEMPTS, AUDIT, EVENTS, OUTBOX, PAYMENTS, REFUNDS, WEBHOOK_EVENTS
+from refundwatch.db.tables import (
+    ATTEMPTS,
+    AUDIT,
+    DELIVERIES,
+    EVENTS,
+    OUTBOX,
+    PAYMENTS,
+    REFUNDS,
+    WEBHOOK_EVENTS,
+)
 from refundwatch.gateways.base import Exchange, exchange_json
+from refundwatch.outgoing import outbox as outgoing
+from refundwatch.outgoing.events import refund_event_type
 from refundwatch.refunds.states import (
     FINAL,
     Outcome,
@@ -81,6 +106,7 @@ class _Statements:
     balance: Update | None
     outbox: Insert | None
     webhook: Update | None  # the stored webhook event marked processed, when a webhook caused this
+    deliveries: Insert | None  # outgoing webhooks for this change (outgoing.outbox), after ``event``
 
 
 # How the webhook event that reported a transition is recorded with it, in the same atomic write:
@@ -122,8 +148,11 @@ def _statements(
         values["finalized_at"] = _param(REFUNDS, "finalized_at", "p_now")
     elif move.after is Status.QUEUED:
         values["finalized_at"] = None
-    # The balance update needs the refund's payment and amount, whatever the caller asked for.
-    columns = [REFUNDS.c[name] for name in dict.fromkeys(["id", *returning, "payment_id", "amount"])]
+    # The balance update needs the refund's payment and amount, whatever the caller asked for; the
+    # outgoing webhooks its connection.
+    event_type = refund_event_type(move)
+    extra = ["connection_id"] if event_type is not None else []
+    columns = [REFUNDS.c[name] for name in dict.fromkeys(["id", *returning, "payment_id", "amount", *extra])]
     moved = (
         update(REFUNDS)
         .where(
@@ -149,15 +178,13 @@ def _statements(
     balance = _balance(move, _param(PAYMENTS, "id", "p_payment_id"), bindparam("p_amount"))
 
     cte = moved.cte("moved")
+    event = insert(EVENTS).from_select(
+        list(event_values), select(*[v.label(k) for k, v in event_values.items()]).select_from(cte)
+    )
+    event_cte = (event.returning(EVENTS.c.id) if event_type is not None else event).cte("event")
     single = (
         select(*cte.c)
-        .add_cte(
-            insert(EVENTS)
-            .from_select(
-                list(event_values), select(*[v.label(k) for k, v in event_values.items()]).select_from(cte)
-            )
-            .cte("event")
-        )
+        .add_cte(event_cte)
         .add_cte(
             insert(AUDIT)
             .from_select(
@@ -183,6 +210,17 @@ def _statements(
             )
             .cte("outbox")
         )
+    if event_type is not None:  # one row per endpoint that wants it; none (and no cost) without any
+        single = single.add_cte(
+            outgoing.refund_changed(
+                [(event_type, None)],
+                refund_id=cte.c.id,
+                event_id=event_cte.c.id,
+                connection_id=cte.c.connection_id,
+                at=_param(DELIVERIES, "occurred_at", "p_now"),
+                source=event_cte.join(cte, true()),
+            ).cte("deliveries")
+        )
     if webhook == MARK:  # only if the refund moved: the CTE is empty otherwise
         single = single.add_cte(_mark_webhook().where(exists(select(cte.c.id))).cte("webhook"))
     elif webhook == STORE:
@@ -195,6 +233,7 @@ def _statements(
         balance=balance,
         outbox=insert(OUTBOX).values(**outbox_values) if counted(move) else None,
         webhook=_mark_webhook() if webhook == MARK else None,
+        deliveries=outgoing.after_event(event_type) if event_type is not None else None,
     )
 
 
@@ -410,7 +449,12 @@ def run_in(prepared: Prepared, conn: Connection) -> Row[Any] | None:
     row = conn.execute(statements.moved, params).first()
     if row is None:
         return None
-    conn.execute(statements.event, params)
+    event = conn.execute(statements.event, params)
+    if statements.deliveries is not None and outgoing.any_endpoint(conn):
+        at, (event_id,) = params["p_now"], event.inserted_primary_key or (None,)
+        conn.execute(
+            statements.deliveries, outgoing.after_event_params(row.id, event_id, row.connection_id, at)
+        )
     conn.execute(statements.audit, params)
     if statements.balance is not None:
         conn.execute(statements.balance, params | {"p_payment_id": row.payment_id, "p_amount": row.amount})

@@ -35,7 +35,7 @@ from refundwatch.refunds.states import Source, Status, Trigger
 from refundwatch.refunds.syncing import stamp_synced
 from refundwatch.refunds.views import refund_out
 from refundwatch.runtime import Runtime
-from refundwatch.web.auth import client_ip, principal, require_idempotency_key, require_scopes
+from refundwatch.web.auth import api_actor, principal, require_idempotency_key, require_scopes
 from refundwatch.web.state import runtime_of
 from refundwatch.web.strict import require_integer_amount
 
@@ -71,10 +71,6 @@ def _groups(found: list[GroupLedger] | None) -> list[GroupLedgerOut] | None:
     return [GroupLedgerOut(**dataclasses.asdict(g)) for g in found]
 
 
-def _actor(request: Request[Any, Any, Any], who: Principal) -> Any:
-    return who.actor(client_ip(request), request.headers.get("user-agent"))
-
-
 class RefundController(Controller):
     path = "/api/v1"
     dependencies = {"who": Provide(principal)}
@@ -107,7 +103,7 @@ class RefundController(Controller):
             scope=who.scope_key,
             created_by=who.identity,
             idempotency_key=idempotency_key,
-            actor=_actor(request, who),
+            actor=api_actor(request, who),
             source=Source.API,
         )
         headers = {} if intake.created else {"Idempotent-Replayed": "true"}
@@ -158,7 +154,7 @@ class RefundController(Controller):
     async def cancel(self, request: Request[Any, Any, Any], who: Principal, refund_id: UUID) -> RefundOut:
         rt = runtime_of(request)
         refund = await services.command(
-            rt, refund_id, Trigger.CANCEL, actor=_actor(request, who), source=Source.API
+            rt, refund_id, Trigger.CANCEL, actor=api_actor(request, who), source=Source.API
         )
         return await _out(rt, refund)
 
@@ -166,7 +162,7 @@ class RefundController(Controller):
     async def retry(self, request: Request[Any, Any, Any], who: Principal, refund_id: UUID) -> RefundOut:
         rt = runtime_of(request)
         refund = await services.command(
-            rt, refund_id, Trigger.RETRY, actor=_actor(request, who), source=Source.API
+            rt, refund_id, Trigger.RETRY, actor=api_actor(request, who), source=Source.API
         )
         return await _out(rt, refund)
 
@@ -219,7 +215,7 @@ class PaymentController(Controller):
                 data.order_id,
                 data.invoice_id,
             ),
-            _actor(request, who),
+            api_actor(request, who),
         )
         return Response(payment_out(payment, data.connection), status_code=201 if created else 200)
 

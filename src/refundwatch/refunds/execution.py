@@ -25,9 +25,10 @@ from refundwatch.gateways.base import (
     ErrorCode,
     GatewayError,
     RefundRequest,
+    read_refund,
 )
 from refundwatch.gateways.registry import get_gateway
-from refundwatch.refunds import cas, lookup, notified
+from refundwatch.refunds import cas, lookup, notified, processor_balance
 from refundwatch.refunds.breaker import Breaker
 from refundwatch.refunds.connection_wait import disabled_connection_wait
 from refundwatch.refunds.outcome_log import log_refund
@@ -87,12 +88,19 @@ async def execute_refund(rt: Runtime, refund_id: UUID) -> str | RetryLater:
             return settled
         if not await _mark_sent_after_lookup(rt, conn, refund_id, claim):
             return "skipped: the refund moved while the processor was asked"
+    else:
+        # A key's first send: where the processor reports its own refundable balance, a refund above it
+        # is refused here, never sent (refunds.processor_balance).
+        refused = await processor_balance.refusal(rt, conn, claim.request)
+        if refused is not None:
+            return await failed_attempt(rt, refund_id, claim.attempt, refused)
     try:
         result = await get_gateway(conn.processor).create_refund(
             rt.require_http(), conn.credentials, claim.request
         )
     except GatewayError as err:
         _report_call(rt, conn, err)
+        err = lookup.in_flight_unknown(conn.processor, err)
         return await failed_attempt(rt, refund_id, claim.attempt, err)
     _report_call(rt, conn, None)
     return await record_result(rt, refund_id, result, source=Source.WORKER, key=claim.request.idempotency_key)
@@ -158,7 +166,7 @@ async def _claim_first_attempt(rt: Runtime, refund_id: UUID) -> Claim | None:
         Trigger.SUBMIT,
         source=Source.WORKER,
         actor=WORKER,
-        detail="attempt 1: refund sent to the processor",
+        detail="attempt 1: sending the refund to the processor",
         returning=CLAIM_COLUMNS,
         equal={"attempts": 0, "lookup_before_send": False},
         if_null={"submitted_at": now, "key_sent_at": now},
@@ -206,7 +214,7 @@ async def _claim_locked(rt: Runtime, refund_id: UUID) -> Claim | str:
                 "(the last outcome is unknown)"
             )
         else:
-            detail = f"attempt {attempt}: refund sent to the processor"
+            detail = f"attempt {attempt}: sending the refund to the processor"
         now = utcnow()
         await apply(
             session,
@@ -271,11 +279,12 @@ async def sync_refund(
         refund = await session.get(Refund, refund_id)
         if refund is None:
             return "missing"
-        gateway_refund_id, connection_id, status, key = (
+        gateway_refund_id, connection_id, status, key, payment_reference = (
             refund.gateway_refund_id,
             refund.connection_id,
             refund.status,
             refund.gateway_idempotency_key,
+            refund.payment_reference,
         )
     if status in (Status.QUEUED, Status.SUBMITTING):
         await enqueue_execution(rt, refund_id)  # re-sending with the same key is how these resolve
@@ -292,7 +301,13 @@ async def sync_refund(
             raise notified.cannot_ask(conn.processor)
         return outcome
     try:
-        result = await gateway.get_refund(rt.require_http(), conn.credentials, gateway_refund_id)
+        result = await read_refund(
+            gateway,
+            rt.require_http(),
+            conn.credentials,
+            gateway_refund_id,
+            payment_reference=payment_reference,
+        )
     except GatewayError as err:
         log.info("sync of %s failed: %s", refund_id, err.code)
         return f"sync failed: {err.code.value}"

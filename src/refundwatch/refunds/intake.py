@@ -4,8 +4,9 @@ Two round trips to the database per new refund. The first reads the earlier requ
 any) and the payment together; it runs outside the write transaction because the replay check is
 advisory: the unique (client, key) index is what claims a key. The second is the write: on PostgreSQL
 one autocommit statement of data-modifying CTEs (reserve the amount if it fits, then insert the refund,
-its first event and its audit entry; a taken key fails the whole statement, reservation included), on
-SQLite the same writes in one transaction that concurrent writers share (``db/groupcommit.py``).
+its first event, its audit entry and its outgoing webhooks' deliveries; a taken key fails the whole
+statement, reservation included), on SQLite the same writes in one transaction that concurrent writers
+share (``db/groupcommit.py``).
 """
 
 from __future__ import annotations
@@ -27,12 +28,15 @@ from refundwatch.audit.actions import Actor
 from refundwatch.audit.services import AUDIT_COLUMNS, NewEntry
 from refundwatch.dashboard.signals import signals
 from refundwatch.db.models import Refund, RefundEvent
-from refundwatch.db.tables import AUDIT, EVENTS, PAYMENTS, REFUNDS
-from refundwatch.gateways.registry import supported_processors
+from refundwatch.db.tables import AUDIT, DELIVERIES, EVENTS, PAYMENTS, REFUNDS
+from refundwatch.gateways.base import amount_refusal
+from refundwatch.gateways.registry import get_gateway, supported_processors
 from refundwatch.lib.cards import refuse_card_numbers
 from refundwatch.lib.crypto import sha256_hex
 from refundwatch.lib.exceptions import Conflict, ValidationFailed
 from refundwatch.lib.money import format_money
+from refundwatch.outgoing import outbox
+from refundwatch.outgoing.events import CREATED, PENDING_APPROVAL
 from refundwatch.payments.ledger import on_other_connection, other_connections
 from refundwatch.refunds.schemas import (
     MAX_AMOUNT,
@@ -201,6 +205,11 @@ async def _check_against_payment(rt: Runtime, body: RefundCreate, payment: Row[A
             f"payment {payment.payment_reference} is in {payment.currency}, not {body.currency.upper()}",
             code="currency_mismatch",
         )
+    # Decided by the processor's adapter (e.g. PayPal takes HUF only in whole units): refused here, so
+    # nothing is reserved or sent that the processor must refuse.
+    refusal = amount_refusal(get_gateway(conn.processor), body.amount, payment.currency)
+    if refusal is not None:
+        raise ValidationFailed(refusal, code="amount_not_supported")
     for name in ("order_id", "invoice_id"):
         given, known = getattr(body, name), getattr(payment, name)
         if given is not None and known is not None and given != known:
@@ -374,13 +383,34 @@ def _single_statement() -> Select[Any]:
         .cte("inserted")
     )
     event_values = _event_values(inserted.c.id)
-    event = insert(EVENTS).from_select(list(event_values), _select_values(event_values).select_from(inserted))
+    event = (
+        insert(EVENTS)
+        .from_select(list(event_values), _select_values(event_values).select_from(inserted))
+        .returning(EVENTS.c.id, EVENTS.c.refund_id)
+        .cte("event")
+    )
     audit_values = _audit_values()
     audit = insert(AUDIT).from_select(list(audit_values), _select_values(audit_values).select_from(inserted))
+    deliveries = _deliveries(refund_id=event.c.refund_id, event_id=event.c.id, source=event)
     return (
         select(select(func.count()).select_from(inserted).scalar_subquery().label("inserted"))
-        .add_cte(event.cte("event"))
+        .add_cte(event)
         .add_cte(audit.cte("audit"))
+        .add_cte(deliveries.cte("deliveries"))
+    )
+
+
+def _deliveries(*, refund_id: Any, event_id: Any, source: Any = None) -> Insert:
+    """The outgoing webhooks' deliveries of a new refund (outgoing.outbox): ``refund.created``, and
+    ``refund.pending_approval`` after it when it waits for a second person."""
+    waits = bindparam("r_status", type_=REFUNDS.c.status.type) == Status.PENDING_APPROVAL.value
+    return outbox.refund_changed(
+        [(CREATED, None), (PENDING_APPROVAL, waits)],
+        refund_id=refund_id,
+        event_id=event_id,
+        connection_id=bindparam("r_connection_id", type_=REFUNDS.c.connection_id.type),
+        at=bindparam("r_created_at", type_=DELIVERIES.c.occurred_at.type),
+        source=source,
     )
 
 
@@ -394,8 +424,10 @@ def _write_one_by_one(params: dict[str, Any], conn: Connection) -> None:
     conn.execute(statements.refund, params)
     if not conn.execute(statements.reserve, params).rowcount:
         raise _NotRefundable
-    conn.execute(statements.event, params)
+    (event_id,) = conn.execute(statements.event, params).inserted_primary_key or (None,)
     conn.execute(statements.audit, params)
+    if outbox.any_endpoint(conn):
+        conn.execute(statements.deliveries, params | {"o_event_id": event_id})
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,6 +436,7 @@ class _SqliteStatements:
     reserve: Update
     event: Insert
     audit: Insert
+    deliveries: Insert
 
 
 @functools.cache
@@ -413,6 +446,10 @@ def _sqlite_statements() -> _SqliteStatements:
         reserve=_reserve(),
         event=insert(EVENTS).values(**_event_values(bindparam("r_id", type_=REFUNDS.c.id.type))),
         audit=insert(AUDIT).values(**_audit_values()),
+        deliveries=_deliveries(
+            refund_id=bindparam("r_id", type_=REFUNDS.c.id.type),
+            event_id=bindparam("o_event_id", type_=DELIVERIES.c.event_id.type),
+        ),
     )
 
 

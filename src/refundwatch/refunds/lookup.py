@@ -6,6 +6,12 @@ only while the processor still remembers the key (its retention, declared by eac
 past it, a re-send would pay twice. So before any re-send the refund is looked up: by its processor id
 when known, otherwise by the attempt's key and refundwatch's id (``Gateway.find_refund``). Only the
 processor's confirmation that no such refund exists lets the same key go out again.
+
+Where the look-up itself fails, a key the processor still remembers may go out again (a re-send replays
+the first answer) — except for processors whose idempotency keeps only successful answers
+(``Capabilities.idempotency_covers_errors`` False, Checkout.com): there the first send may have failed
+with a 5xx after executing, and a re-send would execute again, so nothing goes out until the processor
+answers the look-up.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from refundwatch.connections.services import ConnectionInfo
-from refundwatch.gateways.base import ErrorCode, GatewayError, RefundResult
+from refundwatch.gateways.base import ErrorCode, GatewayError, RefundResult, read_refund
 from refundwatch.gateways.registry import get_gateway
 from refundwatch.refunds import outcomes
 from refundwatch.refunds.states import Source
@@ -49,7 +55,13 @@ async def ask(rt: Runtime, conn: ConnectionInfo, claim: Claim) -> RefundResult |
     if not gateway.capabilities.reads_refunds:
         raise GatewayError(ErrorCode.INVALID_REQUEST, f"{conn.processor} has no endpoint to read a refund")
     if claim.gateway_refund_id:
-        return await gateway.get_refund(rt.require_http(), conn.credentials, claim.gateway_refund_id)
+        return await read_refund(
+            gateway,
+            rt.require_http(),
+            conn.credentials,
+            claim.gateway_refund_id,
+            payment_reference=claim.request.payment_reference,
+        )
     return await gateway.find_refund(rt.require_http(), conn.credentials, claim.request)
 
 
@@ -67,9 +79,11 @@ async def before_resend(
         found = await ask(rt, conn, claim)
         answered()
     except GatewayError as err:
-        readable = get_gateway(conn.processor).capabilities.reads_refunds
-        if (not claim.gateway_refund_id or not readable) and key_remembered(
-            conn.processor, claim.key_sent_at
+        capabilities = get_gateway(conn.processor).capabilities
+        if (
+            (not claim.gateway_refund_id or not capabilities.reads_refunds)
+            and capabilities.idempotency_covers_errors
+            and key_remembered(conn.processor, claim.key_sent_at)
         ):
             return None  # the processor still knows the key: a re-send replays, it cannot pay twice
         # Never a refusal of the refund: the refund stays submitting and is asked again later.
@@ -91,4 +105,23 @@ async def before_resend(
         source=Source.WORKER,
         key=claim.request.idempotency_key,
         via=" (looked up before any re-send)",
+    )
+
+
+def in_flight_unknown(processor: str, err: GatewayError) -> GatewayError:
+    """A send refused because the same key is still in flight (``idempotency_conflict``): for processors
+    whose idempotency keeps only successful answers, that earlier send may still fail after executing,
+    and a later re-send would then execute again. Its outcome is unknown: the refund is looked up before
+    any re-send. For every other processor, and every other error, ``err`` as it is."""
+    if err.code is not ErrorCode.IDEMPOTENCY_CONFLICT:
+        return err
+    if get_gateway(processor).capabilities.idempotency_covers_errors:
+        return err
+    return GatewayError(
+        ErrorCode.OUTCOME_UNKNOWN,
+        f"{err.message} — an earlier send under this key is still in flight and its outcome is unknown",
+        processor_code=err.processor_code,
+        status_code=err.status_code,
+        retry_after=err.retry_after,
+        exchange=err.exchange,
     )

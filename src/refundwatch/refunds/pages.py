@@ -40,6 +40,7 @@ from refundwatch.refunds.schemas import RefundCreate, field_error
 from refundwatch.refunds.states import Source, Trigger, allowed_commands
 from refundwatch.runtime import Runtime
 from refundwatch.web.state import runtime_of
+from refundwatch.web.webhook_pages import refund_deliveries
 
 NO_STORE = {"Cache-Control": "no-store"}
 FORM = Body(media_type=RequestEncodingType.URL_ENCODED)
@@ -150,6 +151,7 @@ async def refund_page(request: Request[Any, Any, Any], session: Session, refund_
         story=found,
         connection=found.connection,
         **await _actions_context(rt, session, found.refund),
+        **await refund_deliveries(rt, refund_id),
     )
 
 
@@ -224,6 +226,7 @@ async def _command(
             connection=found.connection,
             error=exc.message,
             **await _actions_context(rt, session, found.refund, error=True),
+            **await refund_deliveries(rt, refund_id),
         )
     return _go_to(request, f"/refunds/{refund_id}")
 

@@ -14,14 +14,18 @@ from uuid import UUID
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from refundwatch.alerts.rules import money_condition
+from refundwatch.alerts.store import open_in
 from refundwatch.audit import actions
 from refundwatch.audit.actions import Actor
 from refundwatch.audit.services import record
 from refundwatch.dashboard.rollups import counted
-from refundwatch.db.models import Refund, RefundAttempt, RefundEvent, RollupOutbox
+from refundwatch.db.models import Connection, Refund, RefundAttempt, RefundEvent, RollupOutbox
 from refundwatch.gateways.base import Exchange, exchange_json
 from refundwatch.jobs import enqueue
 from refundwatch.lib.exceptions import InvalidTransition, NotFound, PermissionDenied, ValidationFailed
+from refundwatch.outgoing import outbox
+from refundwatch.outgoing.events import refund_event_type
 from refundwatch.payments.services import add_refunded, release, reserve
 from refundwatch.refunds.states import (
     FINAL,
@@ -67,7 +71,8 @@ async def apply(
     exchange: Exchange | None = None,
     **changes: Any,
 ) -> Transition | Outcome:
-    """Apply one trigger to a locked refund: status, balance, timeline event and audit entry."""
+    """Apply one trigger to a locked refund: status, balance, timeline event, audit entry, and the
+    outgoing webhooks' deliveries (outgoing.outbox)."""
     decision = decide(refund.status, trigger)
     if decision is Outcome.REFUSE:
         raise InvalidTransition(f"cannot {trigger.value} a refund that is {refund.status}")
@@ -99,6 +104,8 @@ async def apply(
             detail += "; the payment is now refunded beyond its captured amount"
             refund.alert = f"{refund.alert or ''}; the payment is now refunded beyond its captured amount"
         refund.status = decision.after.value
+        if decision.contradiction:  # a person hears of it from this transaction on (alerts)
+            await _raise_money_alert(session, refund, now)
         if decision.after is Status.PROCESSING or (
             decision.after is Status.SUCCEEDED and not refund.accepted_at
         ):
@@ -131,18 +138,30 @@ async def apply(
                 )
             )
     refund.updated_at = now
-    session.add(
-        RefundEvent(
-            refund_id=refund.id,
-            at=now,
-            status=refund.status,
-            source=source.value,
-            detail=detail,
-            from_status=decision.before.value if decision.changed else None,
-            exchange=exchange_json(exchange),
-        )
+    event = RefundEvent(
+        refund_id=refund.id,
+        at=now,
+        status=refund.status,
+        source=source.value,
+        detail=detail,
+        from_status=decision.before.value if decision.changed else None,
+        exchange=exchange_json(exchange),
     )
+    session.add(event)
+    event_type = refund_event_type(decision)
+    if event_type is not None:  # the outgoing webhooks' deliveries need the timeline entry's id
+        await session.flush()
+        await session.execute(
+            outbox.after_event(event_type),
+            outbox.after_event_params(refund.id, event.id, refund.connection_id, now),
+        )
     return decision
+
+
+async def _raise_money_alert(session: AsyncSession, refund: Refund, now: dt.datetime) -> None:
+    name = await session.scalar(select(Connection.name).where(Connection.id == refund.connection_id))
+    condition = money_condition(refund.id, refund.amount, refund.currency, refund.alert or "", name)
+    await open_in(session, condition, now=now)
 
 
 async def _move_money(session: AsyncSession, refund: Refund, move: Transition) -> bool:

@@ -1,4 +1,5 @@
-"""``python -m refundwatch.simulator [--host H] [--port P] [--connections FILE] [--webhook-url TEMPLATE]``."""
+"""``python -m refundwatch.simulator [--host H] [--port P] [--connections FILE] [--webhook-url TEMPLATE]
+[--paypal-cert-dir DIR] [--public-url URL]``."""
 
 from __future__ import annotations
 
@@ -23,6 +24,19 @@ def main(argv: list[str] | None = None) -> int:
         help="webhook URL template with {connection}, e.g. http://127.0.0.1:8000/webhooks/{connection}",
     )
     parser.add_argument(
+        "--paypal-cert-dir",
+        type=Path,
+        default=None,
+        help="where PayPal's test CA and webhook signing certificate are kept (reused when present, made "
+        "otherwise; default: a new temporary directory); GET /_control/paypal/ca.pem serves the CA",
+    )
+    parser.add_argument(
+        "--public-url",
+        default=None,
+        help="the simulator's base URL as clients reach it, for PayPal's PAYPAL-CERT-URL and links "
+        "(default http://HOST:PORT)",
+    )
+    parser.add_argument(
         "--server",
         choices=("auto", "uvicorn", "granian"),
         default="auto",
@@ -35,7 +49,15 @@ def main(argv: list[str] | None = None) -> int:
         except ConnectionsFileError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    serve(args.host, args.port, args.connections, args.webhook_url, server=args.server)
+    serve(
+        args.host,
+        args.port,
+        args.connections,
+        args.webhook_url,
+        server=args.server,
+        paypal_cert_dir=args.paypal_cert_dir,
+        public_url=args.public_url.rstrip("/") if args.public_url else None,
+    )
     return 0
 
 

@@ -15,9 +15,16 @@ from . import stripe as stripe_processor
 from .adyen import reports as adyen_reports
 from .adyen import settlement as adyen_settlement
 from .asgi import RAW_SEND_KEY, random_id
+from .checkout import CheckoutSimulator
+from .checkout import reports as checkout_reports
 from .connections import Connections, load_connections
 from .control import build_control_router
 from .faults import Faults
+from .paypal import reports as paypal_reports
+from .paypal.certs import load_or_create as load_paypal_certificates
+from .paypal.control import build_paypal_control_router
+from .paypal.handlers import PayPalSimulator
+from .paypal.handlers import unknown_path as paypal_unknown_path
 from .settlement import Reports
 from .state import Store
 from .stripe import settlement as stripe_settlement
@@ -27,6 +34,8 @@ from .webhooks import WebhookSender
 
 __all__ = [
     "ENV_CONNECTIONS",
+    "ENV_PAYPAL_CERT_DIR",
+    "ENV_PUBLIC_URL",
     "ENV_WEBHOOK_URL",
     "SimulatorApp",
     "app_from_environment",
@@ -36,6 +45,9 @@ __all__ = [
 
 ENV_CONNECTIONS = "REFUNDWATCH_SIMULATOR_CONNECTIONS"
 ENV_WEBHOOK_URL = "REFUNDWATCH_SIMULATOR_WEBHOOK_URL"
+ENV_PAYPAL_CERT_DIR = "REFUNDWATCH_SIMULATOR_PAYPAL_CERT_DIR"
+ENV_PUBLIC_URL = "REFUNDWATCH_SIMULATOR_PUBLIC_URL"
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8900"
 
 ServerName = Literal["auto", "uvicorn", "granian"]
 
@@ -57,16 +69,29 @@ def _unknown_route(request: Request[Any, Any, Any], exc: Exception) -> Response[
         return Response(body, status_code=404, headers={"Request-Id": random_id("req_", 14)})
     if path == "/adyen" or path.startswith("/adyen/"):
         return Response(adyen_processor.not_found(path.removeprefix("/adyen")), status_code=404)
+    if path == "/paypal" or path.startswith("/paypal/"):
+        return Response(paypal_unknown_path(), status_code=404)
+    if path == "/checkout" or path.startswith("/checkout/"):
+        return Response(b"", status_code=404)  # Checkout.com's 404s carry no body
     status = 405 if isinstance(exc, MethodNotAllowedException) else 404
     return Response({"error": "not found" if status == 404 else "method not allowed"}, status_code=status)
 
 
-def create_app(connections_path: Path | None = None, webhook_url: str | None = None) -> Litestar:
+def create_app(
+    connections_path: Path | None = None,
+    webhook_url: str | None = None,
+    *,
+    paypal_cert_dir: Path | None = None,
+    public_url: str | None = None,
+) -> Litestar:
     """Build the simulator: every processor under its name, the control API under ``/_control``.
 
     ``connections_path`` is a TOML connections file (CONTRACT §6): with it, only its credentials are
     accepted and its webhook secrets sign the webhooks sent to ``webhook_url`` (a template with
     ``{connection}``). Raises :class:`~.connections.ConnectionsFileError` for a bad file.
+    ``paypal_cert_dir`` keeps PayPal's test CA and signing certificate (``paypal/certs.py``; default: a
+    new temporary directory); ``public_url`` is the simulator's own base URL as its clients reach it
+    (PayPal's ``PAYPAL-CERT-URL`` and links start with it; default ``http://127.0.0.1:8900``).
     """
     connections = load_connections(connections_path) if connections_path is not None else Connections()
     store = Store()
@@ -74,18 +99,32 @@ def create_app(connections_path: Path | None = None, webhook_url: str | None = N
     webhooks = WebhookSender(webhook_url)
     stripe = stripe_processor.StripeSimulator(store, faults, webhooks, connections)
     adyen = adyen_processor.AdyenSimulator(store, faults, webhooks, connections)
+    paypal = PayPalSimulator(
+        store,
+        faults,
+        webhooks,
+        connections,
+        load_paypal_certificates(paypal_cert_dir),
+        public_url or DEFAULT_PUBLIC_URL,
+    )
+    checkout = CheckoutSimulator(store, faults, webhooks, connections, public_url or DEFAULT_PUBLIC_URL)
     reports = Reports(store)
     stripe_schedule = Schedule()
     stripe_settlement.register(reports, stripe_schedule)
     stripe_payouts = StripePayouts(stripe, reports, stripe_schedule)
     adyen_files = adyen_reports.Publications(reports, connections, adyen.notifier, faults)
     adyen_settlement.register(reports, connections, adyen_files.cuts)
+    paypal_reports.register(reports)
+    checkout_reports.register(reports)
     app = SimulatorApp(
         route_handlers=[
             stripe.router(),
             stripe_payouts.router(),
             adyen.router(),
             *adyen_files.routers(),
+            paypal.router(),
+            build_paypal_control_router(paypal),
+            checkout.router(),
             build_control_router(store, faults, webhooks, reports, connections),
             stripe_payouts.control_router(),
         ],
@@ -110,7 +149,13 @@ def create_app(connections_path: Path | None = None, webhook_url: str | None = N
 def app_from_environment() -> Litestar:
     """Factory for servers that import the app by name (granian): settings come from the environment."""
     connections = os.environ.get(ENV_CONNECTIONS)
-    return create_app(Path(connections) if connections else None, os.environ.get(ENV_WEBHOOK_URL) or None)
+    cert_dir = os.environ.get(ENV_PAYPAL_CERT_DIR)
+    return create_app(
+        Path(connections) if connections else None,
+        os.environ.get(ENV_WEBHOOK_URL) or None,
+        paypal_cert_dir=Path(cert_dir) if cert_dir else None,
+        public_url=os.environ.get(ENV_PUBLIC_URL) or None,
+    )
 
 
 def _pick_server(server: ServerName) -> Literal["uvicorn", "granian"]:
@@ -126,19 +171,25 @@ def serve(
     webhook_url: str | None,
     *,
     server: ServerName = "auto",
+    paypal_cert_dir: Path | None = None,
+    public_url: str | None = None,
 ) -> None:
     """Run the simulator until interrupted (blocking).
 
     ``server="auto"`` uses uvicorn when it is installed (it can drop a connection without any
     answer, which ``reset_rate`` needs), else granian (which cuts the answer short instead).
+    ``public_url`` defaults to ``http://{host}:{port}``.
     """
     if connections_path is not None:
         load_connections(connections_path)  # fail fast, before any server starts
+    public_url = public_url or f"http://{host}:{port}"
+    if paypal_cert_dir is None:  # one directory for the process, whichever server builds the app
+        paypal_cert_dir = load_paypal_certificates(None).directory
     if _pick_server(server) == "uvicorn":
         import uvicorn
 
         uvicorn.run(
-            create_app(connections_path, webhook_url),
+            create_app(connections_path, webhook_url, paypal_cert_dir=paypal_cert_dir, public_url=public_url),
             host=host,
             port=port,
             log_level="warning",
@@ -160,6 +211,8 @@ def serve(
         os.environ[ENV_WEBHOOK_URL] = webhook_url
     else:
         os.environ.pop(ENV_WEBHOOK_URL, None)
+    os.environ[ENV_PAYPAL_CERT_DIR] = str(paypal_cert_dir.resolve())
+    os.environ[ENV_PUBLIC_URL] = public_url
     granian = cast(Any, Server)(
         f"{__name__}:app_from_environment",
         address=host,

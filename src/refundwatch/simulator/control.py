@@ -6,6 +6,7 @@ No authentication: the simulator is a loopback test tool.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -19,6 +20,9 @@ from .state import PaymentConflictError, Store
 from .webhooks import WebhookSender
 
 __all__ = ["build_control_router"]
+
+
+_CHECKOUT_PAYMENT_ID = re.compile(r"^pay_[A-Za-z0-9_]{26}$")
 
 
 class _BadRequestError(ValueError):
@@ -57,6 +61,9 @@ def _payment_fields(data: dict[str, Any]) -> tuple[str, str, int, str]:
         raise _BadRequestError(f"processor must be one of {', '.join(PROCESSORS)}")
     if not isinstance(reference, str) or not reference or len(reference) > 255:
         raise _BadRequestError("payment_reference must be a non-empty string of at most 255 characters")
+    if processor == "checkout" and not _CHECKOUT_PAYMENT_ID.match(reference):
+        # Checkout.com's refund path takes only ``pay_`` ids (paths-payments-id-refunds.yaml).
+        raise _BadRequestError("a checkout payment_reference is a payment id: pay_ and 26 letters or digits")
     if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
         raise _BadRequestError("amount must be a positive integer in minor units")
     if (
@@ -124,13 +131,19 @@ def build_control_router(
         credential = None
         if connection is not None:  # one connection's (merchant account's) report: its refunds only
             found = next((c for c in connections.for_processor(processor) if c.name == connection), None)
-            if found is None or not found.get("api_key"):
+            # The credential its refunds were made with: an API key, PayPal's OAuth client id, or
+            # Checkout.com's secret key.
+            credential = (
+                (found.get("api_key") or found.get("client_id") or found.get("secret_key"))
+                if found is not None
+                else None
+            )
+            if not credential:
                 return _error(
                     404,
                     f"no {processor} connection {connection!r} in the connections file",
                     "unknown_connection",
                 )
-            credential = found.get("api_key")
         body, media_type, filename = reports.report(processor, credential, since)
         return Response(
             body,

@@ -50,10 +50,11 @@ _RATE_FIELDS = frozenset(
         "webhook_drop_rate",
         "malformed_rate",
         "reversal_rate",
+        "executed_error_share",
     }
 )
 _MS_FIELDS = frozenset({"latency_ms", "jitter_ms", "settle_ms", "timeout_ms"})
-_SECONDS_FIELDS = frozenset({"idempotency_retention_seconds"})
+_SECONDS_FIELDS = frozenset({"idempotency_retention_seconds", "token_ttl_seconds"})
 _SCALE_FIELDS = frozenset({"webhook_retry_scale"})
 _MAX_SECONDS = 10 * 366 * _DAY
 _BOOL_FIELDS = frozenset({"outage"})
@@ -88,6 +89,14 @@ class FaultConfig:
     # The processor's documented webhook retry schedule (Adyen: 9 s ... 8 h, for 30 days) runs at this
     # fraction of real time: 1 is the real pace, 0.001 turns hours into seconds, 0 retries at once.
     webhook_retry_scale: float = 1.0
+    # How long an OAuth access token lives (PayPal: its token answer's ``expires_in``, 32400 s = 9 h);
+    # shorten it to see tokens expire mid-run. Processors without tokens ignore it.
+    token_ttl_seconds: float = 32_400.0
+    # Of the injected 5xx answers (``error_rate``), the share that come after the processor executed
+    # the request (its edge lost the answer), for processors whose 5xx may have executed and is not
+    # remembered for its idempotency key (Checkout.com). 0: every 5xx executed nothing. Only the
+    # Checkout.com simulator takes it; the others ignore it.
+    executed_error_share: float = 0.0
 
     @classmethod
     def for_processor(cls, processor: str) -> FaultConfig:
@@ -123,6 +132,10 @@ class FaultConfig:
     def reverses(self) -> bool:
         """Whether a refund failing after its success is reversed rather than failed (``reversal_rate``)."""
         return self.reversal_rate > 0 and random.random() < self.reversal_rate
+
+    def error_executes(self) -> bool:
+        """Whether this injected 5xx comes after the request executed (``executed_error_share``)."""
+        return self.executed_error_share > 0 and random.random() < self.executed_error_share
 
     def roll(self) -> Outcome:
         """Decide what happens to one request (rates are exclusive slices of one roll)."""

@@ -12,6 +12,7 @@ from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 
+from refundwatch.audit.actions import Actor
 from refundwatch.auth.apikeys import PREFIX, SCOPES, Principal
 from refundwatch.auth.oidc import OidcProvider, SignInError, TokenInvalid
 from refundwatch.lib.exceptions import AuthenticationFailed, PermissionDenied, RefundwatchError
@@ -81,3 +82,8 @@ async def principal(request: Request[Any, Any, Any]) -> Principal:
 
 def client_ip(request: Request[Any, Any, Any]) -> str | None:
     return request.client.host if request.client else None
+
+
+def api_actor(request: Request[Any, Any, Any], who: Principal) -> Actor:
+    """Who the audit log records for an API call: the caller, from its address and user agent."""
+    return who.actor(client_ip(request), request.headers.get("user-agent"))

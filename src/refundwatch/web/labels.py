@@ -48,6 +48,7 @@ ERROR_LABELS = {
     "processor_error": "Processor error",
     "outcome_unknown": "Outcome unknown",
     "invalid_amount": "Amount not accepted",
+    "amount_not_supported": "Amount the processor cannot take",
     "amount_over_role_limit": "Over your role's limit",
     "amount_too_large": "Amount too large",
     "connection_disabled": "Connection disabled",

@@ -25,7 +25,7 @@ SECURITY_SCHEMES: dict[str, Any] = {
         scheme="bearer",
         description="An API key (`rw_…`, from `refundwatch apikeys create`) or an OAuth 2.0 "
         "client-credentials access token (JWT, RFC 9068) from the configured OpenID provider. "
-        "Scopes: refunds:read, refunds:write, payments:write.",
+        "Scopes: refunds:read, refunds:write, payments:write, webhooks:write.",
     )
 }
 COMPONENTS = Components(security_schemes=SECURITY_SCHEMES)
@@ -86,6 +86,10 @@ _API = {
 }
 _BODY = {413: ("http_error",)}
 _ONE_REFUND = {404: ("refund_not_found", "not_found")}
+_ONE_ENDPOINT = {404: ("webhook_endpoint_not_found", "not_found")}
+_ENDPOINT_BODY = ("validation_error", "endpoint_not_allowed", "unknown_event_type", "unknown_connection")
+# Creations that replay an earlier request with the same Idempotency-Key (200) instead of creating.
+_REPLAYABLE = frozenset({"/api/v1/refunds", "/api/v1/payments"})
 
 # (method, path template as in the document) -> status -> the codes that status can carry.
 OPERATIONS: dict[tuple[str, str], dict[int, tuple[str, ...]]] = {
@@ -107,6 +111,7 @@ OPERATIONS: dict[tuple[str, str], dict[int, tuple[str, ...]]] = {
             "currency_mismatch",
             "reference_mismatch",
             "amount_exceeds_refundable",
+            "amount_not_supported",
             REFUSED_CODE,
         ),
     },
@@ -137,6 +142,17 @@ OPERATIONS: dict[tuple[str, str], dict[int, tuple[str, ...]]] = {
         **_API,
         422: ("validation_error", "unknown_connection", "invalid_cursor", "invalid_kind", "invalid_status"),
     },
+    ("post", "/api/v1/webhook-endpoints"): {**_API, **_BODY, 422: _ENDPOINT_BODY},
+    ("get", "/api/v1/webhook-endpoints"): {**_API},
+    ("get", "/api/v1/webhook-endpoints/{endpoint_id}"): {**_API, **_ONE_ENDPOINT},
+    ("patch", "/api/v1/webhook-endpoints/{endpoint_id}"): {
+        **_API,
+        **_BODY,
+        **_ONE_ENDPOINT,
+        422: _ENDPOINT_BODY,
+    },
+    ("delete", "/api/v1/webhook-endpoints/{endpoint_id}"): {**_API, **_ONE_ENDPOINT},
+    ("post", "/api/v1/webhook-endpoints/{endpoint_id}/rotate-secret"): {**_API, **_BODY, **_ONE_ENDPOINT},
     # Processors authenticate by signature, not bearer tokens.
     ("post", "/webhooks/{connection}"): {
         401: ("invalid_signature",),
@@ -192,7 +208,7 @@ def _complete_operation(path: str, operation: dict[str, Any], statuses: dict[int
     if path.startswith("/api/"):
         operation["security"] = [{BEARER: []}]
         success = next(iter(code for code in responses if code.startswith("2")))
-        if operation.get("requestBody") and success == "201":  # creation: a replay answers 200
+        if path in _REPLAYABLE and success == "201":  # creation: a replay answers 200
             responses["200"] = {
                 **responses["201"],
                 "description": "The same request was made before: its result, nothing new created",

@@ -5,11 +5,12 @@ from __future__ import annotations
 from litestar import Router
 from litestar.di import Provide
 
+from refundwatch.alerts import pages as alert_pages
 from refundwatch.auth.guards import staff, staff_guard
 from refundwatch.dashboard import controllers as dashboard
 from refundwatch.payments import pages as payment_pages
 from refundwatch.refunds import pages as refund_pages
-from refundwatch.web import admin_manage, admin_pages, audit_pages, reconciliation_pages
+from refundwatch.web import admin_manage, admin_pages, audit_pages, reconciliation_pages, webhook_pages
 
 
 def pages_router() -> Router:
@@ -24,6 +25,8 @@ def pages_router() -> Router:
             *audit_pages.ROUTES,
             *reconciliation_pages.ROUTES,
             *admin_manage.ROUTES,
+            *alert_pages.ROUTES,
+            *webhook_pages.ROUTES,
         ],
         guards=[staff_guard],
         dependencies={"session": Provide(staff)},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 
 from jinja2 import Environment
 
@@ -53,6 +54,12 @@ def time_field(value: str | None, end: str = "start") -> str:
     return text
 
 
+def digest(html: str) -> str:
+    """A short fingerprint of rendered HTML: a live page names what it shows, so a stream that
+    (re)connects sends it again only when it changed (dashboard.controllers)."""
+    return hashlib.blake2b(html.encode(), digest_size=8).hexdigest()
+
+
 def register_filters(env: Environment) -> None:
     env.filters.update(money=money, amount=amount, ms=ms, pct=pct, age=age, utc=utc)
     env.filters.update(
@@ -68,4 +75,5 @@ def register_filters(env: Environment) -> None:
         when=labels.when,
         example_amount=example_amount,
         time_field=time_field,
+        digest=digest,
     )

@@ -9,10 +9,12 @@ its pull (``reconciliation.pulling``) after the commit.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 from uuid import UUID
 
 from sqlalchemy import select
@@ -23,7 +25,14 @@ from refundwatch.audit.actions import Actor, processor_actor
 from refundwatch.audit.services import record
 from refundwatch.db.models import Refund
 from refundwatch.db.models import WebhookEvent as StoredEvent
-from refundwatch.gateways.base import WebhookEvent, WebhookVerificationError
+from refundwatch.gateways.base import (
+    Credentials,
+    Gateway,
+    RemoteVerifier,
+    WebhookEvent,
+    WebhookItem,
+    WebhookVerificationError,
+)
 from refundwatch.gateways.registry import get_gateway
 from refundwatch.jobs import enqueue
 from refundwatch.lib.exceptions import AuthenticationFailed, NotFound, ValidationFailed
@@ -34,7 +43,7 @@ from refundwatch.refunds.outcomes import TRIGGER_FOR
 from refundwatch.refunds.services import apply
 from refundwatch.refunds.states import Source, Status, Transition, Trigger
 from refundwatch.runtime import Runtime
-from refundwatch.webhooks import fastpath, rejections
+from refundwatch.webhooks import fastpath, rejections, replays
 from refundwatch.webhooks.storing import new_rows
 
 log = logging.getLogger(__name__)
@@ -80,6 +89,24 @@ def _check_storable(event: WebhookEvent) -> None:
             raise ValueError(f"event {name} is not valid text") from None
 
 
+async def _verify(
+    rt: Runtime, gateway: Gateway, creds: Credentials, headers: Mapping[str, str], body: bytes
+) -> list[WebhookItem]:
+    """The gateway's verification: in place, or, where it needs requests (a certificate to fetch, the
+    processor's verification API), on the shared client under a deadline, so a slow host cannot hold
+    the delivery open. Running out of time is a refusal like any other: the processor re-sends."""
+    if not gateway.capabilities.verifies_remotely:
+        return gateway.verify_items(creds, headers, body)
+    limit = rt.settings.webhook_verify_timeout_seconds
+    try:
+        async with asyncio.timeout(limit):
+            # The capability is the gateway's word that it is a RemoteVerifier.
+            remote = cast(RemoteVerifier, gateway)
+            return await remote.verify_items_remote(rt.require_http(), creds, headers, body)
+    except TimeoutError:
+        raise WebhookVerificationError(f"verification did not finish within {limit:g} s") from None
+
+
 async def receive(
     rt: Runtime,
     connection_name: str,
@@ -96,13 +123,14 @@ async def receive(
         raise NotFound(f"no connection {connection_name!r}", code="unknown_connection")
     gateway = get_gateway(conn.processor)
     try:
-        items = gateway.verify_items(conn.credentials, headers, body)
+        items = await _verify(rt, gateway, conn.credentials, headers, body)
     except WebhookVerificationError as exc:
         await _reject(rt, connection_name, str(exc), actor)
         raise AuthenticationFailed(f"webhook signature rejected: {exc}", code="invalid_signature") from None
     except ValueError as exc:
         await _reject(rt, connection_name, f"malformed: {exc}", actor)
         raise ValidationFailed(f"malformed webhook body: {exc}", code="malformed_webhook") from None
+    items = await replays.refuse_reused(rt, connection_name, items)
     # Items are verified one by one where the processor signs them one by one (Adyen): a bad item is
     # refused and audited, and the others are still applied.
     refused = [item for item in items if item.error is not None]

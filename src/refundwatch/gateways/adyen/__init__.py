@@ -290,14 +290,7 @@ class AdyenGateway:
         )
 
     def _unknown(self, response: httpx2.Response, exchange: Exchange, what: str) -> GatewayError:
-        return GatewayError(
-            ErrorCode.OUTCOME_UNKNOWN,
-            self.scrub(f"Adyen answered {response.status_code} with {what}; the refund may exist")[
-                :_MESSAGE_CHARS
-            ],
-            status_code=response.status_code,
-            exchange=exchange,
-        )
+        return calls.outcome_unknown("Adyen", response, exchange, what, self.scrub)
 
     def _error(self, response: httpx2.Response, exchange: Exchange) -> GatewayError:
         error = errors.parse_error(as_json(response))

@@ -237,14 +237,7 @@ class StripeGateway:
             raise self._unknown(response, exchange, f"a malformed refund: {reason}") from None
 
     def _unknown(self, response: httpx2.Response, exchange: Exchange, what: str) -> GatewayError:
-        return GatewayError(
-            ErrorCode.OUTCOME_UNKNOWN,
-            self.scrub(f"Stripe answered {response.status_code} with {what}; the refund may exist")[
-                :_MESSAGE_CHARS
-            ],
-            status_code=response.status_code,
-            exchange=exchange,
-        )
+        return calls.outcome_unknown("Stripe", response, exchange, what, self.scrub)
 
     def _check(
         self, refund: tx.StripeRefund, request: RefundRequest, response: httpx2.Response, exchange: Exchange

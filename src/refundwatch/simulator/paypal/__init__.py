@@ -1,0 +1,1 @@
+"""The PayPal simulator: Orders/Payments v2 refunds, OAuth tokens, certificate-signed webhooks."""
