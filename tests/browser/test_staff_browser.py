@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from chromium import needs_chromium
+from chromium import click_to, needs_chromium
 from stack import Stack, wait_until
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -72,13 +72,13 @@ def test_initiator_signs_in_creates_a_refund_and_signs_out(
         wait_until(lambda: stack.get(refund_id)["status"] == "succeeded", timeout=30, what="executed")
         # The role decides what is offered: an initiator has no approvals queue.
         assert page.locator("nav >> text=Approvals").count() == 0
-        page.click("header button:has-text('Sign out')")
-        page.wait_for_url(re.compile(re.escape(stack.idp.url if stack.idp else "") + ".*"))
+        assert stack.idp is not None
+        idp = re.compile(re.escape(stack.idp.url) + ".*")
+        click_to(page, "header button:has-text('Sign out')", idp, what="Sign out")
         page.click("button:has-text('Yes, sign me out')")
         page.wait_for_url(re.compile(r".*/auth/signed-out$"))
         page.goto("/refunds")
-        assert stack.idp is not None
-        page.wait_for_url(re.compile(re.escape(stack.idp.url) + ".*"))  # signed out: back to the provider
+        page.wait_for_url(idp)  # signed out: back to the provider
         assert not [p for p in tab.problems if "Content Security Policy" in p or "Refused" in p], tab.problems
     finally:
         tab.close()
