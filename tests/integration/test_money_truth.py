@@ -6,11 +6,13 @@ life, end to end on both databases: web, worker, simulator and the processor's w
 - manual review is closed only on the processor's word, by an approver (defect 3);
 - a forgotten idempotency key is never trusted: the refund is looked up first (defect 4);
 - a call that outlives its job still counts as an attempt (defect 8);
-- a report that money moved after refundwatch released the amount reserves it again and alerts.
+- a report that money moved after refundwatch released the amount reserves it again and alerts;
+- a read-back overtaken by a webhook is read again, never applied over the newer news.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -251,16 +253,17 @@ def test_closing_a_refund_the_processor_has_records_it_instead(stack: Stack) -> 
 def test_money_moving_after_the_amount_was_released_reserves_it_again_and_alerts(stack: Stack) -> None:
     """Stripe says failed, refundwatch releases the amount and another refund takes it; then Stripe
     says the first one succeeded after all. The books follow the money, and a person is told."""
-    stack.faults(pending_rate=1.0, settle_ms=3_600_000)
+    # Stripe itself fails it (its answer, its webhook and its read-back agree), so no sync of the
+    # refund can contradict the failure the way a forged "failed" webhook would.
+    stack.faults(pending_rate=1.0, fail_later_rate=1.0, settle_ms=500)
     try:
         # The processor knows more was captured, so the second refund below is not refused there.
         reference = stack.payment(10_000, simulator_amount=30_000)
         refund_id = new_refund(stack, reference, 6_000)
-        refund = stack.wait_status(refund_id, "processing")
+        refund = stack.wait_status(refund_id, *FINAL)
+        assert refund["status"] == "failed", refund
     finally:
         stack.faults()
-    webhook(stack, refund, event_type="refund.failed", status="failed")
-    assert stack.get(refund_id)["status"] == "failed"
     assert refundable(stack, reference) == 10_000
     other = new_refund(stack, reference, 10_000)
     assert stack.wait_status(other, *FINAL)["status"] == "succeeded"
@@ -322,3 +325,41 @@ timeout_seconds = {seconds}
 """
     )
     return path
+
+
+def test_a_read_back_overtaken_by_a_webhook_is_read_again_not_applied(stack: Stack) -> None:
+    """A sync asks Stripe while the refund is pending and the answer is slow; meanwhile Stripe fails the
+    refund and its webhook is applied. The late "pending" answer is older than the failure: applied, it
+    would say money moved on a failed refund (a false contradiction, the amount reserved again). It is
+    read again instead, and the refund stays failed with its amount released."""
+    for _ in range(4):  # the overlap depends on timing: tried again when it did not happen
+        reference = stack.payment(10_000)
+        stack.faults(pending_rate=1.0, fail_later_rate=1.0, settle_ms=2_500)
+        created = time.monotonic()
+        refund_id = new_refund(stack, reference, 6_000)
+        stack.wait_status(refund_id, "processing")
+        # Stripe reads the refund when asked (pending) and answers 1.5 s later (the tests' connection
+        # waits 2 s): asked at 1.5 s, answered at 3 s, with the failure and its webhook at 2.5 s.
+        stack.faults(timeout_rate=1.0, timeout_ms=1_500)
+        time.sleep(max(0.0, created + 1.5 - time.monotonic()))
+        outcome: list[Any] = []
+        with stack.api() as client:
+            url = f"/api/v1/refunds/{refund_id}/sync"
+            sync = threading.Thread(target=lambda u=url, c=client, o=outcome: o.append(c.post(u)))
+            sync.start()
+            try:
+                failed = stack.wait_status(refund_id, *FINAL, timeout=30)
+                overlapped = sync.is_alive()
+                stack.faults()  # a second read is answered at once, with what Stripe says now
+            finally:
+                sync.join(60)
+        assert outcome, "the sync call did not return"
+        assert outcome[0].status_code == 200, outcome[0].text
+        after = stack.get(refund_id)
+        assert after["status"] == "failed", after
+        assert not any("CONTRADICTION" in d for d in details(after)), details(after)
+        assert refundable(stack, reference) == 10_000
+        by_webhook = any(e["status"] == "failed" and e["source"] == "webhook" for e in after["events"])
+        if failed["status"] == "failed" and overlapped and by_webhook:
+            return
+    pytest.fail("the read-back never overlapped the webhook in four tries")

@@ -32,12 +32,13 @@ from refundwatch.refunds import cas, lookup, notified, processor_balance
 from refundwatch.refunds.breaker import Breaker
 from refundwatch.refunds.connection_wait import disabled_connection_wait
 from refundwatch.refunds.outcome_log import log_refund
-from refundwatch.refunds.outcomes import RetryLater, failed_attempt, record_result
+from refundwatch.refunds.outcomes import CHANGED_WHILE_READ, RetryLater, failed_attempt, record_result
 from refundwatch.refunds.services import apply, enqueue_execution, lock_refund, utcnow
 from refundwatch.refunds.states import Source, Status, Trigger
 from refundwatch.runtime import Runtime
 
 log = logging.getLogger(__name__)
+SYNC_READS = 3  # reads of one sync, when each answer was overtaken by a change to the refund
 
 CLAIM_COLUMNS = (
     "connection_id",
@@ -274,17 +275,30 @@ async def _mark_sent_after_lookup(rt: Runtime, conn: ConnectionInfo, refund_id: 
 async def sync_refund(
     rt: Runtime, refund_id: UUID, *, source: Source = Source.SYNC, forced: bool = False
 ) -> str:
-    """Ask the processor where a refund stands. Allowed even for refunds that look final."""
+    """Ask the processor where a refund stands. Allowed even for refunds that look final.
+
+    An answer overtaken by a change to the refund while it was on its way (a webhook, a person) is
+    not applied: the processor is asked again, up to :data:`SYNC_READS` times in all, then the next
+    round asks."""
+    for _ in range(SYNC_READS):
+        outcome = await _read_back(rt, refund_id, source=source, forced=forced)
+        if outcome != CHANGED_WHILE_READ:
+            return outcome
+    return f"not applied: the refund {CHANGED_WHILE_READ}, {SYNC_READS} times"
+
+
+async def _read_back(rt: Runtime, refund_id: UUID, *, source: Source, forced: bool) -> str:
     async with rt.db.read_session() as session:
         refund = await session.get(Refund, refund_id)
         if refund is None:
             return "missing"
-        gateway_refund_id, connection_id, status, key, payment_reference = (
+        gateway_refund_id, connection_id, status, key, payment_reference, changed_at = (
             refund.gateway_refund_id,
             refund.connection_id,
             refund.status,
             refund.gateway_idempotency_key,
             refund.payment_reference,
+            refund.updated_at,
         )
     if status in (Status.QUEUED, Status.SUBMITTING):
         await enqueue_execution(rt, refund_id)  # re-sending with the same key is how these resolve
@@ -312,7 +326,14 @@ async def sync_refund(
         log.info("sync of %s failed: %s", refund_id, err.code)
         return f"sync failed: {err.code.value}"
     return await record_result(
-        rt, refund_id, result, source=source, key=key, quiet=not forced, via=" (read back)"
+        rt,
+        refund_id,
+        result,
+        source=source,
+        key=key,
+        quiet=not forced,
+        via=" (read back)",
+        unchanged_since=changed_at,
     )
 
 

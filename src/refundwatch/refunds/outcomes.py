@@ -34,6 +34,10 @@ TRIGGER_FOR = {
 }
 
 
+# record_result's answer when a read was overtaken by a change to the refund (sync reads again).
+CHANGED_WHILE_READ = "changed while the processor was being asked"
+
+
 @dataclass(frozen=True, slots=True)
 class RetryLater:
     """The call failed in a way worth retrying: run the job again after ``delay`` seconds."""
@@ -126,11 +130,18 @@ async def record_result(
     key: str | None,
     quiet: bool = False,
     via: str = "",
+    unchanged_since: dt.datetime | None = None,
 ) -> str:
     """Move the refund to what the processor reported about the attempt sent with ``key``.
 
     A report about another attempt (an earlier key, another processor refund id) never moves this
     one: it is recorded on the timeline, with an alert when it says money moved.
+
+    ``unchanged_since``: a read-back (sync) started when the refund's ``updated_at`` was this. If the
+    refund changed meanwhile (a webhook, a person), the answer may be older than that change: a
+    "pending" read before a "failed" webhook, applied after it, would claim money moved on a refund
+    that failed. Nothing is applied and :data:`CHANGED_WHILE_READ` is returned, so the caller reads
+    again: the processor's word is asked anew, never dropped.
     """
     trigger = TRIGGER_FOR[result.status]
     fields: dict[str, Any] = {"gateway_status": result.raw_status, "lookup_before_send": False}
@@ -177,6 +188,8 @@ async def record_result(
             return f"{status} (ignored: {ignore_reason(status, trigger)})"
     async with rt.db.session() as session:
         refund = await lock_refund(session, refund_id)
+        if unchanged_since is not None and refund.updated_at != unchanged_since:
+            return CHANGED_WHILE_READ
         other = attempts.other_attempt(refund, key=key, gateway_refund_id=result.gateway_refund_id)
         if other is not None:
             await attempts.record_stale(
