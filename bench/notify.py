@@ -13,6 +13,9 @@ database and a private Redis per backend:
                     refunds/s, as a ratio of the first (the webhooks' cost to the pipeline), and the
                     delay from a change (its ``occurred_at``, the commit of the refund's change) to its
                     arrival at the receiver, p50 and p99, for the changes made while the worker ran
+                    (the refunds' `created` deliveries, queued before it started, go out first)
+  live              the same two, with the worker started first and the refunds POSTed at full speed
+                    (K clients) while it runs: refunds/s, and change -> arrival for every delivery
   backlog           the worker stopped; N deliveries queued at once (copies of the deliveries above,
                     same refunds and timeline entries, bodies not rendered yet, so each first send
                     renders its payload as a real one does), then the worker started: deliveries/s
@@ -39,6 +42,7 @@ from typing import Any
 import asyncpg
 import httpx2
 import msgspec
+from redis import asyncio as redis
 
 import _stack  # bench/: a script's own directory is on its path
 import cpu
@@ -47,8 +51,10 @@ import pipeline
 from pipeline import Env, free_port, pct, seconds
 from processors import LATENCY_MS, PROCESSORS
 from refundwatch.outgoing.events import EVENT_TYPES
+from refundwatch.runtime import QUEUE_NAME
 
 PROCESSOR = PROCESSORS["stripe"]
+HEALTH_KEY = f"{QUEUE_NAME}:health-check"  # arq writes it on the worker's first loop
 # Copies of the deliveries the "with webhooks" phase made, in id order per copy: each refund's
 # messages keep their order, and every first send renders its payload from the refund's timeline.
 BACKLOG_SQL = """
@@ -135,17 +141,50 @@ class Receiver:
         return [tuple(msgspec.json.decode(line)) for line in new]
 
 
+async def start_worker(env: Env, profile: Path | None) -> float:
+    """Start the worker and wait until its first loop ran (arq's health-check key is written): the
+    live phase's refunds then meet a running worker, not its start-up. When it started (epoch)."""
+    client = redis.Redis.from_url(env.vars["REFUNDWATCH_REDIS_URL"])
+    try:
+        await client.delete(HEALTH_KEY)  # a stopped worker's may outlive it
+        env.start("worker", "refundwatch", "worker", profile=profile)
+        started = time.time()
+        deadline = time.monotonic() + 60
+        while not await client.exists(HEALTH_KEY):
+            if time.monotonic() > deadline:
+                raise SystemExit("the worker did not start within a minute")
+            await asyncio.sleep(0.05)
+        return started
+    finally:
+        await client.aclose()
+
+
 async def execute(
-    env: Env, refs: list[str], k: int, auth: dict[str, str], web_url: str, profile: Path | None
+    env: Env,
+    refs: list[str],
+    k: int,
+    auth: dict[str, str],
+    web_url: str,
+    profile: Path | None,
+    *,
+    live: bool = False,
 ) -> dict[str, Any]:
-    """POST ``refs`` with no worker running, then start one and wait until they are all final and no
-    delivery is pending: refunds/s and CPU per refund by role."""
+    """POST ``refs`` and have one worker execute them; wait until they are all final and no delivery
+    is pending: refunds/s and CPU per refund by role. Queued (``live`` false): POSTed while no worker
+    runs, then the worker started on them, as pipeline.py's execution figure. Live: the worker runs
+    first and the refunds are POSTed at full speed (K clients) while it executes them."""
     bodies = [{"payment_reference": r, "amount": 1000, "currency": "EUR", "reason": "return"} for r in refs]
-    intake = await loadgen.post_all(f"{web_url}/api/v1/refunds", auth, bodies, k)
-    env.start("worker", "refundwatch", "worker", profile=profile)
-    started = time.time()
     roles = pipeline.roles_of(env)
-    before = cpu.snapshot(roles)
+    if live:
+        started = await start_worker(env, profile)
+        roles = pipeline.roles_of(env)
+        before = cpu.snapshot(roles)
+        intake = await loadgen.post_all(f"{web_url}/api/v1/refunds", auth, bodies, k)
+    else:
+        intake = await loadgen.post_all(f"{web_url}/api/v1/refunds", auth, bodies, k)
+        started = await start_worker(env, profile)
+        roles = pipeline.roles_of(env)
+        before = cpu.snapshot(roles)
     n = len(refs)
     await wait_for(
         env, "SELECT count(*) FROM refunds WHERE finalized_at IS NULL", max(120, n / 20), "refunds"
@@ -220,9 +259,11 @@ async def run_backend(
         async with httpx2.AsyncClient() as c:
             for faults in PROCESSOR.faults():
                 (await c.post(f"{sim_url}/_control/faults", json=faults)).raise_for_status()
-        refs = await pipeline.seed(env, 2 * refunds, sim_url, PROCESSOR)
+        refs = await pipeline.seed(env, 4 * refunds, sim_url, PROCESSOR)
+        phases = [refs[i * refunds : (i + 1) * refunds] for i in range(4)]
 
-        alone = await execute(env, refs[:refunds], k, auth, web_url, None)
+        alone = await execute(env, phases[0], k, auth, web_url, None)
+        alone_live = await execute(env, phases[1], k, auth, web_url, None, live=True)
 
         async with httpx2.AsyncClient(base_url=web_url, headers=auth) as c:
             created = await c.post(
@@ -233,13 +274,23 @@ async def run_backend(
         await receiver.control("/_secret", created.json()["secret"])
         hooked = await execute(
             env,
-            refs[refunds:],
+            phases[2],
             k,
             auth,
             web_url,
             profile and profile.with_name(f"{profile.stem}-{backend}-pipeline.txt"),
         )
         during = await receiver.arrivals()
+        hooked_live = await execute(
+            env,
+            phases[3],
+            k,
+            auth,
+            web_url,
+            profile and profile.with_name(f"{profile.stem}-{backend}-live.txt"),
+            live=True,
+        )
+        during_live = await receiver.arrivals()
 
         # backlog: queued while no worker runs, then one worker started on it
         made = await count(env, "SELECT count(*) FROM webhook_deliveries WHERE refund_id IS NOT NULL")
@@ -268,7 +319,7 @@ async def run_backend(
         backlog = await receiver.arrivals()
         arrived = sorted(r[0] for r in backlog)
 
-        everything = during + backlog
+        everything = during + during_live + backlog
         duplicates, disorder = integrity(everything)
         not_sent = await count(env, "SELECT count(*) FROM webhook_deliveries WHERE status <> 'succeeded'")
         rows = await count(env, "SELECT count(*) FROM webhook_deliveries")
@@ -282,6 +333,10 @@ async def run_backend(
             "hooked": hooked,
             "hooked_deliveries": len(during),
             "hooked_delays": delays_ms(during, hooked["started"]),
+            "alone_live": alone_live,
+            "hooked_live": hooked_live,
+            "live_deliveries": len(during_live),
+            "live_delays": delays_ms(during_live, hooked_live["started"]),
             "backlog_n": len(backlog),
             "backlog_rate": (len(arrived) - 1) / (arrived[-1] - arrived[0]) if len(arrived) > 1 else 0.0,
             "backlog_delays": [(a - started) * 1000 for a in arrived],
@@ -317,6 +372,16 @@ def report(r: dict[str, Any]) -> None:
         f"last sent {hooked['drained_after_final']:.1f} s after the last refund was final"
     )
     print(f"  CPU: {cpu.describe(hooked['cpu'])}")
+    live, hooked_live, delays = r["alone_live"], r["hooked_live"], r["live_delays"]
+    print(f"live, alone                   {live['rps']:8.0f} refunds/s (POSTed while the worker runs)")
+    print(f"  CPU: {cpu.describe(live['cpu'])}")
+    print(
+        f"live, with webhooks           {hooked_live['rps']:8.0f} refunds/s  "
+        f"({hooked_live['rps'] / live['rps']:.2f} of live alone); {r['live_deliveries']} deliveries, "
+        f"change -> arrival p50 {pct(delays, 50):.0f} ms  p99 {pct(delays, 99):.0f} ms; "
+        f"last sent {hooked_live['drained_after_final']:.1f} s after the last refund was final"
+    )
+    print(f"  CPU: {cpu.describe(hooked_live['cpu'])}")
     backlog = r["backlog_delays"]
     print(
         f"backlog                       {r['backlog_rate']:8.0f} deliveries/s; worker start -> arrival "
