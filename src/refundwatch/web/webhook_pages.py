@@ -362,11 +362,21 @@ async def resend_delivery(request: Req, session: Session, endpoint_id: UUID, del
 
 async def refund_deliveries(rt: Runtime, refund_id: UUID) -> dict[str, Any]:
     """The refund page's outgoing deliveries: which endpoint (its host; admins get a link), which
-    event, how it went."""
+    event, how it went. While one is pending the section re-reads itself (``deliveries_poll``): their
+    sending is not a change of the refund, so the live timeline does not announce it."""
     deliveries = await history.list_deliveries(rt, refund_id=refund_id, limit=100)
     known = {e.id: e for e in await endpoints.list_endpoints(rt)} if deliveries else {}
     hosts = {i: urlsplit(e.url).netloc for i, e in known.items()}
-    return {"deliveries": deliveries, "delivery_hosts": hosts, "delivery_endpoints": known}
+    due = [d.next_attempt_at for d in deliveries if d.status == "pending" and d.next_attempt_at]
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=60)
+    # Every 3 s while a send is due within the minute; every minute while retries are further off.
+    every = None if not due else "3s" if min(due) <= soon else "60s"
+    return {
+        "deliveries": deliveries,
+        "delivery_hosts": hosts,
+        "delivery_endpoints": known,
+        "deliveries_poll": every and (f"/refunds/{refund_id}/deliveries", every),
+    }
 
 
 @get("/refunds/{refund_id:uuid}/deliveries", include_in_schema=False)
