@@ -106,7 +106,12 @@ def test_unanswered_webhooks_are_retried_on_the_scaled_schedule(
     attempts = checkout_receiver.all()
     assert [d.answered for d in attempts] == [500, 500, 500, 200]
     assert len({d.body for d in attempts}) == 1  # the same event, signed the same way
-    [row] = csim.control("GET", "/webhooks?processor=checkout").json()
+    # The receiver records the request before its answer reaches the simulator: wait for that answer.
+    [row] = wait_for(
+        lambda: [
+            d for d in csim.control("GET", "/webhooks?processor=checkout").json() if d["state"] != "pending"
+        ]
+    )
     assert (row["state"], row["attempts"]) == ("delivered", 4)
     assert [a["waited"] for a in row["attempt_log"]] == [0.0, 0.03, 0.06, 0.12]
 

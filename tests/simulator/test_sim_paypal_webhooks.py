@@ -224,7 +224,12 @@ def test_unacknowledged_webhooks_come_back_as_new_transmissions(
     assert len({d.json()["id"] for d in attempts}) == 1  # the event id stays
     assert len({d.header("PAYPAL-TRANSMISSION-ID") for d in attempts}) == 3  # each attempt is a transmission
     assert len({d.header("PAYPAL-TRANSMISSION-SIG") for d in attempts}) == 3
-    [delivery] = psim.control("GET", "/webhooks?processor=paypal").json()
+    # The receiver records the request before its answer reaches the simulator: wait for that answer.
+    [delivery] = wait_for(
+        lambda: [
+            d for d in psim.control("GET", "/webhooks?processor=paypal").json() if d["state"] != "pending"
+        ]
+    )
     assert (delivery["state"], delivery["attempts"]) == ("delivered", 3)
     assert [round(a["waited"], 3) for a in delivery["attempt_log"]] == [0.0, 0.03, 0.06]
     # Every transmission, failed ones too, verifies online.
