@@ -339,7 +339,6 @@ class Template:
     stack (the commands themselves are tested in test_cli)."""
 
     backend: str
-    database_url: str
     api_key: str
     pg_name: str | None = None
     path: Path | None = None
@@ -365,7 +364,7 @@ class Template:
         if path is not None:  # everything in the main file, so that a copy of it alone is whole
             with contextlib.closing(sqlite3.connect(path)) as db:
                 db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return cls(backend, url, key, pg_name, path)
+        return cls(backend, key, pg_name, path)
 
     def copy(self, workdir: Path) -> tuple[str, str | None]:
         """(database URL, PostgreSQL database name or None) of a fresh copy."""
