@@ -272,25 +272,12 @@ async def run_backend(
             )
             created.raise_for_status()
         await receiver.control("/_secret", created.json()["secret"])
-        hooked = await execute(
-            env,
-            phases[2],
-            k,
-            auth,
-            web_url,
-            profile and profile.with_name(f"{profile.stem}-{backend}-pipeline.txt"),
-        )
-        during = await receiver.arrivals()
-        hooked_live = await execute(
-            env,
-            phases[3],
-            k,
-            auth,
-            web_url,
-            profile and profile.with_name(f"{profile.stem}-{backend}-live.txt"),
-            live=True,
-        )
-        during_live = await receiver.arrivals()
+        results: list[tuple[dict[str, Any], list[tuple[Any, ...]]]] = []
+        for refs_of_phase, live, name in ((phases[2], False, "pipeline"), (phases[3], True, "live")):
+            py_spy = profile and profile.with_name(f"{profile.stem}-{backend}-{name}.txt")
+            ran = await execute(env, refs_of_phase, k, auth, web_url, py_spy, live=live)
+            results.append((ran, await receiver.arrivals()))
+        (hooked, during), (hooked_live, during_live) = results
 
         # backlog: queued while no worker runs, then one worker started on it
         made = await count(env, "SELECT count(*) FROM webhook_deliveries WHERE refund_id IS NOT NULL")
