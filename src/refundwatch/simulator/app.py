@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import signal
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -183,8 +185,34 @@ def serve(
     if connections_path is not None:
         load_connections(connections_path)  # fail fast, before any server starts
     public_url = public_url or f"http://{host}:{port}"
-    if paypal_cert_dir is None:  # one directory for the process, whichever server builds the app
-        paypal_cert_dir = load_paypal_certificates(None).directory
+    if paypal_cert_dir is not None:
+        _serve(host, port, connections_path, webhook_url, server, paypal_cert_dir, public_url)
+        return
+    # One directory for the process, whichever server builds the app; a temporary one holds a CA's
+    # private key, so it goes with the process.
+    made = load_paypal_certificates(None).directory
+    # uvicorn raises the SIGTERM it caught again once it has shut down; as an exception here, not the
+    # default handler's instant death, it lets the directory go too.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        _serve(host, port, connections_path, webhook_url, server, made, public_url)
+    finally:
+        shutil.rmtree(made, ignore_errors=True)
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _serve(
+    host: str,
+    port: int,
+    connections_path: Path | None,
+    webhook_url: str | None,
+    server: ServerName,
+    paypal_cert_dir: Path,
+    public_url: str,
+) -> None:
     if _pick_server(server) == "uvicorn":
         import uvicorn
 
