@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -301,6 +302,16 @@ class Gateway(Protocol):
 
     def scrub(self, text: str) -> str:
         """Mask every credential, token and card-like value in a log line or body excerpt."""
+
+
+# An adapter's masking rules: each pattern's matches replaced in turn (see Gateway.scrub).
+ScrubRules = tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...]
+
+
+def apply_scrub_rules(rules: ScrubRules, text: str) -> str:
+    for pattern, replacement in rules:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 async def read_refund(

@@ -11,7 +11,7 @@ import binascii
 import json
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -29,9 +29,11 @@ from refundwatch.gateways.base import (
     HealthResult,
     RefundRequest,
     RefundResult,
+    ScrubRules,
     WebhookEvent,
     WebhookItem,
     WebhookVerificationError,
+    apply_scrub_rules,
     as_json,
 )
 from refundwatch.gateways.retry_after import parse_retry_after
@@ -44,7 +46,7 @@ API_VERSION = "v72"
 _MESSAGE_CHARS = calls.MESSAGE_CHARS
 NO_READ_ENDPOINT = "Adyen has no endpoint to read a refund: its outcome comes from notifications"
 
-_SCRUB_RULES: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
+_SCRUB_RULES: ScrubRules = (
     # API keys: long base64-like strings starting "AQE" (Customer Area > API credentials).
     (re.compile(r"(?<![A-Za-z0-9+/])AQE[A-Za-z0-9+/=_.\-*]{12,}"), "AQE****"),
     (re.compile(r"(?i)(x-api-key[\"']?\s*[:=]\s*[\"']?)[^\s\"',;]+"), r"\1[REDACTED]"),
@@ -218,9 +220,7 @@ class AdyenGateway:
     # --- secrets --------------------------------------------------------------------------------------
 
     def scrub(self, text: str) -> str:
-        for pattern, replacement in _SCRUB_RULES:
-            text = pattern.sub(replacement, text)
-        return text
+        return apply_scrub_rules(_SCRUB_RULES, text)
 
     # --- internals ------------------------------------------------------------------------------------
 

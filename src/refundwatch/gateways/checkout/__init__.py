@@ -29,7 +29,7 @@ import hmac
 import json
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -45,9 +45,11 @@ from refundwatch.gateways.base import (
     HealthResult,
     RefundRequest,
     RefundResult,
+    ScrubRules,
     WebhookEvent,
     WebhookItem,
     WebhookVerificationError,
+    apply_scrub_rules,
     as_json,
 )
 from refundwatch.gateways.checkout import errors
@@ -76,7 +78,7 @@ def _mask_card(match: re.Match[str]) -> str:
     return "[REDACTED]" if total % 10 == 0 else text
 
 
-_SCRUB_RULES: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
+_SCRUB_RULES: ScrubRules = (
     # Secret keys of both platforms (sk_…, sk_sbox_…, sk_test_…-…), wherever they appear.
     (re.compile(r"(?<![A-Za-z0-9])sk_[A-Za-z0-9_\-*#$=]{6,}"), "sk_****"),
     (re.compile(r"(?i)\b(bearer|basic)\s+[^\s\"',;]+"), r"\1 [REDACTED]"),
@@ -311,9 +313,7 @@ class CheckoutGateway:
     # --- secrets --------------------------------------------------------------------------------------
 
     def scrub(self, text: str) -> str:
-        for pattern, replacement in _SCRUB_RULES:
-            text = pattern.sub(replacement, text)
-        return text
+        return apply_scrub_rules(_SCRUB_RULES, text)
 
     # --- internals ------------------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -43,9 +43,11 @@ from refundwatch.gateways.base import (
     HealthResult,
     RefundRequest,
     RefundResult,
+    ScrubRules,
     WebhookEvent,
     WebhookItem,
     WebhookVerificationError,
+    apply_scrub_rules,
     as_json,
 )
 from refundwatch.gateways.paypal import auth, errors, verification
@@ -74,7 +76,7 @@ def _mask_card(match: re.Match[str]) -> str:
     return "[REDACTED]" if total % 10 == 0 else text
 
 
-_SCRUB_RULES: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
+_SCRUB_RULES: ScrubRules = (
     # The token field of a token answer, whatever its value looks like.
     (re.compile(r"(\"access_token\"\s*:\s*\")[^\"]*"), r"\1[REDACTED]"),
     (
@@ -270,9 +272,7 @@ class PayPalGateway:
     # --- secrets --------------------------------------------------------------------------------------
 
     def scrub(self, text: str) -> str:
-        for pattern, replacement in _SCRUB_RULES:
-            text = pattern.sub(replacement, text)
-        return text
+        return apply_scrub_rules(_SCRUB_RULES, text)
 
     # --- internals ------------------------------------------------------------------------------------
 

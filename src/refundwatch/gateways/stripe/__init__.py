@@ -11,7 +11,7 @@ import hmac
 import json
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from urllib.parse import quote, urlencode
 
 import httpx2
@@ -26,9 +26,11 @@ from refundwatch.gateways.base import (
     HealthResult,
     RefundRequest,
     RefundResult,
+    ScrubRules,
     WebhookEvent,
     WebhookItem,
     WebhookVerificationError,
+    apply_scrub_rules,
     as_json,
 )
 from refundwatch.gateways.retry_after import parse_retry_after
@@ -49,7 +51,7 @@ def _mask_key(match: re.Match[str]) -> str:
     return f"{kind}_{mode}_****" if mode else f"{kind}_****"
 
 
-_SCRUB_RULES: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
+_SCRUB_RULES: ScrubRules = (
     # Secret and restricted API keys, including Stripe's own partly masked echoes of them.
     (re.compile(r"(?<![A-Za-z0-9])(sk|rk)_(?:(live|test)_)?[A-Za-z0-9*]+"), _mask_key),
     (re.compile(r"(?<![A-Za-z0-9])whsec_[A-Za-z0-9+/=*]+"), "whsec_****"),
@@ -184,9 +186,7 @@ class StripeGateway:
     # --- secrets --------------------------------------------------------------------------------------
 
     def scrub(self, text: str) -> str:
-        for pattern, replacement in _SCRUB_RULES:
-            text = pattern.sub(replacement, text)
-        return text
+        return apply_scrub_rules(_SCRUB_RULES, text)
 
     # --- internals ------------------------------------------------------------------------------------
 
