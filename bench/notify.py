@@ -174,17 +174,13 @@ async def execute(
     runs, then the worker started on them, as pipeline.py's execution figure. Live: the worker runs
     first and the refunds are POSTed at full speed (K clients) while it executes them."""
     bodies = [{"payment_reference": r, "amount": 1000, "currency": "EUR", "reason": "return"} for r in refs]
-    roles = pipeline.roles_of(env)
+    if not live:
+        intake = await loadgen.post_all(f"{web_url}/api/v1/refunds", auth, bodies, k)
+    started = await start_worker(env, profile)
+    roles = pipeline.roles_of(env)  # the worker just started is one of them
+    before = cpu.snapshot(roles)
     if live:
-        started = await start_worker(env, profile)
-        roles = pipeline.roles_of(env)
-        before = cpu.snapshot(roles)
         intake = await loadgen.post_all(f"{web_url}/api/v1/refunds", auth, bodies, k)
-    else:
-        intake = await loadgen.post_all(f"{web_url}/api/v1/refunds", auth, bodies, k)
-        started = await start_worker(env, profile)
-        roles = pipeline.roles_of(env)
-        before = cpu.snapshot(roles)
     n = len(refs)
     await wait_for(
         env, "SELECT count(*) FROM refunds WHERE finalized_at IS NULL", max(120, n / 20), "refunds"
