@@ -30,6 +30,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -607,10 +608,23 @@ def run_demo(*, port: int = 8000, traffic: bool = True) -> None:
         if sup.children:
             _say("\nstopping the demo: " + ", ".join(c.label for c in sup.children))
         sup.stop_all()
+        _fold_sqlite_wal(os.environ.get("REFUNDWATCH_DATABASE_URL", ""))
         if sup.redis_claimed is not None and demo_redis.release_database(sup.redis_claimed):
             _say(f"emptied the demo's Redis database ({sup.redis_claimed})")
         _tidy(workspace, failed)
     _say("the demo has stopped")
+
+
+def _fold_sqlite_wal(url: str) -> None:
+    """A SQLite database left whole in its one file: a process killed after the stop's grace period
+    leaves its write-ahead log beside it, and a copy of the file alone would miss those writes. The
+    last connection to close folds the log in and removes it and its index."""
+    if not url.startswith("sqlite") or ":///" not in url:
+        return
+    path = Path(url.split(":///", 1)[1])
+    if path.exists():
+        with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def _tidy(workspace: Workspace, failed: bool) -> None:
