@@ -7,9 +7,12 @@ the simulator, or built and signed by the test with the official SDK's ``generat
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import datetime as dt
 import json
 import time
+import uuid
 from typing import Any
 
 import httpx2
@@ -17,6 +20,11 @@ import pytest
 from Adyen.util import generate_notification_sig
 
 from processors import ADYEN_HMAC_KEY, ADYEN_MERCHANT, kit
+from refundwatch.audit.actions import processor_actor
+from refundwatch.db.engine import Database
+from refundwatch.gateways.base import GatewayStatus, WebhookEvent
+from refundwatch.refunds import cas
+from refundwatch.webhooks import fastpath, storing
 from stack import Stack, db_rows, wait_until
 
 pytestmark = pytest.mark.slow
@@ -414,3 +422,56 @@ def test_a_notification_reaching_a_refund_still_submitting_is_applied_on_receipt
     # (its own REFUND notification, no longer dropped, may already have settled it).
     stack.wait_status(retried["id"], "processing", "succeeded")
     assert len(ledger(stack, psp_retried)) == 2
+
+
+def test_a_deliverys_confirming_notifications_run_as_one_pipelined_batch(stack: Stack) -> None:
+    """PostgreSQL: the fast path runs a delivery's confirming notifications of one shape in one
+    pipelined, atomic round trip (``cas.run_many``). Every parameter of that statement must be given,
+    the literal NULL of the outgoing webhooks' part included: without it every batch failed and was
+    applied one by one, with the same outcome at several times the cost. A redelivery of the same
+    batch moves nothing."""
+    if stack.backend != "postgresql":
+        pytest.skip("pipelined batches are PostgreSQL's; SQLite applies a delivery in one write")
+    faults(stack, webhook_drop_rate=1.0)
+    try:
+        current = [stack.wait_status(refund(stack, payment(stack), 600), "processing") for _ in range(3)]
+    finally:
+        faults(stack)
+    ((connection_id,),) = db_rows(
+        stack, "SELECT connection_id FROM refunds WHERE id = ?", uuid.UUID(current[0]["id"])
+    )
+
+    def plans() -> list[cas.Prepared]:
+        events = [
+            (
+                b"{}",
+                WebhookEvent(
+                    event_id=f"{r['gateway_refund_id']}:REFUND:true",
+                    event_type="REFUND",
+                    gateway_refund_id=r["gateway_refund_id"],
+                    refund_id=r["id"],
+                    status=GatewayStatus.SUCCEEDED,
+                    amount=r["amount"],
+                    currency=r["currency"],
+                ),
+            )
+            for r in current
+        ]
+        actor, now = processor_actor(ADYEN.connection), dt.datetime.now(dt.UTC)
+        rows = storing.new_rows(connection_id, ADYEN.connection, events, actor, now)
+        return [fastpath.prepare(connection_id, ADYEN.connection, new, stored=False)[0] for new in rows]
+
+    async def run_twice() -> None:
+        db = Database(stack.database_url)
+        try:
+            await cas.run_many(db, plans())
+            await cas.run_many(db, plans())  # Adyen resends what it thinks unacknowledged
+        finally:
+            await db.dispose()
+
+    asyncio.run(run_twice())
+    for r in current:
+        done = stack.get(r["id"])
+        assert done["status"] == "succeeded", done
+        assert [e["status"] for e in done["events"]].count("succeeded") == 1, done["events"]
+        assert len(stored_event(stack, r, "REFUND", True)) == 1

@@ -27,9 +27,9 @@ def _compiled(
     """(SQL with $n placeholders, parameter names by position, literal values, bind processors)."""
     compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
     names = tuple(compiled.positiontup or ())
-    literals = {
-        name: value for name, value in compiled.construct_params(_check=False).items() if value is not None
-    }
+    # Values the statement carries itself (``literal(...)``, NULL included); every other bind is a
+    # parameter the caller must give.
+    literals = {name: bind.effective_value for bind, name in compiled.bind_names.items() if not bind.required}
     # SQLAlchemy keeps the per-parameter type processors here; there is no public accessor.
     processors = dict(compiled._bind_processors)  # type: ignore[attr-defined]
     return compiled.string, names, literals, processors

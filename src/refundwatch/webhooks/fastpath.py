@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 from sqlalchemy import Connection
 
 from refundwatch.audit.actions import processor_actor
@@ -63,7 +64,7 @@ def report_fields(event: WebhookEvent, trigger: Trigger) -> dict[str, Any]:
     return fields
 
 
-def _prepare(connection_id: UUID, connection_name: str, new: NewRow, *, stored: bool) -> list[cas.Prepared]:
+def prepare(connection_id: UUID, connection_name: str, new: NewRow, *, stored: bool) -> list[cas.Prepared]:
     """The transitions ``new`` may report if it is the common confirming case, to try in order (none
     when it is not). ``stored``: the event is already stored (mark it processed) rather than stored
     with it. First the report about the current attempt's processor refund; then, for an outcome, the
@@ -125,7 +126,7 @@ async def store_and_apply(
         plans = {
             r.row.id: found
             for r in rows
-            if (found := _prepare(connection_id, connection_name, r, stored=True))
+            if (found := prepare(connection_id, connection_name, r, stored=True))
         }
         stored, applied = await rt.db.run_sqlite_write(lambda conn: _sqlite(conn, rows, plans, now))
         for refund_id in applied.values():  # committed: the dashboards may hear of it
@@ -164,7 +165,7 @@ async def _apply_pg(
     plans = {
         new.row.id: found
         for new in rows
-        if (found := _prepare(connection_id, connection_name, new, stored=False))
+        if (found := prepare(connection_id, connection_name, new, stored=False))
     }
     applied: dict[UUID, UUID] = {}  # event row id -> refund id
     for turn in range(max((len(found) for found in plans.values()), default=0)):
@@ -179,8 +180,16 @@ async def _apply_pg(
         for group in shapes.values():
             try:
                 await cas.run_many(rt.db, group)
-            except Exception:  # e.g. one event stored meanwhile by another delivery: none applied
-                log.info("fast path batch of %d not applied; one by one", len(group), exc_info=True)
+            except Exception as exc:  # none applied
+                # One event stored meanwhile by another delivery is expected; anything else is a fault
+                # that costs every batch its speed while the outcome stays right, so it must be seen.
+                expected = isinstance(exc, asyncpg.PostgresError)
+                log.log(
+                    logging.INFO if expected else logging.WARNING,
+                    "fast path batch of %d not applied; one by one",
+                    len(group),
+                    exc_info=True,
+                )
                 await _one_by_one(rt, group)
         for row_id in await storing.stored_among(rt, list(todo)):
             applied[row_id] = todo[row_id].refund_id
