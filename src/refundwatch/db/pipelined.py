@@ -1,10 +1,11 @@
 """PostgreSQL: one statement run for many parameter sets in one pipelined round trip, atomically.
 
-asyncpg's ``executemany`` sends every bind and execute before it waits, inside one transaction: all
-parameter sets take effect or none do, with one commit. Through SQLAlchemy each set would be its own
-round trip and commit, each paying the adapter's per-call work (greenlet hop, parameter processing,
-result wrapping). The statement is compiled once by SQLAlchemy's asyncpg dialect, so the SQL and the
-bind processors (custom column types) are exactly what SQLAlchemy itself would send.
+asyncpg's ``fetchmany`` (``executemany`` that keeps the rows) sends every bind and execute before it
+waits, inside one transaction: all parameter sets take effect or none do, with one commit. Through
+SQLAlchemy each set would be its own round trip and commit, each paying the adapter's per-call work
+(greenlet hop, parameter processing, result wrapping). The statement is compiled once by SQLAlchemy's
+asyncpg dialect, so the SQL and the bind processors (custom column types) are exactly what SQLAlchemy
+itself would send.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import functools
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
+from asyncpg import Record
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
@@ -35,13 +37,15 @@ def _compiled(
     return compiled.string, names, literals, processors
 
 
-async def execute_many(db: Database, statement: ClauseElement, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Run ``statement`` once per parameter set in ``rows``; atomically (all or none); results are
-    discarded. Raises what the database raised, with nothing applied."""
+async def fetch_many(
+    db: Database, statement: ClauseElement, rows: Sequence[Mapping[str, Any]]
+) -> list[Record]:
+    """Run ``statement`` once per parameter set in ``rows``, atomically (all or none); the rows every
+    run returned, in order. Raises what the database raised, with nothing applied."""
     if db.is_sqlite:
         raise RuntimeError("pipelined execution is for PostgreSQL")
     if not rows:
-        return
+        return []
     sql, names, literals, processors = _compiled(statement, db.engine.dialect)
     args = []
     for row in rows:
@@ -54,4 +58,4 @@ async def execute_many(db: Database, statement: ClauseElement, rows: Sequence[Ma
         )
     async with db.read_engine.connect() as conn:  # autocommit: asyncpg opens the one transaction
         raw = await conn.get_raw_connection()
-        await raw.driver_connection.executemany(sql, args)  # type: ignore[union-attr]
+        return cast(list[Record], await raw.driver_connection.fetchmany(sql, args))  # type: ignore[union-attr]

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 from uuid import UUID
 
+from asyncpg import Record
 from sqlalchemy import (
     Connection,
     Row,
@@ -238,7 +239,9 @@ def _statements(
 
 
 def _with_new_webhook(single: Select[Any], cte: Any) -> Select[Any]:
-    """The reporting event stored as processed and audited as accepted, in the transition's statement."""
+    """The reporting event stored as processed and audited as accepted, in the transition's statement;
+    its row id comes back with the moved refund's row (``webhook_event_id``), so a batch of them
+    (``run_many``) tells which events it applied."""
     event_values = {
         name: _param(WEBHOOK_EVENTS, name, f"y_{name}")
         for name in ("id", "connection_id", "event_id", "event_type", "payload", "outcome")
@@ -246,6 +249,7 @@ def _with_new_webhook(single: Select[Any], cte: Any) -> Select[Any]:
     event_values["received_at"] = _param(WEBHOOK_EVENTS, "received_at", "p_now")
     event_values["processed_at"] = _param(WEBHOOK_EVENTS, "processed_at", "p_now")
     accepted = {name: _param(AUDIT, name, f"y_a_{name}") for name in AUDIT_COLUMNS}
+    single = single.add_columns(event_values["id"].label("webhook_event_id"))
     return single.add_cte(
         insert(WEBHOOK_EVENTS)
         .from_select(
@@ -428,16 +432,17 @@ async def run(db: Database, prepared: Prepared) -> Row[Any] | None:
     return row
 
 
-async def run_many(db: Database, prepared: Sequence[Prepared]) -> None:
+async def run_many(db: Database, prepared: Sequence[Prepared]) -> list[Record]:
     """PostgreSQL: run transitions of one shape (the same ``statements``) in one pipelined round trip,
-    atomically: all of them are tried, or none when the database raised. Which ones moved is for the
-    caller to read back (a stored webhook event, say); the caller tells the dashboards."""
+    atomically: all of them are tried, or none when the database raised. Returns the moved refunds'
+    rows (a stored webhook event's carry its id as ``webhook_event_id``); the caller tells the
+    dashboards."""
     if not prepared:
-        return
+        return []
     statements = prepared[0].statements
     if any(p.statements is not statements for p in prepared):
         raise ValueError("run_many takes transitions of one shape")
-    await pipelined.execute_many(db, statements.single, [p.params for p in prepared])
+    return await pipelined.fetch_many(db, statements.single, [p.params for p in prepared])
 
 
 def run_in(prepared: Prepared, conn: Connection) -> Row[Any] | None:

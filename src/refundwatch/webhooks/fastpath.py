@@ -160,8 +160,9 @@ async def _apply_pg(
     rt: Runtime, connection_id: UUID, connection_name: str, rows: Sequence[NewRow]
 ) -> set[UUID]:
     """Each event's first plan, then the second plans of those the first did not apply. Plans of one
-    shape run in one pipelined, atomic round trip (``cas.run_many``); an event was applied exactly when
-    its row was stored (a plan stores it only with the transition), which one read then tells."""
+    shape run in one pipelined, atomic round trip (``cas.run_many``), whose rows name the events it
+    applied. An event was applied exactly when its row was stored (a plan stores it only with the
+    transition): when a batch raised, one read tells, whatever the database did before it raised."""
     plans = {
         new.row.id: found
         for new in rows
@@ -177,10 +178,11 @@ async def _apply_pg(
         shapes: dict[int, list[cas.Prepared]] = {}
         for plan in todo.values():
             shapes.setdefault(id(plan.statements), []).append(plan)
+        uncertain: list[UUID] = []
         for group in shapes.values():
             try:
-                await cas.run_many(rt.db, group)
-            except Exception as exc:  # none applied
+                moved = await cas.run_many(rt.db, group)
+            except Exception as exc:
                 # One event stored meanwhile by another delivery is expected; anything else is a fault
                 # that costs every batch its speed while the outcome stays right, so it must be seen.
                 expected = isinstance(exc, asyncpg.PostgresError)
@@ -191,7 +193,12 @@ async def _apply_pg(
                     exc_info=True,
                 )
                 await _one_by_one(rt, group)
-        for row_id in await storing.stored_among(rt, list(todo)):
+                uncertain.extend(p.params["y_id"] for p in group)
+            else:
+                applied.update(
+                    (row["webhook_event_id"], todo[row["webhook_event_id"]].refund_id) for row in moved
+                )
+        for row_id in await storing.stored_among(rt, uncertain):
             applied[row_id] = todo[row_id].refund_id
     for refund_id in applied.values():  # committed: the dashboards may hear of it
         signals.refund_changed(refund_id)
