@@ -13,6 +13,8 @@ import base64
 import concurrent.futures
 import datetime as dt
 import json
+import os
+import signal
 import struct
 import uuid
 import zlib
@@ -229,3 +231,42 @@ def test_webhooks_signed_as_paypal_are_applied_and_tampered_ones_refused(stack: 
     assert response.status_code == 401, response.text
     assert "transmission id" in response.json()["message"]
     assert stack.get(refund_id)["status"] == "succeeded"
+
+
+def test_a_certificate_host_that_does_not_answer_is_no_verdict(stack: Stack) -> None:
+    """PayPal's certificate host is down (here the simulator, stopped): the delivery cannot be
+    checked, which says nothing about it. It is refused with 503 (PayPal re-sends), audited as
+    unverified, and not counted against PayPal's address; the same delivery is accepted once the host
+    answers again."""
+    faults(stack, pending_rate=1.0, settle_ms=600_000)
+    try:
+        capture = stack.payment(5_000, processor="paypal")
+        pending = stack.wait_status(refund(stack, capture, 1_500), "processing")
+    finally:
+        faults(stack)
+    (sent,) = ledger(stack, capture)
+    body = event_about(pending, sent["idempotency_key"], "PAYMENT.CAPTURE.REFUNDED", "COMPLETED")
+    headers = signed_headers(stack, body)
+    # A certificate this web process has not fetched and kept yet (PayPal's names change with its keys).
+    unseen = headers | {
+        "PAYPAL-CERT-URL": f"{stack.sim_url}/paypal/v1/notifications/certs/CERT-{uuid.uuid4().hex}"
+    }
+    simulator = stack.procs["simulator"].popen
+    assert simulator is not None
+    os.killpg(simulator.pid, signal.SIGSTOP)  # connections are accepted by the kernel, never answered
+    try:
+        response = deliver(stack, body, unseen)
+    finally:
+        os.killpg(simulator.pid, signal.SIGCONT)
+    assert response.status_code == 503, response.text
+    assert response.json()["code"] == "verification_unavailable"
+    audited = db_rows(
+        stack,
+        "SELECT details FROM audit_log WHERE action = ? AND target_id = ?",
+        "webhook:event:unverified",
+        PAYPAL.connection,
+    )
+    assert any("certificate host did not answer in time" in str(row[0]) for row in audited), audited
+    assert stack.get(pending["id"])["status"] == "processing"
+    assert deliver(stack, body, headers).status_code < 300  # PayPal's re-send, the host back
+    assert stack.wait_status(pending["id"], "succeeded")["status"] == "succeeded"

@@ -1,7 +1,8 @@
 """webhooks.services.receive with a gateway whose verification needs requests (Capabilities.
 verifies_remotely): it gets the runtime's shared client, runs under
-REFUNDWATCH_WEBHOOK_VERIFY_TIMEOUT_SECONDS, and a refusal or a timeout is rejected and recorded exactly
-as a bad signature is. The storing side is replaced here (it has its own tests); the gateway is a fake,
+REFUNDWATCH_WEBHOOK_VERIFY_TIMEOUT_SECONDS. A refusal is rejected and recorded exactly as a bad
+signature is; a timeout or an unreachable verifier is no verdict: 503, audited, not counted against the
+sender. The storing side is replaced here (it has its own tests); the gateway is a fake,
 chosen by capability, not by name."""
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from refundwatch.gateways.base import (
     WebhookEvent,
     WebhookItem,
     WebhookVerificationError,
+    WebhookVerificationUnavailable,
 )
-from refundwatch.lib.exceptions import AuthenticationFailed
+from refundwatch.lib.exceptions import AuthenticationFailed, Unavailable
 from refundwatch.webhooks import services
 
 BODY = b'{"id": "WH-1", "event_type": "PAYMENT.CAPTURE.REFUNDED"}'
@@ -34,7 +36,7 @@ BODY = b'{"id": "WH-1", "event_type": "PAYMENT.CAPTURE.REFUNDED"}'
 @dataclass
 class FakeGateway:
     capabilities: Capabilities
-    outcome: str = "accept"  # accept | refuse | hang
+    outcome: str = "accept"  # accept | refuse | hang | down
     remote_calls: list[httpx2.AsyncClient] = field(default_factory=list)
     local_calls: int = 0
     processor: str = "fake"
@@ -59,6 +61,8 @@ class FakeGateway:
             raise WebhookVerificationError("the certificate does not chain to a trusted authority")
         if self.outcome == "hang":
             await asyncio.sleep(30)
+        if self.outcome == "down":
+            raise WebhookVerificationUnavailable("the certificate host could not be reached (ConnectError)")
         return [WebhookItem(body)]
 
     def parse_webhook(self, body: bytes) -> list[WebhookEvent]:
@@ -84,10 +88,13 @@ class FakeRuntime:
 
 @pytest.fixture
 def world(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    seen: dict[str, Any] = {"rejections": [], "stored": []}
+    seen: dict[str, Any] = {"rejections": [], "stored": [], "audited": []}
 
     async def reject(rt: Any, connection: str, reason: str, actor: Any) -> None:
         seen["rejections"].append((connection, reason, actor.type))
+
+    async def audit(rt: Any, action: str, connection: str, reason: str, actor: Any) -> None:
+        seen["audited"].append((action, connection, reason))
 
     def new_rows(connection_id: Any, name: str, events: Any, actor: Any, now: Any) -> list[Any]:
         seen["stored"].extend(event.event_id for _, event in events)
@@ -97,6 +104,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         return set(), set()
 
     monkeypatch.setattr(services, "_reject", reject)
+    monkeypatch.setattr(services, "_audit_refusal", audit)
     monkeypatch.setattr(services, "new_rows", new_rows)
     monkeypatch.setattr(services.fastpath, "store_and_apply", store_and_apply)
     return seen
@@ -139,16 +147,35 @@ async def test_a_remote_refusal_is_rejected_like_a_bad_signature(
     assert world["stored"] == []
 
 
-async def test_a_slow_remote_verification_is_cut_off_and_refused(
+async def test_a_slow_remote_verification_is_cut_off_without_a_verdict(
     world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Running out of time says nothing about the delivery: 503 (the processor re-sends), audited as
+    unverified, and not counted against the sender, whose deliveries would otherwise be refused for a
+    while after a certificate host's outage."""
     gateway = FakeGateway(Capabilities(verifies_remotely=True), outcome="hang")
     started = time.monotonic()
-    with pytest.raises(AuthenticationFailed) as caught:
+    with pytest.raises(Unavailable) as caught:
         await receive(gateway, monkeypatch, timeout=0.2)
     assert time.monotonic() - started < 5
-    assert caught.value.code == "invalid_signature"
-    assert world["rejections"] == [("fake-eu", "verification did not finish within 0.2 s", "processor")]
+    assert (caught.value.status_code, caught.value.code) == (503, "verification_unavailable")
+    assert world["rejections"] == []
+    assert world["audited"] == [
+        ("webhook:event:unverified", "fake-eu", "verification did not finish within 0.2 s")
+    ]
+    assert world["stored"] == []
+
+
+async def test_an_unreachable_verifier_is_no_verdict(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gateway = FakeGateway(Capabilities(verifies_remotely=True), outcome="down")
+    with pytest.raises(Unavailable) as caught:
+        await receive(gateway, monkeypatch)
+    assert caught.value.status_code == 503
+    assert "could not be reached" in str(caught.value)
+    assert world["rejections"] == []
+    assert [action for action, *_ in world["audited"]] == ["webhook:event:unverified"]
     assert world["stored"] == []
 
 

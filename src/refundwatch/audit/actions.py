@@ -26,6 +26,7 @@ API_REFUND_CREATE = "api:refund:create"
 REFUND_TRANSITION = "{source}:refund:transition"
 WEBHOOK_ACCEPTED = "webhook:event:accepted"
 WEBHOOK_REJECTED = "webhook:event:rejected"
+WEBHOOK_UNVERIFIED = "webhook:event:unverified"  # could not be checked now; the processor re-sends
 CLI_CONNECTION_CREATE = "cli:connection:create"
 CLI_CONNECTION_UPDATE = "cli:connection:update"
 CLI_PAYMENTS_IMPORT = "cli:payments:import"

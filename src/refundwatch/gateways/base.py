@@ -175,6 +175,12 @@ class WebhookVerificationError(Exception):
     """Signature missing, malformed, stale or wrong. The message is safe to show."""
 
 
+class WebhookVerificationUnavailable(WebhookVerificationError):
+    """No verdict: what the check needs (a signing certificate, the processor's verification API)
+    did not answer, or answered that it cannot now. Nothing is said about the delivery itself, so it
+    is not counted against its sender; the processor re-sends it."""
+
+
 @dataclass(frozen=True, slots=True)
 class WebhookEvent:
     """A verified notification, reduced to what the refunds core needs."""

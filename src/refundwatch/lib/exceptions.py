@@ -48,6 +48,13 @@ class PermissionDenied(RefundwatchError):
     code = "insufficient_scope"
 
 
+class Unavailable(RefundwatchError):
+    """Something the request depends on did not answer; the same request may succeed later."""
+
+    status_code = 503
+    code = "unavailable"
+
+
 class BadInput(RefundwatchError):
     """Bad CLI input or file: one line, non-zero exit."""
 

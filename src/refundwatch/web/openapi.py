@@ -64,6 +64,7 @@ _MEANING = {
     413: "The request body is too large",
     422: "The request is well-formed JSON but not acceptable; `code` says why",
     429: "Too many requests from this client; retry after `Retry-After` seconds",
+    503: "Something this request depends on did not answer; the same request may succeed later",
 }
 _RETRY_AFTER = {
     "Retry-After": {
@@ -160,6 +161,7 @@ OPERATIONS: dict[tuple[str, str], dict[int, tuple[str, ...]]] = {
         413: ("http_error",),
         422: ("malformed_webhook", "validation_error"),
         429: ("rate_limited",),
+        503: ("verification_unavailable",),
     },
 }
 # Answers that are not errors but are not the handler's declared status either.

@@ -32,10 +32,11 @@ from refundwatch.gateways.base import (
     WebhookEvent,
     WebhookItem,
     WebhookVerificationError,
+    WebhookVerificationUnavailable,
 )
 from refundwatch.gateways.registry import get_gateway
 from refundwatch.jobs import enqueue
-from refundwatch.lib.exceptions import AuthenticationFailed, NotFound, ValidationFailed
+from refundwatch.lib.exceptions import AuthenticationFailed, NotFound, Unavailable, ValidationFailed
 from refundwatch.reconciliation.pulling import enqueue_pull
 from refundwatch.refunds import attempts
 from refundwatch.refunds.outcome_log import log_refund
@@ -61,21 +62,24 @@ class Receipt:
 async def _reject(rt: Runtime, connection: str, reason: str, actor: Actor) -> None:
     """Count a rejected delivery in Redis, audited per minute by the worker (webhooks.rejections);
     only when Redis cannot take it, audit it here. Never let this bookkeeping hide the rejection."""
-    if await rejections.note_rejection(rt, connection, reason, actor.ip):
-        return
+    if not await rejections.note_rejection(rt, connection, reason, actor.ip):
+        await _audit_refusal(rt, actions.WEBHOOK_REJECTED, connection, reason, actor)
+
+
+async def _audit_refusal(rt: Runtime, action: str, connection: str, reason: str, actor: Actor) -> None:
     try:
         async with rt.db.session() as session:
             record(
                 session,
                 actor,
-                actions.WEBHOOK_REJECTED,
+                action,
                 target_type="connection",
                 target_id=connection,
                 details={"reason": reason},
             )
             await session.commit()
     except Exception:
-        log.warning("could not record a rejected webhook for %s", connection, exc_info=True)
+        log.warning("could not record a refused webhook for %s", connection, exc_info=True)
 
 
 def _check_storable(event: WebhookEvent) -> None:
@@ -94,7 +98,8 @@ async def _verify(
 ) -> list[WebhookItem]:
     """The gateway's verification: in place, or, where it needs requests (a certificate to fetch, the
     processor's verification API), on the shared client under a deadline, so a slow host cannot hold
-    the delivery open. Running out of time is a refusal like any other: the processor re-sends."""
+    the delivery open. Running out of time is no verdict (``WebhookVerificationUnavailable``): the
+    delivery is refused, and the processor re-sends it."""
     if not gateway.capabilities.verifies_remotely:
         return gateway.verify_items(creds, headers, body)
     limit = rt.settings.webhook_verify_timeout_seconds
@@ -104,7 +109,7 @@ async def _verify(
             remote = cast(RemoteVerifier, gateway)
             return await remote.verify_items_remote(rt.require_http(), creds, headers, body)
     except TimeoutError:
-        raise WebhookVerificationError(f"verification did not finish within {limit:g} s") from None
+        raise WebhookVerificationUnavailable(f"verification did not finish within {limit:g} s") from None
 
 
 async def receive(
@@ -124,6 +129,13 @@ async def receive(
     gateway = get_gateway(conn.processor)
     try:
         items = await _verify(rt, gateway, conn.credentials, headers, body)
+    except WebhookVerificationUnavailable as exc:
+        # Not the sender's fault: audited, not counted towards its rejections (a certificate host's
+        # outage would otherwise get the processor itself refused for a while once it recovers).
+        await _audit_refusal(rt, actions.WEBHOOK_UNVERIFIED, connection_name, str(exc), actor)
+        raise Unavailable(
+            f"the webhook signature could not be checked now: {exc}", code="verification_unavailable"
+        ) from None
     except WebhookVerificationError as exc:
         await _reject(rt, connection_name, str(exc), actor)
         raise AuthenticationFailed(f"webhook signature rejected: {exc}", code="invalid_signature") from None

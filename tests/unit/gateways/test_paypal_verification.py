@@ -40,6 +40,7 @@ from refundwatch.gateways.base import (
     WebhookEvent,
     WebhookItem,
     WebhookVerificationError,
+    WebhookVerificationUnavailable,
 )
 from refundwatch.gateways.paypal import verification as v
 from refundwatch.gateways.paypal.certs import CertPolicy, check_cert_url
@@ -573,6 +574,8 @@ async def test_concurrent_deliveries_share_one_fetch(
     [
         (302, b"", {"Location": "https://evil.example/cert"}, "answered 302"),
         (404, b"{}", {}, "answered 404"),
+        (503, b"", {}, "answered 503"),
+        (429, b"", {}, "answered 429"),
         (200, b"not a certificate", {}, "did not serve a PEM certificate"),
         (200, b"A" * (70 * 1024), {}, "too large"),
         (200, b"", {"Content-Length": "999999"}, "too large"),
@@ -587,7 +590,10 @@ async def test_what_the_certificate_host_answers_is_checked(
     why: str,
 ) -> None:
     server = CertServer(body, status=status, headers=headers)
-    assert why in await refused(server, policy_for(trust_store), sign_headers(signing_key))
+    with pytest.raises(WebhookVerificationError, match=why) as caught:
+        await verify(server, policy_for(trust_store), sign_headers(signing_key), BODY)
+    # Busy or down says nothing about the delivery; everything else is a verdict.
+    assert (caught.type is WebhookVerificationUnavailable) == (status in (429, 503))
     assert server.requests == [CERT_URL]  # one request: a redirect is not followed
 
 
@@ -602,7 +608,7 @@ async def test_an_unreachable_certificate_host_refuses(
 
     for handler, why in ((down, r"could not be reached \(ConnectError\)"), (slow, "did not answer in time")):
         async with httpx2.AsyncClient(transport=httpx2.MockTransport(handler)) as client:
-            with pytest.raises(WebhookVerificationError, match=why):
+            with pytest.raises(WebhookVerificationUnavailable, match=why):
                 await v.verify_delivery(
                     client,
                     creds(),
@@ -684,6 +690,7 @@ async def test_online_success_is_the_only_acceptance(signing_key: rsa.RSAPrivate
         (200, ["SUCCESS"], "not valid"),
         (500, {"name": "INTERNAL_SERVER_ERROR"}, "answered 500"),
         (503, b"", "answered 503"),
+        (429, b"", "answered 429"),
         (401, {"error": "invalid_token"}, "answered 401"),
         (400, {"name": "VALIDATION_ERROR"}, "answered 400"),
     ],
@@ -691,8 +698,10 @@ async def test_online_success_is_the_only_acceptance(signing_key: rsa.RSAPrivate
 async def test_online_anything_but_success_is_refused(
     signing_key: rsa.RSAPrivateKey, status: int, answer: Any, why: str
 ) -> None:
-    with pytest.raises(WebhookVerificationError, match=why):
+    with pytest.raises(WebhookVerificationError, match=why) as caught:
         await online(VerifyApi(status, answer), sign_headers(signing_key))
+    # The API failing, busy or refusing our token is no verdict on the delivery.
+    assert (caught.type is WebhookVerificationUnavailable) == (status in (401, 429, 500, 503))
 
 
 async def test_online_an_unreachable_api_or_token_refuses(signing_key: rsa.RSAPrivateKey) -> None:
@@ -703,7 +712,7 @@ async def test_online_an_unreachable_api_or_token_refuses(signing_key: rsa.RSAPr
         raise GatewayError(ErrorCode.AUTH_FAILED, "Client Authentication failed")
 
     async with httpx2.AsyncClient(transport=httpx2.MockTransport(down)) as client:
-        with pytest.raises(WebhookVerificationError, match="could not be reached"):
+        with pytest.raises(WebhookVerificationUnavailable, match="could not be reached"):
             await v.verify_delivery(
                 client,
                 creds(mode="api"),
@@ -715,7 +724,7 @@ async def test_online_an_unreachable_api_or_token_refuses(signing_key: rsa.RSAPr
             )
     api = VerifyApi()
     with pytest.raises(
-        WebhookVerificationError, match=r"no PayPal access token to verify with \(auth_failed\)"
+        WebhookVerificationUnavailable, match=r"no PayPal access token to verify with \(auth_failed\)"
     ):
         await online(api, sign_headers(signing_key), bearer=no_token)
     assert api.seen == []

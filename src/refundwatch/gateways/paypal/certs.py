@@ -47,7 +47,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from refundwatch.gateways.base import WebhookVerificationError
+from refundwatch.gateways.base import WebhookVerificationError, WebhookVerificationUnavailable
 from refundwatch.lib.http import timeout_for
 
 if TYPE_CHECKING:
@@ -245,9 +245,10 @@ async def _fetch(client: httpx2.AsyncClient, url: str, policy: CertPolicy) -> by
             follow_redirects=False,
         ) as response:
             if response.status_code != 200:
-                raise WebhookVerificationError(
-                    f"the certificate host answered {response.status_code} for PAYPAL-CERT-URL"
-                )
+                # Busy or down is no verdict on the delivery; any other answer is.
+                busy = answered_not_now(response.status_code)
+                error = WebhookVerificationUnavailable if busy else WebhookVerificationError
+                raise error(f"the certificate host answered {response.status_code} for PAYPAL-CERT-URL")
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > MAX_PEM_BYTES:
                 raise WebhookVerificationError("the certificate at PAYPAL-CERT-URL is too large")
@@ -258,10 +259,17 @@ async def _fetch(client: httpx2.AsyncClient, url: str, policy: CertPolicy) -> by
                     raise WebhookVerificationError("the certificate at PAYPAL-CERT-URL is too large")
             return bytes(body)
     except httpx2.TimeoutException:
-        raise WebhookVerificationError("the certificate host did not answer in time") from None
+        raise WebhookVerificationUnavailable("the certificate host did not answer in time") from None
     except httpx2.HTTPError as exc:
         reason = type(exc).__name__
-        raise WebhookVerificationError(f"the certificate host could not be reached ({reason})") from None
+        raise WebhookVerificationUnavailable(
+            f"the certificate host could not be reached ({reason})"
+        ) from None
+
+
+def answered_not_now(status: int) -> bool:
+    """An answer that says "not now" (throttled or failing), not "no such certificate"."""
+    return status == 429 or status >= 500
 
 
 def _basic_constraints(_policy: object, _cert: x509.Certificate, ext: x509.BasicConstraints) -> None:

@@ -12,7 +12,10 @@ The connection's ``webhook_verification`` chooses how (CONTRACT §6):
   here. No call to PayPal's API.
 - ``api``: ``POST /v1/notifications/verify-webhook-signature`` with the connection's bearer token. Only
   ``verification_status == "SUCCESS"`` is valid; an unreachable API, a 5xx or anything unreadable is a
-  refusal (PayPal re-sends the delivery later), never an acceptance.
+  refusal (PayPal re-sends the delivery later), never an acceptance. An API (or certificate host)
+  that does not answer, or answers 429 or 5xx (the API also 401 or 403: our token), or no token to
+  ask with, gives no verdict (``WebhookVerificationUnavailable``):
+  the delivery is refused with 503 and not counted against its sender.
 
 Both first check the headers locally: all present, each once, well formed, the algorithm
 ``SHA256withRSA``, and the transmission time within the window below.
@@ -46,7 +49,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from refundwatch.config import get_settings
-from refundwatch.gateways.base import Credentials, GatewayError, WebhookVerificationError
+from refundwatch.gateways.base import (
+    Credentials,
+    GatewayError,
+    WebhookVerificationError,
+    WebhookVerificationUnavailable,
+)
 from refundwatch.gateways.paypal import certs
 from refundwatch.gateways.paypal.certs import CertPolicy
 from refundwatch.lib.http import timeout_for
@@ -233,8 +241,8 @@ async def _verify_online(
         raise WebhookVerificationError("the body is not a JSON object, so PayPal cannot verify it")
     try:
         token = await bearer()
-    except GatewayError as exc:
-        raise WebhookVerificationError(f"no PayPal access token to verify with ({exc.code})") from None
+    except GatewayError as exc:  # ours to fix or PayPal's to recover: no verdict on the delivery
+        raise WebhookVerificationUnavailable(f"no PayPal access token to verify with ({exc.code})") from None
     request = {
         "auth_algo": sent.auth_algo,
         "cert_url": sent.cert_url,
@@ -254,13 +262,16 @@ async def _verify_online(
             follow_redirects=False,
         )
     except httpx2.TimeoutException:
-        raise WebhookVerificationError("PayPal's verification API did not answer in time") from None
+        raise WebhookVerificationUnavailable("PayPal's verification API did not answer in time") from None
     except httpx2.HTTPError as exc:
-        raise WebhookVerificationError(
+        raise WebhookVerificationUnavailable(
             f"PayPal's verification API could not be reached ({type(exc).__name__})"
         ) from None
     if response.status_code != 200:
-        raise WebhookVerificationError(f"PayPal's verification API answered {response.status_code}")
+        # Busy, failing, or refusing our own token: no verdict on the delivery.
+        ours = response.status_code in (401, 403) or certs.answered_not_now(response.status_code)
+        error = WebhookVerificationUnavailable if ours else WebhookVerificationError
+        raise error(f"PayPal's verification API answered {response.status_code}")
     try:
         answer = response.json()
     except ValueError:
