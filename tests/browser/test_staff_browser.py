@@ -123,3 +123,43 @@ def test_viewer_sees_refunds_but_no_actions_and_outsider_gets_no_access(
         assert "No access" in outsider.page.inner_text("main")
     finally:
         outsider.close()
+
+
+# The refund page's live re-read of its actions, started as its poll starts it.
+REDRAW = "htmx.trigger(document.querySelector('[hx-get$=\"/actions\"]'), 'rw-poll')"
+
+
+def test_a_click_on_the_actions_wins_over_their_live_redraw(browser: object, stack: Stack) -> None:
+    """The refund page re-reads its actions on every timeline change. A re-read whose answer came
+    after a click on "New refund of this payment" was sent, and before the click's own answer,
+    swapped the clicked link out and the click's navigation was lost (seen in CI). The click now
+    aborts a re-read in flight, and no re-read starts while the click's request is out."""
+    reference = stack.payment(20_000)
+    response = stack.refund(reference, 1_000)
+    assert response.status_code == 201, response.text
+    refund_id = response.json()["id"]
+    stack.wait_status(refund_id, "succeeded")
+    tab = Page(browser, stack)
+    held: dict[str, list[object]] = {"actions": [], "new": []}
+    try:
+        tab.sign_in("ivan-initiator", f"/refunds/{refund_id}")
+        page = tab.page
+        page.route(f"**/refunds/{refund_id}/actions", lambda route: held["actions"].append(route))  # noqa: PLW0108 - Playwright wants a Python function
+        page.route("**/refunds/new?*", lambda route: held["new"].append(route))  # noqa: PLW0108
+        page.evaluate(REDRAW)
+        wait_until(lambda: bool(held["actions"]), timeout=10, what="the actions' re-read sent")
+        failed: list[str] = []
+        page.on("requestfailed", lambda request: failed.append(request.url))
+        page.click("a.new-refund")
+        wait_until(lambda: bool(held["new"]), timeout=10, what="the click's request sent")
+        for route in held["actions"]:  # the re-read answers now, between the click and its answer
+            route.continue_()  # type: ignore[attr-defined]
+        page.evaluate(REDRAW)
+        page.wait_for_timeout(300)
+        assert len(held["actions"]) == 1  # no re-read started while the click was out
+        held["new"][0].continue_()  # type: ignore[attr-defined]
+        page.wait_for_url(re.compile(r".*/refunds/new\?q="), wait_until="commit", timeout=10_000)
+        assert any(url.endswith("/actions") for url in failed), failed  # the re-read was aborted
+    finally:
+        page.unroute_all(behavior="ignoreErrors")
+        tab.close()
