@@ -432,11 +432,17 @@ def test_a_deliverys_confirming_notifications_run_as_one_pipelined_batch(stack: 
     events it applied; a redelivery of the same batch moves nothing."""
     if stack.backend != "postgresql":
         pytest.skip("pipelined batches are PostgreSQL's; SQLite applies a delivery in one write")
+    # Adyen's own notifications stay lost for the whole test: one sent after a reset of the faults
+    # would settle a refund before the batch does.
     faults(stack, webhook_drop_rate=1.0)
     try:
         current = [stack.wait_status(refund(stack, payment(stack), 600), "processing") for _ in range(3)]
+        _run_the_batch_twice(stack, current)
     finally:
         faults(stack)
+
+
+def _run_the_batch_twice(stack: Stack, current: list[dict[str, Any]]) -> None:
     ((connection_id,),) = db_rows(
         stack, "SELECT connection_id FROM refunds WHERE id = ?", uuid.UUID(current[0]["id"])
     )
