@@ -63,3 +63,16 @@ def click_to(page: Any, selector: str, url: re.Pattern[str], *, what: str) -> No
         page.remove_listener("request", on_request)
         page.remove_listener("response", on_response)
         page.remove_listener("requestfailed", on_failed)
+
+
+def wait_in_page(page: Any, condition: Any, *, timeout: float, what: str) -> Any:
+    """``wait_until`` for conditions fed by Playwright callbacks (routes, events, dialogs).
+
+    The sync API runs those callbacks only while a Playwright call is in progress, so a plain
+    ``time.sleep`` poll never sees them; this one waits inside the page instead."""
+    for _ in range(int(timeout / 0.05) + 1):
+        value = condition()
+        if value:
+            return value
+        page.wait_for_timeout(50)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")

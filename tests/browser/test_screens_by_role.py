@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 from test_staff_browser import Page
 
-from chromium import click_to, needs_chromium
+from chromium import click_to, needs_chromium, wait_in_page
 from stack import Stack, db_rows, wait_until
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -202,7 +202,7 @@ def test_the_approver_decides(browser: Any, stack: Stack, where: str, decision: 
             asked: list[str] = []
             page.once("dialog", lambda d: (asked.append(d.message), d.dismiss()))
             page.click(approve)
-            wait_until(lambda: asked, timeout=10, what="the confirmation")
+            wait_in_page(page, lambda: asked, timeout=10, what="the confirmation")
             assert "1,234.56 EUR" in asked[0]  # the confirmation repeats the amount
             assert stack.get(refund_id)["status"] == "pending_approval"  # "no" leaves it waiting
             page.once("dialog", lambda d: d.accept())

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from chromium import click_to, needs_chromium
+from chromium import click_to, needs_chromium, wait_in_page
 from stack import Stack, wait_until
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -147,11 +147,11 @@ def test_a_click_on_the_actions_wins_over_their_live_redraw(browser: object, sta
         page.route(f"**/refunds/{refund_id}/actions", lambda route: held["actions"].append(route))  # noqa: PLW0108 - Playwright wants a Python function
         page.route("**/refunds/new?*", lambda route: held["new"].append(route))  # noqa: PLW0108
         page.evaluate(REDRAW)
-        wait_until(lambda: bool(held["actions"]), timeout=10, what="the actions' re-read sent")
+        wait_in_page(page, lambda: bool(held["actions"]), timeout=10, what="the actions' re-read sent")
         failed: list[str] = []
         page.on("requestfailed", lambda request: failed.append(request.url))
         page.click("a.new-refund")
-        wait_until(lambda: bool(held["new"]), timeout=10, what="the click's request sent")
+        wait_in_page(page, lambda: bool(held["new"]), timeout=10, what="the click's request sent")
         for route in held["actions"]:  # the re-read answers now, between the click and its answer
             route.continue_()  # type: ignore[attr-defined]
         page.evaluate(REDRAW)
