@@ -40,7 +40,41 @@
     startPolling();
   });
   document.body.addEventListener("htmx:sseMessage", stamp);
-  document.body.addEventListener("htmx:afterSwap", function (event) {
-    if (event.target.closest && event.target.closest("[data-live]")) { stamp(); }
+
+  // A live area must not be redrawn while a request sent from inside it is out: htmx forgets the
+  // request of an element it removes, so a click on a panel's link (a boosted navigation) or a form
+  // lost its answer when an update swapped the area meanwhile. Such an update is held, and once the
+  // last of those requests has ended (without leaving the page) the area reads itself afresh; a
+  // section that polls on a timer simply skips the tick.
+  var LIVE = "[data-live] [sse-swap], [data-live] [hx-trigger~='rw-poll']";
+  var REREAD = LIVE + ", [hx-get][hx-trigger^='every ']";
+  var inFlight = new Set();
+  var stale = new Set();
+
+  function busy(area) {
+    var found = false;
+    inFlight.forEach(function (el) { if (el !== area && area.contains(el)) { found = true; } });
+    return found;
+  }
+  document.body.addEventListener("htmx:beforeSend", function (event) { inFlight.add(event.detail.elt); });
+  document.body.addEventListener("htmx:afterRequest", function (event) {
+    var elt = event.detail.elt;
+    if (!inFlight.delete(elt)) { return; }
+    stale.forEach(function (area) {
+      if (!area.isConnected) { stale.delete(area); return; }
+      if (!busy(area)) { stale.delete(area); htmx.trigger(area, "rw-poll"); }
+    });
+  });
+  document.body.addEventListener("htmx:sseBeforeMessage", function (event) {
+    if (busy(event.target)) { event.preventDefault(); stale.add(event.target); }
+  });
+  document.body.addEventListener("htmx:beforeRequest", function (event) {
+    var elt = event.detail.elt;
+    if (!elt.matches || !elt.matches(REREAD)) { return; }
+    var target = event.detail.target || elt;
+    if (busy(elt) || busy(target)) {
+      event.preventDefault();
+      if (elt.matches(LIVE)) { stale.add(elt); }
+    }
   });
 })();

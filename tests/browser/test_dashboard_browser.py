@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from chromium import needs_chromium
+from chromium import needs_chromium, wait_in_page
 from stack import Stack, db_rows, second_web, wait_until
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -372,3 +372,51 @@ def test_a_refund_page_timeline_updates_live(browser: Any, stack: Stack) -> None
         expect(steps.last.locator(".status").last).to_have_attribute("title", "succeeded")
         expect(body).to_contain_text("POST /v1/refunds")  # the processor exchange
         assert not t.errors, t.errors
+
+
+@pytest.mark.parametrize("answer", ["navigates", "fails"])
+def test_a_live_update_waits_for_a_click_made_in_its_panel(browser: Any, stack: Stack, answer: str) -> None:
+    """htmx forgets the request of an element it removes. An update pushed into the feed panel between
+    a click on one of its links and the click's answer swapped the link out, and the navigation never
+    came (the refund actions' re-read had the same race). The update is held while the click is out;
+    if the click ends without leaving the page, the panel reads itself afresh."""
+    first = stack.refund(stack.payment(4_000), 400).json()["id"]
+    stack.wait_status(first, "succeeded")
+    with tab(browser, stack) as t:
+        t.sign_in("alice-viewer")
+        t.wait_live()
+        page = t.page
+        link = f'#panel-feed a[href="/refunds/{first}"]'
+        page.wait_for_selector(link)
+        page.evaluate(
+            "window.__feedPushes = 0; document.body.addEventListener('htmx:sseBeforeMessage',"
+            " e => { if (e.target.id === 'panel-feed') window.__feedPushes++ })"
+        )
+        held: list[Any] = []
+        page.route(f"**/refunds/{first}", lambda route: held.append(route))  # noqa: PLW0108
+        try:
+            page.click(link)
+            wait_in_page(page, lambda: bool(held), timeout=10, what="the click's request")
+            second = stack.refund(stack.payment(5_000), 500).json()["id"]  # the feed is pushed an update
+            wait_in_page(
+                page, lambda: page.evaluate("window.__feedPushes") > 0, timeout=15, what="a feed update"
+            )
+            expect(page.locator(link)).to_have_count(1)  # held: the clicked link is still there
+            if answer == "navigates":
+                held[0].continue_()
+                page.wait_for_url(re.compile(rf".*/refunds/{first}$"), wait_until="commit", timeout=10_000)
+                expect(page.locator("#timeline-body")).to_be_visible()
+            else:
+                held[0].abort()  # the click went nowhere: the panel catches up by itself
+                expect(page.locator(f'#panel-feed a[href="/refunds/{second}"]')).to_have_count(
+                    1, timeout=10_000
+                )
+                assert page.url.rstrip("/") == t.base_url.rstrip("/"), page.url
+        finally:
+            page.unroute_all(behavior="ignoreErrors")
+        # htmx logs the aborted request itself (the browser's failed load, htmx's sendError).
+        expected = ("htmx:afterRequest", "htmx:sendError")
+        errors = [
+            e for e in t.errors if answer != "fails" or not (e.startswith(expected) or "ERR_FAILED" in e)
+        ]
+        assert not errors, errors
