@@ -299,6 +299,47 @@ def test_late_pending_update_never_moves_a_refund_backwards(stack: Stack) -> Non
     assert "ignored: earlier news" in noted[0]["detail"]
 
 
+def test_a_report_of_what_is_recorded_is_recorded_where_it_is_received(stack: Stack) -> None:
+    """Stripe's refund.created after a final answer (and any report repeating a refund's status)
+    tells what refundwatch already holds. It is recorded as ignored as it is received, in the words
+    the worker's general path uses, with no job: the worker is stopped meanwhile. A report that
+    differs (here its amount) is still left to the worker."""
+    stack.faults()
+    refund = succeeded_refund(stack)
+    stack.stop_worker()
+    try:
+        event_id, body = refund_event(refund, event_type="refund.created", status="succeeded")
+        answer = deliver(stack, body, sign(body))
+        assert answer.status_code == 200, answer.text
+        ((processed_at, outcome),) = db_rows(
+            stack, "SELECT processed_at, outcome FROM webhook_events WHERE event_id = ?", event_id
+        )
+        assert processed_at is not None
+        assert outcome == "refund.created: succeeded (IGNORE)"
+        after = stack.get(refund["id"])
+        assert (after["status"], after["updated_at"]) == ("succeeded", refund["updated_at"])
+        (noted,) = events_mentioning(after, event_id)
+        assert (noted["status"], noted["from_status"], noted["source"]) == ("succeeded", None, "webhook")
+        assert noted["detail"] == (
+            f"webhook refund.created ({event_id}): processor status succeeded"
+            " — ignored: earlier news: the refund has already succeeded"
+        )
+        again = deliver(stack, body, sign(body))  # a redelivery: stored once, noted once
+        assert again.json()["duplicates"] == 1, again.text
+        assert len(events_mentioning(stack.get(refund["id"]), event_id)) == 1
+
+        odd_id, odd = refund_event(refund, status="succeeded", amount=refund["amount"] + 1)
+        assert deliver(stack, odd, sign(odd)).status_code == 200
+        ((processed_at, _),) = db_rows(
+            stack, "SELECT processed_at, outcome FROM webhook_events WHERE event_id = ?", odd_id
+        )
+        assert processed_at is None  # for the worker
+    finally:
+        stack.start_worker()
+        stack.wait_worker_ready()
+    processed(stack, odd_id)
+
+
 def test_amount_mismatch_goes_to_manual_review(stack: Stack) -> None:
     stack.faults()
     refund = processing_refund(stack)

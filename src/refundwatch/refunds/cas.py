@@ -301,11 +301,22 @@ def _balance(move: Transition, payment_id: Any, amount: Any) -> Update | None:
 
 
 @dataclass(frozen=True, slots=True)
+class _IgnoredReport:
+    """A report that changes nothing, recorded as ``services.apply`` records it (a timeline entry that
+    says why it was ignored), with the webhook event that made it. ``single`` for PostgreSQL; ``event``
+    and ``webhook``, in order, for SQLite."""
+
+    single: Select[Any]
+    event: Insert  # the timeline entry, if the refund is as expected; returns the refund id
+    webhook: Update | None
+
+
+@dataclass(frozen=True, slots=True)
 class Prepared:
-    """A transition ready to run: its statements and their parameters."""
+    """A transition (or an ignored report) ready to run: its statements and their parameters."""
 
     refund_id: UUID
-    statements: _Statements
+    statements: _Statements | _IgnoredReport
     params: dict[str, Any]
 
 
@@ -364,20 +375,103 @@ def prepare(
     params.update({f"c_{k}": v for k, v in (changes | if_null).items()})
     params.update({f"w_{k}": v for k, v in equal.items()})
     params.update(_audit_params(actor, move, refund_id, source, detail, now))
-    if webhook is not None:
-        params.update(x_event=webhook[0], x_outcome=webhook[1][:255])
-    if new_webhook is not None:
-        new, outcome = new_webhook
-        params.update(
-            y_id=new.id,
-            y_connection_id=new.connection_id,
-            y_event_id=new.event_id,
-            y_event_type=new.event_type,
-            y_payload=new.payload,
-            y_outcome=outcome[:255],
-        )
-        params.update({f"y_a_{name}": value for name, value in new.accepted.items()})
+    params.update(_webhook_params(webhook, new_webhook))
     return Prepared(refund_id, statements, params)
+
+
+def _webhook_params(
+    webhook: tuple[UUID, str] | None, new_webhook: tuple[NewWebhook, str] | None
+) -> dict[str, Any]:
+    """The parameters that mark a stored event processed (MARK) or store a new one as processed (STORE)."""
+    if webhook is not None:
+        return {"x_event": webhook[0], "x_outcome": webhook[1][:255]}
+    if new_webhook is None:
+        return {}
+    new, outcome = new_webhook
+    return {
+        "y_id": new.id,
+        "y_connection_id": new.connection_id,
+        "y_event_id": new.event_id,
+        "y_event_type": new.event_type,
+        "y_payload": new.payload,
+        "y_outcome": outcome[:255],
+        **{f"y_a_{name}": value for name, value in new.accepted.items()},
+    }
+
+
+def prepare_ignored(
+    refund_id: UUID,
+    status: Status,
+    trigger: Trigger,
+    *,
+    source: Source,
+    detail: str,
+    equal: dict[str, Any],
+    webhook: tuple[UUID, str] | None = None,
+    new_webhook: tuple[NewWebhook, str] | None = None,
+) -> Prepared | None:
+    """A report of ``trigger`` recorded as ignored, with the webhook event that made it (stored, or
+    stored with it as in :func:`prepare`), if the refund is ``status`` and its ``equal`` columns
+    hold; ``None`` when ``trigger`` is not ignored in ``status``. On PostgreSQL the refund's row is
+    locked while it is checked, so a change committed meanwhile sends the report to the general path."""
+    if decide(status, trigger) is not Outcome.IGNORE or (webhook is None) == (new_webhook is None):
+        return None
+    statements = _ignored_report(status, tuple(equal), MARK if webhook is not None else STORE)
+    params: dict[str, Any] = {
+        "p_id": refund_id,
+        "p_now": dt.datetime.now(dt.UTC),
+        "e_source": source.value,
+        "e_detail": f"{detail} — ignored: {ignore_reason(status, trigger)}",
+        "e_exchange": None,
+    }
+    params.update({f"w_{k}": v for k, v in equal.items()})
+    params.update(_webhook_params(webhook, new_webhook))
+    return Prepared(refund_id, statements, params)
+
+
+@functools.cache
+def _ignored_report(status: Status, equal: tuple[str, ...], webhook: str) -> _IgnoredReport:
+    expected = (
+        REFUNDS.c.id == _param(REFUNDS, "id", "p_id"),
+        REFUNDS.c.status == status.value,
+        *[REFUNDS.c[name] == _param(REFUNDS, name, f"w_{name}") for name in equal],
+    )
+
+    def timeline(refund_id: Any) -> dict[str, Any]:
+        return {
+            "refund_id": refund_id,
+            "at": _param(EVENTS, "at", "p_now"),
+            "status": literal(status.value),
+            "source": _param(EVENTS, "source", "e_source"),
+            "detail": _param(EVENTS, "detail", "e_detail"),
+            "exchange": _param(EVENTS, "exchange", "e_exchange"),
+        }
+
+    sqlite_values = timeline(REFUNDS.c.id)
+    sqlite_event = (
+        insert(EVENTS)
+        .from_select(
+            list(sqlite_values), select(*[v.label(k) for k, v in sqlite_values.items()]).where(*expected)
+        )
+        .returning(EVENTS.c.refund_id)
+    )
+    found = (
+        select(REFUNDS.c.id)
+        .where(*expected, *([_not_yet_stored()] if webhook == STORE else []))
+        .with_for_update()
+        .cte("found")
+    )
+    values = timeline(found.c.id)
+    single = select(found.c.id).add_cte(
+        insert(EVENTS)
+        .from_select(list(values), select(*[v.label(k) for k, v in values.items()]).select_from(found))
+        .cte("event")
+    )
+    if webhook == MARK:
+        single = single.add_cte(_mark_webhook().where(exists(select(found.c.id))).cte("webhook"))
+    else:
+        single = _with_new_webhook(single, found)
+    return _IgnoredReport(single, sqlite_event, _mark_webhook() if webhook == MARK else None)
 
 
 async def transition_if(
@@ -451,6 +545,11 @@ def run_in(prepared: Prepared, conn: Connection) -> Row[Any] | None:
     statements, params = prepared.statements, prepared.params
     if statements.webhook is None and "y_id" in params:
         raise RuntimeError("storing the webhook event with the transition is for PostgreSQL")
+    if isinstance(statements, _IgnoredReport):
+        found = conn.execute(statements.event, params).first()
+        if found is not None and statements.webhook is not None:
+            conn.execute(statements.webhook, params)
+        return found
     row = conn.execute(statements.moved, params).first()
     if row is None:
         return None

@@ -3,8 +3,10 @@
 Most notifications confirm what refundwatch expects: the processor's refund for the current attempt
 (same processor refund id, same key where the event names one), the amount and currency asked for,
 moving a ``processing`` refund to ``succeeded`` or ``failed`` (or a ``succeeded`` one to
-``reversed``). Such an event is applied as it is received, by ``refunds.cas`` (status, timeline,
-audit, balance and rollup outbox), atomically with storing it as processed: on PostgreSQL in one
+``reversed``), or telling what refundwatch already holds (a ``succeeded`` refund reported
+succeeded: recorded as ignored, as the general path records it). Such an event is applied as it is
+received, by ``refunds.cas`` (status, timeline, audit, balance and rollup outbox), atomically with
+storing it as processed: on PostgreSQL in one
 statement that also stores the event (and moves nothing if the event was stored before); on SQLite
 in the delivery's one write transaction, after the events are stored. It is the same transition the
 worker's general path would make (``webhooks.services``); any other event (an unknown refund,
@@ -28,7 +30,7 @@ from refundwatch.dashboard.signals import signals
 from refundwatch.gateways.base import WebhookEvent
 from refundwatch.refunds import cas
 from refundwatch.refunds.outcomes import TRIGGER_FOR
-from refundwatch.refunds.states import Source, Status, Transition, Trigger, decide
+from refundwatch.refunds.states import Outcome, Source, Status, Transition, Trigger, decide
 from refundwatch.runtime import Runtime
 from refundwatch.webhooks import storing
 from refundwatch.webhooks.storing import NewRow
@@ -43,6 +45,15 @@ EXPECTED = {
 }
 # Outcomes that may reach a refund before the worker has recorded the processor's first answer.
 FIRST_REPORTS = (Trigger.SUCCEEDED, Trigger.FAILED)
+# The status in which a report tells what refundwatch already holds, and changes nothing: the most
+# common webhook of processors whose first answer is final (Stripe's refund.created and PayPal's
+# event after a COMPLETED answer), and every redelivery under a new event id.
+ALREADY = {
+    Trigger.ACCEPTED: Status.PROCESSING,
+    Trigger.SUCCEEDED: Status.SUCCEEDED,
+    Trigger.FAILED: Status.FAILED,
+    Trigger.REVERSED: Status.REVERSED,
+}
 
 
 def report_detail(event: WebhookEvent) -> str:
@@ -70,13 +81,14 @@ def prepare(connection_id: UUID, connection_name: str, new: NewRow, *, stored: b
     with it. First the report about the current attempt's processor refund; then, for an outcome, the
     same report reaching a refund still ``submitting`` (the processor answered, but the worker has not
     recorded the answer yet: Adyen notifies fast), when the processor refund id it names is no earlier
-    attempt's, which is how the worker's general path tells the attempt in flight."""
+    attempt's, which is how the worker's general path tells the attempt in flight. Last, the report
+    recorded as ignored where it finds the refund already in the status it reports."""
     event = new.event
     if event.status is None or not event.refund_id or not event.gateway_refund_id:
         return []
     trigger = TRIGGER_FOR[event.status]
     expected = EXPECTED.get(trigger)
-    if expected is None:
+    if expected is None and trigger not in ALREADY:
         return []
     try:
         refund_id = UUID(event.refund_id)
@@ -92,7 +104,7 @@ def prepare(connection_id: UUID, connection_name: str, new: NewRow, *, stored: b
         equal["currency"] = event.currency.upper()
     fields = report_fields(event, trigger)
     plans: list[cas.Prepared] = []
-    for before, first in ((expected, False), (Status.SUBMITTING, True)):
+    for before, first in ((expected, False), (Status.SUBMITTING, True)) if expected is not None else ():
         move = decide(before, trigger)
         if not isinstance(move, Transition) or (first and trigger not in FIRST_REPORTS):
             continue
@@ -106,14 +118,31 @@ def prepare(connection_id: UUID, connection_name: str, new: NewRow, *, stored: b
             detail=report_detail(event),
             returning=("status",),
             equal=equal if first else equal | {"gateway_refund_id": event.gateway_refund_id},
-            webhook=(new.row.id, outcome) if stored else None,
-            new_webhook=None if stored else (new.row, outcome),
             first_report=first,
+            **_reporting(new, outcome, stored=stored),
             **(fields | {"gateway_refund_id": event.gateway_refund_id} if first else fields),
         )
         if plan is not None:
             plans.append(plan)
+    if (already := ALREADY.get(trigger)) is not None:  # last: the refund may be about to move there
+        outcome = f"{event.event_type}: {already.value} ({Outcome.IGNORE.name})"  # as the general path says
+        ignored = cas.prepare_ignored(
+            refund_id,
+            already,
+            trigger,
+            source=Source.WEBHOOK,
+            detail=report_detail(event),
+            equal=equal | {"gateway_refund_id": event.gateway_refund_id},
+            **_reporting(new, outcome, stored=stored),
+        )
+        if ignored is not None:
+            plans.append(ignored)
     return plans
+
+
+def _reporting(new: NewRow, outcome: str, *, stored: bool) -> dict[str, Any]:
+    """How the reporting event goes with its plan: marked processed if stored, else stored with it."""
+    return {"webhook": (new.row.id, outcome)} if stored else {"new_webhook": (new.row, outcome)}
 
 
 async def store_and_apply(
