@@ -59,6 +59,13 @@ _CHECKOUT_SIGNING_KEY = "whsk_bench_refundwatch_signature_key"
 class Processor:
     name: str
     connection: str
+    # Stripe only: its simulator sends the signed refund.created event of each refund to refundwatch,
+    # as a real account with the README's webhook set-up does (one more request per refund).
+    webhooks: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}+webhooks" if self.webhooks else self.name
 
     def references(self, n: int) -> list[str]:
         if self.name == "adyen":  # a payment's pspReference: 16 characters
@@ -93,16 +100,24 @@ class Processor:
     def simulator_args(self, workdir: Path, sim_url: str, web_url: str) -> list[str]:
         """Adyen's and Checkout.com's simulators know the connections (to sign notifications) and where
         to send them. Stripe's and PayPal's run with no connections file and no webhooks (their answer
-        is final)."""
+        is final), except Stripe's with ``webhooks``."""
         if self.name == "adyen":
             floor = _adyen_table("adyen-floor", sim_url, _ADYEN_FLOOR_KEY, None)
         elif self.name == "checkout":
             floor = _checkout_table("checkout-floor", sim_url, _CHECKOUT_FLOOR_KEY, None)
+        elif self.webhooks:  # the floor's key has no webhook secret: its refunds send no events
+            floor = (
+                f'[[connection]]\nname = "stripe-floor"\nprocessor = "stripe"\napi_key = "{self.floor_key}"\n'
+            )
         else:
             return []
         path = workdir / "simulator-connections.toml"
         path.write_text(self.connection_toml(sim_url) + floor)
         return ["--connections", str(path), "--webhook-url", f"{web_url}/webhooks/{{connection}}"]
+
+    @property
+    def floor_key(self) -> str:
+        return "sk_test_floor" if self.webhooks else "sk_test_bench"
 
     def faults(self) -> list[dict[str, Any]]:
         every = {"latency_ms": LATENCY_MS, "jitter_ms": 0}
@@ -152,7 +167,7 @@ class Processor:
             )
         return await loadgen.post_all(
             f"{sim_url}/stripe/v1/refunds",
-            {"Authorization": "Bearer sk_test_bench"},
+            {"Authorization": f"Bearer {self.floor_key}"},
             [{"payment_intent": r, "amount": "1000"} for r in refs],
             k,
             form=True,
@@ -217,6 +232,8 @@ def _checkout_table(name: str, sim_url: str, secret_key: str, signing_key: str |
 
 PROCESSORS = {
     "stripe": Processor("stripe", "stripe-bench"),
+    # Not a processor of its own: Stripe with its webhooks on, for comparison (see pipeline.py).
+    "stripe+webhooks": Processor("stripe", "stripe-bench", webhooks=True),
     "adyen": Processor("adyen", "adyen-bench"),
     "paypal": Processor("paypal", "paypal-bench"),
     "checkout": Processor("checkout", "checkout-bench"),
