@@ -76,3 +76,10 @@ def wait_in_page(page: Any, condition: Any, *, timeout: float, what: str) -> Any
             return value
         page.wait_for_timeout(50)
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+# A live page is settled once its stream is open and the re-read that opening starts has come back.
+LIVE_AND_SETTLED = (
+    "document.querySelector('#live-state')?.textContent === 'Live'"
+    " && !document.querySelector('.htmx-request')"
+)

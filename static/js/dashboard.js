@@ -43,27 +43,53 @@
 
   // A live area must not be redrawn while a request sent from inside it is out: htmx forgets the
   // request of an element it removes, so a click on a panel's link (a boosted navigation) or a form
-  // lost its answer when an update swapped the area meanwhile. Such an update is held, and once the
-  // last of those requests has ended (without leaving the page) the area reads itself afresh; a
-  // section that polls on a timer simply skips the tick.
+  // lost its answer when an update swapped the area meanwhile. Nor while the person is filling in
+  // one of its forms. Such an update is held, and once the last of those requests has ended
+  // (without leaving the page), or the person has left the form untouched, the area reads itself
+  // afresh; a section that polls on a timer simply skips the tick.
   var LIVE = "[data-live] [sse-swap], [data-live] [hx-trigger~='rw-poll']";
   var REREAD = LIVE + ", [hx-get][hx-trigger^='every ']";
   var inFlight = new Set();
   var stale = new Set();
 
+  // A field the person is in, or has typed into, is theirs: a redraw would replace it empty (a
+  // rejection's reason typed while the stream reconnected was lost that way).
+  function editing(area) {
+    var focused = document.activeElement;
+    if (focused && focused !== document.body && area.contains(focused) && focused.form) { return true; }
+    var fields = area.querySelectorAll("input:not([type=hidden]), textarea");
+    for (var i = 0; i < fields.length; i++) {
+      if (fields[i].value !== fields[i].defaultValue) { return true; }
+    }
+    return false;
+  }
   function busy(area) {
-    var found = false;
+    var found = editing(area);
     inFlight.forEach(function (el) { if (el !== area && area.contains(el)) { found = true; } });
     return found;
   }
   document.body.addEventListener("htmx:beforeSend", function (event) { inFlight.add(event.detail.elt); });
-  document.body.addEventListener("htmx:afterRequest", function (event) {
-    var elt = event.detail.elt;
-    if (!inFlight.delete(elt)) { return; }
+  function catchUp() {
     stale.forEach(function (area) {
       if (!area.isConnected) { stale.delete(area); return; }
       if (!busy(area)) { stale.delete(area); htmx.trigger(area, "rw-poll"); }
     });
+  }
+  document.body.addEventListener("htmx:afterRequest", function (event) {
+    if (inFlight.delete(event.detail.elt)) { catchUp(); }
+  });
+  document.body.addEventListener("focusout", function () { window.setTimeout(catchUp, 0); });
+  // A re-read already out when the click or the typing began: its answer is not swapped in.
+  document.body.addEventListener("htmx:beforeSwap", function (event) {
+    // Fired on the target: detail.elt is the target there, the request's element is in requestConfig.
+    var config = event.detail.requestConfig;
+    var elt = (config && config.elt) || event.detail.elt;
+    if (!elt.matches || !elt.matches(REREAD)) { return; }
+    var target = event.detail.target || elt;
+    if (busy(elt) || busy(target)) {
+      event.detail.shouldSwap = false;
+      if (elt.matches(LIVE)) { stale.add(elt); }
+    }
   });
   document.body.addEventListener("htmx:sseBeforeMessage", function (event) {
     if (busy(event.target)) { event.preventDefault(); stale.add(event.target); }

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from chromium import click_to, needs_chromium, wait_in_page
+from chromium import LIVE_AND_SETTLED, click_to, needs_chromium, wait_in_page
 from stack import Stack, wait_until
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -162,4 +162,33 @@ def test_a_click_on_the_actions_wins_over_their_live_redraw(browser: object, sta
         assert any(url.endswith("/actions") for url in failed), failed  # the re-read was aborted
     finally:
         page.unroute_all(behavior="ignoreErrors")
+        tab.close()
+
+
+def test_a_reason_being_typed_survives_the_actions_live_redraw(browser: object, stack: Stack) -> None:
+    """The refund page re-reads its actions on every timeline change and when its stream
+    (re)connects. A re-read replaced the reject form, so a reason being typed was lost, and the click
+    that followed sent nothing (its required reason was empty; seen in CI). The actions wait while a
+    field of theirs is in use or has been typed into."""
+    refund_id = stack.refund(stack.payment(150_000), 123_456).json()["id"]  # waits for approval
+    tab = Page(browser, stack)
+    try:
+        tab.sign_in("amy-approver", f"/refunds/{refund_id}")
+        page = tab.page
+        wait_in_page(page, lambda: page.evaluate(LIVE_AND_SETTLED), timeout=10, what="the live page settled")
+        reason = page.locator("#refund-actions form.action-reject input[name=reason]")
+        reason.fill("no return received")
+        reads: list[str] = []
+        page.on(
+            "request", lambda request: reads.append(request.url) if request.url.endswith("/actions") else None
+        )
+        page.evaluate(REDRAW)  # typing: the field has the focus
+        page.evaluate("document.activeElement.blur()")
+        page.evaluate(REDRAW)  # typed into, left: still theirs
+        page.wait_for_timeout(500)
+        assert reads == [], reads
+        playwright_api.expect(reason).to_have_value("no return received")
+        page.locator("#refund-actions form.action-reject button").click()
+        stack.wait_status(refund_id, "rejected")
+    finally:
         tab.close()
