@@ -40,6 +40,9 @@
     startPolling();
   });
   document.body.addEventListener("htmx:sseMessage", stamp);
+  document.body.addEventListener("htmx:afterSwap", function (event) {
+    if (event.target.closest && event.target.closest("[data-live]")) { stamp(); }
+  });
 
   // A live area must not be redrawn while a request sent from inside it is out: htmx forgets the
   // request of an element it removes, so a click on a panel's link (a boosted navigation) or a form
@@ -79,28 +82,22 @@
     if (inFlight.delete(event.detail.elt)) { catchUp(); }
   });
   document.body.addEventListener("focusout", function () { window.setTimeout(catchUp, 0); });
+  // Whether a re-read by ``elt`` into ``target`` must wait (a live area is then marked stale).
+  function held(elt, target) {
+    if (!elt.matches || !elt.matches(REREAD) || !(busy(elt) || busy(target || elt))) { return false; }
+    if (elt.matches(LIVE)) { stale.add(elt); }
+    return true;
+  }
+  document.body.addEventListener("htmx:beforeRequest", function (event) {
+    if (held(event.detail.elt, event.detail.target)) { event.preventDefault(); }
+  });
   // A re-read already out when the click or the typing began: its answer is not swapped in.
   document.body.addEventListener("htmx:beforeSwap", function (event) {
     // Fired on the target: detail.elt is the target there, the request's element is in requestConfig.
     var config = event.detail.requestConfig;
-    var elt = (config && config.elt) || event.detail.elt;
-    if (!elt.matches || !elt.matches(REREAD)) { return; }
-    var target = event.detail.target || elt;
-    if (busy(elt) || busy(target)) {
-      event.detail.shouldSwap = false;
-      if (elt.matches(LIVE)) { stale.add(elt); }
-    }
+    if (held((config && config.elt) || event.detail.elt, event.detail.target)) { event.detail.shouldSwap = false; }
   });
   document.body.addEventListener("htmx:sseBeforeMessage", function (event) {
     if (busy(event.target)) { event.preventDefault(); stale.add(event.target); }
-  });
-  document.body.addEventListener("htmx:beforeRequest", function (event) {
-    var elt = event.detail.elt;
-    if (!elt.matches || !elt.matches(REREAD)) { return; }
-    var target = event.detail.target || elt;
-    if (busy(elt) || busy(target)) {
-      event.preventDefault();
-      if (elt.matches(LIVE)) { stale.add(elt); }
-    }
   });
 })();

@@ -272,11 +272,13 @@ def test_when_the_stream_is_down_the_page_polls(browser: Any, stack: Stack) -> N
         assert "is-down" in (t.page.locator("#live-status").get_attribute("class") or "")
         assert streams, "the page tried to open the stream"
         t.page.evaluate("window.__marker = 1")
+        before = t.page.locator("#last-updated").get_attribute("datetime")
         started = time.monotonic()
         refund_id = stack.refund(stack.payment(2_000), 500).json()["id"]
         stack.wait_status(refund_id, "succeeded")
         status = t.page.locator(f'#panel-feed a[href="/refunds/{refund_id}"] .status')
         expect(status).to_have_text("succeeded", timeout=15_000)  # the poll runs every 10 s
+        assert t.page.locator("#last-updated").get_attribute("datetime") != before  # a polled swap stamps it
         elapsed = time.monotonic() - started
         assert t.page.evaluate("window.__marker") == 1, "the page was reloaded"
         assert elapsed < 15, elapsed
