@@ -79,7 +79,11 @@ def wait_in_page(page: Any, condition: Any, *, timeout: float, what: str) -> Any
 
 
 # A live page is settled once its stream is open and the re-read that opening starts has come back.
-LIVE_AND_SETTLED = (
+_LIVE_AND_SETTLED = (
     "document.querySelector('#live-state')?.textContent === 'Live'"
     " && !document.querySelector('.htmx-request')"
 )
+
+
+def wait_live_and_settled(page: Any) -> None:
+    wait_in_page(page, lambda: page.evaluate(_LIVE_AND_SETTLED), timeout=10, what="the live page settled")

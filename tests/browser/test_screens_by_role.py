@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 from test_staff_browser import Page
 
-from chromium import LIVE_AND_SETTLED, click_to, needs_chromium, wait_in_page
+from chromium import click_to, needs_chromium, wait_in_page, wait_live_and_settled
 from stack import Stack, db_rows, wait_until
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -188,9 +188,7 @@ def _decide_from(page: Any, where: str, refund_id: str) -> tuple[str, str]:
         card = f"article[data-refund='{refund_id}']"
         return f"{card} form.approve button", f"{card} form.reject"
     page.goto(f"/refunds/{refund_id}")
-    wait_in_page(
-        page, lambda: page.evaluate(LIVE_AND_SETTLED), timeout=10, what="the live page settled"
-    )  # its actions re-read once the stream opens
+    wait_live_and_settled(page)  # its actions re-read once the stream opens
     return "#refund-actions form.action-approve button", "#refund-actions form.action-reject"
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from chromium import LIVE_AND_SETTLED, click_to, needs_chromium, wait_in_page
+from chromium import click_to, needs_chromium, wait_in_page, wait_live_and_settled
 from stack import Stack, wait_until
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -175,7 +175,7 @@ def test_a_reason_being_typed_survives_the_actions_live_redraw(browser: object, 
     try:
         tab.sign_in("amy-approver", f"/refunds/{refund_id}")
         page = tab.page
-        wait_in_page(page, lambda: page.evaluate(LIVE_AND_SETTLED), timeout=10, what="the live page settled")
+        wait_live_and_settled(page)
         reason = page.locator("#refund-actions form.action-reject input[name=reason]")
         reason.fill("no return received")
         reads: list[str] = []
