@@ -46,25 +46,50 @@
 
   // A live area must not be redrawn while a request sent from inside it is out: htmx forgets the
   // request of an element it removes, so a click on a panel's link (a boosted navigation) or a form
-  // lost its answer when an update swapped the area meanwhile. Nor while the person is filling in
-  // one of its forms. Such an update is held, and once the last of those requests has ended
-  // (without leaving the page), or the person has left the form untouched, the area reads itself
-  // afresh; a section that polls on a timer simply skips the tick.
+  // lost its answer when an update swapped the area meanwhile. Nor while the person is in one of its
+  // form fields. Such an update is held, and once the last of those requests has ended (without
+  // leaving the page), or the person has left the field, the area reads itself afresh; a
+  // section that polls on a timer simply skips the tick.
   var LIVE = "[data-live] [sse-swap], [data-live] [hx-trigger~='rw-poll']";
   var REREAD = LIVE + ", [hx-get][hx-trigger^='every ']";
   var inFlight = new Set();
   var stale = new Set();
 
-  // A field the person is in, or has typed into, is theirs: a redraw would replace it empty (a
-  // rejection's reason typed while the stream reconnected was lost that way).
+  // A field the person is in is theirs: a redraw would replace it empty (a rejection's reason typed
+  // while the stream reconnected was lost that way).
   function editing(area) {
     var focused = document.activeElement;
-    if (focused && focused !== document.body && area.contains(focused) && focused.form) { return true; }
-    var fields = area.querySelectorAll("input:not([type=hidden]), textarea");
-    for (var i = 0; i < fields.length; i++) {
-      if (fields[i].value !== fields[i].defaultValue) { return true; }
-    }
-    return false;
+    return !!(focused && focused !== document.body && area.contains(focused) && focused.form);
+  }
+
+  // A field typed into and then left does not hold its area: the area is redrawn (what it shows may
+  // have moved on meanwhile), and the typed text goes back into the same form's field wherever the
+  // new drawing still has it. A held area would otherwise stay stale for as long as the text stayed.
+  var FIELDS = "input:not([type=hidden]), textarea";
+  var kept = null;
+  function fieldKey(field) {
+    var key = (field.form ? field.form.getAttribute("action") || "" : "") + "|" + field.name;
+    return field.type === "checkbox" || field.type === "radio" ? key + "=" + field.value : key;
+  }
+  function ticked(field) { return field.type === "checkbox" || field.type === "radio"; }
+  function keep(area) {
+    var found = {};
+    var any = false;
+    (area && area.querySelectorAll ? area.querySelectorAll(FIELDS) : []).forEach(function (field) {
+      var moved = ticked(field) ? field.checked !== field.defaultChecked : field.value !== field.defaultValue;
+      if (field.name && moved) { found[fieldKey(field)] = ticked(field) ? field.checked : field.value; any = true; }
+    });
+    kept = any ? found : null;
+  }
+  function restore() {
+    var found = kept;
+    kept = null;
+    if (!found) { return; }
+    document.querySelectorAll("[data-live] " + FIELDS.replace(", ", ", [data-live] ")).forEach(function (field) {
+      var key = fieldKey(field);
+      if (!Object.prototype.hasOwnProperty.call(found, key)) { return; }
+      if (ticked(field)) { field.checked = found[key]; } else { field.value = found[key]; }
+    });
   }
   function busy(area) {
     var found = editing(area);
@@ -95,9 +120,13 @@
   document.body.addEventListener("htmx:beforeSwap", function (event) {
     // Fired on the target: detail.elt is the target there, the request's element is in requestConfig.
     var config = event.detail.requestConfig;
-    if (held((config && config.elt) || event.detail.elt, event.detail.target)) { event.detail.shouldSwap = false; }
+    var elt = (config && config.elt) || event.detail.elt;
+    if (held(elt, event.detail.target)) { event.detail.shouldSwap = false; return; }
+    if (event.detail.shouldSwap && elt.matches && elt.matches(REREAD)) { keep(event.detail.target); }
   });
+  document.body.addEventListener("htmx:afterSwap", restore);
   document.body.addEventListener("htmx:sseBeforeMessage", function (event) {
-    if (busy(event.target)) { event.preventDefault(); stale.add(event.target); }
+    if (busy(event.target)) { event.preventDefault(); stale.add(event.target); } else { keep(event.target); }
   });
+  document.body.addEventListener("htmx:sseMessage", restore);
 })();

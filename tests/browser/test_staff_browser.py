@@ -169,7 +169,8 @@ def test_a_reason_being_typed_survives_the_actions_live_redraw(browser: object, 
     """The refund page re-reads its actions on every timeline change and when its stream
     (re)connects. A re-read replaced the reject form, so a reason being typed was lost, and the click
     that followed sent nothing (its required reason was empty; seen in CI). The actions wait while a
-    field of theirs is in use or has been typed into."""
+    field of theirs has the focus. Once the field is left, the actions are redrawn (holding them for
+    as long as the text stayed left them stale), and the typed reason goes back into the new form."""
     refund_id = stack.refund(stack.payment(150_000), 123_456).json()["id"]  # waits for approval
     tab = Page(browser, stack)
     try:
@@ -182,11 +183,17 @@ def test_a_reason_being_typed_survives_the_actions_live_redraw(browser: object, 
         page.on(
             "request", lambda request: reads.append(request.url) if request.url.endswith("/actions") else None
         )
+        page.evaluate("document.querySelector('#refund-actions').dataset.drawn = 'before'")
         page.evaluate(REDRAW)  # typing: the field has the focus
-        page.evaluate("document.activeElement.blur()")
-        page.evaluate(REDRAW)  # typed into, left: still theirs
         page.wait_for_timeout(500)
         assert reads == [], reads
+        page.evaluate("document.activeElement.blur()")  # left: the held redraw comes
+        wait_in_page(
+            page,
+            lambda: reads and page.evaluate("!document.querySelector('#refund-actions').dataset.drawn"),
+            timeout=10,
+            what="the actions redrawn once the field was left",
+        )
         playwright_api.expect(reason).to_have_value("no return received")
         page.locator("#refund-actions form.action-reject button").click()
         stack.wait_status(refund_id, "rejected")
