@@ -77,7 +77,7 @@ def create_app() -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        await rt.open()
+        await rt.open(wait_for_redis=False)  # /readyz says 503 until Redis answers
         app.state.rt = rt
         app.state.apikeys = ApiKeyAuthenticator(rt.db)
         app.state.sessions = SessionStore(

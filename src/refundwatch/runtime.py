@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx2
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
+from redis.exceptions import RedisError
 
 from refundwatch.config import Settings, get_settings
 from refundwatch.connections.services import ConnectionCache
@@ -18,11 +20,39 @@ from refundwatch.lib.crypto import FieldCipher
 from refundwatch.lib.http import make_client
 from refundwatch.refunds.breaker import Breaker
 
+log = logging.getLogger(__name__)
 QUEUE_NAME = "refundwatch:queue"
 
 
 def redis_settings(url: str) -> RedisSettings:
     return RedisSettings.from_dsn(url)
+
+
+def _unconnected_pool(settings: RedisSettings) -> ArqRedis:
+    """The pool ``create_pool`` makes, before its first command (it connects on demand)."""
+    pool = ArqRedis(
+        host=settings.host,
+        port=settings.port,
+        unix_socket_path=settings.unix_socket_path,
+        socket_connect_timeout=settings.conn_timeout,
+        ssl=settings.ssl,
+        ssl_keyfile=settings.ssl_keyfile,
+        ssl_certfile=settings.ssl_certfile,
+        ssl_cert_reqs=settings.ssl_cert_reqs,
+        ssl_ca_certs=settings.ssl_ca_certs,
+        ssl_ca_data=settings.ssl_ca_data,
+        ssl_check_hostname=settings.ssl_check_hostname,
+        retry=settings.retry,
+        retry_on_timeout=settings.retry_on_timeout,
+        retry_on_error=settings.retry_on_error,
+        max_connections=settings.max_connections,
+        db=settings.database,
+        username=settings.username,
+        password=settings.password,
+        encoding="utf8",
+    )
+    pool.default_queue_name = QUEUE_NAME
+    return pool
 
 
 @dataclass
@@ -45,11 +75,18 @@ class Runtime:
         use_cipher(cipher)  # the encrypted column types use the same keys
         return cls(settings=settings, db=db, cipher=cipher, connections=ConnectionCache(db, cipher))
 
-    async def open(self, *, redis: bool = True, http: bool = True) -> Runtime:
+    async def open(self, *, redis: bool = True, http: bool = True, wait_for_redis: bool = True) -> Runtime:
+        """``wait_for_redis=False`` (the web server): a Redis that does not answer yet does not stop
+        the process. It starts, says so, reports not ready (``/readyz``) and connects on first use."""
         if redis and self.redis is None:
-            self.redis = await create_pool(
-                redis_settings(self.settings.redis_url), default_queue_name=QUEUE_NAME
-            )
+            settings = redis_settings(self.settings.redis_url)
+            try:
+                self.redis = await create_pool(settings, default_queue_name=QUEUE_NAME)
+            except (RedisError, OSError) as exc:
+                if wait_for_redis:
+                    raise
+                log.warning("Redis does not answer (%s): starting without it; not ready until it does", exc)
+                self.redis = _unconnected_pool(settings)
             signals.attach(self.redis)
         if http and self.http is None:
             self.http = make_client()

@@ -6,14 +6,17 @@ import datetime as dt
 import json
 import random
 import string
+import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
 
-from stack import Stack, wait_until
+from _services import TEST_REDIS_DB, free_port
+from stack import Proc, Stack, wait_http, wait_until
 
 REFUND_FIELDS = {
     "id",
@@ -802,6 +805,53 @@ def test_options_lists_every_method_of_the_path(stack: Stack) -> None:
             response = client.options(path)
             assert response.status_code == 204, response.text
             assert response.headers["allow"] == methods, (path, response.headers["allow"])
+
+
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+def test_a_web_server_started_before_its_redis_runs_and_says_not_ready(stack: Stack, tmp_path: Path) -> None:
+    """A web process whose Redis does not answer at start-up (Redis restarting, a deployment's
+    ordering) stopped with a traceback, so /healthz and /readyz never answered and a container
+    platform saw a crash loop. It now starts, /readyz says 503 naming Redis, and once Redis answers
+    it is ready without a restart."""
+    redis_port, web_port = free_port(), free_port()
+    env = {**stack.env, "REFUNDWATCH_REDIS_URL": f"redis://127.0.0.1:{redis_port}/{TEST_REDIS_DB}"}
+    web = Proc("web-no-redis", ["refundwatch", "serve", "--port", str(web_port)], env, tmp_path / "web.log")
+    redis: subprocess.Popen[bytes] | None = None
+    try:
+        web.start()
+        wait_http(f"http://127.0.0.1:{web_port}/healthz", web)
+        not_ready = httpx2.get(f"http://127.0.0.1:{web_port}/readyz")
+        assert not_ready.status_code == 503, not_ready.text
+        assert not_ready.json()["database"] == "ok"
+        assert not_ready.json()["redis"].startswith("down"), not_ready.text
+        redis = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--dir",
+                str(tmp_path),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        ready = wait_until(
+            lambda: (
+                r if (r := httpx2.get(f"http://127.0.0.1:{web_port}/readyz")).status_code == 200 else None
+            ),
+            timeout=15,
+            what="the web process ready once its Redis answers",
+        )
+        assert ready.json() == {"database": "ok", "redis": "ok"}
+    finally:
+        web.stop()
+        if redis is not None:
+            redis.terminate()
+            redis.wait(timeout=10)
 
 
 def test_health_readiness_metrics_and_schema(stack: Stack) -> None:
