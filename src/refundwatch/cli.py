@@ -36,8 +36,11 @@ def friendly(fn: Callable[..., T]) -> Callable[..., T]:
         except (OSError, ConnectionError) as exc:
             _fail(f"cannot reach a service: {exc.__class__.__name__}: {exc}")
         except Exception as exc:
+            from redis.exceptions import RedisError
             from sqlalchemy.exc import SQLAlchemyError
 
+            if isinstance(exc, RedisError):  # the worker at start-up, or a command that enqueues
+                _fail(f"Redis does not answer: {exc.__class__.__name__}: {exc}")
             if isinstance(exc, SQLAlchemyError):
                 _fail(f"database error: {str(exc.__cause__ or exc).splitlines()[0][:300]}")
             if exc.__class__.__name__ == "ValidationError":  # pydantic settings

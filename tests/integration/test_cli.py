@@ -494,3 +494,13 @@ def test_malformed_encryption_key_is_a_one_line_error(offline: Offline, command:
 
 def test_invalid_database_url_is_a_one_line_error(offline: Offline) -> None:
     one_line_error(offline.cli("db", "upgrade", REFUNDWATCH_DATABASE_URL="mysql://x/y"), "database_url")
+
+
+def test_a_worker_without_redis_ends_with_one_line(offline: Offline) -> None:
+    """The worker needs Redis to take jobs: after arq's retries (logged as they happen) it exits with
+    one line naming Redis, for its supervisor to start it again; it ended in a traceback."""
+    result = offline.cli("worker")  # the offline set-up's Redis is a closed port
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("refundwatch: Redis does not answer"), last
