@@ -37,16 +37,47 @@ def test_payments_are_idempotent_and_conflicts_are_409(sim: Simulator) -> None:
         {"processor": "stripe", "payment_reference": "x", "amount": 1, "currency": "dollars"},
         {"processor": "stripe", "payment_reference": "x", "amount": 1, "currency": "usd", "extra": 1},
         {"processor": "checkout", "payment_reference": "pi_not_a_pay_id", "amount": 1, "currency": "usd"},
+        {"processor": ["stripe"], "payment_reference": "x", "amount": 1, "currency": "usd"},
+        {
+            "processor": "stripe",
+            "payment_reference": "x",
+            "amount": 1,
+            "currency": "usd",
+            "settle_after_seconds": -1,
+        },
+        {
+            "processor": "stripe",
+            "payment_reference": "x",
+            "amount": 1,
+            "currency": "usd",
+            "settle_after_seconds": "1",
+        },
         [],
     ],
 )
 def test_bad_payments_are_400(sim: Simulator, body: object) -> None:
-    assert sim.control("POST", "/payments", body).status_code == 400
-
-
-def test_malformed_json_is_400(sim: Simulator) -> None:
-    response = sim.http.post(f"{sim.url}/_control/payments", content=b"{nope")
+    response = sim.control("POST", "/payments", body)
     assert response.status_code == 400
+    assert response.json()["code"] == "invalid_body"
+
+
+def test_a_payment_may_say_when_it_settles(sim: Simulator) -> None:
+    """CONTRACT §7: ``settle_after_seconds`` is accepted for every processor (it was refused as an
+    unknown field); processors that refund unsettled captures ignore it."""
+    for processor, reference in (("stripe", "pi_settles"), ("braintree", "bt_settles")):
+        body = {"processor": processor, "payment_reference": reference, "amount": 100, "currency": "usd"}
+        created = sim.control("POST", "/payments", {**body, "settle_after_seconds": 30})
+        assert created.status_code == 201, created.text
+    assert sim.client().v1.refunds.create(params={"payment_intent": "pi_settles"}).status == "succeeded"
+
+
+@pytest.mark.parametrize("path", ["/payments", "/faults", "/discrepancies"])
+@pytest.mark.parametrize("body", [b"{nope", b"[" * 3000 + b"]" * 3000])
+def test_malformed_json_is_400(sim: Simulator, path: str, body: bytes) -> None:
+    """Nesting deeper than the decoder follows was a 500 (msgspec raises RecursionError there)."""
+    response = sim.http.post(f"{sim.url}/_control{path}", content=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "invalid_body"
 
 
 def test_ledger_filter_by_processor(sim: Simulator) -> None:
@@ -54,6 +85,9 @@ def test_ledger_filter_by_processor(sim: Simulator) -> None:
     sim.client().v1.refunds.create(params={"payment_intent": "pi_filter"})
     assert len(sim.ledger("stripe")) == 1
     assert sim.ledger("adyen") == []
+    unknown = sim.control("GET", "/ledger?processor=visa")
+    assert unknown.status_code == 404
+    assert unknown.json()["code"] == "unknown_processor"
 
 
 def test_fault_defaults(sim: Simulator) -> None:

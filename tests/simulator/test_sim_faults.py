@@ -76,12 +76,22 @@ def test_faults_are_per_processor(sim: Simulator) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [{"error_rate": 1.5}, {"latency_ms": -1}, {"outage": "yes"}, {"processor": "acme"}, {"bogus": 1}, [1, 2]],
+    [
+        {"error_rate": 1.5},
+        {"latency_ms": -1},
+        {"outage": "yes"},
+        {"processor": "acme"},
+        {"processor": ["stripe"], "error_rate": 0},  # was a 500: a list is no dictionary key
+        {"processor": {"a": 1}},
+        {"bogus": 1},
+        [1, 2],
+    ],
 )
 def test_bad_fault_settings_are_rejected(sim: Simulator, body: object) -> None:
     response = sim.control("POST", "/faults", body)
     assert response.status_code == 400
     assert response.json()["error"]
+    assert response.json()["code"] == "invalid_body"
 
 
 def test_timeout_executes_then_hangs_and_the_same_key_replays(sim: Simulator) -> None:

@@ -44,13 +44,15 @@ async def _json_object(request: Request[Any, Any, Any]) -> dict[str, Any]:
         data = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         raise _BadRequestError(f"body is not valid JSON: {exc}") from exc
+    except RecursionError:  # msgspec's answer to nesting deeper than it follows
+        raise _BadRequestError("body is not valid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise _BadRequestError("body must be a JSON object")
     return data
 
 
-def _payment_fields(data: dict[str, Any]) -> tuple[str, str, int, str]:
-    unknown = set(data) - {"processor", "payment_reference", "amount", "currency"}
+def _payment_fields(data: dict[str, Any]) -> tuple[str, str, int, str, float]:
+    unknown = set(data) - {"processor", "payment_reference", "amount", "currency", "settle_after_seconds"}
     if unknown:
         raise _BadRequestError(f"unknown field(s): {', '.join(sorted(unknown))}")
     processor = data.get("processor")
@@ -73,7 +75,14 @@ def _payment_fields(data: dict[str, Any]) -> tuple[str, str, int, str]:
         or not currency.isascii()
     ):
         raise _BadRequestError("currency must be a three-letter ISO 4217 code")
-    return str(processor), reference, amount, currency
+    settle_after = data.get("settle_after_seconds", 0)
+    if (
+        isinstance(settle_after, bool)
+        or not isinstance(settle_after, int | float)
+        or not 0 <= settle_after <= 1e9
+    ):
+        raise _BadRequestError("settle_after_seconds must be a number of seconds, 0 or more")
+    return str(processor), reference, amount, currency, float(settle_after)
 
 
 def build_control_router(
@@ -92,17 +101,16 @@ def build_control_router(
         try:
             return Response(faults.update(await _json_object(request)))
         except (_BadRequestError, FaultConfigError) as exc:
-            return _error(400, str(exc))
+            return _error(400, str(exc), "invalid_body")
 
     @post("/payments", status_code=HTTP_201_CREATED)
     async def register_payment(request: Request[Any, Any, Any]) -> Response[Any]:
         try:
-            processor, reference, amount, currency = _payment_fields(await _json_object(request))
-            payment = store.register_payment(processor, reference, amount, currency)
+            payment = store.register_payment(*_payment_fields(await _json_object(request)))
         except _BadRequestError as exc:
-            return _error(400, str(exc))
+            return _error(400, str(exc), "invalid_body")
         except PaymentConflictError as exc:
-            return _error(409, str(exc))
+            return _error(409, str(exc), "payment_conflict")
         return Response(payment.as_dict(), status_code=HTTP_201_CREATED)
 
     @get("/payments")
@@ -110,8 +118,10 @@ def build_control_router(
         return [p.as_dict() for p in store.payments.values() if processor is None or p.processor == processor]
 
     @get("/ledger")
-    async def ledger(processor: str | None = None) -> list[dict[str, Any]]:
-        return store.ledger_rows(processor)
+    async def ledger(processor: str | None = None) -> Response[Any]:
+        if processor is not None and processor not in PROCESSORS:
+            return _error(404, f"unknown processor {processor!r}", "unknown_processor")
+        return Response(store.ledger_rows(processor))
 
     @get("/webhooks")
     async def deliveries(processor: str | None = None, connection: str | None = None) -> list[dict[str, Any]]:

@@ -236,7 +236,7 @@ class Faults:
         Validates everything before changing anything.
         """
         processor = payload.get("processor")
-        if processor is not None and processor not in self._configs:
+        if processor is not None and (not isinstance(processor, str) or processor not in self._configs):
             raise FaultConfigError(
                 f"unknown processor {processor!r}; expected one of {', '.join(PROCESSORS)}"
             )

@@ -41,6 +41,9 @@ class Payment:
     created: int
     refunds: list[Refund] = field(default_factory=list)
     refunded: int = 0  # held by pending and succeeded refunds, kept up to date by the Store
+    # When the capture settles (epoch seconds): where a processor refunds only settled transactions,
+    # before it a refund is refused (CONTRACT §7 ``settle_after_seconds``; the others ignore it).
+    settles_at: float = 0.0
 
     def refundable(self) -> int:
         return self.amount - self.refunded
@@ -129,7 +132,9 @@ class Store:
         """Let a processor give payments extra ids (e.g. Stripe: the charge of a payment intent)."""
         self._alias_makers[processor] = maker
 
-    def register_payment(self, processor: str, reference: str, amount: int, currency: str) -> Payment:
+    def register_payment(
+        self, processor: str, reference: str, amount: int, currency: str, settle_after_seconds: float = 0.0
+    ) -> Payment:
         currency = currency.upper()
         existing = self.payments.get((processor, reference))
         if existing is not None:
@@ -139,7 +144,10 @@ class Store:
                     f"{existing.currency}"
                 )
             return existing
-        payment = Payment(processor, reference, amount, currency, int(time.time()))
+        now = time.time()
+        payment = Payment(
+            processor, reference, amount, currency, int(now), settles_at=now + settle_after_seconds
+        )
         self.payments[(processor, reference)] = payment
         maker = self._alias_makers.get(processor)
         if maker is not None:
