@@ -58,6 +58,7 @@ def test_urls_must_be_https_outside_demo_and_test() -> None:
         "ftp://example.com/",
         "https://u:p@example.com/",
         "https:///x",
+        "https://93.184.216.34:0/x",  # port 0 was taken
         "",
     ):
         with pytest.raises(EndpointNotAllowed):
@@ -67,10 +68,20 @@ def test_urls_must_be_https_outside_demo_and_test() -> None:
 @pytest.mark.parametrize(
     "address",
     ["127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.169.254", "0.0.0.0", "::1", "fe80::1",
-     "fc00::1", "::ffff:10.0.0.1", "100.64.0.1", "224.0.0.1"],
+     "fc00::1", "::ffff:10.0.0.1", "100.64.0.1", "224.0.0.1",
+     # IPv6 forms carrying 127.0.0.1 that a translator or tunnel delivers there (were taken as public)
+     "::127.0.0.1", "64:ff9b::7f00:1", "2002:7f00:1::", "64:ff9b:1::5db8:d822"],
 )  # fmt: skip
 def test_private_loopback_and_link_local_addresses_are_not_public(address: str) -> None:
     assert not is_public(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["93.184.216.34", "2606:4700::1", "::ffff:93.184.216.34", "64:ff9b::5db8:d822", "2002:5db8:d822::"],
+)
+def test_public_addresses_are_public_in_every_form(address: str) -> None:
+    assert is_public(ipaddress.ip_address(address))
 
 
 def _resolver(*addresses: str) -> Resolver:

@@ -58,10 +58,30 @@ class AllowList:
         return any(address in network for network in self.networks)
 
 
+# IPv6 forms that carry an IPv4 address a translator or tunnel delivers to: each must carry a public one
+# (``[64:ff9b::7f00:1]`` reaches 127.0.0.1 through a NAT64 gateway).
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215: local use, never public
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # deprecated ::a.b.c.d
+
+
+def _carried_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in _NAT64 or address in _IPV4_COMPATIBLE:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def is_public(address: Address) -> bool:
-    """A globally routable unicast address (an IPv4-mapped IPv6 address counts as its IPv4 one)."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    """A globally routable unicast address. An IPv6 address that carries an IPv4 one (mapped, 6to4,
+    NAT64, IPv4-compatible) is public only if that IPv4 address is too."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address in _NAT64_LOCAL:
+            return False
+        address = _carried_ipv4(address) or address
     return address.is_global and not address.is_multicast
 
 
@@ -108,6 +128,8 @@ def check_url(url: str, *, allow_http: bool) -> tuple[str, str, int]:
         raise EndpointNotAllowed(
             "the URL must be https" if not allow_http else "the URL must be http or https"
         )
+    if port == 0:
+        raise EndpointNotAllowed("the URL's port must be 1 to 65535")
     host = (parts.hostname or "").rstrip(".")
     if not host:
         raise EndpointNotAllowed("the URL has no host")
