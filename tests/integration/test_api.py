@@ -175,12 +175,37 @@ def test_payment_created_then_replayed_then_conflict(stack: Stack) -> None:
         pytest.param({"captured_at": "yesterday"}, "validation_error", id="captured-at-garbage"),
         pytest.param({"payment_reference": ""}, "validation_error", id="reference-empty"),
         pytest.param({"payment_reference": "x" * 256}, "validation_error", id="reference-too-long"),
+        # It could be registered and refunded, but never read back at /api/v1/payments/{reference}.
+        pytest.param({"payment_reference": "pi_a/b"}, "validation_error", id="reference-with-slash"),
         pytest.param({"surprise": 1}, "validation_error", id="unknown-field"),
     ],
 )
 def test_payment_bad_input_is_422(stack: Stack, change: dict[str, Any], code: str) -> None:
     with stack.api() as client:
         error(client.post("/api/v1/payments", json=payment_body(**change)), 422, code)
+
+
+def test_a_body_too_large_is_413_with_the_code_the_schema_names(stack: Stack) -> None:
+    """The answer said ``request_too_large`` while the README and the OpenAPI document said
+    ``http_error``: a client written from the document did not know the code it got."""
+    documented = httpx2.get(f"{stack.web_url}/schema/openapi.json").json()["paths"]
+    with stack.api() as client:
+        for path in ("/api/v1/payments", "/api/v1/refunds"):
+            response = client.post(
+                path, content=b'{"metadata": "' + b"x" * 300_000 + b'"}', headers={"Idempotency-Key": "big"}
+            )
+            error(response, 413, "request_too_large")
+            answer = documented[path]["post"]["responses"]["413"]
+            assert "request_too_large" in json.dumps(answer), answer
+
+
+def test_an_empty_body_says_it_is_empty(stack: Stack) -> None:
+    """Litestar's words for a missing body were its KeyError's, "'data'"."""
+    with stack.api() as client:
+        for path in ("/api/v1/payments", "/api/v1/refunds"):
+            body = error(client.post(path, headers={"Idempotency-Key": "empty"}), 422, "validation_error")
+            assert body["message"].endswith("the request body is empty"), body
+            assert body["errors"][0]["message"] == "a JSON object is required as the request body", body
 
 
 def test_payment_missing_field_is_422(stack: Stack) -> None:
@@ -318,6 +343,8 @@ def test_refund_business_rule_errors_are_422(stack: Stack) -> None:
     reference = stack.payment(10_000)
     error(post_refund(stack, refund_body(f"pi_missing_{uuid.uuid4().hex}")), 422, "unknown_payment")
     error(post_refund(stack, refund_body(reference, currency="USD")), 422, "currency_mismatch")
+    # Not ISO 4217 at all: the payments API's code, not "not the payment's" (it was currency_mismatch).
+    error(post_refund(stack, refund_body(reference, currency="QQQ")), 422, "invalid_currency")
     error(post_refund(stack, refund_body(reference, 0)), 422, "invalid_amount")
     error(post_refund(stack, refund_body(reference, -500)), 422, "invalid_amount")
     error(post_refund(stack, refund_body(reference, 10**16)), 422, "invalid_amount")

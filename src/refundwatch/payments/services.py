@@ -52,6 +52,10 @@ def check_payment(data: PaymentInput) -> None:
         raise ValidationFailed(
             f"payment_reference must be 1 to {MAX_REFERENCE_LENGTH} characters", code="validation_error"
         )
+    if "/" in data.payment_reference:  # the payment's own address, /api/v1/payments/{payment_reference}
+        raise ValidationFailed(
+            "payment_reference must not contain '/' (no processor's payment id does)", code="validation_error"
+        )
     if isinstance(data.amount, bool) or not 0 < data.amount <= MAX_AMOUNT:
         raise ValidationFailed("amount must be a positive whole number of minor units", code="invalid_amount")
     if not is_known_currency(data.currency):

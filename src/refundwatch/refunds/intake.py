@@ -34,7 +34,7 @@ from refundwatch.gateways.registry import get_gateway, supported_processors
 from refundwatch.lib.cards import refuse_card_numbers
 from refundwatch.lib.crypto import sha256_hex
 from refundwatch.lib.exceptions import Conflict, ValidationFailed
-from refundwatch.lib.money import format_money
+from refundwatch.lib.money import format_money, is_known_currency
 from refundwatch.outgoing import outbox
 from refundwatch.outgoing.events import CREATED, PENDING_APPROVAL
 from refundwatch.payments.ledger import on_other_connection, other_connections
@@ -89,6 +89,8 @@ def _fingerprint(body: RefundCreate) -> str:
 def _check_shape(body: RefundCreate) -> None:
     if isinstance(body.amount, bool) or body.amount <= 0 or body.amount > MAX_AMOUNT:
         raise ValidationFailed("amount must be a positive whole number of minor units", code="invalid_amount")
+    if not is_known_currency(body.currency.upper()):  # as a payment's: not merely "not the payment's"
+        raise ValidationFailed(f"unknown currency {body.currency!r}", code="invalid_currency")
     if not body.payment_reference.strip() or len(body.payment_reference) > MAX_REFERENCE_LENGTH:
         raise ValidationFailed(f"payment_reference must be 1 to {MAX_REFERENCE_LENGTH} characters")
     for name in ("order_id", "invoice_id"):

@@ -39,6 +39,9 @@ def validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Res
         # A bad amount or currency in the body has its own code, and a message that says why.
         if not isinstance(detail, dict) or detail.get("source") != "body":
             continue
+        if detail.get("key") == "data" and detail.get("message") == "'data'":  # Litestar's KeyError text
+            detail["message"] = "a JSON object is required as the request body"
+            message = f"{message}: the request body is empty"
         if found := field_error(detail.get("key"), str(detail.get("message", "not valid"))):
             code, message = found
             break

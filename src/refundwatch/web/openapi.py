@@ -85,7 +85,7 @@ _API = {
     422: ("validation_error",),
     429: ("rate_limited",),
 }
-_BODY = {413: ("http_error",)}
+_BODY = {413: ("request_too_large",)}
 _ONE_REFUND = {404: ("refund_not_found", "not_found")}
 _ONE_ENDPOINT = {404: ("webhook_endpoint_not_found", "not_found")}
 _ENDPOINT_BODY = ("validation_error", "endpoint_not_allowed", "unknown_event_type", "unknown_connection")
@@ -158,7 +158,7 @@ OPERATIONS: dict[tuple[str, str], dict[int, tuple[str, ...]]] = {
     ("post", "/webhooks/{connection}"): {
         401: ("invalid_signature",),
         404: ("unknown_connection",),
-        413: ("http_error",),
+        413: ("request_too_large",),
         422: ("malformed_webhook", "validation_error"),
         429: ("rate_limited",),
         503: ("verification_unavailable",),
