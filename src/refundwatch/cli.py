@@ -44,12 +44,19 @@ def friendly(fn: Callable[..., T]) -> Callable[..., T]:
             if isinstance(exc, SQLAlchemyError):
                 _fail(f"database error: {str(exc.__cause__ or exc).splitlines()[0][:300]}")
             if exc.__class__.__name__ == "ValidationError":  # pydantic settings
-                lines = str(exc).splitlines()
-                _fail(f"invalid configuration: {' '.join(line.strip() for line in lines[1:3])}")
+                _fail(f"invalid configuration: {_setting_problem(exc)}")
             raise
         raise AssertionError("unreachable")
 
     return wrapper
+
+
+def _setting_problem(exc: Any) -> str:
+    """The first bad setting by its variable's name, without its value (a URL may hold a password)."""
+    first = exc.errors()[0]
+    name = "_".join(str(part) for part in first.get("loc", ())).upper()
+    message = str(first.get("msg", "not valid")).removeprefix("Value error, ")
+    return f"REFUNDWATCH_{name}: {message}" if name else message
 
 
 def run(coro_fn: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> T:

@@ -31,6 +31,38 @@ class ConfigError(Exception):
 EXPECTED_SETTLEMENT_HOURS = {"stripe": 168.0, "adyen": 96.0, "paypal": 48.0}
 
 
+# What SQLAlchemy passes on to asyncpg.connect from a URL's query (any other key fails at connect time).
+_PG_QUERY_KEYS = frozenset(
+    {
+        "ssl", "direct_tls", "timeout", "command_timeout", "statement_cache_size", "server_settings",
+        "max_cached_statement_lifetime", "max_cacheable_statement_size", "target_session_attrs",
+        "krbsrvname", "gsslib", "passfile", "service", "servicefile",
+        "prepared_statement_cache_size", "prepared_statement_name_func",
+    }
+)  # fmt: skip
+
+
+def _check_database_url(value: str) -> None:
+    """A URL the engine could not use fails here, in one line, not at the first connection."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(value)
+    except ValueError as exc:
+        raise ValueError(f"cannot be read: {exc}") from None
+    if url.drivername.startswith("sqlite"):
+        if not url.database or url.database == ":memory:":
+            raise ValueError("an embedded database needs a file path: sqlite+aiosqlite:///path/to/file.db")
+        return
+    if url.port is not None and not 1 <= url.port <= 65535:
+        raise ValueError(f"port {url.port} is not 1 to 65535")
+    if not url.database:
+        raise ValueError("names no database: postgresql+asyncpg://user@host:5432/database")
+    unknown = sorted(set(url.query) - _PG_QUERY_KEYS)
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)}")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="REFUNDWATCH_", extra="ignore")
 
@@ -169,7 +201,31 @@ class Settings(BaseSettings):
     def _known_driver(cls, value: str) -> str:
         if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        _check_database_url(value)
         return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _readable_redis_url(cls, value: str) -> str:
+        from arq.connections import RedisSettings
+        from redis.connection import parse_url
+
+        try:  # both readers: redis-py's (web) and arq's (worker), which reads the database number itself
+            parse_url(value)  # type: ignore[no-untyped-call]
+            RedisSettings.from_dsn(value)
+        except (ValueError, RuntimeError) as exc:
+            raise ValueError(
+                f"not a Redis URL (redis://host:port/db, rediss://… or unix://…): {exc}"
+            ) from None
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        levels = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+        if value.strip().upper() not in levels:
+            raise ValueError(f"must be one of {', '.join(levels)}")
+        return value.strip().upper()
 
     @property
     def is_https(self) -> bool:
@@ -285,11 +341,28 @@ class Settings(BaseSettings):
                 f"REFUNDWATCH_ALERT_URLS: entry {', '.join(map(str, bad))} is not a valid Apprise URL"
             )
         self._check_paypal_certs()
-        try:
-            for currency in ("EUR", "USD"):
-                self.approval_threshold_for(currency)
-        except ValueError:
-            raise ConfigError("REFUNDWATCH_APPROVAL_THRESHOLD must be a number or CUR:number,...") from None
+        self._check_approval_threshold()
+
+    def _check_approval_threshold(self) -> None:
+        """Every entry, not only the currencies tried at start-up: a bad one failed each refund in its
+        currency later (GBP:abc made every GBP refund a 500)."""
+        from refundwatch.lib.money import is_known_currency
+
+        rule = "REFUNDWATCH_APPROVAL_THRESHOLD must be a whole number of minor units, or CUR:number,..."
+        value = self.approval_threshold.strip()
+        entries = [p.partition(":") for p in value.split(",")] if ":" in value else [("*", ":", value)]
+        seen: set[str] = set()
+        for key, _, amount in entries:
+            name = key.strip().upper()
+            if not name and not amount.strip():  # a trailing comma
+                continue
+            if not re.fullmatch(r"[0-9]{1,15}", amount.strip()):
+                raise ConfigError(f"{rule} ({name}: {amount.strip()!r} is not a number)")
+            if name != "*" and not is_known_currency(name):
+                raise ConfigError(f"{rule} ({name!r} is not an ISO 4217 currency)")
+            if name in seen:
+                raise ConfigError(f"{rule} ({name} is given twice)")
+            seen.add(name)
 
     def _check_paypal_certs(self) -> None:
         from refundwatch.gateways.paypal.certs import CertPolicy, TrustStoreError

@@ -251,6 +251,8 @@ def test_payments_import_bad_files_are_refused_before_the_database(offline: Offl
     cases: dict[str, tuple[str | None, str]] = {  # content (None: no such file), expected in the message
         "amount-with-decimals": (third_row_bad(_row("pi_a", "12.50")), ":4: amount"),
         "amount-negative": (third_row_bad(_row("pi_b", "-5")), ":4: amount"),
+        "amount-underscored": (third_row_bad(_row("pi_b2", "1_000")), ":4: amount"),  # int() took these
+        "amount-other-digits": (third_row_bad(_row("pi_b3", "\u0661\u0660\u0660")), ":4: amount"),
         "bad-date": (third_row_bad(_row("pi_c", captured="yesterday")), ":4: captured_at"),
         "bad-currency": (third_row_bad(_row("pi_d", currency="EURO")), ":4: unknown currency"),
         "too-few-columns": (third_row_bad("stripe-test,pi_e,1000,EUR"), ":4: expected 7 columns"),
@@ -492,8 +494,28 @@ def test_malformed_encryption_key_is_a_one_line_error(offline: Offline, command:
     one_line_error(result, "REFUNDWATCH_ENCRYPTION_KEYS")
 
 
-def test_invalid_database_url_is_a_one_line_error(offline: Offline) -> None:
-    one_line_error(offline.cli("db", "upgrade", REFUNDWATCH_DATABASE_URL="mysql://x/y"), "database_url")
+@pytest.mark.parametrize(
+    ("name", "value", "command"),
+    [
+        ("REFUNDWATCH_DATABASE_URL", "mysql://x/y", "db"),
+        # Each of these ended in a traceback at the first connection (the port, the query, the path).
+        ("REFUNDWATCH_DATABASE_URL", "postgresql+asyncpg://u:s3cret@h:abc/db", "db"),
+        ("REFUNDWATCH_DATABASE_URL", "postgresql+asyncpg://u:s3cret@h:99999/db", "worker"),
+        ("REFUNDWATCH_DATABASE_URL", "postgresql+asyncpg://h/db?bogus=1", "apikeys"),
+        ("REFUNDWATCH_DATABASE_URL", "sqlite+aiosqlite://", "serve"),
+        ("REFUNDWATCH_REDIS_URL", "http://127.0.0.1:6379/0", "serve"),
+        ("REFUNDWATCH_REDIS_URL", "redis://127.0.0.1:6379/x", "worker"),
+        ("REFUNDWATCH_LOG_LEVEL", "LOUD", "serve"),
+        ("REFUNDWATCH_APPROVAL_THRESHOLD", "EUR:100,GBP:abc", "worker"),  # GBP refunds were 500s later
+        ("REFUNDWATCH_APPROVAL_THRESHOLD", "EURO:100", "serve"),
+    ],
+)
+def test_a_bad_setting_is_a_one_line_error_naming_it(
+    offline: Offline, name: str, value: str, command: str
+) -> None:
+    args = {"db": ("db", "upgrade"), "apikeys": ("apikeys", "list")}.get(command, (command,))
+    line = one_line_error(offline.cli(*args, **{name: value}), name)
+    assert "s3cret" not in line  # a URL's password is never echoed
 
 
 def test_a_worker_without_redis_ends_with_one_line(offline: Offline) -> None:

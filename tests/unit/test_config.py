@@ -186,12 +186,28 @@ def test_invalid_database_url_from_environment(monkeypatch: pytest.MonkeyPatch) 
 
 @pytest.mark.parametrize(
     "url",
-    ["sqlite+aiosqlite:///var/refundwatch.db", "sqlite+aiosqlite://", "postgresql+asyncpg://u:p@h:5432/d"],
+    ["sqlite+aiosqlite:///var/refundwatch.db", "postgresql+asyncpg://u:p@h:5432/d?ssl=require"],
 )
 def test_valid_database_urls(url: str) -> None:
     settings = Settings(database_url=url)
     assert settings.database_url == url
     assert settings.is_sqlite is url.startswith("sqlite")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite+aiosqlite://",  # in memory: each process would have its own database
+        "sqlite+aiosqlite:///:memory:",
+        "postgresql+asyncpg://u:p@h:port/d",
+        "postgresql+asyncpg://u:p@h:0/d",
+        "postgresql+asyncpg://u:p@h:5432/",
+        "postgresql+asyncpg://u:p@h:5432/d?bogus=1",
+    ],
+)
+def test_database_urls_the_engine_cannot_use_are_refused(url: str) -> None:
+    with pytest.raises(ValidationError, match="database_url"):
+        Settings(database_url=url)
 
 
 def test_defaults_match_the_contract() -> None:

@@ -6,6 +6,7 @@ import asyncio
 import csv
 import datetime as dt
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID
@@ -150,12 +151,10 @@ def parse_payments_csv(text: str, source: str) -> list[PaymentInput]:
         if None in raw or any(v is None for v in raw.values()):
             raise BadInput(f"{where}: expected {len(CSV_COLUMNS)} columns")
         row = {k.strip(): (v or "").strip() for k, v in raw.items()}
-        try:
-            amount = int(row["amount"])
-        except ValueError:
-            raise BadInput(
-                f"{where}: amount {row['amount']!r} is not a whole number of minor units"
-            ) from None
+        # Plain ASCII digits only: int() also reads "1_000", and fullwidth and other scripts' digits.
+        if not re.fullmatch(r"-?[0-9]+", row["amount"]):
+            raise BadInput(f"{where}: amount {row['amount']!r} is not a whole number of minor units")
+        amount = int(row["amount"])
         try:
             captured = dt.datetime.fromisoformat(row["captured_at"].replace("Z", "+00:00"))
         except ValueError:
