@@ -39,7 +39,7 @@ from _services import (
     unique_pg_database_name,
 )
 from identity_provider import IdentityProvider
-from processors import connections_toml, kit
+from processors import STRIPE_SECRET, connections_toml, kit
 from refundwatch.simulator.paypal.certs import load_or_create
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -129,6 +129,20 @@ class Stack:
         # The running processes look an unknown connection up again at most once a second
         # (connections.services.ConnectionCache); the CLI's own start-up used to cover that second.
         time.sleep(1.1)
+
+    def share_stripe_account(self, sibling: str, webhook_secret: str, account: str = "acct_tests") -> None:
+        """A second Stripe connection, ``sibling``, reaching the same account as the stack's own (both
+        carry ``account``, CONTRACT §6): another key of one account, its webhooks signed with
+        ``webhook_secret``."""
+        self.connect("stripe")
+        own = connections_toml(self.sim_url, "stripe")
+        other = own.replace('name = "stripe-test"', f'name = "{sibling}"').replace(
+            f'webhook_secret = "{STRIPE_SECRET}"', f'webhook_secret = "{webhook_secret}"'
+        )
+        path = self.workdir / f"connections-{sibling}.toml"
+        path.write_text(f'{own}account = "{account}"\n{other}account = "{account}"\n')
+        import_connections(self.env, path)
+        time.sleep(1.1)  # as connect(): the running processes look a new name up again within a second
 
     # --- staff ------------------------------------------------------------------------------
     def sign_in(self, username: str, password: str = "password") -> httpx2.Client:

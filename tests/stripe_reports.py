@@ -58,6 +58,6 @@ def report(stack: Stack, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-def imported(stack: Stack, path: Path, **env: str) -> str:
-    result = stack.cli("reconcile", "import", "--connection", "stripe-test", str(path), extra_env=env)
+def imported(stack: Stack, path: Path, connection: str = "stripe-test", **env: str) -> str:
+    result = stack.cli("reconcile", "import", "--connection", connection, str(path), extra_env=env)
     return result.stdout.strip()

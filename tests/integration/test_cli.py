@@ -162,7 +162,40 @@ def _bad_connection_files(good: str) -> dict[str, tuple[str | bytes, str]]:
         "unknown-field": (valid + stripe_block(other, apikey="typo"), "apikey"),
         "bad-timeout": (valid + stripe_block(other, timeout_seconds=0), "timeout_seconds"),
         "not-utf8": (valid.encode() + b"# \xff\xfe\n", "cannot read"),
+        "empty-account": (valid + stripe_block(other, account=""), "account"),
+        "void-unsettled-not-a-flag": (
+            valid + braintree_block(other, void_unsettled='"yes"'),
+            "void_unsettled",
+        ),
+        "void-unsettled-on-stripe": (valid + stripe_block(other, void_unsettled=1), "void_unsettled"),
     }
+
+
+def braintree_block(name: str, **extra: str) -> str:
+    lines = [
+        "[[connection]]",
+        f'name = "{name}"',
+        'processor = "braintree"',
+        'merchant_id = "m1"',
+        'public_key = "pk1"',
+        'private_key = "sk1"',
+        *(f"{key} = {value}" for key, value in extra.items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def test_connections_take_an_account_and_braintrees_void_unsettled(offline: Offline) -> None:
+    """CONTRACT §6: ``account`` is optional for every processor, ``void_unsettled`` for Braintree; both
+    were refused as unknown fields."""
+    names = [f"acct-{uuid.uuid4().hex[:6]}" for _ in range(3)]
+    text = (
+        stripe_block(names[0], account="acct_1Abc")
+        + stripe_block(names[1], account="acct_1Abc")
+        + braintree_block(names[2], account='"merchant-1"', void_unsettled="true")
+    )
+    result = offline.cli("connections", "import", str(offline.write(text, ".toml")))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "connections: 3 created, 0 updated, 0 unchanged"
 
 
 def test_connections_import_refuses_bad_files_whole(offline: Offline) -> None:
@@ -177,7 +210,11 @@ def test_connections_import_refuses_bad_files_whole(offline: Offline) -> None:
         "unknown-field",
         "bad-timeout",
         "not-utf8",
+        "empty-account",
+        "void-unsettled-not-a-flag",
+        "void-unsettled-on-stripe",
     ]
+    before = offline.count("connections")  # other tests of the module may have imported some
     goods = [f"good-{case}-{uuid.uuid4().hex[:6]}" for case in cases]
     files = [_bad_connection_files(good)[case] for case, good in zip(cases, goods, strict=True)]
     results = offline.cli_many(
@@ -186,14 +223,14 @@ def test_connections_import_refuses_bad_files_whole(offline: Offline) -> None:
     for case, (_, needle), result in zip(cases, files, results, strict=True):
         assert result.returncode != 0, case
         one_line_error(result, needle)
-    assert offline.count("connections") == 0
+    assert offline.count("connections") == before
     # A valid import of all those first connections now creates every one of them: none existed.
     result = offline.cli(
         "connections", "import", str(offline.write("".join(map(stripe_block, goods)), ".toml"))
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"connections: {len(goods)} created, 0 updated, 0 unchanged"
-    assert offline.count("connections") == len(goods)
+    assert offline.count("connections") == before + len(goods)
 
 
 def test_connections_import_missing_file(offline: Offline) -> None:

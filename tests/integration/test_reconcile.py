@@ -124,6 +124,22 @@ def test_a_refund_missing_from_reports_is_a_break_after_the_delay_and_closes_whe
     assert (closed["status"], closed["resolution"]) == ("resolved", "matched")
 
 
+def test_an_accounts_report_imported_for_another_of_its_connections_matches_its_refunds(
+    stack: Stack,
+) -> None:
+    """CONTRACT §6 ``account``: a processor account's settlement report covers every connection that
+    reaches it. Imported for another connection of the account than the one the refunds were made
+    through, its lines were ``missing_local`` and the refunds ``missing_settlement``."""
+    stack.share_stripe_account("stripe-sibling", "whsec_refundwatch_sibling")
+    refunds = [succeeded(stack, amount) for amount in (1_100, 2_200)]
+    # One found by the processor's refund id, one by refundwatch's id in its metadata alone.
+    path = report(stack, [line(refunds[0]), line(refunds[1], source_id="")])
+    assert imported(stack, path, connection="stripe-sibling").endswith("2 matched, 0 breaks found")
+    stack.cli("reconcile", "check", extra_env={"REFUNDWATCH_RECONCILE_EXPECTED_HOURS": "0"})
+    for refund in refunds:
+        assert about(breaks(stack), refund["id"]) == []
+
+
 def test_a_cumulative_report_brings_earlier_lines_again_without_new_breaks(stack: Stack) -> None:
     """A processor's report "so far" repeats what an earlier file brought: the same key with the same
     content is that line again. A line twice within one report is a duplicate, once, even when the

@@ -284,6 +284,21 @@ def test_refund_failed_reverses_a_succeeded_refund(stack: Stack) -> None:
     assert stack.get(refund["id"])["status"] == "reversed"
 
 
+def test_a_report_to_another_connection_of_the_same_account_is_applied(stack: Stack) -> None:
+    """CONTRACT §6 ``account``: connections with the same processor and account reach the same account
+    and may carry each other's refunds. A Stripe account sends its webhooks to one endpoint, which may
+    be another connection's than the one a refund was made through (a second key of the account). The
+    report was stored as about "no matching refund" and the refund never moved."""
+    stack.faults()
+    stack.share_stripe_account("stripe-sibling", "whsec_refundwatch_sibling")
+    refund = succeeded_refund(stack)  # made through stripe-test
+    event_id, body = refund_event(refund, event_type="refund.failed", status="failed")
+    response = deliver(stack, body, sign(body, "whsec_refundwatch_sibling"), connection="stripe-sibling")
+    assert response.status_code == 200, response.text
+    assert "reversed" in processed(stack, event_id)
+    assert stack.get(refund["id"])["status"] == "reversed"
+
+
 def test_late_pending_update_never_moves_a_refund_backwards(stack: Stack) -> None:
     stack.faults()
     refund = succeeded_refund(stack)

@@ -115,6 +115,11 @@ class ConnectionInfo:
     health_check_interval_seconds: int
     credentials: Credentials
 
+    @property
+    def account(self) -> str | None:
+        """The processor account it reaches (CONTRACT §6 ``account``), when the file names one."""
+        return self.credentials.options.get("account")
+
 
 def _info(row: Connection, cipher: FieldCipher) -> ConnectionInfo:
     blob = json.loads(cipher.decrypt(row.credentials_encrypted))
@@ -176,3 +181,24 @@ class ConnectionCache:
     async def all(self) -> list[ConnectionInfo]:
         await self._fresh()
         return list(self._by_name.values())
+
+    async def siblings(self, connection_id: UUID) -> tuple[UUID, ...]:
+        """The connections that reach the same processor account (same ``processor`` and
+        ``account``), this one first: they may carry each other's refunds, so a webhook or a
+        settlement line that reaches one of them may be about a refund made through another."""
+        info = await self.by_id(connection_id)
+        if info is None or info.account is None:
+            return (connection_id,)
+        same = (
+            other.id
+            for other in self._by_id.values()
+            if other.id != connection_id
+            and other.processor == info.processor
+            and other.account == info.account
+        )
+        return (connection_id, *same)
+
+    async def account_keys(self) -> dict[UUID, tuple[str, str]]:
+        """(processor, account) by connection id, for the connections that name an account."""
+        await self._fresh()
+        return {i.id: (i.processor, i.account) for i in self._by_id.values() if i.account is not None}

@@ -28,6 +28,12 @@ PROCESSOR_OPTIONAL_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = 
     "paypal": ((), ("webhook_verification",)),
     "checkout": (("webhook_authorization",), ("platform",)),
 }
+# Optional flags (true or false), stored as "true" or "false" among the options.
+PROCESSOR_OPTIONAL_FLAGS: dict[str, tuple[str, ...]] = {"braintree": ("void_unsettled",)}
+# Optional for every processor: connections with the same processor and account reach the same account
+# (connections.services.ConnectionCache.siblings).
+ACCOUNT = "account"
+MAX_ACCOUNT = 255
 _OPTIONAL = {
     "enabled",
     "rate_limit_per_second",
@@ -68,7 +74,17 @@ def parse_connection(table: Any, index: int) -> ConnectionSpec:
         raise BadInput(f"connection {name!r}: processor must be one of {', '.join(PROCESSOR_FIELDS)}")
     secret_fields, plain_fields = PROCESSOR_FIELDS[processor]
     optional_secrets, optional_plain = PROCESSOR_OPTIONAL_FIELDS.get(processor, ((), ()))
-    known = {"name", "processor", *secret_fields, *plain_fields, *optional_secrets, *optional_plain}
+    flags = PROCESSOR_OPTIONAL_FLAGS.get(processor, ())
+    known = {
+        "name",
+        "processor",
+        ACCOUNT,
+        *secret_fields,
+        *plain_fields,
+        *optional_secrets,
+        *optional_plain,
+        *flags,
+    }
     unknown = set(table) - known - _OPTIONAL
     if unknown:
         raise BadInput(f"connection {name!r}: unknown field(s) {', '.join(sorted(unknown))}")
@@ -86,6 +102,17 @@ def parse_connection(table: Any, index: int) -> ConnectionSpec:
             raise BadInput(f"connection {name!r}: {field}, when given, must be a non-empty string")
         values[field] = value.strip()
     _check_fields(name, processor, values)
+    options = {k: values[k] for k in (*plain_fields, *optional_plain) if k in values}
+    if ACCOUNT in table:
+        account = table[ACCOUNT]
+        if not isinstance(account, str) or not account.strip() or len(account.strip()) > MAX_ACCOUNT:
+            raise BadInput(f"connection {name!r}: account, when given, must be 1 to {MAX_ACCOUNT} characters")
+        options[ACCOUNT] = account.strip()
+    for flag in flags:
+        if flag in table:
+            if not isinstance(table[flag], bool):
+                raise BadInput(f"connection {name!r}: {flag} must be true or false")
+            options[flag] = "true" if table[flag] else "false"
     base_url = table.get("base_url")
     if base_url is not None and (
         not isinstance(base_url, str) or not base_url.startswith(("http://", "https://"))
@@ -100,7 +127,7 @@ def parse_connection(table: Any, index: int) -> ConnectionSpec:
         processor=processor,
         base_url=base_url.rstrip("/") if base_url else None,
         secrets={k: values[k] for k in (*secret_fields, *optional_secrets) if k in values},
-        options={k: values[k] for k in (*plain_fields, *optional_plain) if k in values},
+        options=options,
         enabled=enabled,
         rate_limit_per_second=None
         if rate is None

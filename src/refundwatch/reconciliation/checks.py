@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from typing import Any
+from uuid import UUID
 
 from sqlalchemy import Exists, and_, exists, func, select, update
 
@@ -113,7 +114,11 @@ async def _missing_settlements(rt: Runtime, now: dt.datetime, opened: Counter[st
         reconciled = await session.scalars(
             select(SettlementFile.connection_id).where(SettlementFile.status == "imported").distinct()
         )
-        for connection_id in list(reconciled):
+        # A report imported for one connection covers the connections reaching the same account.
+        covered: dict[UUID, None] = {}
+        for reconciled_id in list(reconciled):
+            covered.update(dict.fromkeys(await rt.connections.siblings(reconciled_id)))
+        for connection_id in covered:
             conn = await rt.connections.by_id(connection_id)
             if conn is None:
                 continue

@@ -275,9 +275,11 @@ _PG_EARLIER = _earlier(
 )
 
 
-async def _prefetch(session: AsyncSession, lines: list[Line], is_sqlite: bool) -> Batch:
+async def _prefetch(
+    session: AsyncSession, lines: list[Line], is_sqlite: bool, accounts: dict[UUID, tuple[str, str]]
+) -> Batch:
     about = [line for line in lines if line.kind in REFUND_KINDS]
-    batch = Batch({}, {}, {})
+    batch = Batch({}, {}, {}, accounts=accounts)
     if not about:
         return batch
     connections = {line.connection_id for line in about}
@@ -490,6 +492,7 @@ async def match_lines(
     after = 0
     writing: asyncio.Future[None] | None = None  # the batch before, being written
     carried: list[tuple[str, Earlier]] = []
+    accounts = await rt.connections.account_keys()
     try:
         while True:
             scope = contextlib.AsyncExitStack()
@@ -499,7 +502,7 @@ async def match_lines(
                 if not lines:
                     await scope.aclose()
                     return summary
-                batch = await _prefetch(session, lines, is_sqlite)
+                batch = await _prefetch(session, lines, is_sqlite, accounts)
                 batch.carry(lines, carried)
                 verdicts: Verdicts = []
                 # The first break of each subject and kind; a later one would be refused anyway.

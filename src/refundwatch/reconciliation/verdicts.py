@@ -105,6 +105,9 @@ class Batch:
     by_id: dict[UUID, RefundView]
     earlier: dict[str, list[Earlier]]  # classified lines by line key, in id order
     locked: dict[UUID, Refund] = dataclasses.field(default_factory=dict)  # locked for a transition
+    # (processor, account) of the connections that name their processor account: a line imported for
+    # one of them may be about a refund made through another (ConnectionCache.siblings).
+    accounts: dict[UUID, tuple[str, str]] = dataclasses.field(default_factory=dict)
 
     # This batch's lines as decided, by key (what the next batch carries over).
     decided: list[tuple[str, Earlier]] = dataclasses.field(default_factory=list)
@@ -132,9 +135,16 @@ class Batch:
     def by_gateway(self, connection_id: UUID, gateway_refund_id: str | None) -> RefundView | None:
         """The connection's refund with this processor refund id (the last read, if ever two)."""
         for refund in reversed(self.by_gateway_id.get(gateway_refund_id or "", ())):
-            if _same(refund.connection_id, connection_id):
+            if self.same_account(refund.connection_id, connection_id):
                 return refund
         return None
+
+    def same_account(self, one: UUID, other: UUID) -> bool:
+        """The same connection, or two that reach the same processor account."""
+        if _same(one, other):
+            return True
+        account = self.accounts.get(one)
+        return account is not None and account == self.accounts.get(other)
 
 
 def _same(one: UUID, other: UUID) -> bool:
@@ -150,7 +160,11 @@ def _refund_for(batch: Batch, line: Line) -> RefundView | None:
     if reference is None:
         return None
     refund = batch.by_id.get(reference)
-    return refund if refund is not None and refund.connection_id == line.connection_id else None
+    return (
+        refund
+        if refund is not None and batch.same_account(refund.connection_id, line.connection_id)
+        else None
+    )
 
 
 def as_uuid(text: str | None) -> UUID | None:

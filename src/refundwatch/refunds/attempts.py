@@ -9,6 +9,8 @@ recorded on the timeline; when it says money moved, a person is told (money trut
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -57,13 +59,14 @@ async def earlier_attempt(
 
 
 async def refund_of_attempt(
-    session: AsyncSession, connection_id: object, gateway_refund_id: str
+    session: AsyncSession, connections: Sequence[object], gateway_refund_id: str
 ) -> Refund | None:
-    """The refund an earlier attempt's processor refund id belongs to (reports without metadata)."""
+    """The refund an earlier attempt's processor refund id belongs to (reports without metadata), among
+    the refunds of ``connections``."""
     found: Refund | None = await session.scalar(
         select(Refund)
         .join(RefundAttempt, RefundAttempt.refund_id == Refund.id)
-        .where(Refund.connection_id == connection_id, RefundAttempt.gateway_refund_id == gateway_refund_id)
+        .where(Refund.connection_id.in_(connections), RefundAttempt.gateway_refund_id == gateway_refund_id)
         .with_for_update()
     )
     return found

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 from uuid import UUID
@@ -186,7 +186,11 @@ async def enqueue_processing(rt: Runtime, event_id: UUID) -> None:
         log.warning("could not enqueue webhook event %s", event_id, exc_info=True)
 
 
-async def _find_refund(session: AsyncSession, connection_id: UUID, event: WebhookEvent) -> Refund | None:
+async def _find_refund(
+    session: AsyncSession, connections: Sequence[UUID], event: WebhookEvent
+) -> Refund | None:
+    """The refund an event is about, made through the receiving connection or one reaching the same
+    processor account (``connections``: ``ConnectionCache.siblings``)."""
     if event.refund_id:
         try:
             refund_id = UUID(event.refund_id)
@@ -195,7 +199,7 @@ async def _find_refund(session: AsyncSession, connection_id: UUID, event: Webhoo
         if refund_id is not None:
             refund = await session.scalar(
                 select(Refund)
-                .where(Refund.id == refund_id, Refund.connection_id == connection_id)
+                .where(Refund.id == refund_id, Refund.connection_id.in_(connections))
                 .with_for_update()
             )
             if refund is not None:
@@ -203,11 +207,11 @@ async def _find_refund(session: AsyncSession, connection_id: UUID, event: Webhoo
     if event.gateway_refund_id:
         found: Refund | None = await session.scalar(
             select(Refund)
-            .where(Refund.connection_id == connection_id, Refund.gateway_refund_id == event.gateway_refund_id)
+            .where(Refund.connection_id.in_(connections), Refund.gateway_refund_id == event.gateway_refund_id)
             .with_for_update()
         )
         if found is None:  # an earlier attempt's processor refund: its report still belongs on the timeline
-            found = await attempts.refund_of_attempt(session, connection_id, event.gateway_refund_id)
+            found = await attempts.refund_of_attempt(session, connections, event.gateway_refund_id)
         return found
     return None
 
@@ -225,12 +229,13 @@ async def process_event(rt: Runtime, stored_id: UUID) -> str:
         outcomes: list[str] = []
         reviews: list[Refund] = []
         pulls: list[str] = []
+        connections = await rt.connections.siblings(conn.id)
         for event in get_gateway(conn.processor).parse_webhook(row.payload.encode()):
             if event.settlement_ref:  # settlement data is ready: the worker pulls it, after commit
                 pulls.append(event.settlement_ref)
                 outcomes.append(f"{event.event_type}: settlement pull queued")
                 continue
-            outcomes.append(await _apply_event(session, conn.id, conn.name, event, reviews))
+            outcomes.append(await _apply_event(session, connections, conn.name, event, reviews))
         row.processed_at = dt.datetime.now(dt.UTC)
         row.outcome = "; ".join(outcomes)[:255]
         await session.commit()
@@ -243,14 +248,14 @@ async def process_event(rt: Runtime, stored_id: UUID) -> str:
 
 async def _apply_event(
     session: AsyncSession,
-    connection_id: UUID,
+    connections: Sequence[UUID],
     connection_name: str,
     event: WebhookEvent,
     reviews: list[Refund],
 ) -> str:
     if event.status is None:
         return f"{event.event_type}: not a refund status change"
-    refund = await _find_refund(session, connection_id, event)
+    refund = await _find_refund(session, connections, event)
     if refund is None:
         return f"{event.event_type}: no matching refund"
     trigger = TRIGGER_FOR[event.status]
