@@ -111,6 +111,15 @@ def test_four_eyes_over_the_threshold(stack: Stack) -> None:
         assert forced.status_code == 403
         assert "second person" in forced.text
         assert stack.get(refund_id)["status"] == "pending_approval"
+        # Audited as every denied access is (it left no trace).
+        denied = db_rows(
+            stack, "SELECT actor_id, details FROM audit_log WHERE action = ? AND target_id = ?",
+            "user:access:denied", refund_id,
+        )  # fmt: skip
+        ((who, details),) = denied
+        assert who.startswith("amy-approver@"), denied
+        assert "self_approval" in str(details), denied
+        assert "approve" in str(details), denied
         # Bob sees it in his queue and approves it: it is executed.
         assert refund_id in bob.get("/approvals").text
         approved = post_form(bob, f"/refunds/{refund_id}/approve", {"reason": "checked the RMA"})

@@ -24,6 +24,8 @@ def processor_actor(connection_name: str) -> Actor:
 API_PAYMENT_CREATE = "api:payment:create"
 API_REFUND_CREATE = "api:refund:create"
 REFUND_TRANSITION = "{source}:refund:transition"
+# A signed-in person refused: a role below the action (auth.guards), or four eyes (refunds.services).
+ACCESS_DENIED = "user:access:denied"
 WEBHOOK_ACCEPTED = "webhook:event:accepted"
 WEBHOOK_REJECTED = "webhook:event:rejected"
 WEBHOOK_UNVERIFIED = "webhook:event:unverified"  # could not be checked now; the processor re-sends

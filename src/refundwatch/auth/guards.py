@@ -16,6 +16,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 from litestar.response import Redirect, Template
 
+from refundwatch.audit import actions
 from refundwatch.audit.actions import Actor
 from refundwatch.audit.services import record
 from refundwatch.auth import rolecheck
@@ -23,7 +24,7 @@ from refundwatch.auth.roles import Action, User
 from refundwatch.auth.sessions import COOKIE, Session, SessionStore
 from refundwatch.web.state import runtime_of
 
-DENIED = "user:access:denied"
+DENIED = actions.ACCESS_DENIED
 
 
 class SignInRequired(Exception):

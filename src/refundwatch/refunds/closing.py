@@ -16,7 +16,7 @@ from refundwatch.db.models import Refund
 from refundwatch.gateways.base import GatewayError, RefundRequest
 from refundwatch.lib.exceptions import Conflict, InvalidTransition, NotFound, ValidationFailed
 from refundwatch.refunds import lookup
-from refundwatch.refunds.services import SelfApproval, apply, lock_refund
+from refundwatch.refunds.services import apply, lock_refund, refuse_own
 from refundwatch.refunds.states import Source, Status, Trigger
 from refundwatch.runtime import Runtime
 
@@ -83,7 +83,13 @@ async def close_unexecuted(
         if refund.status != Status.MANUAL_REVIEW or refund.gateway_idempotency_key != key:
             raise InvalidTransition("the refund changed while the processor was asked; look again")
         if by == refund.created_by:
-            raise SelfApproval("a second person must close a refund: you started this one")
+            await refuse_own(
+                session,
+                refund,
+                Trigger.CLOSE,
+                actor,
+                "a second person must close a refund: you started this one",
+            )
         confirmed = (
             f"the processor confirmed it has no refund under key {key}"
             if refund.submitted_at is not None

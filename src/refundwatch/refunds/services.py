@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any
+from typing import Any, NoReturn
 from uuid import UUID
 
 from sqlalchemy import select
@@ -202,6 +202,23 @@ class SelfApproval(PermissionDenied):
     code = "self_approval"
 
 
+async def refuse_own(
+    session: AsyncSession, refund: Refund, trigger: Trigger, actor: Actor, message: str
+) -> NoReturn:
+    """Four eyes: the refusal is audited, as a role's denial is (every denied access is in the log),
+    then raised. ``session`` holds nothing else to commit."""
+    record(
+        session,
+        actor,
+        actions.ACCESS_DENIED,
+        target_type="refund",
+        target_id=str(refund.id),
+        details={"reason": "self_approval", "action": trigger.value},
+    )
+    await session.commit()
+    raise SelfApproval(message)
+
+
 async def command(
     rt: Runtime,
     refund_id: UUID,
@@ -225,7 +242,13 @@ async def command(
     async with rt.db.session() as session:
         refund = await lock_refund(session, refund_id)
         if trigger in (Trigger.APPROVE, Trigger.REJECT) and (by is None or by == refund.created_by):
-            raise SelfApproval("a refund needs a second person: you cannot approve or reject your own")
+            await refuse_own(
+                session,
+                refund,
+                trigger,
+                actor,
+                "a refund needs a second person: you cannot approve or reject your own",
+            )
         changes: dict[str, Any] = {}
         if trigger is Trigger.CLOSE:
             raise InvalidTransition(
