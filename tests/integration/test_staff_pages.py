@@ -83,6 +83,8 @@ def test_form_errors_come_back_inline_from_the_same_rules_as_the_api(stack: Stac
         too_much = create_via_form(ivan, reference, 5_000)
         assert too_much.status_code == 422
         assert 'data-code="amount_exceeds_refundable"' in too_much.text
+        # In the form's terms: what is left, in the currency (it said "amount 5000 exceeds ...").
+        assert "(50.00 EUR) exceeds the 1000 (10.00 EUR) still refundable" in too_much.text
         htmx = create_via_form(ivan, reference, 5_000, **{})  # same, through htmx: swapped in place (200)
         assert htmx.status_code == 422
         inline = ivan.post(
@@ -98,6 +100,20 @@ def test_form_errors_come_back_inline_from_the_same_rules_as_the_api(stack: Stac
         )
         assert inline.status_code == 200
         assert 'data-code="invalid_amount"' in inline.text
+        assert "type an amount above 0, like 600.00" in inline.text  # not the API's "JSON integer"
+        assert "JSON" not in inline.text
+        no_reason = ivan.post(
+            "/refunds/new",
+            data={
+                "payment_reference": reference,
+                "amount": "1.00",
+                "currency": "EUR",
+                "reason": "",
+                "_csrf_token": csrf(ivan.get("/refunds/new").text),
+            },
+            headers={"HX-Request": "true"},
+        )
+        assert "reason: choose one of requested_by_customer" in no_reason.text  # not "Invalid enum value"
 
 
 def test_four_eyes_over_the_threshold(stack: Stack) -> None:

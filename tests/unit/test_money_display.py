@@ -67,6 +67,8 @@ def test_typed_amounts_convert_exactly(typed: str, currency: str, minor: int) ->
         ("-5", "EUR", "like 600.00"),
         ("1e3", "EUR", "like 600.00"),
         ("12,34", "EUR", "like 600.00"),  # a decimal comma is not guessed at
+        ("1,500", "EUR", "could mean two amounts"),  # 1,500.00 or 1.50: it was taken as 1,500.00
+        ("1,500", "KWD", "could mean two amounts"),
         ("", "JPY", "like 1200"),
         ("abc", "KWD", "like 600.000"),
         ("NaN", "EUR", "like 600.00"),

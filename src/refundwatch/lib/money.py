@@ -118,6 +118,12 @@ def parse_amount(text: str, currency: str) -> int:
     if not found:
         raise AmountError(f"type the amount in {currency or 'the currency'}, like {example_amount(currency)}")
     exp = exponent(currency)
+    if "," in value and found.group("frac") is None and exp > 0:
+        # "1,500" is 1.50 where the comma is the decimal mark: never guess which was meant.
+        raise AmountError(
+            f"{text.strip()} could mean two amounts: a comma only groups thousands before a decimal point "
+            f"(1,500.00); or type it without one, like {example_amount(currency)}"
+        )
     frac = (found.group("frac") or "").rstrip("0")
     if len(frac) > exp:
         allowed = "no decimals" if exp == 0 else f"at most {exp} decimal{'s' if exp > 1 else ''}"

@@ -302,10 +302,13 @@ async def create_refund(
         replay = await replay_of(rt, scope, idempotency_key, fingerprint)
         if replay is not None:
             return Intake(replay, created=False)
+        refundable = await _refundable(rt, payment.id)
+        currency = payment.currency
         raise ValidationFailed(
-            f"amount {body.amount} exceeds what is still refundable on {payment.payment_reference}",
+            f"amount {body.amount} ({format_money(body.amount, currency)}) exceeds the {refundable} "
+            f"({format_money(refundable, currency)}) still refundable on {payment.payment_reference}",
             code="amount_exceeds_refundable",
-            extra={"refundable_amount": await _refundable(rt, payment.id)},
+            extra={"refundable_amount": refundable},
         ) from None
     if not inserted:  # a concurrent request with the same key committed first: answer as its replay
         replay = await replay_of(rt, scope, idempotency_key, fingerprint)

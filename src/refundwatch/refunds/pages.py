@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 from urllib.parse import urlencode
 from uuid import UUID
 
@@ -28,7 +28,7 @@ from refundwatch.auth.sessions import Session
 from refundwatch.dashboard import timeline
 from refundwatch.db.models import Payment, Refund
 from refundwatch.lib.exceptions import RefundwatchError, ValidationFailed
-from refundwatch.lib.money import AmountError, format_money, one_per_exponent, parse_amount
+from refundwatch.lib.money import AmountError, example_amount, format_money, one_per_exponent, parse_amount
 from refundwatch.refunds import export, services
 from refundwatch.refunds.approvals import SORTS, waiting_queue
 from refundwatch.refunds.closing import close_unexecuted
@@ -36,7 +36,7 @@ from refundwatch.refunds.intake import create_refund
 from refundwatch.refunds.listing import REASONS, STATUSES, Listing, parse_listing
 from refundwatch.refunds.queries import SORTS as LIST_SORTS
 from refundwatch.refunds.queries import Page, filter_conditions, list_refunds, totals
-from refundwatch.refunds.schemas import RefundCreate, field_error
+from refundwatch.refunds.schemas import MAX_AMOUNT, Reason, RefundCreate, field_error
 from refundwatch.refunds.states import Source, Trigger, allowed_commands
 from refundwatch.runtime import Runtime
 from refundwatch.web.state import runtime_of
@@ -403,6 +403,13 @@ def _body_from(form: dict[str, str]) -> RefundCreate:
         minor = parse_amount(form.get("amount", ""), currency)
     except AmountError as exc:
         raise ValidationFailed(f"amount: {exc}", code="invalid_amount") from None
+    # In the form's own terms: the schema's words are the API's (a JSON integer in minor units).
+    if minor < 1:
+        raise ValidationFailed(
+            f"amount: type an amount above 0, like {example_amount(currency)}", code="invalid_amount"
+        )
+    if minor > MAX_AMOUNT:
+        raise ValidationFailed(f"amount: at most {format_money(MAX_AMOUNT, currency)}", code="invalid_amount")
     fields: dict[str, Any] = {
         "payment_reference": form.get("payment_reference", ""),
         "amount": minor,
@@ -419,6 +426,8 @@ def _body_from(form: dict[str, str]) -> RefundCreate:
         problem, _, where = str(exc).rpartition(" - at `$.")
         if found := field_error(where.rstrip("`"), problem):
             raise ValidationFailed(found[1], code=found[0]) from None
+        if where.rstrip("`") == "reason":
+            raise ValidationFailed(f"reason: choose one of {', '.join(get_args(Reason))}") from None
         raise ValidationFailed(str(exc)) from None
 
 
