@@ -31,36 +31,37 @@ class ConfigError(Exception):
 EXPECTED_SETTLEMENT_HOURS = {"stripe": 168.0, "adyen": 96.0, "paypal": 48.0}
 
 
-# What SQLAlchemy passes on to asyncpg.connect from a URL's query (any other key fails at connect time).
+# URL query keys that reach asyncpg.connect usable as text (SQLAlchemy passes the query on as strings,
+# converting only the port and prepared_statement_cache_size): others fail at the first connection.
 _PG_QUERY_KEYS = frozenset(
     {
-        "ssl", "direct_tls", "timeout", "command_timeout", "statement_cache_size", "server_settings",
-        "max_cached_statement_lifetime", "max_cacheable_statement_size", "target_session_attrs",
-        "krbsrvname", "gsslib", "passfile", "service", "servicefile",
-        "prepared_statement_cache_size", "prepared_statement_name_func",
+        "host", "port", "user", "password", "database", "ssl", "direct_tls", "passfile", "service",
+        "servicefile", "target_session_attrs", "krbsrvname", "gsslib", "prepared_statement_cache_size",
+        "async_fallback",
     }
 )  # fmt: skip
+_UNREADABLE_URL = "cannot be read (percent-encode any / # @ : ? in the user name or password)"
 
 
 def _check_database_url(value: str) -> None:
-    """A URL the engine could not use fails here, in one line, not at the first connection."""
+    """A URL the engine could not use fails here, in one line, not at the first connection. Never
+    quotes the URL or the parser's words: both may hold pieces of the password."""
     from sqlalchemy.engine import make_url
 
     try:
         url = make_url(value)
-    except ValueError as exc:
-        raise ValueError(f"cannot be read: {exc}") from None
+    except ValueError:
+        raise ValueError(_UNREADABLE_URL) from None
     if url.drivername.startswith("sqlite"):
         if not url.database or url.database == ":memory:":
             raise ValueError("an embedded database needs a file path: sqlite+aiosqlite:///path/to/file.db")
         return
     if url.port is not None and not 1 <= url.port <= 65535:
         raise ValueError(f"port {url.port} is not 1 to 65535")
-    if not url.database:
-        raise ValueError("names no database: postgresql+asyncpg://user@host:5432/database")
     unknown = sorted(set(url.query) - _PG_QUERY_KEYS)
     if unknown:
-        raise ValueError(f"unknown parameter(s) {', '.join(unknown)}")
+        hint = " (asyncpg's name for sslmode is ssl, e.g. ?ssl=require)" if "sslmode" in unknown else ""
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)}{hint}")
 
 
 class Settings(BaseSettings):
@@ -210,13 +211,13 @@ class Settings(BaseSettings):
         from arq.connections import RedisSettings
         from redis.connection import parse_url
 
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
         try:  # both readers: redis-py's (web) and arq's (worker), which reads the database number itself
             parse_url(value)  # type: ignore[no-untyped-call]
             RedisSettings.from_dsn(value)
-        except (ValueError, RuntimeError) as exc:
-            raise ValueError(
-                f"not a Redis URL (redis://host:port/db, rediss://… or unix://…): {exc}"
-            ) from None
+        except (ValueError, RuntimeError):  # their words may quote the password: not repeated
+            raise ValueError(f"{_UNREADABLE_URL}; the form is redis://host:port/db") from None
         return value
 
     @field_validator("log_level")

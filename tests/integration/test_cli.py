@@ -542,6 +542,9 @@ def test_malformed_encryption_key_is_a_one_line_error(offline: Offline, command:
         ("REFUNDWATCH_DATABASE_URL", "sqlite+aiosqlite://", "serve"),
         ("REFUNDWATCH_REDIS_URL", "http://127.0.0.1:6379/0", "serve"),
         ("REFUNDWATCH_REDIS_URL", "redis://127.0.0.1:6379/x", "worker"),
+        # An unencoded / in the password: the parser's words quoted a piece of it.
+        ("REFUNDWATCH_REDIS_URL", "redis://:s3cret/x@127.0.0.1:6379/0", "worker"),
+        ("REFUNDWATCH_DATABASE_URL", "postgresql+asyncpg://u:p@ss:s3cret@h/db", "db"),
         ("REFUNDWATCH_LOG_LEVEL", "LOUD", "serve"),
         ("REFUNDWATCH_APPROVAL_THRESHOLD", "EUR:100,GBP:abc", "worker"),  # GBP refunds were 500s later
         ("REFUNDWATCH_APPROVAL_THRESHOLD", "EURO:100", "serve"),

@@ -186,7 +186,13 @@ def test_invalid_database_url_from_environment(monkeypatch: pytest.MonkeyPatch) 
 
 @pytest.mark.parametrize(
     "url",
-    ["sqlite+aiosqlite:///var/refundwatch.db", "postgresql+asyncpg://u:p@h:5432/d?ssl=require"],
+    [
+        "sqlite+aiosqlite:///var/refundwatch.db",
+        "postgresql+asyncpg://u:p@h:5432/d?ssl=require",
+        "postgresql+asyncpg://u:p@h:5432/",  # asyncpg then takes the user's name for the database
+        "postgresql+asyncpg://u:p@/d?host=/var/run/postgresql",  # a Unix socket (Cloud SQL's too)
+        "postgresql+asyncpg://u:p@/d?host=a:5432&host=b:5432&target_session_attrs=read-write",
+    ],
 )
 def test_valid_database_urls(url: str) -> None:
     settings = Settings(database_url=url)
@@ -201,8 +207,9 @@ def test_valid_database_urls(url: str) -> None:
         "sqlite+aiosqlite:///:memory:",
         "postgresql+asyncpg://u:p@h:port/d",
         "postgresql+asyncpg://u:p@h:0/d",
-        "postgresql+asyncpg://u:p@h:5432/",
         "postgresql+asyncpg://u:p@h:5432/d?bogus=1",
+        "postgresql+asyncpg://u:p@h:5432/d?sslmode=require",  # asyncpg's is ssl
+        "postgresql+asyncpg://u:p@h:5432/d?command_timeout=5",  # reaches asyncpg as text, and fails
     ],
 )
 def test_database_urls_the_engine_cannot_use_are_refused(url: str) -> None:
