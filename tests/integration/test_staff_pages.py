@@ -52,6 +52,15 @@ def create_via_form(
     return client.post("/refunds/new", data=fields)
 
 
+def typed_inline(
+    client: httpx2.Client, reference: str, *, amount: str, reason: str = "return"
+) -> httpx2.Response:
+    """The form sent through htmx with ``amount`` typed as it is: errors come back swapped in place."""
+    fields = {"payment_reference": reference, "amount": amount, "currency": "EUR", "reason": reason}
+    fields["_csrf_token"] = csrf(client.get("/refunds/new").text)
+    return client.post("/refunds/new", data=fields, headers={"HX-Request": "true"})
+
+
 def refund_id_from(response: httpx2.Response) -> str:
     assert response.status_code == 303, (response.status_code, response.text[:500])
     return response.headers["location"].rsplit("/", 1)[1]
@@ -87,32 +96,12 @@ def test_form_errors_come_back_inline_from_the_same_rules_as_the_api(stack: Stac
         assert "(50.00 EUR) exceeds the 1000 (10.00 EUR) still refundable" in too_much.text
         htmx = create_via_form(ivan, reference, 5_000, **{})  # same, through htmx: swapped in place (200)
         assert htmx.status_code == 422
-        inline = ivan.post(
-            "/refunds/new",
-            data={
-                "payment_reference": reference,
-                "amount": "0",
-                "currency": "EUR",
-                "reason": "return",
-                "_csrf_token": csrf(ivan.get("/refunds/new").text),
-            },
-            headers={"HX-Request": "true"},
-        )
+        inline = typed_inline(ivan, reference, amount="0")
         assert inline.status_code == 200
         assert 'data-code="invalid_amount"' in inline.text
         assert "type an amount above 0, like 600.00" in inline.text  # not the API's "JSON integer"
         assert "JSON" not in inline.text
-        no_reason = ivan.post(
-            "/refunds/new",
-            data={
-                "payment_reference": reference,
-                "amount": "1.00",
-                "currency": "EUR",
-                "reason": "",
-                "_csrf_token": csrf(ivan.get("/refunds/new").text),
-            },
-            headers={"HX-Request": "true"},
-        )
+        no_reason = typed_inline(ivan, reference, amount="1.00", reason="")
         assert "reason: choose one of requested_by_customer" in no_reason.text  # not "Invalid enum value"
 
 
