@@ -91,8 +91,17 @@
       if (ticked(field)) { field.checked = found[key]; } else { field.value = found[key]; }
     });
   }
+  // A press on something in the area (pointer down, not yet up) holds it too. A browser that does not
+  // focus a button it clicks (Safari, Firefox on macOS) blurs the field at the press, which lets the
+  // held redraw go; one landing before the pointer comes up took the button, and the click, away.
+  var pressing = null;
+  document.body.addEventListener("pointerdown", function (event) { pressing = event.target; }, true);
+  function released() { window.setTimeout(function () { pressing = null; catchUp(); }, 50); }
+  document.body.addEventListener("pointerup", released, true);
+  document.body.addEventListener("pointercancel", released, true);
+
   function busy(area) {
-    var found = editing(area);
+    var found = editing(area) || !!(pressing && pressing.isConnected && area.contains(pressing));
     inFlight.forEach(function (el) { if (el !== area && area.contains(el)) { found = true; } });
     return found;
   }
