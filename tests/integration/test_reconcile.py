@@ -11,13 +11,14 @@ import uuid
 from typing import Any
 
 import pytest
+from test_staff_pages import signed_in
 
 from refundwatch.audit.actions import Actor
 from refundwatch.config import Settings
 from refundwatch.reconciliation.checks import IMPORTER_GRACE, check
 from refundwatch.reconciliation.importing import import_report
 from refundwatch.runtime import Runtime
-from stack import Stack, db_rows, db_write
+from stack import Stack, db_rows, db_write, wait_until
 from stripe_reports import imported, line, report, succeeded
 
 pytestmark = pytest.mark.slow
@@ -132,12 +133,30 @@ def test_an_accounts_report_imported_for_another_of_its_connections_matches_its_
     through, its lines were ``missing_local`` and the refunds ``missing_settlement``."""
     stack.share_stripe_account("stripe-sibling", "whsec_refundwatch_sibling")
     refunds = [succeeded(stack, amount) for amount in (1_100, 2_200)]
-    # One found by the processor's refund id, one by refundwatch's id in its metadata alone.
-    path = report(stack, [line(refunds[0]), line(refunds[1], source_id="")])
-    assert imported(stack, path, connection="stripe-sibling").endswith("2 matched, 0 breaks found")
+    # One found by the processor's refund id, one by refundwatch's id in its metadata alone; and one the
+    # account made elsewhere (missing_local).
+    foreign = line(gross="-12.34", net="-12.34", source_id=f"re_foreign{uuid.uuid4().hex[:8]}")
+    path = report(stack, [line(refunds[0]), line(refunds[1], source_id=""), foreign])
+    found = imported(stack, path, connection="stripe-sibling")
+    assert found.endswith("3 lines read, 2 matched, 1 breaks found (missing_local 1)"), found
+    with signed_in(stack, "alice-viewer") as alice:  # the payment's page shows the sibling's lines
+        # (once the web process's connections cache holds the new account: within its 10 s)
+        wait_until(
+            lambda: (
+                'data-match="matched">Matched<'
+                in alice.get(f"/payments/{refunds[0]['payment_reference']}").text
+            ),
+            timeout=15,
+            what="the payment page showing the line imported for the sibling",
+        )
+    # Each connection of the account pulls the account's report: the same lines again are repeats, not
+    # breaks opened twice (review of the first version of this change).
+    again = imported(stack, path)
+    assert again.endswith("3 lines read, 2 matched, 0 breaks found"), again
     stack.cli("reconcile", "check", extra_env={"REFUNDWATCH_RECONCILE_EXPECTED_HOURS": "0"})
     for refund in refunds:
         assert about(breaks(stack), refund["id"]) == []
+    assert len([b for b in breaks(stack) if b["gateway_refund_id"] == foreign["source_id"]]) == 1
 
 
 def test_a_cumulative_report_brings_earlier_lines_again_without_new_breaks(stack: Stack) -> None:

@@ -11,6 +11,7 @@ refund id than the refund's, is not found here; the refund's break for it is.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from uuid import UUID
 
@@ -48,13 +49,13 @@ async def reconciliation_of(rt: Runtime, view: PaymentView) -> Reconciliation:
     by_gateway_id = {r.gateway_refund_id: r.id for r in view.refunds if r.gateway_refund_id}
     lines: dict[UUID, list[LineVerdict]] = defaultdict(list)
     refund_of_line: dict[int, UUID] = {}
+    # The account's report may have been imported for another connection reaching the same account.
+    connections = await rt.connections.siblings(payment.connection_id)
     async with rt.db.read_session() as session:
         imported = (
             await session.scalar(
                 select(SettlementFile.id)
-                .where(
-                    SettlementFile.connection_id == payment.connection_id, SettlementFile.status == "imported"
-                )
+                .where(SettlementFile.connection_id.in_(connections), SettlementFile.status == "imported")
                 .limit(1)
             )
         ) is not None
@@ -68,7 +69,7 @@ async def reconciliation_of(rt: Runtime, view: PaymentView) -> Reconciliation:
                     SettlementEntry.gateway_refund_id,
                 )
                 .where(
-                    SettlementEntry.connection_id == payment.connection_id,
+                    SettlementEntry.connection_id.in_(connections),
                     SettlementEntry.gateway_refund_id.in_(by_gateway_id),
                     SettlementEntry.match.is_not(None),  # classified: its file was imported
                 )
@@ -81,7 +82,7 @@ async def reconciliation_of(rt: Runtime, view: PaymentView) -> Reconciliation:
                 if owner is not None:
                     lines[owner].append(LineVerdict(line_id, kind, match))
                     refund_of_line[line_id] = owner
-        breaks = list(await session.scalars(_breaks_query(view, list(refund_of_line))))
+        breaks = list(await session.scalars(_breaks_query(view, list(refund_of_line), connections)))
     per_refund: dict[UUID, list[ReconciliationBreak]] = defaultdict(list)
     about_payment: list[ReconciliationBreak] = []
     for b in breaks:
@@ -93,7 +94,9 @@ async def reconciliation_of(rt: Runtime, view: PaymentView) -> Reconciliation:
     return Reconciliation(imported, dict(lines), dict(per_refund), about_payment)
 
 
-def _breaks_query(view: PaymentView, line_ids: list[int]) -> Select[tuple[ReconciliationBreak]]:
+def _breaks_query(
+    view: PaymentView, line_ids: list[int], connections: Sequence[UUID]
+) -> Select[tuple[ReconciliationBreak]]:
     payment = view.payment
     subjects = [
         f"payment:{payment.id}",
@@ -101,7 +104,7 @@ def _breaks_query(view: PaymentView, line_ids: list[int]) -> Select[tuple[Reconc
         *(f"line:{i}" for i in line_ids),
     ]
     about: ColumnElement[bool] = and_(
-        ReconciliationBreak.connection_id == payment.connection_id,
+        ReconciliationBreak.connection_id.in_(connections),  # a line's break is under its connection
         ReconciliationBreak.kind.in_(KINDS),  # every kind: the unique key's middle column, for its index
         ReconciliationBreak.subject.in_(subjects),
     )

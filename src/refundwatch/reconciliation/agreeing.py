@@ -51,7 +51,9 @@ SETTINGS = ("SET LOCAL jit = off", "SET LOCAL work_mem = '32MB'")
 
 def store_batch(columns: Sequence[str]) -> str:
     """The statement moving a batch from ``INCOMING`` into ``settlement_lines``, in row order, the lines
-    that agree already matched; ``$1`` is the file's connection. Returns how many it matched.
+    that agree already matched; ``$1`` is the file's connection, ``$2`` it and the connections reaching
+    the same processor account (a line one of them imported already is left to the matcher, which
+    tells a repeat). Returns how many it matched.
 
     Each lookup is a LATERAL subquery, so PostgreSQL probes an index per line rather than hashing a
     whole table per batch, whatever its estimates (the temporary table has none)."""
@@ -80,7 +82,7 @@ WITH waiting AS (
     FROM {INCOMING} b
     LEFT JOIN LATERAL (
         SELECT true AS found FROM settlement_lines e
-        WHERE b.kind = 'refund' AND e.connection_id = b.connection_id AND e.line_key = b.line_key
+        WHERE b.kind = 'refund' AND e.connection_id = ANY($2::uuid[]) AND e.line_key = b.line_key
         LIMIT 1
     ) same_key ON true
     LEFT JOIN LATERAL (
@@ -108,11 +110,16 @@ SELECT count(*) FILTER (WHERE match IS NOT NULL) FROM stored
 
 
 async def store(
-    driver: Any, rows: list[tuple[Any, ...]], columns: Sequence[str], statement: str, connection_id: UUID
+    driver: Any,
+    rows: list[tuple[Any, ...]],
+    columns: Sequence[str],
+    statement: str,
+    connection_id: UUID,
+    siblings: Sequence[UUID],
 ) -> int:
     """Store ``rows`` (in ``columns``' order) through ``INCOMING`` on an asyncpg connection already in
     the import's transaction; how many were matched."""
     await driver.copy_records_to_table(INCOMING, records=rows, columns=columns)
-    matched = await driver.fetchval(statement, connection_id)
+    matched = await driver.fetchval(statement, connection_id, list(siblings))
     await driver.execute(f"TRUNCATE {INCOMING}")
     return int(matched)

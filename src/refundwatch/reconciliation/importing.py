@@ -229,8 +229,9 @@ async def _import(
             else:
                 async with rt.db.session() as session:  # the lines and their file, in one transaction
                     connection = await session.connection()
+                    siblings = await rt.connections.siblings(conn.id)
                     lines = await store_lines_postgresql(
-                        connection, stored.id, conn.id, stream, name, parser.parse
+                        connection, stored.id, conn.id, stream, name, parser.parse, siblings
                     )
                     await _stop(beat)
                     if lines.lines >= ANALYZE_AFTER:

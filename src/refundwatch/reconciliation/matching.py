@@ -283,6 +283,8 @@ async def _prefetch(
     if not about:
         return batch
     connections = {line.connection_id for line in about}
+    shared = {batch.accounts[c] for c in connections if c in batch.accounts}
+    connections |= {c for c, account in batch.accounts.items() if account in shared}  # their siblings' lines
     gateway_ids = {line.gateway_refund_id for line in about if line.gateway_refund_id}
     if gateway_ids:
         # By the processor's refund id alone, the connection compared in memory: with the connection

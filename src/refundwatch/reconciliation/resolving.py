@@ -79,7 +79,11 @@ async def resolve(
             refund = await session.scalar(select(Refund.connection_id).where(Refund.id == linked))
             if refund is None:
                 raise ValidationFailed(f"no refund {linked}", code="refund_not_found")
-            if found.connection_id is not None and refund != found.connection_id:
+            # The break's connection, or one reaching the same processor account (the matcher links
+            # such a line to such a refund by itself).
+            if found.connection_id is not None and refund not in await rt.connections.siblings(
+                found.connection_id
+            ):
                 raise ValidationFailed(
                     f"refund {linked} is not on this break's connection", code="refund_other_connection"
                 )

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, BinaryIO, cast
 from uuid import UUID
 
@@ -115,17 +115,24 @@ async def _pipeline(rows: Iterator[Row], write: Callable[[list[Row]], Awaitable[
 
 
 async def store_lines_postgresql(
-    conn: AsyncConnection, file_id: UUID, connection_id: UUID, stream: BinaryIO, name: str, parse: Parse
+    conn: AsyncConnection,
+    file_id: UUID,
+    connection_id: UUID,
+    stream: BinaryIO,
+    name: str,
+    parse: Parse,
+    siblings: Sequence[UUID],
 ) -> Stored:
     """Parse ``stream`` and store its lines under ``file_id`` in ``conn``'s transaction (the caller
-    commits, or rolls back: then nothing of the file is kept). A parse error is raised as it comes."""
+    commits, or rolls back: then nothing of the file is kept). A parse error is raised as it comes.
+    ``siblings``: the connection and those reaching the same account (``ConnectionCache.siblings``)."""
     await conn.execute(text(agreeing.create_incoming(COLUMNS)))  # through SQLAlchemy: begins the transaction
     for setting in agreeing.SETTINGS:
         await conn.execute(text(setting))
     driver = (await conn.get_raw_connection()).driver_connection
 
     async def write(batch: list[Row]) -> int:
-        return await agreeing.store(driver, batch, COLUMNS, _STORE_BATCH, connection_id)
+        return await agreeing.store(driver, batch, COLUMNS, _STORE_BATCH, connection_id, siblings)
 
     return await _pipeline(_rows(parse(stream, name), file_id, connection_id), write)
 

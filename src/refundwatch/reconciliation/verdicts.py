@@ -191,7 +191,10 @@ def _seen_before(batch: Batch, line: Line) -> tuple[str, Earlier] | None:
     same_key = batch.earlier.get(line.line_key)
     if not same_key:  # the usual line: its key is new
         return None
-    earlier = [e for e in same_key if e.id < line.id and _same(e.connection_id, line.connection_id)]
+    # A sibling's import of the account's report brings the same lines: repeats, as within one connection.
+    earlier = [
+        e for e in same_key if e.id < line.id and batch.same_account(e.connection_id, line.connection_id)
+    ]
     if not earlier:
         return None
     here = [e for e in earlier if e.file_id == line.file_id]

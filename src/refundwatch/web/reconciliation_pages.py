@@ -142,12 +142,14 @@ async def _break_context(rt: Runtime, found: ReconciliationBreak) -> dict[str, A
         file = await db.get(SettlementFile, line.file_id) if line else None
         candidates: list[Refund] = []
         if found.status == "open" and line is not None and line.gateway_payment_id and refund is None:
-            # Refunds of the payment the line names: what a person most likely links it to.
+            # Refunds of the payment the line names: what a person most likely links it to (made
+            # through the line's connection or another reaching the same account).
+            account = await rt.connections.siblings(line.connection_id)
             candidates = list(
                 await db.scalars(
                     select(Refund)
                     .where(
-                        Refund.connection_id == line.connection_id,
+                        Refund.connection_id.in_(account),
                         Refund.payment_reference == line.gateway_payment_id,
                     )
                     .order_by(Refund.created_at.desc())
