@@ -851,6 +851,20 @@ def test_a_web_server_started_before_its_redis_runs_and_says_not_ready(stack: St
         assert not_ready.status_code == 503, not_ready.text
         assert not_ready.json()["database"] == "ok"
         assert not_ready.json()["redis"].startswith("down"), not_ready.text
+        # What needs Redis (sign-in keeps its state there) says so: 503 and when to come back, not a
+        # 500 with a traceback in the log.
+        for accept, kind in (("text/html", "text/html"), ("application/json", "application/json")):
+            answer = httpx2.get(f"http://127.0.0.1:{web_port}/auth/login", headers={"Accept": accept})
+            assert answer.status_code == 503, answer.text[:300]
+            assert answer.headers["retry-after"] == "30"
+            assert answer.headers["content-type"].startswith(kind)
+        assert (
+            httpx2.get(
+                f"http://127.0.0.1:{web_port}/auth/login", headers={"Accept": "application/json"}
+            ).json()["code"]
+            == "unavailable"
+        )
+        assert "Traceback" not in (tmp_path / "web.log").read_text()
         redis = subprocess.Popen(
             [
                 "redis-server",

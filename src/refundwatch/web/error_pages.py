@@ -39,6 +39,10 @@ PAGES = {
         "refundwatch reconcile import.",
     ),
     500: ("Something went wrong", "refundwatch could not show this page. The error has been logged."),
+    503: (
+        "Unavailable for a moment",
+        "A service refundwatch needs does not answer, so this was not done. Try again in a minute.",
+    ),
 }
 
 

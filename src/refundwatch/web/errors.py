@@ -10,7 +10,8 @@ from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException, ValidationException
-from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
+from redis.exceptions import RedisError
 from sqlalchemy.exc import DataError, DBAPIError
 
 from refundwatch.lib.exceptions import RefundwatchError
@@ -90,6 +91,24 @@ def database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response
     return internal_error(request, exc)
 
 
+REDIS_RETRY_SECONDS = 30
+
+
+def redis_unavailable(request: Request[Any, Any, Any], exc: RedisError) -> Response[Any]:
+    """Redis does not answer (restarting, unreachable): 503 and a time to come back, not a 500 with
+    its traceback. /readyz says the same; what needs no Redis (the API's refunds) goes on working."""
+    log.warning(
+        "Redis did not answer on %s %s: %s", request.method, request.scope.get("path"), exc.__class__.__name__
+    )
+    headers = {"Retry-After": str(REDIS_RETRY_SECONDS)}
+    if wants_page(request, HTTP_503_SERVICE_UNAVAILABLE):
+        page = error_page(request, HTTP_503_SERVICE_UNAVAILABLE)
+        page.headers.update(headers)
+        return page
+    message = "a service refundwatch needs (Redis) does not answer; try again shortly"
+    return Response(_body("unavailable", message), status_code=HTTP_503_SERVICE_UNAVAILABLE, headers=headers)
+
+
 def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.error(
         "unhandled error on %s %s: %s",
@@ -112,6 +131,7 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     HTTPException: http_error,
     DBAPIError: database_error,
     RecursionError: too_deep,
+    RedisError: redis_unavailable,
     UnicodeEncodeError: unstorable_input,
     Exception: internal_error,
 }

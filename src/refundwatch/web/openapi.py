@@ -84,6 +84,7 @@ _API = {
     403: ("insufficient_scope",),
     422: ("validation_error",),
     429: ("rate_limited",),
+    503: ("unavailable",),  # Redis does not answer (web.errors.redis_unavailable)
 }
 _BODY = {413: ("request_too_large",)}
 _ONE_REFUND = {404: ("refund_not_found", "not_found")}
@@ -161,7 +162,7 @@ OPERATIONS: dict[tuple[str, str], dict[int, tuple[str, ...]]] = {
         413: ("request_too_large",),
         422: ("malformed_webhook", "validation_error"),
         429: ("rate_limited",),
-        503: ("verification_unavailable",),
+        503: ("verification_unavailable", "unavailable"),
     },
 }
 # Answers that are not errors but are not the handler's declared status either.
