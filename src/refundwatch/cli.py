@@ -36,11 +36,17 @@ def friendly(fn: Callable[..., T]) -> Callable[..., T]:
         except (OSError, ConnectionError) as exc:
             _fail(f"cannot reach a service: {exc.__class__.__name__}: {exc}")
         except Exception as exc:
-            from redis.exceptions import RedisError
+            from redis.exceptions import AuthenticationError, RedisError
+            from redis.exceptions import ConnectionError as RedisConnectionError
+            from redis.exceptions import TimeoutError as RedisTimeout
             from sqlalchemy.exc import SQLAlchemyError
 
-            if isinstance(exc, RedisError):  # the worker at start-up, or a command that enqueues
+            if isinstance(exc, AuthenticationError):  # before ConnectionError: it is one
+                _fail("Redis refused the credentials in REFUNDWATCH_REDIS_URL")
+            if isinstance(exc, RedisConnectionError | RedisTimeout):  # the worker at start-up, say
                 _fail(f"Redis does not answer: {exc.__class__.__name__}: {exc}")
+            if isinstance(exc, RedisError):
+                _fail(f"Redis error: {exc.__class__.__name__}: {exc}")
             if isinstance(exc, SQLAlchemyError):
                 _fail(f"database error: {str(exc.__cause__ or exc).splitlines()[0][:300]}")
             if exc.__class__.__name__ == "ValidationError":  # pydantic settings

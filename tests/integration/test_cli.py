@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from _services import free_port
+from _services import free_port, wait_for_port
 from processors import STRIPE_KEY, STRIPE_SECRET
 from stack import PYTHON, Stack
 
@@ -566,3 +566,24 @@ def test_a_worker_without_redis_ends_with_one_line(offline: Offline) -> None:
     assert "Traceback" not in result.stderr + result.stdout, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("refundwatch: Redis does not answer"), last
+
+
+def test_a_worker_whose_redis_refuses_its_password_says_so(offline: Offline, tmp_path: Path) -> None:
+    """Not "does not answer": Redis answered, and refused the credentials (it was all one message)."""
+    port = free_port()
+    redis = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--requirepass", "right"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port("127.0.0.1", port)
+        result = offline.cli("worker", REFUNDWATCH_REDIS_URL=f"redis://:wrong@127.0.0.1:{port}/0")
+    finally:
+        redis.terminate()
+        redis.wait(timeout=10)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == "refundwatch: Redis refused the credentials in REFUNDWATCH_REDIS_URL", last
+    assert "wrong" not in result.stderr
