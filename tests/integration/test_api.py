@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
+import socket
 import string
 import subprocess
 import uuid
@@ -841,6 +842,10 @@ def test_a_web_server_started_before_its_redis_runs_and_says_not_ready(stack: St
     platform saw a crash loop. It now starts, /readyz says 503 naming Redis, and once Redis answers
     it is ready without a restart."""
     redis_port, web_port = free_port(), free_port()
+    # Held (bound, not listening: a connection is refused) until Redis takes it, so no other test
+    # process picks it meanwhile: it stays unbound for the seconds the web process takes to start.
+    held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    held.bind(("127.0.0.1", redis_port))
     env = {**stack.env, "REFUNDWATCH_REDIS_URL": f"redis://127.0.0.1:{redis_port}/{TEST_REDIS_DB}"}
     web = Proc("web-no-redis", ["refundwatch", "serve", "--port", str(web_port)], env, tmp_path / "web.log")
     redis: subprocess.Popen[bytes] | None = None
@@ -865,6 +870,7 @@ def test_a_web_server_started_before_its_redis_runs_and_says_not_ready(stack: St
             == "unavailable"
         )
         assert "Traceback" not in (tmp_path / "web.log").read_text()
+        held.close()
         redis = subprocess.Popen(
             [
                 "redis-server",
@@ -889,6 +895,7 @@ def test_a_web_server_started_before_its_redis_runs_and_says_not_ready(stack: St
         )
         assert ready.json() == {"database": "ok", "redis": "ok"}
     finally:
+        held.close()
         web.stop()
         if redis is not None:
             redis.terminate()
