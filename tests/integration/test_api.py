@@ -894,6 +894,15 @@ def test_a_web_server_started_before_its_redis_runs_and_says_not_ready(stack: St
             what="the web process ready once its Redis answers",
         )
         assert ready.json() == {"database": "ok", "redis": "ok"}
+        # The live broadcaster said once that Redis was away (it used to log a traceback every
+        # second or two for as long as the outage lasted), and says when it is back.
+        wait_until(
+            lambda: "live broadcaster: Redis answers again" in (tmp_path / "web.log").read_text(),
+            timeout=10,
+            what="the broadcaster's recovery line",
+        )
+        assert (tmp_path / "web.log").read_text().count("live broadcaster: Redis does not answer") == 1
+        assert "Traceback" not in (tmp_path / "web.log").read_text()
     finally:
         held.close()
         web.stop()

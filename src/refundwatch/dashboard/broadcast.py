@@ -20,6 +20,7 @@ from uuid import UUID
 
 from jinja2 import Environment
 from litestar.channels import ChannelsPlugin
+from redis.exceptions import RedisError
 
 from refundwatch.dashboard import render
 from refundwatch.dashboard.panels import resolve
@@ -59,14 +60,27 @@ class Broadcaster:
 
     async def run(self) -> None:
         redis = self.rt.require_redis()
+        redis_down = False  # said once per outage: a line every second would bury the log
         while True:
             try:
                 if await redis.set(LEADER_KEY, self.token, nx=True, px=LEASE_MS):
+                    if redis_down:
+                        log.info("live broadcaster: Redis answers again")
+                        redis_down = False
                     await self._lead()
                 else:
+                    redis_down = False
                     await asyncio.sleep(1.0)
             except asyncio.CancelledError:
                 raise
+            except RedisError as exc:
+                if not redis_down:
+                    log.warning(
+                        "live broadcaster: Redis does not answer (%s); retrying every second",
+                        type(exc).__name__,
+                    )
+                redis_down = True
+                await asyncio.sleep(1.0)
             except Exception:
                 log.warning("live broadcaster stopped leading; retrying", exc_info=True)
                 await asyncio.sleep(1.0)
