@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import collections
 import contextlib
 import fcntl
 import os
@@ -97,20 +98,41 @@ def free_port() -> int:
     A port the kernel hands out for ``bind(0)`` is free again once that socket closes, so another
     test process could be given the same one before our server binds it: a stack's web server once
     lost its port to another stack's simulator, and its tests talked to the wrong server. Below the
-    ephemeral range the kernel hands out nothing (neither to ``bind(0)`` nor to outgoing connections);
-    only another random pick could land on it in that window."""
-    high = min(_ephemeral_low(), 65536)
+    ephemeral range the kernel hands out nothing (neither to ``bind(0)`` nor to outgoing connections).
+    Each pytest-xdist worker picks from its own slice of that range, so two test processes never
+    pick the same port; within a process, a port is not handed out twice in a row of picks (a
+    stack picks its web and simulator ports before either binds)."""
+    low, high = _port_slice()
     for _ in range(200):
-        port = _PORTS.randrange(max(1024, high - 12000), high)
+        port = _PORTS.randrange(low, high)
+        if port in _recent_ports:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _recent_ports.append(port)
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # a crowded range: the OS picks
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+_recent_ports: collections.deque[int] = collections.deque(maxlen=64)
+
+
+def _port_slice() -> tuple[int, int]:
+    """This test process's share of the 12,000 ports below the ephemeral range."""
+    high = min(_ephemeral_low(), 65536)
+    low = max(1024, high - 12000)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if not worker.startswith("gw") or not worker[2:].isdigit() or count < 2:
+        return low, high
+    width = (high - low) // count
+    start = low + int(worker[2:]) % count * width
+    return start, start + width
 
 
 @contextlib.contextmanager
