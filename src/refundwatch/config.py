@@ -259,15 +259,16 @@ class Settings(BaseSettings):
 
     def approval_threshold_for(self, currency: str) -> int:
         """Minor-unit threshold at or above which a refund needs a second person."""
+        table = dict(self._threshold_entries())
+        return int(table.get(currency, table.get("*", "50000")))
+
+    def _threshold_entries(self) -> list[tuple[str, str]]:
+        """REFUNDWATCH_APPROVAL_THRESHOLD as (CURRENCY or *, amount) pairs; one number is ``*``."""
         value = self.approval_threshold.strip()
         if ":" not in value:
-            return int(value)
-        table = {
-            k.strip().upper(): v.strip()
-            for k, _, v in (p.partition(":") for p in value.split(","))
-            if k.strip()
-        }
-        return int(table.get(currency, table.get("*", "50000")))
+            return [("*", value)]
+        pairs = ((k.strip().upper(), v.strip()) for k, _, v in (p.partition(":") for p in value.split(",")))
+        return [(name, amount) for name, amount in pairs if name or amount]  # not a trailing comma
 
     def reconcile_expected_for(self, processor: str) -> float:
         """Hours a succeeded refund of ``processor`` may be missing from its settlement data."""
@@ -289,11 +290,7 @@ class Settings(BaseSettings):
     @property
     def approval_threshold_currencies(self) -> list[str]:
         """The currencies REFUNDWATCH_APPROVAL_THRESHOLD names one by one (none for a single number)."""
-        value = self.approval_threshold.strip()
-        if ":" not in value:
-            return []
-        names = (k.strip().upper() for k, _, _ in (p.partition(":") for p in value.split(",")))
-        return [n for n in names if n and n != "*"]
+        return [name for name, _ in self._threshold_entries() if name and name != "*"]
 
     def check_required(self) -> None:
         """Refuse to start on bad settings: outside demo/test the secrets must be set (all missing ones
@@ -350,15 +347,10 @@ class Settings(BaseSettings):
         from refundwatch.lib.money import is_known_currency
 
         rule = "REFUNDWATCH_APPROVAL_THRESHOLD must be a whole number of minor units, or CUR:number,..."
-        value = self.approval_threshold.strip()
-        entries = [p.partition(":") for p in value.split(",")] if ":" in value else [("*", ":", value)]
         seen: set[str] = set()
-        for key, _, amount in entries:
-            name = key.strip().upper()
-            if not name and not amount.strip():  # a trailing comma
-                continue
-            if not re.fullmatch(r"[0-9]{1,15}", amount.strip()):
-                raise ConfigError(f"{rule} ({name}: {amount.strip()!r} is not a number)")
+        for name, amount in self._threshold_entries():
+            if not re.fullmatch(r"[0-9]{1,15}", amount):
+                raise ConfigError(f"{rule} ({name}: {amount!r} is not a number)")
             if name != "*" and not is_known_currency(name):
                 raise ConfigError(f"{rule} ({name!r} is not an ISO 4217 currency)")
             if name in seen:
