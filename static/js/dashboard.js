@@ -66,26 +66,26 @@
   // have moved on meanwhile), and the typed text goes back into the same form's field wherever the
   // new drawing still has it. A held area would otherwise stay stale for as long as the text stayed.
   var FIELDS = "input:not([type=hidden]), textarea";
+  var LIVE_FIELDS = "[data-live] input:not([type=hidden]), [data-live] textarea";
   var kept = null;
+  function ticked(field) { return field.type === "checkbox" || field.type === "radio"; }
   function fieldKey(field) {
     var key = (field.form ? field.form.getAttribute("action") || "" : "") + "|" + field.name;
-    return field.type === "checkbox" || field.type === "radio" ? key + "=" + field.value : key;
+    return ticked(field) ? key + "=" + field.value : key;
   }
-  function ticked(field) { return field.type === "checkbox" || field.type === "radio"; }
   function keep(area) {
     var found = {};
-    var any = false;
     (area && area.querySelectorAll ? area.querySelectorAll(FIELDS) : []).forEach(function (field) {
       var moved = ticked(field) ? field.checked !== field.defaultChecked : field.value !== field.defaultValue;
-      if (field.name && moved) { found[fieldKey(field)] = ticked(field) ? field.checked : field.value; any = true; }
+      if (field.name && moved) { found[fieldKey(field)] = ticked(field) ? field.checked : field.value; }
     });
-    kept = any ? found : null;
+    kept = Object.keys(found).length ? found : null;
   }
   function restore() {
     var found = kept;
     kept = null;
     if (!found) { return; }
-    document.querySelectorAll("[data-live] " + FIELDS.replace(", ", ", [data-live] ")).forEach(function (field) {
+    document.querySelectorAll(LIVE_FIELDS).forEach(function (field) {
       var key = fieldKey(field);
       if (!Object.prototype.hasOwnProperty.call(found, key)) { return; }
       if (ticked(field)) { field.checked = found[key]; } else { field.value = found[key]; }
