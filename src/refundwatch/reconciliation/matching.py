@@ -282,9 +282,7 @@ async def _prefetch(
     batch = Batch({}, {}, {}, accounts=accounts)
     if not about:
         return batch
-    connections = {line.connection_id for line in about}
-    shared = {batch.accounts[c] for c in connections if c in batch.accounts}
-    connections |= {c for c, account in batch.accounts.items() if account in shared}  # their siblings' lines
+    connections = batch.with_siblings({line.connection_id for line in about})  # their siblings' lines too
     gateway_ids = {line.gateway_refund_id for line in about if line.gateway_refund_id}
     if gateway_ids:
         # By the processor's refund id alone, the connection compared in memory: with the connection

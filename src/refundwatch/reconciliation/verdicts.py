@@ -139,6 +139,11 @@ class Batch:
                 return refund
         return None
 
+    def with_siblings(self, connections: set[UUID]) -> set[UUID]:
+        """These connections and every other that reaches one of their processor accounts."""
+        shared = {self.accounts[c] for c in connections if c in self.accounts}
+        return connections | {c for c, account in self.accounts.items() if account in shared}
+
     def same_account(self, one: UUID, other: UUID) -> bool:
         """The same connection, or two that reach the same processor account."""
         if _same(one, other):
