@@ -96,6 +96,15 @@ def test_a_bad_file_is_refused_in_one_line_and_nothing_of_it_is_kept(stack: Stac
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "row 3" in result.stderr
     assert "Traceback" not in result.stderr
+    assert result.stderr.count(bad.name) == 1, result.stderr  # it once read "x.csv: x.csv: row 3: …"
+    # An amount no payment has: it overflowed BIGINT in matching, which then failed every later
+    # import and check of the connection (SQLite), or lost the file's breaks (PostgreSQL).
+    huge = report(stack, [line(refund), line(gross="-99999999999999.99", net="-99999999999999.99")])
+    result = stack.cli("reconcile", "import", "--connection", "stripe-test", str(huge), check=False)
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "row 3" in result.stderr and "minor units" in result.stderr, result.stderr
+    assert stack.cli("reconcile", "check").returncode == 0
     adyen = stack.workdir / "settlement_detail_report_batch_1.csv"
     adyen.write_text(
         "Company Account,Merchant Account,Psp Reference,Merchant Reference,Type\nA,B,C,D,Refunded\n"

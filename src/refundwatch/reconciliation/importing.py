@@ -240,7 +240,7 @@ async def _import(
     except SettlementFormatError as exc:
         await _stop(beat)
         await _forget(rt, stored.id)
-        raise BadInput(f"{name}: {exc}") from None
+        raise BadInput(str(exc)) from None  # it names the file and row
     except BaseException:
         await asyncio.shield(_stop(beat))
         await asyncio.shield(_forget(rt, stored.id))

@@ -29,6 +29,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from refundwatch.db.models import SettlementEntry
 from refundwatch.reconciliation import agreeing
 from refundwatch.reconciliation.lines import SettlementLine
+from refundwatch.reconciliation.parsing import SettlementFormatError
+from refundwatch.refunds.schemas import MAX_AMOUNT
 from refundwatch.runtime import Runtime
 
 LINES = cast(Table, SettlementEntry.__table__)
@@ -62,8 +64,17 @@ Parse = Callable[[BinaryIO, str], Iterator[SettlementLine]]
 Row = tuple[Any, ...]
 
 
-def _rows(lines: Iterator[SettlementLine], file_id: Any, connection_id: Any) -> Iterator[Row]:
+# As the API's own bound (refunds.schemas.MAX_AMOUNT): far beyond any real line, and a breaks' figures
+# and a batch's sums stay inside BIGINT. A larger value is a broken file, refused before anything is kept.
+MAX_LINE_AMOUNT = MAX_AMOUNT
+
+
+def _rows(lines: Iterator[SettlementLine], file_id: Any, connection_id: Any, name: str) -> Iterator[Row]:
     for line in lines:
+        if max(abs(line.gross), abs(line.fee), abs(line.net)) > MAX_LINE_AMOUNT:
+            raise SettlementFormatError(
+                name, line.row_number, f"an amount beyond {MAX_LINE_AMOUNT:,} minor units is not a real one"
+            )
         yield (
             file_id,
             connection_id,
@@ -134,7 +145,7 @@ async def store_lines_postgresql(
     async def write(batch: list[Row]) -> int:
         return await agreeing.store(driver, batch, COLUMNS, _STORE_BATCH, connection_id, siblings)
 
-    return await _pipeline(_rows(parse(stream, name), file_id, connection_id), write)
+    return await _pipeline(_rows(parse(stream, name), file_id, connection_id, name), write)
 
 
 _STORE_BATCH = agreeing.store_batch(COLUMNS)
@@ -154,7 +165,7 @@ async def store_lines_sqlite(
         await write_batch(batch)
         return 0
 
-    rows = _sqlite_rows(_rows(parse(stream, name), *_sqlite_values(file_id, connection_id)))
+    rows = _sqlite_rows(_rows(parse(stream, name), *_sqlite_values(file_id, connection_id), name))
     return await _pipeline(rows, write)
 
 
