@@ -9,6 +9,7 @@ import csv
 import io
 import itertools
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +49,10 @@ def line(refund: dict[str, Any] | None = None, *, category: str = "refund", **va
     return row
 
 
-def report(stack: Stack, rows: list[dict[str, Any]]) -> Path:
+def report(stack: Stack, rows: list[dict[str, Any]], columns: Sequence[str] = COLUMNS) -> Path:
+    """Stripe's itemized report of ``rows``; ``columns`` in another order is the same report."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(out, columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     path = stack.workdir / f"payout_reconciliation_{uuid.uuid4().hex[:8]}.csv"

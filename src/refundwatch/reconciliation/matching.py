@@ -220,7 +220,6 @@ _LINE_COLUMNS = (
     _few(LINES.c.file_id),
     _few(LINES.c.connection_id),
     LINES.c.row_number,
-    LINES.c.row_hash,
     LINES.c.line_key,
     LINES.c.kind,
     LINES.c.gross,
@@ -247,7 +246,9 @@ def _earlier(*where: ColumnElement[bool]) -> Select[Any]:
         select(
             LINES.c.id,
             _few(LINES.c.file_id),
-            LINES.c.row_hash,
+            LINES.c.kind,
+            LINES.c.gross,
+            LINES.c.currency,
             LINES.c.match,
             LINES.c.refund_id,
             _few(LINES.c.connection_id),
@@ -314,9 +315,9 @@ async def _prefetch(
         )
     else:
         rows = await _records(session, _PG_EARLIER, connections=list(connections), keys=list(keys))
-    for entry_id, file_id, row_hash, match, refund_id, connection_id, line_key in rows:
+    for entry_id, file_id, kind, gross, currency, match, refund_id, connection_id, line_key in rows:
         batch.earlier.setdefault(line_key, []).append(
-            Earlier(entry_id, connection_id, file_id, row_hash, match, refund_id)
+            Earlier(entry_id, connection_id, file_id, (kind, gross, currency), match, refund_id)
         )
     return batch
 

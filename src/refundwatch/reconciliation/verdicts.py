@@ -76,7 +76,6 @@ class Line(NamedTuple):
     file_id: UUID
     connection_id: UUID
     row_number: int
-    row_hash: str
     line_key: str
     kind: str
     gross: int
@@ -86,13 +85,22 @@ class Line(NamedTuple):
     raw_type: str
 
 
+# What a line says, whatever form it came in (a report's CSV, its columns in any order, or the
+# processor's API answer for the same balance transaction): its kind, amount and currency.
+Content = tuple[str, int, str]
+
+
+def content_of(line: Line) -> Content:
+    return (line.kind, line.gross, line.currency)
+
+
 class Earlier(NamedTuple):
     """A line already classified under the same processor line key (one per line: a cheap tuple)."""
 
     id: int
     connection_id: UUID
     file_id: UUID
-    row_hash: str
+    content: Content
     match: str
     refund_id: UUID | None
 
@@ -114,7 +122,7 @@ class Batch:
 
     def classified(self, line: Line, match: str, refund_id: UUID | None) -> None:
         """``line`` has its verdict: later lines of the batch with its key see it."""
-        earlier = Earlier(line.id, line.connection_id, line.file_id, line.row_hash, match, refund_id)
+        earlier = Earlier(line.id, line.connection_id, line.file_id, content_of(line), match, refund_id)
         self.earlier.setdefault(line.line_key, []).append(earlier)
         self.decided.append((line.line_key, earlier))
 
@@ -185,13 +193,14 @@ def _seen_before(batch: Batch, line: Line) -> tuple[str, Earlier] | None:
     """Whether an earlier line has ``line``'s processor line key: ("repeat", it) or ("duplicate", it).
 
     Reports are often cumulative (a processor's report "so far", a payout report run again): a later
-    file brings the earlier lines again, under the same key and with the same raw content. Such a
-    line is the same line seen again (a *repeat*), not a duplicate: it takes the earlier line's
-    verdict and opens nothing. Within one file the same key twice is a *duplicate*. Counted per key
-    and content, so a line duplicated within a report and repeated by the next report (the same two
-    rows) is a duplicate once: the k-th copy in this file repeats the k-th copy of an earlier file.
-    An earlier line with the same key but other content in another file (the processor now reports
-    an amount or payout differently) is neither: this line is matched afresh.
+    file brings the earlier lines again, under the same key and with the same content (kind, amount,
+    currency), perhaps in another form: the columns in another order, or the API's answer for what a
+    file brought. Such a line is the same line seen again (a *repeat*), not a duplicate: it takes the
+    earlier line's verdict and opens nothing. Within one file the same key twice is a *duplicate*.
+    Counted per key and content, so a line duplicated within a report and repeated by the next report
+    (the same two rows) is a duplicate once: the k-th copy in this file repeats the k-th copy of an
+    earlier file. An earlier line with the same key but another amount, kind or currency in another
+    file (the processor now reports it differently) is neither: this line is matched afresh.
     """
     same_key = batch.earlier.get(line.line_key)
     if not same_key:  # the usual line: its key is new
@@ -203,11 +212,12 @@ def _seen_before(batch: Batch, line: Line) -> tuple[str, Earlier] | None:
     if not earlier:
         return None
     here = [e for e in earlier if e.file_id == line.file_id]
-    if any(e.row_hash != line.row_hash for e in here):
+    content = content_of(line)
+    if any(e.content != content for e in here):
         return "duplicate", here[0]
     copies: dict[UUID, list[Earlier]] = {}
     for e in earlier:
-        if e.file_id != line.file_id and e.row_hash == line.row_hash:
+        if e.file_id != line.file_id and e.content == content:
             copies.setdefault(e.file_id, []).append(e)
     for same in copies.values():
         if len(same) > len(here):
@@ -263,8 +273,15 @@ def classify(batch: Batch, line: Line) -> Verdict | RefundView:
         return seen[1].match, seen[1].refund_id, None
     if seen is not None:
         detail = f"the same line as line {seen[1].id} ({line.line_key})"
+        whose = _refund_for(batch, line)  # so the break shows on that refund's timeline
         found = _line_break(
-            "duplicate_line", line, f"line:{line.id}", detail, actual=abs(line.gross), currency=line.currency
+            "duplicate_line",
+            line,
+            f"line:{line.id}",
+            detail,
+            actual=abs(line.gross),
+            currency=line.currency,
+            refund_id=whose.id if whose is not None else None,
         )
         return "duplicate_line", None, found
     refund = _refund_for(batch, line)
