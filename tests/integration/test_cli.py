@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import socket
@@ -168,7 +169,34 @@ def _bad_connection_files(good: str) -> dict[str, tuple[str | bytes, str]]:
             "void_unsettled",
         ),
         "void-unsettled-on-stripe": (valid + stripe_block(other, void_unsettled=1), "void_unsettled"),
+        # Header values: a key httpx2 cannot encode crashed every attempt, which ended "outcome unknown".
+        "non-ascii-api-key": (valid + stripe_block(other, api_key="sk_test_\u00e9"), f"{other!r}: api_key"),
+        "api-key-with-newline": (valid + stripe_block(other, api_key="sk_test_a\nb"), "api_key"),
+        "adyen-non-ascii-api-key": (valid + adyen_block(other, api_key="AQE\u00e9"), f"{other!r}: api_key"),
+        "adyen-report-user-colon": (
+            valid + adyen_block(other, report_username="ws:x", report_password="pw"),
+            "report_username",
+        ),
+        "base-url-no-host": (valid + stripe_block(other, base_url="http://"), "base_url"),
+        "base-url-with-spaces": (valid + stripe_block(other, base_url="http://exa mple.com/x y"), "base_url"),
+        # Over the column's 500 characters: PostgreSQL refused it without naming the connection.
+        "base-url-too-long": (
+            valid + stripe_block(other, base_url="http://example.com/" + "a" * 500),
+            f"{other!r}: base_url",
+        ),
     }
+
+
+def adyen_block(name: str, **fields: str) -> str:
+    values = {
+        "name": name,
+        "processor": "adyen",
+        "api_key": "AQEyhmfxKonIYxZGw0m/n3Q5qf3VaY9UCJ1+XWZe9W27jmlZiv4PD4jhfNMofnLr2K5i8/0QwV1bDb7",
+        "merchant_account": "TestMerchant",
+        "hmac_key": "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056",
+        **fields,
+    }
+    return "[[connection]]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
 
 
 def braintree_block(name: str, **extra: str) -> str:
@@ -213,6 +241,13 @@ def test_connections_import_refuses_bad_files_whole(offline: Offline) -> None:
         "empty-account",
         "void-unsettled-not-a-flag",
         "void-unsettled-on-stripe",
+        "non-ascii-api-key",
+        "api-key-with-newline",
+        "adyen-non-ascii-api-key",
+        "adyen-report-user-colon",
+        "base-url-no-host",
+        "base-url-with-spaces",
+        "base-url-too-long",
     ]
     before = offline.count("connections")  # other tests of the module may have imported some
     goods = [f"good-{case}-{uuid.uuid4().hex[:6]}" for case in cases]
@@ -222,7 +257,8 @@ def test_connections_import_refuses_bad_files_whole(offline: Offline) -> None:
     )
     for case, (_, needle), result in zip(cases, files, results, strict=True):
         assert result.returncode != 0, case
-        one_line_error(result, needle)
+        line = one_line_error(result, needle)
+        assert "\u00e9" not in line, (case, line)  # a secret is never echoed
     assert offline.count("connections") == before
     # A valid import of all those first connections now creates every one of them: none existed.
     result = offline.cli(

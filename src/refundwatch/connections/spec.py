@@ -7,6 +7,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from refundwatch.lib.exceptions import BadInput
 
@@ -34,6 +35,7 @@ PROCESSOR_OPTIONAL_FLAGS: dict[str, tuple[str, ...]] = {"braintree": ("void_unse
 # (connections.services.ConnectionCache.siblings).
 ACCOUNT = "account"
 MAX_ACCOUNT = 255
+MAX_BASE_URL = 500  # db.models.Connection.base_url
 _OPTIONAL = {
     "enabled",
     "rate_limit_per_second",
@@ -113,11 +115,7 @@ def parse_connection(table: Any, index: int) -> ConnectionSpec:
             if not isinstance(table[flag], bool):
                 raise BadInput(f"connection {name!r}: {flag} must be true or false")
             options[flag] = "true" if table[flag] else "false"
-    base_url = table.get("base_url")
-    if base_url is not None and (
-        not isinstance(base_url, str) or not base_url.startswith(("http://", "https://"))
-    ):
-        raise BadInput(f"connection {name!r}: base_url must be an http(s) URL")
+    base_url = _base_url(name, table.get("base_url"))
     enabled = table.get("enabled", True)
     if not isinstance(enabled, bool):
         raise BadInput(f"connection {name!r}: enabled must be true or false")
@@ -125,7 +123,7 @@ def parse_connection(table: Any, index: int) -> ConnectionSpec:
     return ConnectionSpec(
         name=name,
         processor=processor,
-        base_url=base_url.rstrip("/") if base_url else None,
+        base_url=base_url,
         secrets={k: values[k] for k in (*secret_fields, *optional_secrets) if k in values},
         options=options,
         enabled=enabled,
@@ -140,6 +138,27 @@ def parse_connection(table: Any, index: int) -> ConnectionSpec:
         ),
         timeout_seconds=_call_timeout(name, table.get("timeout_seconds")),
     )
+
+
+def _base_url(name: str, value: Any) -> str | None:
+    """An http(s) URL with a host that fits its column; "http://" or one with spaces was stored and
+    failed only at the first call, and one over the column's length failed the whole import unnamed."""
+    if value is None:
+        return None
+    problem = f"connection {name!r}: base_url must be an http(s) URL with a host"
+    if not isinstance(value, str) or not value.isprintable() or " " in value or not value.isascii():
+        raise BadInput(problem)
+    url = value.rstrip("/")
+    try:
+        parts = urlsplit(url)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # a port that is not a number or out of range
+        raise BadInput(problem) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise BadInput(problem)
+    if len(url) > MAX_BASE_URL:
+        raise BadInput(f"connection {name!r}: base_url must be at most {MAX_BASE_URL} characters")
+    return url
 
 
 def _check_fields(name: str, processor: str, values: dict[str, str]) -> None:

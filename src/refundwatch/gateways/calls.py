@@ -63,6 +63,14 @@ async def call(
     except (httpx2.UnsupportedProtocol, httpx2.InvalidURL) as exc:
         # A configuration mistake: retrying cannot help.
         raise failed(ErrorCode.PROCESSOR_ERROR, f"bad {processor} base URL ({type(exc).__name__})") from None
+    except UnicodeEncodeError:
+        # Raised while httpx2 builds the request (a credential that is not ASCII in a header): nothing
+        # left this process, so it is a definite failure, never an outcome to look up. No value quoted.
+        raise failed(
+            ErrorCode.PROCESSOR_ERROR,
+            f"a header for {processor} cannot be encoded (check the connection's credentials); "
+            "nothing was sent",
+        ) from None
     except httpx2.TransportError as exc:
         # Read/write errors and resets happen once the request may have reached the processor.
         raise failed(

@@ -425,6 +425,19 @@ async def test_bad_base_url_is_not_retryable() -> None:
     assert info.value.code is ErrorCode.PROCESSOR_ERROR
 
 
+async def test_a_key_that_cannot_be_sent_is_a_definite_failure_with_nothing_sent() -> None:
+    """A header value httpx2 cannot encode fails before the request exists: nothing reached Stripe, so
+    it is a refusal (processor_error), not an outcome to look up; it was a crash and "outcome unknown"."""
+    recorder = answer()
+    with pytest.raises(GatewayError) as info:
+        await create(recorder, api_key="sk_test_\u00e9")
+    assert recorder.requests == []
+    assert info.value.code is ErrorCode.PROCESSOR_ERROR
+    assert not info.value.outcome_unknown
+    assert "nothing was sent" in info.value.message
+    assert "\u00e9" not in info.value.message
+
+
 # --- answers that are not the refund we asked for -----------------------------------------------------
 
 

@@ -66,6 +66,9 @@ def _mask_card(text: str) -> str:
 
 
 _LIVE_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,99}$")
+# Values sent in headers (X-API-Key, the report user's basic auth): printable ASCII without spaces, or
+# httpx2 cannot send them (a non-ASCII key crashed every attempt).
+_HEADER_TOKEN = re.compile(r"[!-~]+")
 
 
 def live_base_url(live_prefix: str) -> str:
@@ -95,6 +98,15 @@ class AdyenGateway:
         hmac_key = values.get("hmac_key", "")
         if len(hmac_key) % 2 or not re.fullmatch(r"[0-9A-Fa-f]+", hmac_key):
             raise ValueError("hmac_key must be hex (an even number of 0-9 and a-f characters)")
+        if not _HEADER_TOKEN.fullmatch(values.get("api_key", "")):
+            raise ValueError("api_key must be printable ASCII characters without spaces")
+        user = values.get("report_username")
+        if user is not None and (not _HEADER_TOKEN.fullmatch(user) or ":" in user):
+            # A colon would split basic auth's user from its password.
+            raise ValueError("report_username must be printable ASCII characters without spaces or ':'")
+        password = values.get("report_password")
+        if password is not None and not _HEADER_TOKEN.fullmatch(password):
+            raise ValueError("report_password must be printable ASCII characters without spaces")
         prefix = values.get("live_prefix")
         if prefix is not None and not _LIVE_PREFIX.match(prefix):
             raise ValueError("live_prefix must be letters, digits and dashes (Developers > API URLs)")

@@ -44,6 +44,8 @@ __all__ = ["STRIPE_API_VERSION", "WEBHOOK_TOLERANCE_SECONDS", "StripeGateway"]
 WEBHOOK_TOLERANCE_SECONDS = 300  # the SDK's Webhook.DEFAULT_TOLERANCE
 
 _MESSAGE_CHARS = calls.MESSAGE_CHARS
+# The api_key goes into the Authorization header: printable ASCII without spaces, or httpx2 cannot send it.
+_HEADER_TOKEN = re.compile(r"[!-~]+")
 
 
 def _mask_key(match: re.Match[str]) -> str:
@@ -70,6 +72,11 @@ class StripeGateway:
     # Stripe removes idempotency keys after at least 24 hours (GATEWAYS.md; Stripe's API reference,
     # "Idempotent requests"): past that a re-send with the same key may execute a second refund.
     idempotency_retention_seconds: float = 24 * 3600
+
+    def check_fields(self, values: Mapping[str, str]) -> None:
+        """Refuse malformed connection fields (ValueError with a one-line reason, never the secret)."""
+        if not _HEADER_TOKEN.fullmatch(values.get("api_key", "")):
+            raise ValueError("api_key must be printable ASCII characters without spaces")
 
     # --- refunds --------------------------------------------------------------------------------------
 
