@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from processors import PROCESSORS, kit
+from processors import PROCESSORS, STRIPE_KEY, STRIPE_SECRET, kit
 from refundwatch.gateways.registry import get_gateway
 from stack import Proc, Stack, db_rows, wait_http, wait_until
 
@@ -437,6 +437,43 @@ def connection_resets(stack: Stack, processor: str, quiet: dict[str, float]) -> 
         rows = ledger_for(stack, reference)
         assert [r["idempotency_key"] for r in rows] == [gateway_key(refund_id)], rows
         assert rows[0]["gateway_refund_id"] == refund["gateway_refund_id"]
+
+
+def test_a_call_ends_inside_the_workers_job_even_if_the_connection_allows_longer(stack: Stack) -> None:
+    """timeout_seconds was checked only against the importing shell's job timeout: a worker with shorter
+    jobs (the stack's: 5 s) let a 40 s call run until arq killed the job, and the refund ended in manual
+    review, "outcome unknown". The worker caps the call below its own job timeout (5 s - 2 s margin), so
+    the call times out inside the job, on the ordinary timeout path, and the look-up settles it."""
+    name = f"slow-{uuid.uuid4().hex[:8]}"
+    connection = (
+        f'[[connection]]\nname = "{name}"\nprocessor = "stripe"\nbase_url = "{stack.sim_url}/stripe"\n'
+        f'api_key = "{STRIPE_KEY}"\nwebhook_secret = "{STRIPE_SECRET}"\ntimeout_seconds = 40\n'
+    )
+    path = stack.workdir / f"{name}.toml"
+    path.write_text(connection)
+    # The shell that imports it has long jobs, so 40 s is accepted there.
+    stack.cli("connections", "import", str(path), extra_env={"REFUNDWATCH_JOB_TIMEOUT_SECONDS": "60"})
+    time.sleep(1.1)  # running processes look a new connection name up again within a second
+    reference = stack.payment(5_000, connection=name)
+    stack.faults(latency_ms=4_500)  # beyond the 3 s cap, within the 5 s job
+    try:
+        response = stack.refund(reference, 1_000, connection=name)
+        assert response.status_code == 201, response.text
+        refund_id = response.json()["id"]
+        wait_until(
+            lambda: any("attempt 1 failed: timeout" in e[3] for e in _db_refund(stack, refund_id)[2]),
+            timeout=15,
+            interval=0.1,
+            what="the first attempt to time out inside its job",
+        )
+        stack.faults()
+        refund = stack.wait_status(refund_id, *FINAL, timeout=30)
+        assert refund["status"] == "succeeded", refund
+        assert len(ledger_for(stack, reference)) == 1
+        log = (stack.workdir / "worker.log").read_text(errors="replace")
+        assert log.count(f"connection {name!r}: timeout_seconds 40") == 1, log[-3000:]
+    finally:
+        stack.faults()
 
 
 def restart_web(stack: Stack) -> None:

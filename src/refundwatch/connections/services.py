@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from uuid import UUID
@@ -27,6 +28,8 @@ DEFAULT_BASE_URLS = {
     "square": "https://connect.squareupsandbox.com",
     "braintree": "https://api.sandbox.braintreegateway.com",
 }
+
+log = logging.getLogger(__name__)
 
 
 def _blob(spec: ConnectionSpec) -> str:
@@ -121,7 +124,12 @@ class ConnectionInfo:
         return self.credentials.options.get("account")
 
 
-def _info(row: Connection, cipher: FieldCipher) -> ConnectionInfo:
+def call_timeout_cap(job_timeout_seconds: float) -> float:
+    """The longest processor call a job of this length can wait for and still record its outcome."""
+    return max(1.0, job_timeout_seconds - max(2.0, job_timeout_seconds / 10))
+
+
+def _info(row: Connection, cipher: FieldCipher, timeout_seconds: float) -> ConnectionInfo:
     blob = json.loads(cipher.decrypt(row.credentials_encrypted))
     creds = Credentials(
         connection_name=row.name,
@@ -129,7 +137,7 @@ def _info(row: Connection, cipher: FieldCipher) -> ConnectionInfo:
         base_url=(row.base_url or DEFAULT_BASE_URLS[row.processor]).rstrip("/"),
         secrets={k: Secret(v) for k, v in blob["secrets"].items()},
         options=blob["options"],
-        timeout_seconds=float(row.timeout_seconds),
+        timeout_seconds=timeout_seconds,
     )
     return ConnectionInfo(
         row.id, row.name, row.processor, row.enabled, row.health_check_interval_seconds, creds
@@ -139,8 +147,19 @@ def _info(row: Connection, cipher: FieldCipher) -> ConnectionInfo:
 class ConnectionCache:
     """Decrypted connections, reloaded at most every ``ttl`` seconds or when a name is unknown."""
 
-    def __init__(self, db: Database, cipher: FieldCipher, ttl: float = 10.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        cipher: FieldCipher,
+        ttl: float = 10.0,
+        *,
+        job_timeout_seconds: float | None = None,
+    ) -> None:
         self._db, self._cipher, self._ttl = db, cipher, ttl
+        # timeout_seconds is checked at import against the importing shell's job timeout only: a worker
+        # whose jobs are shorter would have arq kill the job mid-call, and a killed job records nothing.
+        self._cap = None if job_timeout_seconds is None else call_timeout_cap(job_timeout_seconds)
+        self._capped: set[str] = set()  # connections already warned about
         self._by_name: dict[str, ConnectionInfo] = {}
         self._by_id: dict[UUID, ConnectionInfo] = {}
         self._loaded_at = 0.0
@@ -152,10 +171,25 @@ class ConnectionCache:
     async def reload(self) -> None:
         async with self._db.read_session() as session:
             rows = (await session.scalars(select(Connection))).all()
-        infos = [_info(row, self._cipher) for row in rows]
+        infos = [_info(row, self._cipher, self._timeout(row)) for row in rows]
         self._by_name = {i.name: i for i in infos}
         self._by_id = {i.id: i for i in infos}
         self._loaded_at = time.monotonic()
+
+    def _timeout(self, row: Connection) -> float:
+        wanted = float(row.timeout_seconds)
+        if self._cap is None or wanted <= self._cap:
+            return wanted
+        if row.name not in self._capped:
+            self._capped.add(row.name)
+            log.warning(
+                "connection %r: timeout_seconds %d leaves too little of this process's job timeout "
+                "(REFUNDWATCH_JOB_TIMEOUT_SECONDS) to record the outcome; its calls wait at most %g s",
+                row.name,
+                row.timeout_seconds,
+                self._cap,
+            )
+        return self._cap
 
     async def _fresh(self) -> None:
         if time.monotonic() - self._loaded_at > self._ttl:
