@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -47,14 +48,43 @@ def friendly(fn: Callable[..., T]) -> Callable[..., T]:
                 _fail(f"Redis does not answer: {exc.__class__.__name__}: {exc}")
             if isinstance(exc, RedisError):
                 _fail(f"Redis error: {exc.__class__.__name__}: {exc}")
+            if _is_postgres_error(exc):  # raised at connect, unwrapped by SQLAlchemy
+                _fail(_postgres_problem(exc))
             if isinstance(exc, SQLAlchemyError):
-                _fail(f"database error: {str(exc.__cause__ or exc).splitlines()[0][:300]}")
+                _fail(f"database error: {_first_line(exc.__cause__ or exc)}")
             if exc.__class__.__name__ == "ValidationError":  # pydantic settings
                 _fail(f"invalid configuration: {_setting_problem(exc)}")
             raise
         raise AssertionError("unreachable")
 
     return wrapper
+
+
+def _first_line(exc: BaseException) -> str:
+    """The driver's own words, without SQLAlchemy's ``<class 'asyncpg.exceptions.…'>:`` prefix."""
+    lines = str(exc).splitlines() or [exc.__class__.__name__]
+    return _CLASS_PREFIX.sub("", lines[0])[:300]
+
+
+_CLASS_PREFIX = re.compile(r"^(?:\([\w.]+\)\s*)?<class '[\w.]+'>:\s*")
+
+
+def _is_postgres_error(exc: BaseException) -> bool:
+    try:
+        from asyncpg import PostgresError
+    except ImportError:  # SQLite only
+        return False
+    return isinstance(exc, PostgresError)
+
+
+def _postgres_problem(exc: Any) -> str:
+    """A database that does not exist, a role or password refused: PostgreSQL's one line (it names the
+    database or the role, never the password) and where to fix it."""
+    from asyncpg.exceptions import InvalidAuthorizationSpecificationError, InvalidCatalogNameError
+
+    if isinstance(exc, InvalidCatalogNameError | InvalidAuthorizationSpecificationError):
+        return f"PostgreSQL refused the connection: {_first_line(exc)} (check REFUNDWATCH_DATABASE_URL)"
+    return f"database error: {_first_line(exc)}"
 
 
 def _setting_problem(exc: Any) -> str:

@@ -16,6 +16,7 @@ from uuid import UUID
 
 from arq import Retry, cron, func
 from arq.connections import RedisSettings
+from sqlalchemy import text
 
 from refundwatch.alerts import rules as alert_rules
 from refundwatch.alerts import sending as alert_sending
@@ -186,6 +187,10 @@ async def startup(ctx: dict[str, Any]) -> None:
     rt.redis = ctx["redis"]
     rt.breaker = Breaker(threshold=settings.circuit_failures, open_seconds=settings.circuit_open_seconds)
     await rt.open(redis=False, http=True)
+    # A database that refuses the worker (no such database or role) ends it here, in one line
+    # (cli.friendly), before the background loops start and log the same failure with tracebacks.
+    async with rt.db.read_session() as session:
+        await session.execute(text("SELECT 1"))
     signals.attach(ctx["redis"])
     ctx["rt"] = rt
     ctx["outgoing"] = Dispatcher(rt).start()  # outgoing webhooks: sends after commit, in the background

@@ -17,10 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
-from _services import free_port, wait_for_port
+from _services import ensure_postgres, ensure_redis, free_port, postgres_unavailable_reason, wait_for_port
 from processors import STRIPE_KEY, STRIPE_SECRET
 from stack import PYTHON, Stack
 
@@ -592,6 +593,34 @@ def test_a_bad_setting_is_a_one_line_error_naming_it(
     args = {"db": ("db", "upgrade"), "apikeys": ("apikeys", "list")}.get(command, (command,))
     line = one_line_error(offline.cli(*args, **{name: value}), name)
     assert "s3cret" not in line  # a URL's password is never echoed
+
+
+@pytest.mark.parametrize("command", ["db", "apikeys", "worker"])
+@pytest.mark.parametrize("missing", ["database", "role"])
+def test_a_postgresql_without_the_database_or_role_is_one_line(
+    offline: Offline, missing: str, command: str
+) -> None:
+    """asyncpg raises these at connect, unwrapped by SQLAlchemy: every command printed ~90 lines of
+    traceback. One line naming the problem, never the URL's password."""
+    admin = ensure_postgres()
+    if admin is None:
+        pytest.skip(f"PostgreSQL unavailable: {postgres_unavailable_reason()}")
+    parts = urlsplit(admin)
+    host = f"{parts.hostname}:{parts.port or 5432}"
+    if missing == "database":
+        url = f"postgresql+asyncpg://{parts.username}:s3cret@{host}/refundwatch_no_such_database"
+        needle = 'database "refundwatch_no_such_database" does not exist'
+    else:
+        url = f"postgresql+asyncpg://refundwatch_no_such_role:s3cret@{host}/postgres"
+        needle = "refundwatch_no_such_role"
+    args = {"db": ("db", "upgrade"), "apikeys": ("apikeys", "list")}.get(command, (command,))
+    result = offline.cli(*args, REFUNDWATCH_DATABASE_URL=url, REFUNDWATCH_REDIS_URL=ensure_redis())
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("refundwatch: "), last
+    assert needle in last, last
+    assert "s3cret" not in result.stderr + result.stdout
 
 
 def test_a_worker_without_redis_ends_with_one_line(offline: Offline) -> None:
