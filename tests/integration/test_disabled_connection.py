@@ -8,6 +8,7 @@ before: queued ones, and a submitting one whose earlier outcome is unknown.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import signal
 import time
@@ -107,6 +108,51 @@ def test_queued_refund_waits_while_disabled_then_succeeds_once(stack: Stack, ena
     assert refund["attempts"] == 1
     assert _waiting_events(refund) == 1
     assert len(_ledger(stack, reference)) == 1
+
+
+def test_a_connections_rate_limit_holds_across_workers(stack: Stack) -> None:
+    """CONTRACT §6 ``rate_limit_per_second`` (enforced across all workers) was imported and stored,
+    and nothing read it: 20 refunds went to a connection limited to 2 a second in about a second.
+    Each call now takes its slot in a schedule the workers share, so no second carries more than
+    the limit. Read from the refunds' own timelines (when each was sent), not from the test's clock."""
+    rate = 4
+    text = (stack.workdir / "connections-stripe.toml").read_text()
+    path = stack.workdir / "connections-paced.toml"
+    path.write_text(
+        text.replace('name = "stripe-test"', 'name = "stripe-paced"').rstrip()
+        + f"\nrate_limit_per_second = {rate}\n"
+    )
+    stack.cli("connections", "import", str(path))
+    # Running workers see a new or changed connection within their cache's lifetime (10 s): the
+    # test's two workers start after the import instead.
+    stack.stop_worker()
+    stack.start_worker()
+    second = Proc("worker2", ["refundwatch", "worker"], stack.env, stack.workdir / "worker2.log").start()
+    try:
+        stack.wait_worker_ready()
+        time.sleep(1.1)  # the web process looks a new connection name up within a second
+        references = [stack.payment(1_000, connection="stripe-paced") for _ in range(14)]
+        ids = [
+            stack.refund(reference, 100, connection="stripe-paced").json()["id"] for reference in references
+        ]
+        sent = []
+        for refund_id in ids:
+            refund = stack.wait_status(refund_id, "succeeded", timeout=60)
+            sent += [
+                dt.datetime.fromisoformat(e["at"])
+                for e in refund["events"]
+                if e["detail"].startswith("attempt 1: sending")
+            ]
+        assert len(sent) == len(ids)
+        sent.sort()
+        # Slots are 1/rate apart on Redis's clock; the timeline's times are taken a few ms after each
+        # (the claim), so a window may catch one more at its edge, never a burst.
+        busiest = max(sum(1 for t in sent if start <= t < start + dt.timedelta(seconds=1)) for start in sent)
+        assert busiest <= rate + 1, [t.isoformat() for t in sent]
+        assert (sent[-1] - sent[0]).total_seconds() >= 0.9 * (len(sent) - 1) / rate, sent
+        assert second.alive, second.tail()
+    finally:
+        second.stop()
 
 
 def _db_state(stack: Stack, refund_id: str) -> tuple[str, int, list[str]]:

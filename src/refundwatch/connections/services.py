@@ -117,6 +117,7 @@ class ConnectionInfo:
     enabled: bool
     health_check_interval_seconds: int
     credentials: Credentials
+    rate_limit_per_second: int | None = None  # calls a second, kept across all workers (refunds.pacing)
 
     @property
     def account(self) -> str | None:
@@ -140,7 +141,13 @@ def _info(row: Connection, cipher: FieldCipher, timeout_seconds: float) -> Conne
         timeout_seconds=timeout_seconds,
     )
     return ConnectionInfo(
-        row.id, row.name, row.processor, row.enabled, row.health_check_interval_seconds, creds
+        row.id,
+        row.name,
+        row.processor,
+        row.enabled,
+        row.health_check_interval_seconds,
+        creds,
+        row.rate_limit_per_second,
     )
 
 

@@ -28,7 +28,7 @@ from refundwatch.gateways.base import (
     read_refund,
 )
 from refundwatch.gateways.registry import get_gateway
-from refundwatch.refunds import cas, lookup, notified, processor_balance
+from refundwatch.refunds import cas, lookup, notified, pacing, processor_balance
 from refundwatch.refunds.breaker import Breaker
 from refundwatch.refunds.connection_wait import disabled_connection_wait
 from refundwatch.refunds.outcome_log import log_refund
@@ -75,6 +75,8 @@ async def execute_refund(rt: Runtime, refund_id: UUID) -> str | RetryLater:
         wait = await _circuit_wait(rt, rt.breaker, refund_id)
         if wait is not None:
             return RetryLater(wait)  # nothing claimed: the attempt count is untouched
+    if (paced := await _pace(rt, refund_id)) is not None:
+        return RetryLater(paced)  # its connection's rate limit: nothing claimed, attempts untouched
     claim = await _claim_first_attempt(rt, refund_id) or await _claim_locked(rt, refund_id)
     if isinstance(claim, str):
         return claim
@@ -87,6 +89,7 @@ async def execute_refund(rt: Runtime, refund_id: UUID) -> str | RetryLater:
         )
         if settled is not None:
             return settled
+        await pacing.take_slots(rt, conn, may_defer=False)  # the look-up took the slot; the send needs one
         if not await _mark_sent_after_lookup(rt, conn, refund_id, claim):
             return "skipped: the refund moved while the processor was asked"
     else:
@@ -105,6 +108,20 @@ async def execute_refund(rt: Runtime, refund_id: UUID) -> str | RetryLater:
         return await failed_attempt(rt, refund_id, claim.attempt, err)
     _report_call(rt, conn, None)
     return await record_result(rt, refund_id, result, source=Source.WORKER, key=claim.request.idempotency_key)
+
+
+async def _pace(rt: Runtime, refund_id: UUID) -> float | None:
+    """Seconds to wait for a slot under the refund's connection's rate limit (``None``: go ahead, the
+    slots taken). A first send to a processor whose balance is read first takes two."""
+    if not any(conn.rate_limit_per_second for conn in await rt.connections.all()):
+        return None  # the common case costs no database read
+    async with rt.db.read_session() as session:
+        connection_id = await session.scalar(select(Refund.connection_id).where(Refund.id == refund_id))
+    conn = await rt.connections.by_id(connection_id) if connection_id is not None else None
+    if conn is None or not conn.rate_limit_per_second:
+        return None
+    calls = 2 if get_gateway(conn.processor).capabilities.refundable_queryable else 1
+    return await pacing.take_slots(rt, conn, calls)
 
 
 async def _circuit_wait(rt: Runtime, breaker: Breaker, refund_id: UUID) -> float | None:
@@ -314,6 +331,8 @@ async def _read_back(rt: Runtime, refund_id: UUID, *, source: Source, forced: bo
         if forced:
             raise notified.cannot_ask(conn.processor)
         return outcome
+    if await pacing.take_slots(rt, conn, may_defer=not forced) is not None:
+        return "sync later: the connection's rate limit has no slot free now"  # the next round asks
     try:
         result = await read_refund(
             gateway,
