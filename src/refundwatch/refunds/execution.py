@@ -87,10 +87,10 @@ async def execute_refund(rt: Runtime, refund_id: UUID) -> str | RetryLater:
         settled = await lookup.before_resend(
             rt, conn, refund_id, claim, functools.partial(_report_call, rt, conn, None)
         )
-        if settled is not None:
+        if not isinstance(settled, lookup.Resend):
             return settled
         await pacing.take_slots(rt, conn, may_defer=False)  # the look-up took the slot; the send needs one
-        if not await _mark_sent_after_lookup(rt, conn, refund_id, claim):
+        if not await _mark_sent_after_lookup(rt, conn, refund_id, claim, settled.why):
             return "skipped: the refund moved while the processor was asked"
     else:
         # A key's first send: where the processor reports its own refundable balance, a refund above it
@@ -267,9 +267,11 @@ async def _claim_locked(rt: Runtime, refund_id: UUID) -> Claim | str:
     return claim
 
 
-async def _mark_sent_after_lookup(rt: Runtime, conn: ConnectionInfo, refund_id: UUID, claim: Claim) -> bool:
-    """The processor has no refund under this key: it is about to go out (again), unless the refund
-    moved meanwhile (a webhook). A key the processor had forgotten starts its retention afresh."""
+async def _mark_sent_after_lookup(
+    rt: Runtime, conn: ConnectionInfo, refund_id: UUID, claim: Claim, why: str
+) -> bool:
+    """The refund is about to go out (again) under its key, for the reason ``why``, unless it moved
+    meanwhile (a webhook). A key the processor had forgotten starts its retention afresh."""
     async with rt.db.session() as session:
         refund = await lock_refund(session, refund_id)
         if refund.status != Status.SUBMITTING or refund.attempts != claim.attempt:
@@ -282,7 +284,7 @@ async def _mark_sent_after_lookup(rt: Runtime, conn: ConnectionInfo, refund_id: 
                 at=utcnow(),
                 status=refund.status,
                 source=Source.WORKER.value,
-                detail=f"attempt {claim.attempt}: the processor has no refund under this key; refund sent",
+                detail=f"attempt {claim.attempt}: {why}; refund sent",
             )
         )
         await session.commit()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from uuid import UUID
 
@@ -65,14 +66,25 @@ async def ask(rt: Runtime, conn: ConnectionInfo, claim: Claim) -> RefundResult |
     return await gateway.find_refund(rt.require_http(), conn.credentials, claim.request)
 
 
+@dataclass(frozen=True, slots=True)
+class Resend:
+    """The refund goes out (again) under its key; ``why`` says so on its timeline."""
+
+    why: str
+
+
+NOT_FOUND = Resend("the processor has no refund under this key")
+
+
 async def before_resend(
     rt: Runtime,
     conn: ConnectionInfo,
     refund_id: UUID,
     claim: Claim,
     answered: Callable[[], None] = lambda: None,
-) -> str | RetryLater | None:
-    """Settle the refund from the processor's answer, or wait; ``None``: nothing exists, send it.
+) -> str | RetryLater | Resend:
+    """Settle the refund from the processor's answer, or wait; or ``Resend`` it under its key (nothing
+    exists there, or the processor cannot say and a re-send replays).
     ``answered`` hears that the processor answered a look-up: it is up, which closes a circuit that
     failed sends had been counting towards (a failed look-up is not counted: the send after it is)."""
     try:
@@ -85,7 +97,13 @@ async def before_resend(
             and capabilities.idempotency_covers_errors
             and key_remembered(conn.processor, claim.key_sent_at)
         ):
-            return None  # the processor still knows the key: a re-send replays, it cannot pay twice
+            # The processor still knows the key: a re-send replays, it cannot pay twice. Not "no refund
+            # exists": nobody could say (a timeout, or a processor with no read endpoint).
+            asked = "could not be asked" if capabilities.reads_refunds else "cannot be asked"
+            return Resend(
+                f"the processor {asked} where the refund stands ({err.code.value}); it still remembers "
+                "this key, so a re-send replays any earlier one"
+            )
         # Never a refusal of the refund: the refund stays submitting and is asked again later.
         unknown = GatewayError(
             ErrorCode.OUTCOME_UNKNOWN,
@@ -97,7 +115,7 @@ async def before_resend(
         )
         return await outcomes.failed_attempt(rt, refund_id, claim.attempt, unknown)
     if found is None:
-        return None
+        return NOT_FOUND
     return await outcomes.record_result(
         rt,
         refund_id,

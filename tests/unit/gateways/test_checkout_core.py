@@ -115,7 +115,7 @@ async def test_a_lost_202_is_found_in_the_actions_and_not_sent_again(recorder: R
 async def test_no_such_refund_in_readable_actions_lets_the_same_key_go_out(recorder: Recorder) -> None:
     async with answer(200, capture_actions()).client() as client:
         outcome = await lookup.before_resend(runtime(client), connection(), REFUND, claim())
-    assert outcome is None
+    assert outcome == lookup.NOT_FOUND
     assert recorder.failed == []
     assert recorder.recorded == []
 
@@ -150,7 +150,12 @@ async def test_a_failed_look_up_still_re_sends_a_recent_key_where_any_answer_rep
     mock = CheckoutMock(lambda request: httpx2.Response(503))
     async with mock.client() as client:
         outcome = await lookup.before_resend(runtime(client), connection("stripe", stripe), REFUND, claim())
-    assert outcome is None
+    # Re-sent, and its timeline does not say the processor confirmed there is no refund: it could not
+    # be asked (a probe saw "the processor has no refund under this key" after a look-up timed out).
+    assert isinstance(outcome, lookup.Resend)
+    assert outcome != lookup.NOT_FOUND
+    assert "could not be asked" in outcome.why
+    assert "remembers this key" in outcome.why
     assert recorder.failed == []
 
 
