@@ -835,6 +835,18 @@ def test_options_lists_every_method_of_the_path(stack: Stack) -> None:
             assert response.headers["allow"] == methods, (path, response.headers["allow"])
 
 
+def test_a_method_the_path_does_not_take_has_its_own_code(stack: Stack) -> None:
+    """405 answered ``http_error``, a code the README's list of every code did not have."""
+    with stack.api() as client:
+        for method, path in (("GET", f"/api/v1/refunds/{uuid.uuid4()}/sync"), ("DELETE", "/api/v1/refunds")):
+            response = client.request(method, path)
+            assert response.status_code == 405, response.text
+            assert response.json()["code"] == "method_not_allowed", response.text
+    answer = httpx2.get(f"{stack.web_url}/webhooks/stripe-test", headers={"Accept": "application/json"})
+    assert answer.status_code == 405
+    assert answer.json()["code"] == "method_not_allowed"
+
+
 @pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
 def test_a_web_server_started_before_its_redis_runs_and_says_not_ready(stack: Stack, tmp_path: Path) -> None:
     """A web process whose Redis does not answer at start-up (Redis restarting, a deployment's

@@ -67,6 +67,8 @@ def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[
         code, status = "validation_error", 422
     elif status == 413:  # the route's request_max_body_size
         code = "request_too_large"
+    elif status == 405:  # the Allow header (Litestar's) names the methods the path takes
+        code = "method_not_allowed"
     headers = dict(exc.headers or {})
     return Response(_body(code, exc.detail), status_code=status, headers=headers)
 
