@@ -334,6 +334,18 @@ def test_payments_import_bad_files_are_refused_before_the_database(offline: Offl
         "header-only": (CSV_HEADER + "\n", "no payments"),
         "wrong-header": (wrong_header, "header"),
         "missing-file": (None, "nope.csv"),
+        # The line where the record starts, after blank lines and a quoted field over two lines: the
+        # rows were counted from 2, so these named lines 4 and 3.
+        "after-blank-lines": (
+            _csv(_row("pi_f"), "", "", _row("pi_g", "1.5")),
+            ":5: amount",
+        ),
+        "after-multiline-field": (
+            _csv(_row("pi_h", order='"two\nlines"'), _row("pi_i", "x")),
+            ":4: amount",
+        ),
+        # Beyond the csv module's field limit: a traceback (_csv.Error).
+        "field-too-large": (_csv(_row("pi_j"), _row("pi_k", order="o" * 140_000)), ":3:"),
     }
     paths = [
         offline.workdir / "nope.csv" if text is None else offline.write(text, ".csv")

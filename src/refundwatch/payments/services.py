@@ -7,6 +7,7 @@ import csv
 import datetime as dt
 import io
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID
@@ -141,16 +142,35 @@ async def create_payment(
     raise Conflict("payment is being created concurrently; retry", code="payment_conflict")
 
 
-def parse_payments_csv(text: str, source: str) -> list[PaymentInput]:
-    reader = csv.DictReader(io.StringIO(text))
-    if reader.fieldnames is None or [f.strip() for f in reader.fieldnames] != CSV_COLUMNS:
+def _records(text: str, source: str) -> Iterator[tuple[int, list[str]]]:
+    """The CSV's records with the line each one starts on (what a person looks for), blank lines
+    skipped: blank lines and quoted fields over several lines made counting records name the wrong line."""
+    reader = csv.reader(io.StringIO(text))
+    ended = 0  # the line the previous record ended on
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a field beyond the csv module's 128 KiB limit
+            raise BadInput(f"{source}:{ended + 1}: not valid CSV ({exc})") from None
+        start, ended = ended + 1, reader.line_num
+        if fields:
+            yield start, fields
+
+
+def parse_payments_csv(text: str, source: str) -> list[tuple[int, PaymentInput]]:
+    """(line, payment) for every record, all checked; the line is where the record starts."""
+    records = _records(text, source)
+    header = next(records, None)
+    if header is None or [f.strip() for f in header[1]] != CSV_COLUMNS:
         raise BadInput(f"{source}: header must be exactly {','.join(CSV_COLUMNS)}")
-    rows: list[PaymentInput] = []
-    for line_no, raw in enumerate(reader, start=2):
+    rows: list[tuple[int, PaymentInput]] = []
+    for line_no, fields in records:
         where = f"{source}:{line_no}"
-        if None in raw or any(v is None for v in raw.values()):
+        if len(fields) != len(CSV_COLUMNS):
             raise BadInput(f"{where}: expected {len(CSV_COLUMNS)} columns")
-        row = {k.strip(): (v or "").strip() for k, v in raw.items()}
+        row = {k: v.strip() for k, v in zip(CSV_COLUMNS, fields, strict=True)}
         # Plain ASCII digits only: int() also reads "1_000", and fullwidth and other scripts' digits.
         if not re.fullmatch(r"-?[0-9]+", row["amount"]):
             raise BadInput(f"{where}: amount {row['amount']!r} is not a whole number of minor units")
@@ -174,7 +194,7 @@ def parse_payments_csv(text: str, source: str) -> list[PaymentInput]:
             check_payment(data)
         except ValidationFailed as exc:
             raise BadInput(f"{where}: {exc.message}") from None
-        rows.append(data)
+        rows.append((line_no, data))
     if not rows:
         raise BadInput(f"{source}: no payments in file")
     return rows
@@ -191,14 +211,14 @@ async def import_payments(
     rows = parse_payments_csv(text, str(path))
     created = existing = 0
     async with db.session() as session:
-        for i, data in enumerate(rows, start=2):
+        for line_no, data in rows:
             conn = await connections.by_name(data.connection)
             if conn is None:
-                raise BadInput(f"{path}:{i}: unknown connection {data.connection!r}")
+                raise BadInput(f"{path}:{line_no}: unknown connection {data.connection!r}")
             try:
                 _, was_created = await _upsert(session, conn.id, data)
             except Conflict as exc:
-                raise BadInput(f"{path}:{i}: {exc.message}") from None
+                raise BadInput(f"{path}:{line_no}: {exc.message}") from None
             created += was_created
             existing += not was_created
             await session.flush()
