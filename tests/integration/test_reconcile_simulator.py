@@ -6,6 +6,8 @@ first brings the earlier lines again: they must not look like duplicates."""
 
 from __future__ import annotations
 
+import csv
+import io
 import uuid
 from pathlib import Path
 from typing import Any
@@ -211,3 +213,28 @@ def test_simulator_reports_reconcile_and_each_discrepancy_is_its_own_break(
     assert out.endswith(" 0 breaks found"), out
     stack.cli("reconcile", "check", extra_env={"REFUNDWATCH_RECONCILE_EXPECTED_HOURS": "0"})
     assert len(open_breaks(stack, processor)) == 5
+
+
+def test_another_merchant_accounts_adyen_report_is_refused(stack: Stack) -> None:
+    """A settlement details report is one merchant account's. Imported for a connection of another
+    account it was taken: its refunds became missing_local breaks, the connection's own missing."""
+    stack.connect("adyen")
+    stack.wait_status(succeeded(stack, "adyen", 1_900)["id"], "succeeded")
+    path = fetch_report(stack, "adyen")
+    rows = list(csv.DictReader(io.StringIO(path.read_text())))
+    assert rows
+    assert {r["Merchant Account"] for r in rows} != {"SomeoneElseECOM"}
+    out = io.StringIO()
+    writer = csv.DictWriter(out, list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({**r, "Merchant Account": "SomeoneElseECOM"} for r in rows)
+    other = stack.workdir / "settlement_detail_report_batch_other.csv"
+    other.write_text(out.getvalue())
+    before = db_rows(stack, "SELECT count(*) FROM settlement_lines")
+    result = stack.cli(
+        "reconcile", "import", "--connection", kit("adyen").connection, str(other), check=False
+    )
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Merchant Account 'SomeoneElseECOM' is not this connection's" in result.stderr, result.stderr
+    assert db_rows(stack, "SELECT count(*) FROM settlement_lines") == before

@@ -100,8 +100,16 @@ async def import_report(rt: Runtime, connection_name: str, path: Path, actor: Ac
     except LookupError:
         raise BadInput(f"refundwatch cannot read {conn.processor} settlement {source}s yet") from None
     return await _import(
-        rt, conn, _Content(path.name, digest, source, lambda: path.open("rb")), parser, actor
+        rt, conn, _Content(path.name, digest, source, lambda: path.open("rb")), _for(parser, conn), actor
     )
+
+
+def _for(parser: SettlementParser, conn: ConnectionInfo) -> SettlementParser:
+    """A parser that can tell another account's report (Adyen's Merchant Account column) told which
+    account the connection's is."""
+    bind = getattr(parser, "for_merchant_account", None)
+    account = conn.credentials.options.get("merchant_account")
+    return cast(SettlementParser, bind(account)) if bind is not None and account else parser
 
 
 async def import_content(
@@ -126,7 +134,7 @@ async def import_content(
             raise BadInput(f"refundwatch cannot read {conn.processor} settlement {source}s yet") from None
     digest = hashlib.sha256(content).hexdigest()
     found = _Content(name, digest, source, lambda: io.BytesIO(content))
-    return await _import(rt, conn, found, parser, actor, action=action, details=details)
+    return await _import(rt, conn, found, _for(parser, conn), actor, action=action, details=details)
 
 
 def _alive(beat: dt.datetime | None) -> bool:

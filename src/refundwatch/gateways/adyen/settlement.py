@@ -103,8 +103,24 @@ class AdyenSettlementDetailsParser:
 
     processor = PROCESSOR
 
+    def __init__(self, merchant_account: str | None = None) -> None:
+        self.merchant_account = merchant_account
+
+    def for_merchant_account(self, merchant_account: str) -> AdyenSettlementDetailsParser:
+        """One that refuses another merchant account's report: a settlement details report is one
+        merchant account's, and imported for the wrong connection each of its refunds would be a
+        break (missing_local) and the connection's own ones missing."""
+        return AdyenSettlementDetailsParser(merchant_account)
+
     def parse(self, stream: BinaryIO, source_name: str) -> Iterator[SettlementLine]:
         for record in read_csv(stream, source_name, REPORT_LAYOUT):
+            account = record.values["Merchant Account"]
+            if self.merchant_account and account and account != self.merchant_account:
+                raise SettlementFormatError(
+                    source_name,
+                    record.row_number,
+                    f"Merchant Account {account!r} is not this connection's ({self.merchant_account!r})",
+                )
             try:
                 line = _line(record)
             except FieldError as exc:
