@@ -213,6 +213,8 @@ def test_bad_discrepancies_are_refused_with_a_code(fast: Simulator) -> None:
     assert fast.control("GET", "/discrepancies").json() == []
     assert fast.control("GET", "/reports/square").json()["code"] == "no_report"
     assert fast.control("GET", "/reports/acme").json()["code"] == "unknown_processor"
+    bad_since = fast.control("GET", "/reports/stripe?since=abc")  # Litestar's own 400 had no code
+    assert (bad_since.status_code, bad_since.json()["code"]) == (400, "invalid_parameter"), bad_since.text
 
 
 def test_one_connections_report_lists_the_refunds_made_with_its_credentials(wsim: Simulator) -> None:

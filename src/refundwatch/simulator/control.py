@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, Router, get, post
+from litestar.exceptions import ValidationException
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from .connections import Connections
@@ -198,4 +199,10 @@ def build_control_router(
             list_discrepancies,
             reset,
         ],
+        exception_handlers={ValidationException: _bad_parameter},
     )
+
+
+def _bad_parameter(request: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
+    """A query parameter of the wrong type (``?since=abc``): 400 with a code, as every other refusal."""
+    return _error(400, str(exc.detail), "invalid_parameter")
