@@ -385,7 +385,9 @@ def audit_verify(anchors_path: Path | None) -> None:
 
     async def work(rt: Any) -> Any:
         path = anchors_path or Path(rt.settings.audit_anchor)
-        return await verify(rt.db, AuditKeys.from_settings(rt.settings), path)
+        # A file named with --anchors must exist; the default one may not yet ("no anchor yet").
+        keys = AuditKeys.from_settings(rt.settings)
+        return await verify(rt.db, keys, path, required=anchors_path is not None)
 
     report = run(_with_runtime, work)
     if not report.ok:

@@ -120,7 +120,7 @@ async def flush_webhook_rejections(ctx: dict[str, Any]) -> int:
 
 async def anchor_audit(ctx: dict[str, Any]) -> str | None:
     rt = _rt(ctx)
-    return await anchor_periodically(rt.db, rt.settings, ctx)
+    return await anchor_periodically(rt.db, rt.settings, rt.require_redis())
 
 
 async def fold_rollups(ctx: dict[str, Any]) -> int:

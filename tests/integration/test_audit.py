@@ -18,8 +18,10 @@ import hashlib
 import hmac
 import itertools
 import json
+import os
 import re
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -28,6 +30,7 @@ from typing import Any
 
 import httpx2
 import pytest
+import redis
 
 from refundwatch.config import Settings
 from stack import Stack, wait_until
@@ -380,6 +383,103 @@ def test_the_worker_anchors_the_head_when_it_moves(stack: Stack) -> None:
         stack.wait_worker_ready()
 
 
+class FifoReader:
+    """The README's log shipper: reads the anchor FIFO and keeps every line (a thread, non-blocking)."""
+
+    def __init__(self, path: Path) -> None:
+        os.mkfifo(path)
+        self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a reader is there from now on
+        self.lines: list[dict[str, Any]] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        buffer = b""
+        while not self.stopping.is_set():
+            try:
+                chunk = os.read(self.fd, 65536)
+            except BlockingIOError:
+                chunk = b""
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                self.lines.append(json.loads(line))
+            if not chunk:
+                time.sleep(0.05)
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+        os.close(self.fd)
+
+
+def _refusals(stack: Stack) -> int:
+    return (stack.workdir / "worker.log").read_text(errors="replace").count("refusing to anchor")
+
+
+def test_the_worker_never_anchors_a_shortened_chain_into_a_fifo(stack: Stack) -> None:
+    """A FIFO cannot be read back: the worker keeps the last anchor it wrote, between its runs and across
+    a restart (in Redis), so a deleted tail is refused there as well as in a file. And it writes only
+    when the head moved: a FIFO does not get the same head every second."""
+    fifo = stack.workdir / "anchors.fifo"
+    reader = FifoReader(fifo)
+    env = {"REFUNDWATCH_AUDIT_ANCHOR": str(fifo), "REFUNDWATCH_AUDIT_ANCHOR_INTERVAL_SECONDS": "1"}
+    stack.stop_worker()
+    stack.start_worker(**env)
+    try:
+        stack.wait_worker_ready()
+        _payments(stack, 6)
+        wait_until(lambda: not audit_rows(stack, "seq IS NULL"), timeout=20, what="everything sealed")
+        head = max(r["seq"] for r in sealed(stack))
+        wait_until(
+            lambda: reader.lines and reader.lines[-1]["seq"] == head, timeout=20, what="the head anchored"
+        )
+        time.sleep(3)  # the head does not move: nothing more is written
+        seqs = [line["seq"] for line in reader.lines]
+        assert all(a < b for a, b in itertools.pairwise(seqs)), seqs
+        for restarted in (False, True):
+            if restarted:  # a new worker process knows the last anchor too
+                stack.stop_worker()
+                stack.start_worker(**env)
+                stack.wait_worker_ready()
+            tail = [r for r in sealed(stack) if r["seq"] > head - 5]
+            written, refusals = len(reader.lines), _refusals(stack)
+            dropping_guards(stack, [("DELETE FROM audit_log WHERE seq > ?", (head - 5,))])
+            try:
+                wait_until(lambda r=refusals: _refusals(stack) > r, timeout=20, what="the worker to refuse")
+                time.sleep(2)
+                assert reader.lines[written:] == [], reader.lines[written:]  # no anchor at seq head - 5
+            finally:
+                for row in tail:
+                    restore_row(stack, row)
+    finally:
+        stack.stop_worker()
+        stack.start_worker()
+        stack.wait_worker_ready()
+        reader.close()
+
+
+def test_the_worker_anchors_at_most_once_per_interval(stack: Stack) -> None:
+    path = stack.workdir / "rare-anchors.jsonl"
+    stack.stop_worker()
+    with contextlib.closing(redis.Redis.from_url(stack.redis_url)) as client:
+        client.delete("refundwatch:audit:anchor:tried")  # as on a new installation: due at once
+    stack.start_worker(REFUNDWATCH_AUDIT_ANCHOR=str(path), REFUNDWATCH_AUDIT_ANCHOR_INTERVAL_SECONDS="600")
+    try:
+        wait_until(lambda: _anchor_lines(path) or None, timeout=30, what="the worker's first anchor")
+        for _ in range(3):
+            _payments(stack, 1)
+            time.sleep(1.5)
+        wait_until(lambda: not audit_rows(stack, "seq IS NULL"), timeout=20, what="everything sealed")
+        time.sleep(2)
+        assert len(_anchor_lines(path)) == 1, _anchor_lines(path)
+    finally:
+        stack.stop_worker()
+        stack.start_worker()
+        stack.wait_worker_ready()
+
+
 # -------------------------------------------------------------------------------------------- tampering
 
 
@@ -650,8 +750,10 @@ def test_unkeyed_entries_pass_only_as_the_chains_start_and_the_anchor_pins_them(
     rewrite = "UPDATE audit_log SET prev_hash = ?, hash = ? WHERE id = ?"
     dropping_guards(stack, [(rewrite, params) for params in unkeyed])
     try:
-        assert_broken(stack, f"(seq {anchors(stack)[-1]['seq']})", "differs from the last anchor")
-        alone = stack.cli("audit", "verify", "--anchors", str(tmp_path / "none.jsonl"))
+        first = next(a for a in anchors(stack) if a["seq"] > 0)  # every anchor is held against the chain
+        assert_broken(stack, f"(seq {first['seq']})", "hash differs from the")
+        (tmp_path / "empty.jsonl").touch()  # no anchors: the chain alone
+        alone = stack.cli("audit", "verify", "--anchors", str(tmp_path / "empty.jsonl"))
         assert f"the first {len(rows)} were sealed before REFUNDWATCH_AUDIT_KEY (unkeyed)" in alone.stdout
     finally:
         dropping_guards(stack, [(rewrite, (r["prev_hash"], r["hash"], r["id"])) for r in rows])
@@ -696,9 +798,10 @@ def test_anchoring_twice_appends_twice_and_verify_reads_the_last(quiet: Stack, t
     assert code == 0, err
     assert f"matches the last anchor (seq {head['seq']}, {added[1]['at']})" in out
 
-    missing = stack.cli("audit", "verify", "--anchors", str(tmp_path / "none.jsonl"))
-    assert missing.stdout.strip().endswith("; no anchor yet"), missing.stdout
-    assert INTACT.fullmatch(missing.stdout.strip())
+    (tmp_path / "empty.jsonl").touch()
+    empty = stack.cli("audit", "verify", "--anchors", str(tmp_path / "empty.jsonl"))
+    assert empty.stdout.strip().endswith("; no anchor yet"), empty.stdout
+    assert INTACT.fullmatch(empty.stdout.strip())
 
     malformed = tmp_path / "malformed.jsonl"
     malformed.write_text(json.dumps(added[0]) + "\n" + '{"seq": "many"}\n')
@@ -714,6 +817,76 @@ def test_anchoring_twice_appends_twice_and_verify_reads_the_last(quiet: Stack, t
         assert str(malformed) in result.stderr
         assert "no valid seq" in result.stderr
     assert malformed.read_text().count("\n") == 2  # nothing appended behind a bad anchor
+
+
+def assert_one_line(stderr: str) -> None:
+    assert stderr.count("\n") == 1, stderr
+    assert "Traceback" not in stderr
+
+
+def _anchor_file(path: Path, *rows: dict[str, Any]) -> Path:
+    path.write_text(
+        "".join(
+            json.dumps({"seq": r["seq"], "hash": r["hash"], "at": f"line-{i}"}) + "\n"
+            for i, r in enumerate(rows, 1)
+        )
+    )
+    return path
+
+
+def test_verify_checks_every_anchor_not_only_the_last(quiet: Stack, tmp_path: Path) -> None:
+    """An anchor written over a deleted tail (the line going back) is found, and so is an older line
+    whose hash the chain no longer holds, although the last line matches."""
+    stack = quiet
+    stack.cli("audit", "seal")
+    rows = sorted(sealed(stack), key=lambda r: r["seq"])
+    earlier, head = rows[-4], rows[-1]
+    good = _anchor_file(tmp_path / "good.jsonl", earlier, head, head)
+    result = stack.cli("audit", "verify", "--anchors", str(good))
+    assert f"matches the last anchor (seq {head['seq']}, line-3)" in result.stdout
+
+    backwards = _anchor_file(tmp_path / "backwards.jsonl", earlier, head, earlier)
+    result = stack.cli("audit", "verify", "--anchors", str(backwards), check=False)
+    assert result.returncode == 1, result.stdout
+    assert_one_line(result.stderr)
+    assert "line 3" in result.stderr
+    assert f"seq {earlier['seq']}" in result.stderr
+    assert f"seq {head['seq']}" in result.stderr
+    assert "back" in result.stderr
+
+    wrong = _anchor_file(tmp_path / "wrong.jsonl", {**earlier, "hash": rows[-3]["hash"]}, head)
+    result = stack.cli("audit", "verify", "--anchors", str(wrong), check=False)
+    assert result.returncode == 1, result.stdout
+    assert_one_line(result.stderr)
+    assert f"#{earlier['id']} (seq {earlier['seq']})" in result.stderr
+    assert "line-1" in result.stderr
+    assert "differs" in result.stderr
+
+
+def test_verify_refuses_an_anchor_file_that_does_not_exist(quiet: Stack, tmp_path: Path) -> None:
+    """A file named with --anchors must be there: a typo would otherwise pass as "no anchor yet"."""
+    missing = tmp_path / "typo.jsonl"
+    result = quiet.cli("audit", "verify", "--anchors", str(missing), check=False)
+    assert result.returncode != 0, result.stdout
+    assert_one_line(result.stderr)
+    assert str(missing) in result.stderr
+    assert "does not exist" in result.stderr
+    empty = tmp_path / "empty.jsonl"
+    empty.touch()  # an empty copy: the chain alone
+    result = quiet.cli("audit", "verify", "--anchors", str(empty))
+    assert result.stdout.strip().endswith("; no anchor yet"), result.stdout
+
+
+def test_anchoring_to_a_path_that_cannot_be_created_says_why(quiet: Stack, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    target = blocker / "anchors.jsonl"
+    result = quiet.cli("audit", "anchor", check=False, extra_env={"REFUNDWATCH_AUDIT_ANCHOR": str(target)})
+    assert result.returncode != 0, result.stdout
+    assert_one_line(result.stderr)
+    assert "cannot reach a service" not in result.stderr
+    assert str(target) in result.stderr
+    assert "Not a directory" in result.stderr
 
 
 def test_restored_chain_verifies_again(quiet: Stack) -> None:

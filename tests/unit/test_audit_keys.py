@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from refundwatch.audit.anchors import Anchor, AnchorError, append, read_last
+from refundwatch.audit.anchors import Anchor, AnchorError, append, read_all, read_last
 from refundwatch.audit.keys import AuditKeys, legacy_chain_hash
 
 NEW, OLD = "new-audit-key-0123456789", "old-audit-key-0123456789"
@@ -94,3 +94,25 @@ def test_a_pipe_nobody_reads_fails_at_once(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     with pytest.raises(AnchorError, match="cannot append"):
         append(fifo, Anchor(5, "e" * 64, "t"))
+
+
+def test_an_anchor_path_through_a_file_is_one_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(AnchorError, match="cannot append: Not a directory") as info:
+        append(blocker / "anchors.jsonl", Anchor(1, "a" * 64, "t"))
+    assert str(blocker / "anchors.jsonl") in str(info.value)
+    assert read_last(blocker / "anchors.jsonl") is None  # nothing there to read back
+
+
+def test_every_anchor_line_is_read_and_a_bad_one_is_named_by_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "anchors.jsonl"
+    for seq in (1, 5, 5):
+        append(path, Anchor(seq, f"{seq:064x}", "t"))
+    assert [(n, a.seq) for n, a in read_all(path)] == [(1, 1), (2, 5), (3, 5)]
+    assert list(read_all(tmp_path / "none.jsonl")) == []
+    with pytest.raises(AnchorError, match="does not exist"):
+        list(read_all(tmp_path / "none.jsonl", required=True))
+    path.write_bytes(path.read_bytes().replace(b'"seq":5', b'"seq":"5"', 1))
+    with pytest.raises(AnchorError, match="the anchor on line 2 has no valid seq"):
+        list(read_all(path))

@@ -8,7 +8,9 @@ with O_APPEND and fsynced (make it append-only or write-once where it lives; see
 
 An anchor never goes backwards: before appending, the current chain must still reach the last
 anchor with the same hash; otherwise the anchor is refused (and the worker logs it), so a deleted
-tail cannot be blessed by the next periodic anchor.
+tail cannot be blessed by the next periodic anchor. Where the destination cannot be read back (a
+FIFO), the worker's own last anchor stands in for the file's, kept in Redis: arq gives every job a
+fresh context, and a restarted worker (or another one) must know it too.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ import os
 import re
 import stat
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from redis.asyncio import Redis
 from sqlalchemy import select
 
 from refundwatch.audit.services import chain_head
@@ -36,6 +40,8 @@ from refundwatch.lib.exceptions import RefundwatchError
 log = logging.getLogger("refundwatch.audit")
 _HASH = re.compile(r"[0-9a-f]{64}")
 _TAIL_BLOCK = 4096
+LAST_KEY = "refundwatch:audit:anchor:last"  # the last anchor the worker wrote (JSON line)
+TRIED_KEY = "refundwatch:audit:anchor:tried"  # when the worker last tried (epoch seconds)
 
 
 class AnchorError(RefundwatchError):
@@ -55,18 +61,18 @@ class Anchor:
         return (body + "\n").encode()
 
     @classmethod
-    def parse(cls, raw: bytes, where: str) -> Anchor:
+    def parse(cls, raw: bytes, where: str, name: str = "the last anchor") -> Anchor:
         try:
             data: Any = json.loads(raw)
         except ValueError:
-            raise AnchorError(f"{where}: the last anchor is not JSON") from None
+            raise AnchorError(f"{where}: {name} is not JSON") from None
         if not isinstance(data, dict):
-            raise AnchorError(f"{where}: the last anchor is not a JSON object")
+            raise AnchorError(f"{where}: {name} is not a JSON object")
         seq, digest, at = data.get("seq"), data.get("hash"), data.get("at")
         if type(seq) is not int or seq < 0:
-            raise AnchorError(f"{where}: the last anchor has no valid seq")
+            raise AnchorError(f"{where}: {name} has no valid seq")
         if not isinstance(digest, str) or not _HASH.fullmatch(digest):
-            raise AnchorError(f"{where}: the last anchor has no valid hash")
+            raise AnchorError(f"{where}: {name} has no valid hash")
         return cls(seq, digest, str(at))
 
 
@@ -78,24 +84,51 @@ def is_readable_file(path: Path) -> bool:
     """A regular file that can be read back (a FIFO or a device is write-only for our purposes)."""
     try:
         return stat.S_ISREG(path.stat().st_mode)
-    except FileNotFoundError:
+    except OSError:  # missing, or a path through a file (ENOTDIR): nothing to read back
         return False
 
 
-def read_last(path: Path) -> Anchor | None:
-    """The last anchor in the file; None when there is none yet (no file, or an empty one)."""
+def _readable(path: Path, *, required: bool = False) -> bool:
+    """Whether there are anchors to read at ``path``: False when it does not exist (an error when the
+    operator named it, ``required``), an AnchorError when it exists but cannot be read as a file."""
     where = f"audit anchors {path}"
     try:
         mode = path.stat().st_mode
-    except FileNotFoundError:
-        return None
+    except (FileNotFoundError, NotADirectoryError):
+        if required:
+            raise AnchorError(f"{where}: does not exist") from None
+        return False
     except OSError as exc:
         raise AnchorError(f"{where}: cannot read: {exc.strerror}") from None
     if not stat.S_ISREG(mode):
         raise AnchorError(f"{where}: not a regular file; pass a readable copy of the anchors with --anchors")
+    return True
+
+
+def read_last(path: Path) -> Anchor | None:
+    """The last anchor in the file; None when there is none yet (no file, or an empty one)."""
+    if not _readable(path):
+        return None
+    where = f"audit anchors {path}"
     try:
         with path.open("rb") as handle:
             return _last_line(handle, where)
+    except OSError as exc:
+        raise AnchorError(f"{where}: cannot read: {exc.strerror}") from None
+
+
+def read_all(path: Path, *, required: bool = False) -> Iterator[tuple[int, Anchor]]:
+    """Every anchor in the file with its line number, first to last (streamed: the file may be long);
+    nothing when there is no file (an AnchorError when ``required``) or an empty one."""
+    if not _readable(path, required=required):
+        return
+    where = f"audit anchors {path}"
+    try:
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle, 1):
+                if not raw.endswith(b"\n"):
+                    raise AnchorError(f"{where}: the anchor on line {number} is incomplete (no end of line)")
+                yield number, Anchor.parse(raw, where, f"the anchor on line {number}")
     except OSError as exc:
         raise AnchorError(f"{where}: cannot read: {exc.strerror}") from None
 
@@ -120,12 +153,14 @@ def _last_line(handle: Any, where: str) -> Anchor | None:
 
 def append(path: Path, anchor: Anchor) -> None:
     """Append one anchor line: O_APPEND (never overwrites), one write, fsync where it is a file."""
+    # O_NONBLOCK: a FIFO nobody reads fails at once (ENXIO) instead of hanging the worker.
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK
     try:
-        if not path.exists():
+        try:
+            fd = os.open(path, flags, 0o640)
+        except FileNotFoundError:  # a missing directory is created; a file in the way fails (ENOTDIR)
             path.parent.mkdir(parents=True, exist_ok=True)
-        # O_NONBLOCK: a FIFO nobody reads fails at once (ENXIO) instead of hanging the worker.
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK
-        fd = os.open(path, flags, 0o640)
+            fd = os.open(path, flags, 0o640)
         try:
             data = anchor.line()
             if os.write(fd, data) != len(data):
@@ -144,23 +179,25 @@ async def anchor(
     """Append the chain's head to ``path``; the anchor written, or None when ``only_if_moved`` and
     the head is where the last anchor left it.
 
-    The last anchor is read back from the file where it is a readable file, otherwise ``previous``
-    (the one this process wrote last) stands in for it.
+    The last anchor is read back from the file where it is a readable file; ``previous`` (the one
+    the worker wrote last) must be reached as well, and stands in for the file's where it cannot be
+    read back (a FIFO).
     """
-    last = await asyncio.to_thread(_last_known, path, previous)
+    readable, in_file = await asyncio.to_thread(_read_back, path)
+    last = in_file if readable else previous  # "moved" since the last anchor in this destination
     async with db.snapshot_session() as session:
         seq, digest = await chain_head(session)
-        if last is not None and last.seq > 0:
-            if seq < last.seq:
+        for known in (a for a in (in_file, previous) if a is not None and a.seq > 0):
+            if seq < known.seq:
                 raise AnchorError(
                     f"refusing to anchor: the audit chain ends at seq {seq} but the last anchor "
-                    f"({last.at}) is at seq {last.seq}; entries were deleted (run audit verify)"
+                    f"({known.at}) is at seq {known.seq}; entries were deleted (run audit verify)"
                 )
-            anchored = await session.scalar(select(AuditEntry.hash).where(AuditEntry.seq == last.seq))
-            if anchored != last.hash:
+            anchored = await session.scalar(select(AuditEntry.hash).where(AuditEntry.seq == known.seq))
+            if anchored != known.hash:
                 raise AnchorError(
-                    f"refusing to anchor: the audit entry at seq {last.seq} differs from the last "
-                    f"anchor ({last.at}); the chain was rewritten (run audit verify)"
+                    f"refusing to anchor: the audit entry at seq {known.seq} differs from the last "
+                    f"anchor ({known.at}); the chain was rewritten (run audit verify)"
                 )
     if only_if_moved and last is not None and (last.seq, last.hash) == (seq, digest):
         return None
@@ -169,27 +206,42 @@ async def anchor(
     return written
 
 
-def _last_known(path: Path, previous: Anchor | None) -> Anchor | None:
-    """The file's last anchor where it can be read back, else the one this process wrote last."""
-    readable = is_readable_file(path) or not path.exists()
-    return (read_last(path) if readable else None) or previous
+def _read_back(path: Path) -> tuple[bool, Anchor | None]:
+    """Whether the destination can be read back (a FIFO or a device cannot), and its last anchor."""
+    if is_readable_file(path) or not path.exists():
+        return True, read_last(path)
+    return False, None
 
 
-async def anchor_periodically(db: Database, settings: Settings, state: dict[str, Any]) -> str | None:
+async def anchor_periodically(db: Database, settings: Settings, redis: Redis) -> str | None:
     """The worker's anchoring (run every second): at most once per interval, and only when the head
-    moved. ``state`` (the worker's context) keeps when it is next due and the last anchor written."""
-    now = time.monotonic()
-    if now < state.get("audit_anchor_due", 0.0):
-        return None
-    state["audit_anchor_due"] = now + settings.audit_anchor_interval_seconds
+    moved. When it last tried and the last anchor it wrote are kept in Redis, not in the job's
+    context (arq builds a new one for every job), so they hold across runs, restarts and workers."""
+    now = time.time()
+    tried = await redis.get(TRIED_KEY)
     try:
-        written = await anchor(
-            db, Path(settings.audit_anchor), previous=state.get("audit_anchor"), only_if_moved=True
-        )
+        if tried is not None and now - float(tried) < settings.audit_anchor_interval_seconds:
+            return None
+    except ValueError:
+        pass  # unreadable: try now
+    await redis.set(TRIED_KEY, repr(now))
+    previous = _remembered(await redis.get(LAST_KEY))
+    try:
+        written = await anchor(db, Path(settings.audit_anchor), previous=previous, only_if_moved=True)
     except AnchorError as exc:
         log.error("audit anchor not written: %s", exc)  # noqa: TRY400 - the line says it all
         return f"not anchored: {exc}"
     if written is None:
         return None
-    state["audit_anchor"] = written
+    await redis.set(LAST_KEY, written.line())
     return f"anchored at seq {written.seq}"
+
+
+def _remembered(raw: bytes | None) -> Anchor | None:
+    if raw is None:
+        return None
+    try:
+        return Anchor.parse(raw, "redis")
+    except AnchorError:
+        log.warning("audit anchor kept in Redis (%s) is unreadable: ignored", LAST_KEY)
+        return None

@@ -1,19 +1,22 @@
-"""``audit verify``: walk the whole chain under its keys, then hold it against the last anchor.
+"""``audit verify``: walk the whole chain under its keys, then hold it against every anchor.
 
 Read-only. Every entry is rechecked (seq without gaps, prev_hash, entry hash over the content, keyed
-chain hash), so an edited, deleted or inserted row is named; the last anchor, kept outside the
-database, shows whether the newest entries were deleted or the chain rewritten after it.
+chain hash), so an edited, deleted or inserted row is named; the anchors, kept outside the database,
+show whether the newest entries were deleted or the chain rewritten after them. Every anchor line is
+checked, not only the last: each must still match the chain, and their seqs never go back (a line
+going back was written over a deleted tail, even if the chain grew again since).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from refundwatch.audit.anchors import Anchor, read_last
+from refundwatch.audit.anchors import Anchor, read_all
 from refundwatch.audit.keys import AuditKeys
 from refundwatch.audit.services import GENESIS, content_hash
 from refundwatch.db.engine import Database
@@ -41,20 +44,80 @@ class VerifyReport:
         return line + f"; matches the last anchor (seq {self.anchor.seq}, {self.anchor.at})"
 
 
+@dataclass(frozen=True, slots=True)
+class _Anchors:
+    """What a first pass over the anchor file found: its last line, and a line going back, if any."""
+
+    path: Path
+    last: Anchor | None = None
+    last_line: int = 0
+    backwards: str | None = None
+
+    @classmethod
+    def scan(cls, path: Path, *, required: bool) -> _Anchors:
+        highest: tuple[int, Anchor] | None = None
+        last: tuple[int, Anchor] | None = None
+        backwards = None
+        for number, anchor in read_all(path, required=required):  # a malformed line is an error here
+            if backwards is None and highest is not None and anchor.seq < highest[1].seq:
+                backwards = (
+                    f"the anchor on line {number} of {path} ({anchor.at}) goes back to seq {anchor.seq} "
+                    f"from seq {highest[1].seq} (line {highest[0]}); it was written after entries "
+                    "were deleted"
+                )
+            if highest is None or anchor.seq >= highest[1].seq:
+                highest = (number, anchor)
+            last = (number, anchor)
+        if last is None:
+            return cls(path)
+        return cls(path, last[1], last[0], backwards)
+
+
 @dataclass(slots=True)
 class _Walk:
+    """The chain walked so far, and the anchors held against it on the way (in seq order)."""
+
+    anchors: Iterator[tuple[int, Anchor]] | None
     sealed: int = 0
     legacy: int = 0
-    anchored_hash: str | None = None
-    anchored_id: int | None = None
+    ahead: tuple[int, Anchor] | None = None  # the next anchor line not yet reached by the chain
+    differs: tuple[AuditEntry, int, Anchor] | None = None  # the first anchor the chain does not match
+
+    def __post_init__(self) -> None:
+        self.ahead = self._next()
+
+    def _next(self) -> tuple[int, Anchor] | None:
+        if self.anchors is None:
+            return None
+        for number, anchor in self.anchors:
+            if anchor.seq > 0:  # seq 0: anchored before anything was sealed
+                return number, anchor
+        return None
+
+    def reached(self, entry: AuditEntry) -> None:
+        """Hold every anchor line at this entry's seq against it (the group's last one is named)."""
+        found = None
+        while self.ahead is not None and self.ahead[1].seq == entry.seq:
+            if self.ahead[1].hash != entry.hash:
+                found = (entry, *self.ahead)
+            self.ahead = self._next()
+        if self.differs is None and found is not None:
+            self.differs = found
 
 
-async def verify(db: Database, keys: AuditKeys, anchors: Path, *, chunk: int = 5000) -> VerifyReport:
-    """Walk the whole chain in order and recheck every entry, then compare with the last anchor."""
-    anchor = read_last(anchors)  # first: a malformed anchor file is an error, whatever the chain
-    walk = _Walk()
+async def verify(
+    db: Database, keys: AuditKeys, anchors: Path, *, required: bool = False, chunk: int = 5000
+) -> VerifyReport:
+    """Walk the whole chain in order and recheck every entry, then compare with every anchor.
+
+    ``required``: ``anchors`` was named by the operator, so it must exist (a typo is not "no anchor").
+    """
+    # First: a malformed anchor file is an error, whatever the chain.
+    found = _Anchors.scan(anchors, required=required)
+    ordered = found.last is not None and found.backwards is None  # then the lines are in seq order
+    walk = _Walk(read_all(anchors) if ordered else None)
     async with db.snapshot_session() as session:
-        problem = await _walk_chain(session, keys, anchor, walk, chunk)
+        problem = await _walk_chain(session, keys, walk, chunk)
         if problem is not None:
             return VerifyReport(walk.sealed, 0, problem)
         total_sealed = await session.scalar(
@@ -74,16 +137,16 @@ async def verify(db: Database, keys: AuditKeys, anchors: Path, *, chunk: int = 5
                     len(pending_rows),
                     f"audit entry #{entry.id} (not yet sealed): content was changed",
                 )
-        problem = _against_anchor(anchor, walk)
-        return VerifyReport(walk.sealed, len(pending_rows), problem, anchor, walk.legacy)
+        problem = found.backwards or _against_anchors(found, walk)
+        return VerifyReport(walk.sealed, len(pending_rows), problem, found.last, walk.legacy)
 
 
-async def _walk_chain(
-    session: AsyncSession, keys: AuditKeys, anchor: Anchor | None, walk: _Walk, chunk: int
-) -> str | None:
-    outside = await session.scalar(select(AuditEntry).where(AuditEntry.seq < 1).limit(1))
+async def _walk_chain(session: AsyncSession, keys: AuditKeys, walk: _Walk, chunk: int) -> str | None:
+    outside = (
+        await session.execute(select(AuditEntry.id, AuditEntry.seq).where(AuditEntry.seq < 1).limit(1))
+    ).first()
     if outside is not None:
-        return f"audit entry #{outside.id} (seq {outside.seq}): outside the chain; inserted"
+        return f"audit entry #{outside[0]} (seq {outside[1]}): outside the chain; inserted"
     expected_seq, prev = 1, GENESIS
     rank = keys.legacy_rank  # unkeyed entries may only open the chain; keys only move to newer ones
     while True:
@@ -100,8 +163,7 @@ async def _walk_chain(
                 return problem
             if rank == keys.legacy_rank:
                 walk.legacy += 1
-            if anchor is not None and entry.seq == anchor.seq:
-                walk.anchored_hash, walk.anchored_id = entry.hash, entry.id
+            walk.reached(entry)
             prev = entry.hash or ""
             expected_seq += 1
             walk.sealed += 1
@@ -129,17 +191,21 @@ def check_entry(
     return None, found
 
 
-def _against_anchor(anchor: Anchor | None, walk: _Walk) -> str | None:
-    if anchor is None or anchor.seq == 0:
-        return None
-    if walk.sealed < anchor.seq:
+def _against_anchors(found: _Anchors, walk: _Walk) -> str | None:
+    last = found.last
+    if walk.ahead is not None and last is not None:  # anchored beyond where the chain now ends
         return (
-            f"missing tail: the chain ends at seq {walk.sealed} but the last anchor ({anchor.at}) "
-            f"is at seq {anchor.seq}; {anchor.seq - walk.sealed} entries were deleted"
+            f"missing tail: the chain ends at seq {walk.sealed} but the last anchor ({last.at}) "
+            f"is at seq {last.seq}; {last.seq - walk.sealed} entries were deleted"
         )
-    if walk.anchored_hash != anchor.hash:
+    if walk.differs is not None:
+        entry, number, anchor = walk.differs
+        which = (
+            f"the last anchor ({anchor.at})"
+            if number == found.last_line
+            else f"the anchor of {anchor.at} (line {number} of {found.path})"
+        )
         return (
-            f"audit entry #{walk.anchored_id} (seq {anchor.seq}): hash differs from the last anchor "
-            f"({anchor.at}); the chain was rewritten"
+            f"audit entry #{entry.id} (seq {entry.seq}): hash differs from {which}; the chain was rewritten"
         )
     return None
