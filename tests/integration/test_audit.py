@@ -877,6 +877,18 @@ def test_verify_refuses_an_anchor_file_that_does_not_exist(quiet: Stack, tmp_pat
     assert result.stdout.strip().endswith("; no anchor yet"), result.stdout
 
 
+def test_an_unreadable_time_is_named_as_tampering(quiet: Stack) -> None:
+    stack = quiet
+    if stack.backend != "sqlite":
+        pytest.skip("PostgreSQL's timestamptz column cannot hold an unreadable time")
+    row = middle_sealed(stack)
+    bypassing_guards(stack, "UPDATE audit_log SET at = 'garbage' WHERE id = ?", row["id"])
+    try:
+        assert_broken(stack, f"audit entry #{row['id']} ", f"(seq {row['seq']})", "time")
+    finally:
+        bypassing_guards(stack, "UPDATE audit_log SET at = ? WHERE id = ?", row["at"], row["id"])
+
+
 def test_anchoring_to_a_path_that_cannot_be_created_says_why(quiet: Stack, tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")

@@ -9,11 +9,12 @@ going back was written over a deleted tail, even if the chain grew again since).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from refundwatch.audit.anchors import Anchor, read_all
@@ -127,9 +128,7 @@ async def verify(
             return VerifyReport(
                 walk.sealed, 0, "sealed entries exist outside the chain (seq gap or inserted rows)"
             )
-        pending_rows = (
-            await session.scalars(select(AuditEntry).where(AuditEntry.seq.is_(None)).order_by(AuditEntry.id))
-        ).all()
+        pending_rows, unreadable = await load_entries(session, AuditEntry.seq.is_(None), AuditEntry.id)
         for entry in pending_rows:
             if content_hash(entry) != entry.entry_hash:
                 return VerifyReport(
@@ -137,8 +136,36 @@ async def verify(
                     len(pending_rows),
                     f"audit entry #{entry.id} (not yet sealed): content was changed",
                 )
+        if unreadable is not None:
+            return VerifyReport(walk.sealed, len(pending_rows), unreadable)
         problem = found.backwards or _against_anchors(found, walk)
         return VerifyReport(walk.sealed, len(pending_rows), problem, found.last, walk.legacy)
+
+
+async def load_entries(
+    session: AsyncSession, where: ColumnElement[bool], order: Any, limit: int | None = None
+) -> tuple[Sequence[AuditEntry], str | None]:
+    """The entries, in order; and, where one cannot even be loaded, the entries before it and what
+    is wrong with it. SQLite keeps times as text: a tampered ``at`` fails to parse on loading
+    (PostgreSQL's timestamptz cannot hold one), and it must be named like any other tampering."""
+    query = select(AuditEntry).where(where).order_by(order).limit(limit)
+    try:
+        return (await session.scalars(query)).all(), None
+    except (ValueError, TypeError):
+        pass
+    loaded: list[AuditEntry] = []  # one by one, to find the entry that cannot be read
+    ids = await session.execute(
+        select(AuditEntry.id, AuditEntry.seq).where(where).order_by(order).limit(limit)
+    )
+    for entry_id, seq in ids.all():
+        try:
+            entry = await session.scalar(select(AuditEntry).where(AuditEntry.id == entry_id))
+        except (ValueError, TypeError):
+            place = f"seq {seq}" if seq is not None else "not yet sealed"
+            return loaded, f"audit entry #{entry_id} ({place}): its time cannot be read; it was changed"
+        if entry is not None:
+            loaded.append(entry)
+    return loaded, None
 
 
 async def _walk_chain(session: AsyncSession, keys: AuditKeys, walk: _Walk, chunk: int) -> str | None:
@@ -150,12 +177,8 @@ async def _walk_chain(session: AsyncSession, keys: AuditKeys, walk: _Walk, chunk
     expected_seq, prev = 1, GENESIS
     rank = keys.legacy_rank  # unkeyed entries may only open the chain; keys only move to newer ones
     while True:
-        rows = (
-            await session.scalars(
-                select(AuditEntry).where(AuditEntry.seq >= expected_seq).order_by(AuditEntry.seq).limit(chunk)
-            )
-        ).all()
-        if not rows:
+        rows, unreadable = await load_entries(session, AuditEntry.seq >= expected_seq, AuditEntry.seq, chunk)
+        if not rows and unreadable is None:
             return None
         for entry in rows:
             problem, rank = check_entry(keys, entry, expected_seq, prev, rank)
@@ -167,6 +190,8 @@ async def _walk_chain(session: AsyncSession, keys: AuditKeys, walk: _Walk, chunk
             prev = entry.hash or ""
             expected_seq += 1
             walk.sealed += 1
+        if unreadable is not None:
+            return unreadable
         session.expunge_all()
 
 
