@@ -479,6 +479,40 @@ def test_two_workers_send_each_delivery_once_and_in_order(hooks: Hooks) -> None:
     assert set(refunds) <= set(by_refund)  # an earlier test's refund may still be changing
 
 
+def test_a_deleted_endpoints_webhook_ids_and_sequences_are_never_given_out_again(hooks: Hooks) -> None:
+    """A receiver deduplicates on ``webhook-id`` and drops what is older than the ``sequence`` it has:
+    after the endpoint holding the newest deliveries is deleted and registered again at the same URL,
+    the refunds' later events still arrive with new ids and larger sequences (SQLite used to hand the
+    deleted rows' ids out again: the cancellations came as msg_1 and msg_2 with sequences 1 and 2)."""
+    stack, path = hooks.stack, "/registered-again"
+    events = ["refund.created", "refund.pending_approval", "refund.canceled"]
+    first = hooks.endpoint(path, events)
+    waiting = [hooks.refund(60_000, captured=100_000) for _ in range(2)]  # they wait for approval
+    wait_until(lambda: _all_succeeded(hooks, first["id"], 4), timeout=30, what="the first four deliveries")
+    before = _first_arrivals(hooks.receiver.received(path), first["secret"])
+    assert len(before) == 4
+    old_ids = {r.message_id for r in hooks.receiver.received(path)}
+    old_top = max(int(i.removeprefix("msg_")) for i in old_ids)
+    if stack.backend == "sqlite":  # the case that reused ids: the deleted endpoint's are the newest rows
+        assert db_rows(stack, "SELECT MAX(id) FROM webhook_deliveries") == [(old_top,)]
+    with hooks.api() as client:
+        assert client.delete(f"{PATH}/{first['id']}").status_code == 204
+    again = hooks.endpoint(path, events)
+    with stack.api() as client:
+        for refund_id in waiting:
+            assert client.post(f"/api/v1/refunds/{refund_id}/cancel").status_code == 200
+    wait_until(lambda: _all_succeeded(hooks, again["id"], 2), timeout=30, what="the cancellations")
+    later = hooks.receiver.received(path)[len(hooks.receiver.received(path)) - 2 :]
+    assert {r.message_id for r in later}.isdisjoint(old_ids), [r.message_id for r in later]
+    assert min(int(r.message_id.removeprefix("msg_")) for r in later) > old_top
+    for request in later:
+        shown = request.verified(again["secret"])
+        assert shown["type"] == "refund.canceled"
+        earlier = [p["data"]["sequence"] for p in before if p["data"]["id"] == shown["data"]["id"]]
+        assert len(earlier) == 2
+        assert shown["data"]["sequence"] > max(earlier)
+
+
 def test_finished_deliveries_are_pruned_after_the_retention_and_pending_ones_never(hooks: Hooks) -> None:
     """Last in the module: the prune, run as if a month had passed, empties every finished delivery."""
     stack = hooks.stack

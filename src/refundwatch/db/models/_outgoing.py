@@ -42,8 +42,11 @@ PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
 
 
 class WebhookDelivery(BigIntBase):
-    """One change for one endpoint. Its id is the refund's ``sequence`` in the payload: for one refund
-    and endpoint, later changes have larger ids (a refund's changes are serialised by its row)."""
+    """One change for one endpoint. Its id is the message's ``webhook-id`` (``msg_{id}``) and the
+    refund's ``sequence`` in the payload: for one refund and endpoint, later changes have larger ids (a
+    refund's changes are serialised by its row). Ids are never reused, so neither is ever seen twice
+    by a receiver: on SQLite the table is AUTOINCREMENT (a plain INTEGER key would hand out the ids of
+    the highest rows again once they are deleted, with their endpoint or by the retention prune)."""
 
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
@@ -68,6 +71,7 @@ class WebhookDelivery(BigIntBase):
             postgresql_where=text("status = 'pending'"),
             sqlite_where=text("status = 'pending'"),
         ),
+        {"sqlite_autoincrement": True},
     )
 
     endpoint_id: Mapped[UUID] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
