@@ -513,6 +513,53 @@ def test_a_deleted_endpoints_webhook_ids_and_sequences_are_never_given_out_again
         assert shown["data"]["sequence"] > max(earlier)
 
 
+def test_enabling_an_endpoint_again_sends_its_pending_deliveries_at_once(hooks: Hooks) -> None:
+    """Deliveries retried for hours are due hours ahead; an endpoint enabled again sends them now, in
+    order, not when their old backoff ends."""
+    stack, path, fixed = hooks.stack, "/resumed", "/resumed-fixed"
+    hooks.receiver.plan(path, *[500] * 1_000)
+    endpoint = hooks.endpoint(path, ["refund.created", "refund.pending_approval"])
+    refund_id = hooks.refund(60_000, captured=100_000)  # waits for approval: two deliveries, then none
+    wait_until(
+        lambda: len(hooks.receiver.received(path)) >= 3, timeout=30, what="the deliveries to be retried"
+    )
+    target = f"{PATH}/{endpoint['id']}"
+    with hooks.api() as client:
+        assert client.patch(target, json={"enabled": False}).status_code == 200
+    ids = [r[0] for r in hooks.deliveries(endpoint["id"])]
+    assert len(ids) == 2
+    marks = ",".join("?" * len(ids))
+    wait_until(  # the attempt in flight when it was disabled is recorded
+        lambda: (
+            db_rows(
+                stack,
+                f"SELECT COUNT(*) FROM webhook_deliveries WHERE lease_until IS NOT NULL AND id IN ({marks})",
+                *ids,
+            )
+            == [(0,)]
+        ),
+        timeout=30,
+        what="no delivery in flight",
+    )
+    # As the backoff leaves them after failing for half a day: the next attempt hours away.
+    later = "datetime('now', '+3 hours')" if stack.backend == "sqlite" else "now() + interval '3 hours'"
+    for delivery_id in ids:
+        _sql_write(
+            stack, f"UPDATE webhook_deliveries SET next_attempt_at = {later} WHERE id = ?", delivery_id
+        )
+    with hooks.api() as client:
+        assert client.patch(target, json={"url": hooks.receiver.url(fixed)}).status_code == 200
+        assert client.patch(target, json={"enabled": True}).status_code == 200
+    arrived = wait_until(
+        lambda: len(got := hooks.receiver.delivered(fixed)) >= 2 and got,
+        timeout=20,
+        what="the pending deliveries, at once",
+    )
+    payloads = [r.verified(endpoint["secret"]) for r in arrived]
+    assert [p["type"] for p in payloads] == ["refund.created", "refund.pending_approval"]
+    assert {p["data"]["id"] for p in payloads} == {refund_id}
+
+
 def test_finished_deliveries_are_pruned_after_the_retention_and_pending_ones_never(hooks: Hooks) -> None:
     """Last in the module: the prune, run as if a month had passed, empties every finished delivery."""
     stack = hooks.stack

@@ -14,13 +14,14 @@ from uuid import UUID
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from refundwatch.audit import actions
 from refundwatch.audit.actions import Actor
 from refundwatch.audit.services import record
-from refundwatch.db.models import WebhookEndpoint
+from refundwatch.db.models import WebhookDelivery, WebhookEndpoint
+from refundwatch.db.models._outgoing import PENDING
 from refundwatch.lib.egress import MAX_URL, AllowList, resolve_target
 from refundwatch.lib.exceptions import NotFound, ValidationFailed
 from refundwatch.outgoing.events import EVENT_TYPES, mask_of, types_of
@@ -44,7 +45,7 @@ class EndpointCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class EndpointUpdate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Only the fields sent change; ``connection: null`` removes the filter; ``enabled: true`` turns a
-    disabled endpoint back on (its pending deliveries then go out)."""
+    disabled endpoint back on (its pending deliveries then go out at once, in order)."""
 
     url: Url | UnsetType = UNSET
     events: Events | UnsetType = UNSET
@@ -203,15 +204,17 @@ async def update_endpoint(
             details = {k: v for k, v in details.items() if not isinstance(v, UnsetType)}
             _audit(session, actor, audit_action(source, "update"), row.id, details)
         if not isinstance(changes.enabled, UnsetType) and changes.enabled != row.enabled:
-            _set_enabled(session, row, enabled=changes.enabled, actor=actor, source=source)
+            await _set_enabled(session, row, enabled=changes.enabled, actor=actor, source=source)
         row.updated_at = dt.datetime.now(dt.UTC)
         await session.commit()
     return await endpoint_out(rt, row)
 
 
-def _set_enabled(
+async def _set_enabled(
     session: AsyncSession, row: WebhookEndpoint, *, enabled: bool, actor: Actor, source: str, reason: str = ""
 ) -> None:
+    if enabled:
+        await _resume(session, row.id)
     row.enabled = enabled
     row.failing_since = None  # a fresh start either way: failures before do not count towards disabling
     row.disabled_at = None if enabled else dt.datetime.now(dt.UTC)
@@ -222,6 +225,23 @@ def _set_enabled(
     )
 
 
+async def _resume(session: AsyncSession, endpoint_id: UUID) -> None:
+    """An endpoint turned back on: its pending deliveries are due now. Those that were being retried
+    kept their backoff, hours ahead for an endpoint disabled after failing for hours; nothing is wrong
+    with them now that a person says the receiver is back. Per-refund order still holds: the claim
+    takes a refund's delivery only when no earlier one is pending, and equal times go in id order."""
+    now = dt.datetime.now(dt.UTC)
+    await session.execute(
+        update(WebhookDelivery)
+        .where(
+            WebhookDelivery.endpoint_id == endpoint_id,
+            WebhookDelivery.status == PENDING,
+            WebhookDelivery.next_attempt_at > now,
+        )
+        .values(next_attempt_at=now)
+    )
+
+
 async def set_enabled(
     rt: Runtime, endpoint_id: UUID, enabled: bool, *, actor: Actor, source: str, reason: str = ""
 ) -> EndpointOut:
@@ -229,7 +249,7 @@ async def set_enabled(
     async with rt.db.session() as session:
         row = await _locked(session, endpoint_id)
         if row.enabled != enabled:
-            _set_enabled(session, row, enabled=enabled, actor=actor, source=source, reason=reason)
+            await _set_enabled(session, row, enabled=enabled, actor=actor, source=source, reason=reason)
             row.updated_at = dt.datetime.now(dt.UTC)
             await session.commit()
     return await endpoint_out(rt, row)
