@@ -499,19 +499,84 @@ def test_a_degraded_gateway_alerts_only_after_its_hold(alerting: Stack) -> None:
     )
 
 
+def test_a_recovery_names_what_was_announced_not_what_the_condition_became(
+    alerting: Stack, receivers: Receivers
+) -> None:
+    """Down and degraded share one alert per connection: a gateway down, then only degraded, then well
+    again recovers as "down" (what people were told), saying what it last looked like."""
+    stack = alerting
+    slow = {"dashboard_slow_check_ms": 20}
+    wait_until(  # an earlier test's degraded alert and recovery: sent before this test counts
+        lambda: (
+            db_rows(stack, "SELECT COUNT(*) FROM alert_deliveries WHERE status IN ('queued', 'sending')")
+            == [(0,)]
+        ),
+        timeout=60,
+        what="earlier messages sent",
+    )
+    with receivers.lock:
+        posts_before = len(receivers.posts.get("/alerts", []))
+    mails_before = {word: len(receivers.subjects(f"stripe-test is {word}")) for word in ("down", "degraded")}
+
+    def summary_now() -> str:
+        return str(next(a for a in alerts(stack, "gateway:stripe-test") if a[0] == alert_id)[2])
+
+    fast = {"dashboard_slow_check_ms": 2000}
+
+    def live() -> list[tuple[Any, ...]]:
+        return [a for a in alerts(stack, "gateway:stripe-test") if a[1] in ("pending", "open")]
+
+    # None live to begin with (an earlier test's clock may have left a pending one dated ahead).
+    wait_until(lambda: evaluate(stack, **fast) is not None and not live(), timeout=30, what="none live")
+    stack.faults(outage=True)
+    try:
+        # Degraded first while the live calls of the last minute still got through, then down.
+        wait_until(lambda: "gateway:stripe-test" in evaluate(stack, **fast).opened, timeout=90, what="down")
+        ((alert_id, _, summary),) = [a for a in alerts(stack, "gateway:stripe-test") if a[1] == "open"]
+        assert "stripe-test is down" in summary
+        stack.faults(latency_ms=60)  # it answers again, slowly: degraded
+        wait_until(
+            lambda: evaluate(stack, **slow) is not None and "is degraded" in summary_now(),
+            timeout=30,
+            what="the alert restated as degraded",
+        )
+    finally:
+        stack.faults()
+    wait_until(
+        lambda: "gateway:stripe-test" in evaluate(stack, **fast).resolved,
+        timeout=30,
+        what="a fast check again",
+    )
+    wait_until(lambda: all_sent(stack, alert_id), timeout=30, what="every message sent")
+    with receivers.lock:
+        titles = [(p["title"], p["message"]) for p in receivers.posts["/alerts"][posts_before:]]
+    (opened,) = [t for t, _ in titles if "CRITICAL" in t]
+    assert opened.startswith("[refundwatch] CRITICAL: stripe-test is down"), titles
+    ((resolved, message),) = [(t, m) for t, m in titles if "RESOLVED" in t]
+    assert resolved.startswith("[refundwatch] RESOLVED: stripe-test is down"), titles
+    assert "Last seen before it cleared: stripe-test is degraded" in message, message
+    assert len(receivers.subjects("stripe-test is degraded")) == mails_before["degraded"]  # never told
+    assert len(receivers.subjects("stripe-test is down")) == mails_before["down"] + 2  # alert, recovery
+
+
 def test_the_worker_checks_the_rules_and_tells_of_a_gateway_down_and_back(
     alerting: Stack, receivers: Receivers
 ) -> None:
     stack = alerting
     restart(stack, REFUNDWATCH_ALERT_INTERVAL_SECONDS="1")
+    told_before = len(receivers.subjects("stripe-test is down"))  # an earlier test's down and back
     stack.faults(outage=True)
     try:
-        wait_until(lambda: receivers.everywhere("stripe-test is down", "CRITICAL"), timeout=60, what="down")
+        wait_until(
+            lambda: len(receivers.subjects("stripe-test is down")) > told_before, timeout=60, what="down"
+        )
     finally:
         stack.faults()
-    wait_until(lambda: receivers.everywhere("stripe-test is down", "RESOLVED"), timeout=60, what="back up")
+    wait_until(
+        lambda: len(receivers.subjects("stripe-test is down")) >= told_before + 2, timeout=60, what="back up"
+    )
     down = [a for a in alerts(stack, "gateway:stripe-test") if "down" in a[2]]
     assert [a[1] for a in down] == ["resolved"]
-    assert len(receivers.subjects("stripe-test is down")) == 2
+    assert len(receivers.subjects("stripe-test is down")) == told_before + 2
     for proc in stack.procs.values():
         assert TOKEN not in proc.tail(10_000_000), proc.name

@@ -233,10 +233,12 @@ async def evaluate(rt: Runtime, now: dt.datetime | None = None) -> Outcome:
                 ):
                     outcome.resolved.append(row.open_key)
             else:
-                if due and await store.promote_in(session, row.id, now=now, settings=rt.settings):
-                    outcome.opened.append(row.open_key)
+                # Restated first: a pending alert that opens now (degraded while its hold lasted,
+                # down now) is announced as it reads now, and its messages keep naming that.
                 if condition.summary != row.summary:
                     await store.restate_in(session, row.id, condition.summary, condition.severity)
+                if due and await store.promote_in(session, row.id, now=now, settings=rt.settings):
+                    outcome.opened.append(row.open_key)
             await session.commit()
     for key in sorted(wanted):
         async with rt.db.session() as session:

@@ -105,6 +105,7 @@ async def _messages(rt: Runtime, alert_ids: set[int]) -> dict[tuple[int, str], M
         ALERTS.c.kind,
         ALERTS.c.severity,
         ALERTS.c.summary,
+        ALERTS.c.announced,
         ALERTS.c.opened_at,
         ALERTS.c.resolved_at,
         ALERTS.c.resolution,
@@ -114,17 +115,20 @@ async def _messages(rt: Runtime, alert_ids: set[int]) -> dict[tuple[int, str], M
     link = f"{rt.settings.base_url.rstrip('/')}/admin/alerts"
     found = {}
     for row in rows:
-        opened = f"[refundwatch] {row.severity.upper()}: {row.summary}"[:250]
+        # Both messages name what was announced: the summary follows the condition while the alert is
+        # live (a gateway down, then degraded), and a recovery must match the message people got.
+        told = row.announced or row.summary  # alerts opened before 0021 have none
+        opened = f"[refundwatch] {row.severity.upper()}: {told}"[:250]
         found[row.id, OPENED] = Message(
             opened,
-            f"{row.summary}\n\nOpened {row.opened_at:%Y-%m-%d %H:%M:%S} UTC ({row.kind}).\n"
-            f"Alert history: {link}",
+            f"{told}\n\nOpened {row.opened_at:%Y-%m-%d %H:%M:%S} UTC ({row.kind}).\nAlert history: {link}",
             apprise.NotifyType.FAILURE if row.severity == "critical" else apprise.NotifyType.WARNING,
         )
+        later = "" if row.summary == told else f"\nLast seen before it cleared: {row.summary}"
         found[row.id, "resolved"] = Message(
-            f"[refundwatch] RESOLVED: {row.summary}"[:250],
+            f"[refundwatch] RESOLVED: {told}"[:250],
             f"Resolved at {row.resolved_at or row.opened_at:%Y-%m-%d %H:%M:%S} UTC: {row.resolution or ''}.\n"
-            f"It was: {row.summary}\n\nAlert history: {link}",
+            f"It was: {told}{later}\n\nAlert history: {link}",
             apprise.NotifyType.SUCCESS,
         )
     return found

@@ -88,6 +88,7 @@ async def open_in(
             severity=condition.severity,
             connection=condition.connection,
             summary=condition.summary,
+            announced=condition.summary if state == "open" else None,
             since=now,
             opened_at=now if state == "open" else None,
         )
@@ -110,7 +111,7 @@ async def promote_in(
         await session.execute(
             update(ALERTS)
             .where(ALERTS.c.id == alert_id, ALERTS.c.state == "pending")
-            .values(state="open", opened_at=now)
+            .values(state="open", opened_at=now, announced=ALERTS.c.summary)
             .returning(ALERTS.c.kind, ALERTS.c.key, ALERTS.c.summary)
         )
     ).first()
@@ -154,7 +155,7 @@ async def resolve_in(
 
 async def restate_in(session: AsyncSession, alert_id: int, summary: str, severity: str) -> None:
     """A live alert's condition reads differently now (more stuck refunds, down after degraded): the
-    dashboard shows it; no message is sent for it."""
+    dashboard shows it; no message is sent for it, and the messages keep naming what was announced."""
     await session.execute(
         update(ALERTS)
         .where(ALERTS.c.id == alert_id, ALERTS.c.state.in_(LIVE))

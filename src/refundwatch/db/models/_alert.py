@@ -30,7 +30,9 @@ class Alert(BigIntBase):
     state: Mapped[str] = mapped_column(String(16))  # pending | open | resolved
     severity: Mapped[str] = mapped_column(String(16))  # critical | warning
     connection: Mapped[str | None] = mapped_column(String(255), default=None)
-    summary: Mapped[str] = mapped_column(Text)
+    summary: Mapped[str] = mapped_column(Text)  # the condition as it reads now (restated while live)
+    # The summary as the opening message told it (set when the alert opens): the messages name this.
+    announced: Mapped[str | None] = mapped_column(Text, default=None)
     since: Mapped[dt.datetime] = mapped_column(DateTimeUTC(timezone=True))  # condition first seen
     opened_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
