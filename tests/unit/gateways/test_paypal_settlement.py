@@ -341,3 +341,20 @@ def test_a_large_file_streams_in_bounded_memory() -> None:
     assert seen == count
     assert total == -sum(n % 997 + 1 for n in range(count))
     assert peak < 5 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"
+
+
+@pytest.mark.parametrize("keep", [-1, -2, -7, -10])
+def test_a_file_cut_at_a_line_boundary_is_refused(keep: int) -> None:
+    """Every line read looked whole, so a file cut short imported as if complete (a probe: without its
+    footers, 22 lines read and taken). A file with its header (FH) must end with its footer (FF)."""
+    lines = (FIXTURES / "paypal_stl_refunds.csv").read_bytes().splitlines(keepends=True)
+    with pytest.raises(SettlementFormatError, match="ends before its file footer"):
+        parse_bytes(b"".join(lines[:keep]))
+
+
+def test_a_body_row_missing_from_its_section_is_refused() -> None:
+    """The section's count (SC) says how many body rows it has: one gone is a damaged file."""
+    lines = (FIXTURES / "paypal_stl_refunds.csv").read_bytes().splitlines(keepends=True)
+    first_body = next(i for i, line in enumerate(lines) if line.startswith(b'"SB"'))
+    with pytest.raises(SettlementFormatError, match=r"count \(SC\) says 7 body rows, 6 were read"):
+        parse_bytes(b"".join(lines[:first_body] + lines[first_body + 1 :]))

@@ -5,8 +5,11 @@ column list and record layout as in Wikimedia SmashPig's ``stl.csv`` fixture and
 
 - Every record starts with its type: ``RH`` report header, ``FH`` file header, ``SH`` section header
   (window start, window end, account id), ``CH`` the column names of the section's body, ``SB`` one body
-  row, then the footers ``SF``, ``SC``, ``RF``, ``RC``, ``FF``. Footers are recognised and not read: their
-  layout is only known from third-party copies, and every line comes from the body rows. Comma or tab
+  row, then the footers ``SF``, ``SC``, ``RF``, ``RC``, ``FF``. Every line comes from the body rows. Two
+  footers are checked, so a damaged file is refused rather than imported short: a section's count (``SC``)
+  must be its number of body rows, and a file that has its header (``FH``) must end with its footer
+  (``FF``). The totals (``SF``, ``RF``) and the report's count (``RC``, which spans a report split over
+  several files) are not read: their layout is only known from third-party copies. Comma or tab
   separated (PayPal offers both), UTF-8 with or without a BOM.
 - Amounts are unsigned integers with no decimal separator, **x100 whatever the currency**: "100,00 yen
   and $100.00 USD are both represented as 10000". So ``10000`` JPY is 100 yen (100 minor units, JPY has
@@ -211,6 +214,7 @@ class _Section:
     payout_id: str | None = None
     columns: dict[str, int] | None = None
     width: int = 0
+    rows: int = 0  # body rows read, for the section's count (SC)
 
 
 class PayPalSettlementParser:
@@ -221,7 +225,7 @@ class PayPalSettlementParser:
 
     def parse(self, stream: BinaryIO, source_name: str) -> Iterator[SettlementLine]:
         section: _Section | None = None
-        seen_any = False
+        seen_any = file_header = file_footer = False
         for row_number, raw, fields in _records(stream, source_name):
             kind = fields[0].strip()
             if not seen_any:
@@ -239,7 +243,14 @@ class PayPalSettlementParser:
                     line = _line(row_number, raw, fields, section)
                 except FieldError as exc:
                     raise SettlementFormatError(source_name, row_number, str(exc)) from None
+                section.rows += 1
                 yield line
+            elif kind == "SC" and section is not None:
+                _check_count(fields, section.rows, source_name, row_number)
+            elif kind == "FH":
+                file_header = True
+            elif kind == "FF":
+                file_footer = True
             elif kind == "SH":
                 section = _Section(payout_id=_payout_id(fields, source_name, row_number))
             elif kind == "CH":
@@ -248,9 +259,24 @@ class PayPalSettlementParser:
                 section.columns, section.width = _header(fields, source_name, row_number), len(fields)
             elif kind not in RECORD_TYPES:
                 raise SettlementFormatError(source_name, row_number, f"unknown record type {kind[:20]!r}")
-            # RH, FH and the footers (totals, counts): recognised, not read (see the module docstring)
+            # RH and the other footers (totals, the report's count): recognised, not read
         if not seen_any:
             raise SettlementFormatError(source_name, None, f"empty file: expected {TITLE}")
+        if file_header and not file_footer:  # cut at a line boundary: every line read looked whole
+            raise SettlementFormatError(
+                source_name, None, "the file ends before its file footer (FF): it is cut short"
+            )
+
+
+def _check_count(fields: list[str], rows: int, source_name: str, row_number: int) -> None:
+    """A section's count (SC) is its number of body rows: another number means rows went missing."""
+    declared = fields[1].strip() if len(fields) > 1 else ""
+    if declared.isdigit() and int(declared) != rows:
+        raise SettlementFormatError(
+            source_name,
+            row_number,
+            f"the section's count (SC) says {int(declared)} body rows, {rows} were read: the file is damaged",
+        )
 
 
 def _records(stream: BinaryIO, source_name: str) -> Iterator[tuple[int, str, list[str]]]:
