@@ -179,6 +179,15 @@ def test_payment_created_then_replayed_then_conflict(stack: Stack) -> None:
         # It could be registered and refunded, but never read back at /api/v1/payments/{reference}.
         pytest.param({"payment_reference": "pi_a/b"}, "validation_error", id="reference-with-slash"),
         pytest.param({"surprise": 1}, "validation_error", id="unknown-field"),
+        # Beyond what the databases store once in UTC: the insert raised OverflowError, a 500.
+        pytest.param(
+            {"captured_at": "0001-01-01T00:00:00+01:00"}, "validation_error", id="captured-at-year-1"
+        ),
+        pytest.param({"captured_at": "9999-12-31T23:59:59-01:00"}, "validation_error", id="captured-at-9999"),
+        # Control characters in identifiers were stored (ANSI escapes reached logs and tables).
+        pytest.param({"payment_reference": "pi_\x1b[31mred"}, "validation_error", id="reference-escape"),
+        pytest.param({"order_id": "ord\n1"}, "validation_error", id="order-newline"),
+        pytest.param({"invoice_id": "inv\x7f"}, "validation_error", id="invoice-delete"),
     ],
 )
 def test_payment_bad_input_is_422(stack: Stack, change: dict[str, Any], code: str) -> None:

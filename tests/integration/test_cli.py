@@ -334,16 +334,23 @@ def test_payments_import_bad_files_are_refused_before_the_database(offline: Offl
         "header-only": (CSV_HEADER + "\n", "no payments"),
         "wrong-header": (wrong_header, "header"),
         "missing-file": (None, "nope.csv"),
-        # The line where the record starts, after blank lines and a quoted field over two lines: the
-        # rows were counted from 2, so these named lines 4 and 3.
+        # The line where the record starts: after blank lines (rows were counted from 2, so this named
+        # line 3), and for a quoted field over two lines (not the line it ends on).
         "after-blank-lines": (
             _csv(_row("pi_f"), "", "", _row("pi_g", "1.5")),
             ":5: amount",
         ),
-        "after-multiline-field": (
-            _csv(_row("pi_h", order='"two\nlines"'), _row("pi_i", "x")),
-            ":4: amount",
+        "multiline-field": (_csv(_row("pi_h", "x", order='"two\nlines"')), ":2: amount"),
+        # A year the databases cannot store in UTC: "database error: date value out of range", no line.
+        "captured-at-year-1": (
+            third_row_bad(_row("pi_l", captured="0001-01-01T00:00:00+01:00")),
+            ":4: captured_at",
         ),
+        # Control characters in identifiers were stored (SQLite), or a database error without the line
+        # and with a class repr (PostgreSQL, NUL).
+        "reference-with-nul": (third_row_bad(_row("pi_m\x00")), ":4: payment_reference"),
+        "reference-with-escape": (third_row_bad(_row("pi_n\x1b[2J")), ":4: payment_reference"),
+        "order-with-tab": (third_row_bad(_row("pi_o", order="a\tb")), ":4: order_id"),
         # Beyond the csv module's field limit: a traceback (_csv.Error).
         "field-too-large": (_csv(_row("pi_j"), _row("pi_k", order="o" * 140_000)), ":3:"),
     }

@@ -7,6 +7,7 @@ import csv
 import datetime as dt
 import io
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,10 @@ CSV_COLUMNS = [
 ]
 
 
+EARLIEST_CAPTURE = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+CAPTURE_HORIZON = dt.timedelta(days=100 * 365)
+
+
 @dataclass(frozen=True, slots=True)
 class PaymentInput:
     connection: str
@@ -64,6 +69,16 @@ def check_payment(data: PaymentInput) -> None:
         raise ValidationFailed(f"unknown currency {data.currency!r}", code="invalid_currency")
     if data.captured_at.tzinfo is None:
         raise ValidationFailed("captured_at must include a time zone", code="validation_error")
+    # Years 1 and 9999 overflow once stored in UTC (a 500); no capture predates 1970 or lies a century on.
+    if not EARLIEST_CAPTURE <= data.captured_at <= dt.datetime.now(dt.UTC) + CAPTURE_HORIZON:
+        raise ValidationFailed(
+            "captured_at must be from 1970-01-01 to 100 years from now", code="validation_error"
+        )
+    for name in ("payment_reference", "order_id", "invoice_id"):
+        value = getattr(data, name)
+        # NUL cannot be stored by PostgreSQL, and escapes and line breaks reach tables, logs and files.
+        if value is not None and any(unicodedata.category(c) == "Cc" for c in value):
+            raise ValidationFailed(f"{name} must not contain control characters", code="validation_error")
     for name in ("order_id", "invoice_id"):
         value = getattr(data, name)
         if value is not None and len(value) > MAX_REFERENCE_LENGTH:
