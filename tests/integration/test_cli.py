@@ -428,11 +428,15 @@ def test_payments_import_good_file_then_again(stack: Stack) -> None:
         pytest.param(["--name", "x", "--scopes", "refunds:read,refunds:delete"], id="one-unknown"),
         pytest.param(["--name", "x", "--scopes", " , "], id="no-scopes"),
         pytest.param(["--name", "", "--scopes", "refunds:read"], id="empty-name"),
+        # Control characters broke `apikeys list`'s one line per key.
+        pytest.param(["--name", "two\nlines", "--scopes", "refunds:read"], id="name-newline"),
+        pytest.param(["--name", "a\tb", "--scopes", "refunds:read"], id="name-tab"),
+        pytest.param(["--name", "a\x1b[2Jb", "--scopes", "refunds:read"], id="name-escape"),
     ],
 )
 def test_apikeys_create_bad_input(offline: Offline, args: list[str]) -> None:
     result = offline.cli("apikeys", "create", *args)
-    one_line_error(result, "name" if args[1] == "" else "scopes")
+    one_line_error(result, "scopes" if args[1] == "x" else "name")
     assert "rw_" not in result.stdout
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import time
+import unicodedata
 import uuid
 from dataclasses import dataclass
 
@@ -68,6 +69,9 @@ async def create_api_key(
     name = name.strip()
     if not name or len(name) > 128:
         raise BadInput("the name must be 1 to 128 characters")
+    # Tabs, line breaks and escapes broke `apikeys list` (one line per key) and the audit's views.
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name):
+        raise BadInput("the name must not contain control characters or line breaks")
     key = PREFIX + secrets.token_urlsafe(32)
     async with db.session() as session:
         row = ApiKey(name=name, prefix=key[:8], key_hash=sha256_hex(key), scopes=",".join(scopes))
