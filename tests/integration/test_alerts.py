@@ -559,6 +559,62 @@ def test_a_recovery_names_what_was_announced_not_what_the_condition_became(
     assert len(receivers.subjects("stripe-test is down")) == mails_before["down"] + 2  # alert, recovery
 
 
+def test_a_degraded_gateway_that_goes_down_is_told_again_as_an_escalation(
+    alerting: Stack, receivers: Receivers
+) -> None:
+    """Degraded (a warning) and down (critical) are one alert per connection, and a change of its
+    condition sent nothing: a gateway that was degraded and then went down paged nobody. A rise in
+    severity is now told (ESCALATED), and the recovery names the escalated condition."""
+    stack = alerting
+    wait_until(  # an earlier test's messages: sent before this test counts
+        lambda: (
+            db_rows(stack, "SELECT COUNT(*) FROM alert_deliveries WHERE status IN ('queued', 'sending')")
+            == [(0,)]
+        ),
+        timeout=60,
+        what="earlier messages sent",
+    )
+    with receivers.lock:
+        posts_before = len(receivers.posts.get("/alerts", []))
+    fast = {"dashboard_slow_check_ms": 2000}
+    slow = {"dashboard_slow_check_ms": 20, "alert_degraded_minutes": 0}
+    wait_until(
+        lambda: (
+            evaluate(stack, **fast) is not None
+            and not [a for a in alerts(stack, "gateway:stripe-test") if a[1] in ("pending", "open")]
+        ),
+        timeout=30,
+        what="none live",
+    )
+    stack.faults(latency_ms=60)
+    try:
+        wait_until(
+            lambda: "gateway:stripe-test" in evaluate(stack, **slow).opened, timeout=30, what="degraded"
+        )
+        ((alert_id, _, summary),) = [a for a in alerts(stack, "gateway:stripe-test") if a[1] == "open"]
+        assert "is degraded" in summary
+        stack.faults(outage=True)
+        wait_until(
+            lambda: "gateway:stripe-test" in evaluate(stack, **slow).escalated, timeout=90, what="down"
+        )
+        assert evaluate(stack, **slow).escalated == []  # told once
+    finally:
+        stack.faults()
+    wait_until(
+        lambda: "gateway:stripe-test" in evaluate(stack, **fast).resolved, timeout=60, what="well again"
+    )
+    wait_until(lambda: all_sent(stack, alert_id), timeout=30, what="every message sent")
+    assert [event for event, *_ in messages(stack, alert_id)].count("escalated") >= 1
+    with receivers.lock:
+        titles = [p["title"] for p in receivers.posts["/alerts"][posts_before:]]
+    assert [t for t in titles if t.startswith("[refundwatch] WARNING: stripe-test is degraded")], titles
+    assert [t for t in titles if t.startswith("[refundwatch] ESCALATED to CRITICAL: stripe-test is down")], (
+        titles
+    )
+    assert [t for t in titles if t.startswith("[refundwatch] RESOLVED: stripe-test is down")], titles
+    assert len([t for t in titles if "ESCALATED" in t]) == 1, titles
+
+
 def test_the_worker_checks_the_rules_and_tells_of_a_gateway_down_and_back(
     alerting: Stack, receivers: Receivers
 ) -> None:

@@ -188,6 +188,7 @@ RULES: dict[str, Rule] = {
 @dataclass(slots=True)
 class Outcome:
     opened: list[str] = field(default_factory=list)
+    escalated: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
     resolved: list[str] = field(default_factory=list)
     failed_rules: list[str] = field(default_factory=list)
@@ -234,9 +235,12 @@ async def evaluate(rt: Runtime, now: dt.datetime | None = None) -> Outcome:
                     outcome.resolved.append(row.open_key)
             else:
                 # Restated first: a pending alert that opens now (degraded while its hold lasted,
-                # down now) is announced as it reads now, and its messages keep naming that.
-                if condition.summary != row.summary:
-                    await store.restate_in(session, row.id, condition.summary, condition.severity)
+                # down now) is announced as it reads now, and its messages keep naming that. An open
+                # one that gets worse (degraded, then down) is told again.
+                if condition.summary != row.summary and await store.restate_in(
+                    session, row.id, condition.summary, condition.severity, now=now, settings=rt.settings
+                ):
+                    outcome.escalated.append(row.open_key)
                 if due and await store.promote_in(session, row.id, now=now, settings=rt.settings):
                     outcome.opened.append(row.open_key)
             await session.commit()
@@ -246,6 +250,6 @@ async def evaluate(rt: Runtime, now: dt.datetime | None = None) -> Outcome:
             await session.commit()
         if new is not None:
             (outcome.pending if wanted[key].hold > dt.timedelta(0) else outcome.opened).append(key)
-    if outcome.opened or outcome.resolved:
+    if outcome.opened or outcome.escalated or outcome.resolved:
         signals.notice(ALERTS_CHANGED)
     return outcome

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import apprise
 from sqlalchemy import exists, select, update
 
-from refundwatch.alerts.store import OPENED
+from refundwatch.alerts.store import ESCALATED, OPENED
 from refundwatch.alerts.targets import Target, targets
 from refundwatch.db.tables import ALERT_DELIVERIES, ALERTS
 from refundwatch.runtime import Runtime
@@ -122,6 +122,12 @@ async def _messages(rt: Runtime, alert_ids: set[int]) -> dict[tuple[int, str], M
         found[row.id, OPENED] = Message(
             opened,
             f"{told}\n\nOpened {row.opened_at:%Y-%m-%d %H:%M:%S} UTC ({row.kind}).\nAlert history: {link}",
+            apprise.NotifyType.FAILURE if row.severity == "critical" else apprise.NotifyType.WARNING,
+        )
+        found[row.id, ESCALATED] = Message(
+            f"[refundwatch] ESCALATED to {row.severity.upper()}: {told}"[:250],
+            f"{told}\n\nIt got worse after it opened at {row.opened_at:%Y-%m-%d %H:%M:%S} UTC ({row.kind})."
+            f"\nAlert history: {link}",
             apprise.NotifyType.FAILURE if row.severity == "critical" else apprise.NotifyType.WARNING,
         )
         later = "" if row.summary == told else f"\nLast seen before it cleared: {row.summary}"

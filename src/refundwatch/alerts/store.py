@@ -32,7 +32,8 @@ from refundwatch.db.tables import ALERT_DELIVERIES, ALERTS
 from refundwatch.runtime import Runtime
 
 SYSTEM = Actor("system", "alerts")
-OPENED, RESOLVED = "opened", "resolved"
+OPENED, ESCALATED, RESOLVED = "opened", "escalated", "resolved"
+_RANK = {"warning": 1, "critical": 2}  # a rise in this order is told (escalated); a fall is not
 LIVE = ("pending", "open")
 # Raised where a report says an earlier attempt moved money too; resolved by a person, never by a rule.
 DOUBLE_REFUND = "double_refund"
@@ -153,14 +154,40 @@ async def resolve_in(
     return True
 
 
-async def restate_in(session: AsyncSession, alert_id: int, summary: str, severity: str) -> None:
+async def restate_in(
+    session: AsyncSession,
+    alert_id: int,
+    summary: str,
+    severity: str,
+    *,
+    now: dt.datetime,
+    settings: Settings | None = None,
+) -> bool:
     """A live alert's condition reads differently now (more stuck refunds, down after degraded): the
-    dashboard shows it; no message is sent for it, and the messages keep naming what was announced."""
+    dashboard shows it. An open alert whose severity rises (degraded, then down) is told again, as an
+    escalation, and from then on its messages name that; otherwise no message is sent, and they keep
+    naming what was announced. True for the one caller that escalated it."""
+    escalating = [
+        ALERTS.c.state == "open",
+        ALERTS.c.severity.in_([name for name, rank in _RANK.items() if rank < _RANK.get(severity, 0)]),
+    ]
+    row = (
+        await session.execute(
+            update(ALERTS)
+            .where(ALERTS.c.id == alert_id, *escalating)
+            .values(summary=summary, severity=severity, announced=summary)
+            .returning(ALERTS.c.kind, ALERTS.c.key)
+        )
+    ).first()
+    if row is not None:
+        await _announce(session, alert_id, ESCALATED, row.kind, row.key, summary, now, settings)
+        return True
     await session.execute(
         update(ALERTS)
         .where(ALERTS.c.id == alert_id, ALERTS.c.state.in_(LIVE))
         .values(summary=summary, severity=severity)
     )
+    return False
 
 
 async def _announce(
@@ -197,7 +224,7 @@ async def _announce(
     record(
         session,
         actor,
-        actions.ALERT_OPENED if event == OPENED else actions.ALERT_RESOLVED,
+        {OPENED: actions.ALERT_OPENED, ESCALATED: actions.ALERT_ESCALATED}.get(event, actions.ALERT_RESOLVED),
         target_type="alert",
         target_id=str(alert_id),
         details={"kind": kind, "key": key, "summary": summary},

@@ -59,3 +59,4 @@ WEBHOOK_ENDPOINT = "{source}:webhook_endpoint:{verb}"
 # the books) and resolved (its condition cleared, or a person resolved it).
 ALERT_OPENED = "system:alert:opened"
 ALERT_RESOLVED = "system:alert:resolved"
+ALERT_ESCALATED = "system:alert:escalated"
