@@ -73,8 +73,7 @@ class Runtime:
         db = Database(settings.database_url, pool_size=pool_size)
         cipher = FieldCipher(settings.encryption_key_list)
         use_cipher(cipher)  # the encrypted column types use the same keys
-        connections = ConnectionCache(db, cipher, job_timeout_seconds=settings.job_timeout_seconds)
-        return cls(settings=settings, db=db, cipher=cipher, connections=connections)
+        return cls(settings=settings, db=db, cipher=cipher, connections=ConnectionCache(db, cipher))
 
     async def open(self, *, redis: bool = True, http: bool = True, wait_for_redis: bool = True) -> Runtime:
         """``wait_for_redis=False`` (the web server): a Redis that does not answer yet does not stop

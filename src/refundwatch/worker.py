@@ -184,6 +184,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     configure_logging(settings)
     # Jobs mostly wait on the processor, not the database: a modest pool serves many jobs in flight.
     rt = Runtime.build(settings, pool_size=min(settings.worker_max_jobs, 16))
+    rt.connections.cap_call_timeouts(settings.job_timeout_seconds)  # a call ends inside its job
     rt.redis = ctx["redis"]
     rt.breaker = Breaker(threshold=settings.circuit_failures, open_seconds=settings.circuit_open_seconds)
     await rt.open(redis=False, http=True)

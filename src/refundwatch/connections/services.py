@@ -13,7 +13,7 @@ from sqlalchemy import select
 from refundwatch.audit import actions
 from refundwatch.audit.actions import Actor
 from refundwatch.audit.services import record
-from refundwatch.connections.spec import ConnectionSpec
+from refundwatch.connections.spec import ConnectionSpec, call_timeout_cap
 from refundwatch.db.engine import Database
 from refundwatch.db.models import Connection
 from refundwatch.gateways.base import Credentials
@@ -125,11 +125,6 @@ class ConnectionInfo:
         return self.credentials.options.get("account")
 
 
-def call_timeout_cap(job_timeout_seconds: float) -> float:
-    """The longest processor call a job of this length can wait for and still record its outcome."""
-    return max(1.0, job_timeout_seconds - max(2.0, job_timeout_seconds / 10))
-
-
 def _info(row: Connection, cipher: FieldCipher, timeout_seconds: float) -> ConnectionInfo:
     blob = json.loads(cipher.decrypt(row.credentials_encrypted))
     creds = Credentials(
@@ -154,22 +149,20 @@ def _info(row: Connection, cipher: FieldCipher, timeout_seconds: float) -> Conne
 class ConnectionCache:
     """Decrypted connections, reloaded at most every ``ttl`` seconds or when a name is unknown."""
 
-    def __init__(
-        self,
-        db: Database,
-        cipher: FieldCipher,
-        ttl: float = 10.0,
-        *,
-        job_timeout_seconds: float | None = None,
-    ) -> None:
+    def __init__(self, db: Database, cipher: FieldCipher, ttl: float = 10.0) -> None:
         self._db, self._cipher, self._ttl = db, cipher, ttl
-        # timeout_seconds is checked at import against the importing shell's job timeout only: a worker
-        # whose jobs are shorter would have arq kill the job mid-call, and a killed job records nothing.
-        self._cap = None if job_timeout_seconds is None else call_timeout_cap(job_timeout_seconds)
+        self._cap: float | None = None  # see cap_call_timeouts
         self._capped: set[str] = set()  # connections already warned about
         self._by_name: dict[str, ConnectionInfo] = {}
         self._by_id: dict[UUID, ConnectionInfo] = {}
         self._loaded_at = 0.0
+
+    def cap_call_timeouts(self, job_timeout_seconds: float) -> None:
+        """Calls end within jobs this long (the worker). timeout_seconds is checked at import against
+        the importing shell's job timeout only: a worker whose jobs are shorter had arq kill the job
+        mid-call, and a killed job records nothing (the refund ended in manual review)."""
+        self._cap = call_timeout_cap(job_timeout_seconds)
+        self.invalidate()
 
     def invalidate(self) -> None:
         """Reload on next use (this process changed a connection)."""

@@ -176,6 +176,11 @@ def _check_fields(name: str, processor: str, values: dict[str, str]) -> None:
         raise BadInput(f"connection {name!r}: {exc}") from None
 
 
+def call_timeout_cap(job_timeout_seconds: float) -> float:
+    """The longest processor call a job this long can wait for and still record its outcome."""
+    return max(1.0, job_timeout_seconds - max(2.0, job_timeout_seconds / 10))
+
+
 def _call_timeout(name: str, value: Any) -> int:
     """A processor call must end before arq kills its job: a killed job never records the attempt's
     outcome, so a timeout at or above the job timeout would keep a refund re-sending forever."""
@@ -183,7 +188,7 @@ def _call_timeout(name: str, value: Any) -> int:
 
     job_timeout = get_settings().job_timeout_seconds
     if value is None:  # not given: 30 s, or less where the worker's jobs are shorter
-        return max(1, min(30, job_timeout - 1))
+        return max(1, min(30, int(call_timeout_cap(job_timeout))))
     seconds = _positive_int(name, "timeout_seconds", value, maximum=300)
     if seconds >= job_timeout:
         raise BadInput(
