@@ -270,6 +270,23 @@ def test_connections_import_refuses_bad_files_whole(offline: Offline) -> None:
     assert offline.count("connections") == before + len(goods)
 
 
+def test_a_connections_processor_cannot_change(offline: Offline) -> None:
+    """Re-importing a connection as another processor was accepted silently, though its refunds were
+    made at the first one: refused in one line, and nothing else in the file is imported."""
+    name, other = f"proc-{uuid.uuid4().hex[:6]}", f"proc-{uuid.uuid4().hex[:6]}"
+    first = offline.cli("connections", "import", str(offline.write(stripe_block(name), ".toml")))
+    assert first.returncode == 0, first.stderr
+    before = offline.count("connections")
+    text = stripe_block(other) + adyen_block(name)
+    line = one_line_error(
+        offline.cli("connections", "import", str(offline.write(text, ".toml"))), repr(name), "processor"
+    )
+    assert "new connection" in line, line
+    assert offline.count("connections") == before
+    same = offline.cli("connections", "import", str(offline.write(stripe_block(name), ".toml")))
+    assert same.stdout.strip() == "connections: 0 created, 0 updated, 1 unchanged", same.stderr
+
+
 def test_connections_import_missing_file(offline: Offline) -> None:
     missing = offline.workdir / "does-not-exist.toml"
     one_line_error(offline.cli("connections", "import", str(missing)), "does-not-exist.toml")

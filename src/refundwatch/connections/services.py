@@ -18,7 +18,7 @@ from refundwatch.db.engine import Database
 from refundwatch.db.models import Connection
 from refundwatch.gateways.base import Credentials
 from refundwatch.lib.crypto import FieldCipher, Secret
-from refundwatch.lib.exceptions import NotFound
+from refundwatch.lib.exceptions import BadInput, NotFound
 
 DEFAULT_BASE_URLS = {
     "stripe": "https://api.stripe.com",
@@ -64,6 +64,13 @@ async def import_connections(
                 created += 1
                 action = actions.CLI_CONNECTION_CREATE
             else:
+                if row.processor != spec.processor:
+                    # Its refunds, payments and webhooks were made at the first processor: another
+                    # processor's answers about them would be read as the wrong refunds.
+                    raise BadInput(
+                        f"connection {spec.name!r} is a {row.processor} connection; its processor cannot "
+                        f"change to {spec.processor}: create a new connection (another name) instead"
+                    )
                 changed = sorted(k for k, v in fields.items() if getattr(row, k) != v)
                 if json.loads(cipher.decrypt(row.credentials_encrypted)) != json.loads(_blob(spec)):
                     changed.append("credentials")
