@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+import redis
 
 from stack import Proc, Stack, db_rows, wait_until
 
@@ -151,6 +152,23 @@ def test_a_connections_rate_limit_holds_across_workers(stack: Stack) -> None:
         assert busiest <= rate + 1, [t.isoformat() for t in sent]
         assert (sent[-1] - sent[0]).total_seconds() >= 0.9 * (len(sent) - 1) / rate, sent
         assert second.alive, second.tail()
+        # A forced sync waits a few seconds for its slot at most; beyond, the caller is told when to
+        # come back (it slept until its slot, however far: a burst of them held requests for minutes).
+        ((connection_id,),) = db_rows(stack, "SELECT id FROM connections WHERE name = ?", "stripe-paced")
+        client = redis.Redis.from_url(stack.redis_url)
+        try:
+            seconds, micros = client.time()
+            ident = uuid.UUID(bytes=connection_id) if isinstance(connection_id, bytes) else connection_id
+            key = f"refundwatch:pace:{ident}"  # its schedule, a minute ahead
+            client.set(key, str(seconds * 1_000_000 + micros + 60_000_000), px=70_000)
+            with stack.api() as api:
+                answer = api.post(f"/api/v1/refunds/{ids[0]}/sync")
+            assert answer.status_code == 429, answer.text
+            assert answer.json()["code"] == "rate_limited"
+            assert 50 <= int(answer.headers["retry-after"]) <= 61
+            client.delete(key)
+        finally:
+            client.close()
     finally:
         second.stop()
 

@@ -55,6 +55,18 @@ class Unavailable(RefundwatchError):
     code = "unavailable"
 
 
+class RateLimited(RefundwatchError):
+    """Too many calls now; ``retry_after`` seconds from now there is room."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        seconds = max(1, int(retry_after + 0.999))
+        super().__init__(message, extra={"retry_after": seconds})
+        self.headers = {"Retry-After": str(seconds)}
+
+
 class BadInput(RefundwatchError):
     """Bad CLI input or file: one line, non-zero exit."""
 

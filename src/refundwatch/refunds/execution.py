@@ -28,6 +28,7 @@ from refundwatch.gateways.base import (
     read_refund,
 )
 from refundwatch.gateways.registry import get_gateway
+from refundwatch.lib.exceptions import RateLimited
 from refundwatch.refunds import cas, lookup, notified, pacing, processor_balance
 from refundwatch.refunds.breaker import Breaker
 from refundwatch.refunds.connection_wait import disabled_connection_wait
@@ -75,8 +76,10 @@ async def execute_refund(rt: Runtime, refund_id: UUID) -> str | RetryLater:
         wait = await _circuit_wait(rt, rt.breaker, refund_id)
         if wait is not None:
             return RetryLater(wait)  # nothing claimed: the attempt count is untouched
-    if (paced := await _pace(rt, refund_id)) is not None:
-        return RetryLater(paced)  # its connection's rate limit: nothing claimed, attempts untouched
+    slots = await _pace(rt, refund_id)
+    if not isinstance(slots, pacing.Slots):
+        return RetryLater(slots)  # its connection's rate limit: nothing claimed, attempts untouched
+    await slots.wait(0)
     claim = await _claim_first_attempt(rt, refund_id) or await _claim_locked(rt, refund_id)
     if isinstance(claim, str):
         return claim
@@ -89,7 +92,7 @@ async def execute_refund(rt: Runtime, refund_id: UUID) -> str | RetryLater:
         )
         if not isinstance(settled, lookup.Resend):
             return settled
-        await pacing.take_slots(rt, conn, may_defer=False)  # the look-up took the slot; the send needs one
+        await slots.wait(1)  # the look-up took the first slot
         if not await _mark_sent_after_lookup(rt, conn, refund_id, claim, settled.why):
             return "skipped: the refund moved while the processor was asked"
     else:
@@ -98,6 +101,8 @@ async def execute_refund(rt: Runtime, refund_id: UUID) -> str | RetryLater:
         refused = await processor_balance.refusal(rt, conn, claim.request)
         if refused is not None:
             return await failed_attempt(rt, refund_id, claim.attempt, refused)
+        if processor_balance.reads_balance(conn):
+            await slots.wait(1)  # the balance read took the first slot
     try:
         result = await get_gateway(conn.processor).create_refund(
             rt.require_http(), conn.credentials, claim.request
@@ -110,18 +115,26 @@ async def execute_refund(rt: Runtime, refund_id: UUID) -> str | RetryLater:
     return await record_result(rt, refund_id, result, source=Source.WORKER, key=claim.request.idempotency_key)
 
 
-async def _pace(rt: Runtime, refund_id: UUID) -> float | None:
-    """Seconds to wait for a slot under the refund's connection's rate limit (``None``: go ahead, the
-    slots taken). A first send to a processor whose balance is read first takes two."""
+FORCED_SYNC_WAIT = 5.0  # seconds a forced sync (a person, the API) waits for its rate-limit slot
+
+
+async def _pace(rt: Runtime, refund_id: UUID) -> pacing.Slots | float:
+    """The slots of this run's calls under its connection's rate limit, or the seconds to wait in the
+    queue (the slots held for the refund meanwhile). Two calls where the send follows a look-up or a
+    balance read."""
     if not any(conn.rate_limit_per_second for conn in await rt.connections.all()):
-        return None  # the common case costs no database read
+        return pacing.FREE  # the common case costs no database read
     async with rt.db.read_session() as session:
-        connection_id = await session.scalar(select(Refund.connection_id).where(Refund.id == refund_id))
-    conn = await rt.connections.by_id(connection_id) if connection_id is not None else None
+        row = (
+            await session.execute(
+                select(Refund.connection_id, Refund.lookup_before_send).where(Refund.id == refund_id)
+            )
+        ).first()
+    conn = await rt.connections.by_id(row.connection_id) if row is not None else None
     if conn is None or not conn.rate_limit_per_second:
-        return None
-    calls = 2 if get_gateway(conn.processor).capabilities.refundable_queryable else 1
-    return await pacing.take_slots(rt, conn, calls)
+        return pacing.FREE
+    calls = 2 if row is not None and (row.lookup_before_send or processor_balance.reads_balance(conn)) else 1
+    return await pacing.reserve(rt, conn, calls, held_for=refund_id)
 
 
 async def _circuit_wait(rt: Runtime, breaker: Breaker, refund_id: UUID) -> float | None:
@@ -333,8 +346,12 @@ async def _read_back(rt: Runtime, refund_id: UUID, *, source: Source, forced: bo
         if forced:
             raise notified.cannot_ask(conn.processor)
         return outcome
-    if await pacing.take_slots(rt, conn, may_defer=not forced) is not None:
+    slots = await pacing.reserve(rt, conn, inline=FORCED_SYNC_WAIT if forced else pacing.MAX_INLINE_WAIT)
+    if not isinstance(slots, pacing.Slots):
+        if forced:
+            raise RateLimited(f"{conn.name} is at its rate limit: ask again in a moment", slots)
         return "sync later: the connection's rate limit has no slot free now"  # the next round asks
+    await slots.wait(0)
     try:
         result = await read_refund(
             gateway,

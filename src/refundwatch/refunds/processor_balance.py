@@ -24,11 +24,17 @@ from refundwatch.runtime import Runtime
 log = logging.getLogger(__name__)
 
 
+def reads_balance(conn: ConnectionInfo) -> bool:
+    """Whether a first send through ``conn`` reads the processor's balance first (one more call)."""
+    gateway = get_gateway(conn.processor)
+    return gateway.capabilities.refundable_queryable and getattr(gateway, "refundable", None) is not None
+
+
 async def refusal(rt: Runtime, conn: ConnectionInfo, request: RefundRequest) -> GatewayError | None:
     """Why the processor's reported balance refuses ``request`` (never sent), or None to send it."""
     gateway = get_gateway(conn.processor)
     query = getattr(gateway, "refundable", None)
-    if not gateway.capabilities.refundable_queryable or query is None:
+    if not reads_balance(conn) or query is None:
         return None
     try:
         reported = await query(rt.require_http(), conn.credentials, request.payment_reference)
