@@ -358,3 +358,12 @@ def test_a_body_row_missing_from_its_section_is_refused() -> None:
     first_body = next(i for i, line in enumerate(lines) if line.startswith(b'"SB"'))
     with pytest.raises(SettlementFormatError, match=r"count \(SC\) says 7 body rows, 6 were read"):
         parse_bytes(b"".join(lines[:first_body] + lines[first_body + 1 :]))
+
+
+def test_a_sections_count_is_not_checked_where_the_report_is_split_over_files() -> None:
+    """A large report is split over files and a section may run on into the next one, so its count
+    (SC) can be more than one file's rows: checked only where the file is the whole report."""
+    lines = (FIXTURES / "paypal_stl_refunds.csv").read_bytes().splitlines(keepends=True)
+    first_body = next(i for i, line in enumerate(lines) if line.startswith(b'"SB"'))
+    second_file = [line.replace(b'"FH",01', b'"FH",02') for line in lines]
+    assert parse_bytes(b"".join(second_file[:first_body] + second_file[first_body + 1 :]))

@@ -6,11 +6,12 @@ column list and record layout as in Wikimedia SmashPig's ``stl.csv`` fixture and
 - Every record starts with its type: ``RH`` report header, ``FH`` file header, ``SH`` section header
   (window start, window end, account id), ``CH`` the column names of the section's body, ``SB`` one body
   row, then the footers ``SF``, ``SC``, ``RF``, ``RC``, ``FF``. Every line comes from the body rows. Two
-  footers are checked, so a damaged file is refused rather than imported short: a section's count (``SC``)
-  must be its number of body rows, and a file that has its header (``FH``) must end with its footer
-  (``FF``). The totals (``SF``, ``RF``) and the report's count (``RC``, which spans a report split over
-  several files) are not read: their layout is only known from third-party copies. Comma or tab
-  separated (PayPal offers both), UTF-8 with or without a BOM.
+  footers are checked, so a damaged file is refused rather than imported short: a file that has its
+  header (``FH``) must end with its footer (``FF``), and, where the file is the whole report (file 1,
+  ending with the report's count ``RC``), a section's count (``SC``) must be its number of body rows. The
+  totals (``SF``, ``RF``) and the report's count (``RC``, which spans a report split over several files)
+  are not read: their layout is only known from third-party copies. Comma or tab separated (PayPal
+  offers both), UTF-8 with or without a BOM.
 - Amounts are unsigned integers with no decimal separator, **x100 whatever the currency**: "100,00 yen
   and $100.00 USD are both represented as 10000". So ``10000`` JPY is 100 yen (100 minor units, JPY has
   no decimals), ``10000`` EUR is 100.00 EUR (10000 minor units). The direction is in the ``DR``/``CR``
@@ -225,7 +226,8 @@ class PayPalSettlementParser:
 
     def parse(self, stream: BinaryIO, source_name: str) -> Iterator[SettlementLine]:
         section: _Section | None = None
-        seen_any = file_header = file_footer = False
+        seen_any = file_header = file_footer = first_file = report_ends = False
+        counts: list[tuple[list[str], int, int]] = []  # each section's count (SC), its rows read, its row
         for row_number, raw, fields in _records(stream, source_name):
             kind = fields[0].strip()
             if not seen_any:
@@ -246,9 +248,12 @@ class PayPalSettlementParser:
                 section.rows += 1
                 yield line
             elif kind == "SC" and section is not None:
-                _check_count(fields, section.rows, source_name, row_number)
+                counts.append((fields, section.rows, row_number))
             elif kind == "FH":
                 file_header = True
+                first_file = len(fields) > 1 and fields[1].strip().lstrip("0") == "1"
+            elif kind == "RC":
+                report_ends = True
             elif kind == "FF":
                 file_footer = True
             elif kind == "SH":
@@ -266,6 +271,11 @@ class PayPalSettlementParser:
             raise SettlementFormatError(
                 source_name, None, "the file ends before its file footer (FF): it is cut short"
             )
+        # A large report is split over files, and a section may run on from one into the next: its
+        # counts are checked only where the whole report is this file (its first, ending with RC).
+        if first_file and report_ends:
+            for fields, rows, row_number in counts:
+                _check_count(fields, rows, source_name, row_number)
 
 
 def _check_count(fields: list[str], rows: int, source_name: str, row_number: int) -> None:
