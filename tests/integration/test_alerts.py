@@ -25,6 +25,7 @@ from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
+import apprise
 import pytest
 from aiosmtpd.controller import Controller
 from test_money_truth import FINAL, new_refund, webhook
@@ -540,6 +541,10 @@ def test_a_recovery_names_what_was_announced_not_what_the_condition_became(
             timeout=30,
             what="the alert restated as degraded",
         )
+        # The opening message, were it sent (or retried) now, still goes out as it was told: critical.
+        told = inproc(stack, lambda rt: sending._messages(rt, {alert_id}))
+        assert told[alert_id, "opened"].title.startswith("[refundwatch] CRITICAL: stripe-test is down")
+        assert told[alert_id, "opened"].notify_type == apprise.NotifyType.FAILURE
     finally:
         stack.faults()
     wait_until(

@@ -106,6 +106,7 @@ async def _messages(rt: Runtime, alert_ids: set[int]) -> dict[tuple[int, str], M
         ALERTS.c.severity,
         ALERTS.c.summary,
         ALERTS.c.announced,
+        ALERTS.c.announced_severity,
         ALERTS.c.opened_at,
         ALERTS.c.resolved_at,
         ALERTS.c.resolution,
@@ -118,17 +119,18 @@ async def _messages(rt: Runtime, alert_ids: set[int]) -> dict[tuple[int, str], M
         # Both messages name what was announced: the summary follows the condition while the alert is
         # live (a gateway down, then degraded), and a recovery must match the message people got.
         told = row.announced or row.summary  # alerts opened before 0021 have none
-        opened = f"[refundwatch] {row.severity.upper()}: {told}"[:250]
+        severity = row.announced_severity or row.severity  # as told, not as it reads now
+        opened = f"[refundwatch] {severity.upper()}: {told}"[:250]
         found[row.id, OPENED] = Message(
             opened,
             f"{told}\n\nOpened {row.opened_at:%Y-%m-%d %H:%M:%S} UTC ({row.kind}).\nAlert history: {link}",
-            apprise.NotifyType.FAILURE if row.severity == "critical" else apprise.NotifyType.WARNING,
+            apprise.NotifyType.FAILURE if severity == "critical" else apprise.NotifyType.WARNING,
         )
         found[row.id, ESCALATED] = Message(
-            f"[refundwatch] ESCALATED to {row.severity.upper()}: {told}"[:250],
+            f"[refundwatch] ESCALATED to {severity.upper()}: {told}"[:250],
             f"{told}\n\nIt got worse after it opened at {row.opened_at:%Y-%m-%d %H:%M:%S} UTC ({row.kind})."
             f"\nAlert history: {link}",
-            apprise.NotifyType.FAILURE if row.severity == "critical" else apprise.NotifyType.WARNING,
+            apprise.NotifyType.FAILURE if severity == "critical" else apprise.NotifyType.WARNING,
         )
         later = "" if row.summary == told else f"\nLast seen before it cleared: {row.summary}"
         found[row.id, "resolved"] = Message(

@@ -90,6 +90,7 @@ async def open_in(
             connection=condition.connection,
             summary=condition.summary,
             announced=condition.summary if state == "open" else None,
+            announced_severity=condition.severity if state == "open" else None,
             since=now,
             opened_at=now if state == "open" else None,
         )
@@ -112,7 +113,9 @@ async def promote_in(
         await session.execute(
             update(ALERTS)
             .where(ALERTS.c.id == alert_id, ALERTS.c.state == "pending")
-            .values(state="open", opened_at=now, announced=ALERTS.c.summary)
+            .values(
+                state="open", opened_at=now, announced=ALERTS.c.summary, announced_severity=ALERTS.c.severity
+            )
             .returning(ALERTS.c.kind, ALERTS.c.key, ALERTS.c.summary)
         )
     ).first()
@@ -175,7 +178,7 @@ async def restate_in(
         await session.execute(
             update(ALERTS)
             .where(ALERTS.c.id == alert_id, *escalating)
-            .values(summary=summary, severity=severity, announced=summary)
+            .values(summary=summary, severity=severity, announced=summary, announced_severity=severity)
             .returning(ALERTS.c.kind, ALERTS.c.key)
         )
     ).first()

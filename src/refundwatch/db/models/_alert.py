@@ -33,6 +33,7 @@ class Alert(BigIntBase):
     summary: Mapped[str] = mapped_column(Text)  # the condition as it reads now (restated while live)
     # The summary as the opening message told it (set when the alert opens): the messages name this.
     announced: Mapped[str | None] = mapped_column(Text, default=None)
+    announced_severity: Mapped[str | None] = mapped_column(String(16), default=None)  # as it was told
     since: Mapped[dt.datetime] = mapped_column(DateTimeUTC(timezone=True))  # condition first seen
     opened_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
