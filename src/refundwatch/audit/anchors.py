@@ -42,6 +42,13 @@ _HASH = re.compile(r"[0-9a-f]{64}")
 _TAIL_BLOCK = 4096
 LAST_KEY = "refundwatch:audit:anchor:last"  # the last anchor the worker wrote (JSON line)
 TRIED_KEY = "refundwatch:audit:anchor:tried"  # when the worker last tried (epoch seconds)
+# Take this interval's try: 1 when the last one is at least ARGV[2] seconds before ARGV[1] (or unreadable).
+_TRY = """
+local last = tonumber(redis.call('GET', KEYS[1]) or '')
+if last and tonumber(ARGV[1]) - last < tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"""
 
 
 class AnchorError(RefundwatchError):
@@ -217,14 +224,12 @@ async def anchor_periodically(db: Database, settings: Settings, redis: Redis) ->
     """The worker's anchoring (run every second): at most once per interval, and only when the head
     moved. When it last tried and the last anchor it wrote are kept in Redis, not in the job's
     context (arq builds a new one for every job), so they hold across runs, restarts and workers."""
-    now = time.time()
-    tried = await redis.get(TRIED_KEY)
-    try:
-        if tried is not None and now - float(tried) < settings.audit_anchor_interval_seconds:
-            return None
-    except ValueError:
-        pass  # unreadable: try now
-    await redis.set(TRIED_KEY, repr(now))
+    # One try per interval across every worker: taken atomically, so two overlapping runs never both
+    # anchor (an older head appended after a newer one would read as going back).
+    # Each process judges the last try by its own interval (a lowered setting applies at once).
+    interval = float(settings.audit_anchor_interval_seconds)
+    if not await redis.eval(_TRY, 1, TRIED_KEY, repr(time.time()), repr(interval)):  # type: ignore[misc]
+        return None
     previous = _remembered(await redis.get(LAST_KEY))
     try:
         written = await anchor(db, Path(settings.audit_anchor), previous=previous, only_if_moved=True)
