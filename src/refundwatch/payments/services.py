@@ -7,7 +7,6 @@ import csv
 import datetime as dt
 import io
 import re
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from refundwatch.db.engine import Database
 from refundwatch.db.models import Payment
 from refundwatch.lib.cards import refuse_card_numbers
 from refundwatch.lib.exceptions import BadInput, Conflict, ValidationFailed
+from refundwatch.lib.identifiers import refuse_control_characters
 from refundwatch.lib.money import is_known_currency
 from refundwatch.refunds.schemas import MAX_AMOUNT, MAX_REFERENCE_LENGTH
 
@@ -74,11 +74,13 @@ def check_payment(data: PaymentInput) -> None:
         raise ValidationFailed(
             "captured_at must be from 1970-01-01 to 100 years from now", code="validation_error"
         )
-    for name in ("payment_reference", "order_id", "invoice_id"):
-        value = getattr(data, name)
-        # NUL cannot be stored by PostgreSQL, and escapes and line breaks reach tables, logs and files.
-        if value is not None and any(unicodedata.category(c) == "Cc" for c in value):
-            raise ValidationFailed(f"{name} must not contain control characters", code="validation_error")
+    refuse_control_characters(
+        {
+            "payment_reference": data.payment_reference,
+            "order_id": data.order_id,
+            "invoice_id": data.invoice_id,
+        }
+    )
     for name in ("order_id", "invoice_id"):
         value = getattr(data, name)
         if value is not None and len(value) > MAX_REFERENCE_LENGTH:
