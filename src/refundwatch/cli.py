@@ -127,8 +127,11 @@ def db_upgrade() -> None:
     """Apply all migrations to REFUNDWATCH_DATABASE_URL."""
     from refundwatch.db.migrate import upgrade
 
-    upgrade(get_settings().database_url)
-    click.echo("database is up to date")
+    applied = upgrade(get_settings().database_url)
+    if applied:  # a new database says so too: it was not "up to date" before
+        click.echo(f"database migrated: {len(applied)} migration(s) applied, now at {applied[-1]}")
+    else:
+        click.echo("database is up to date")
 
 
 @main.command()

@@ -84,6 +84,10 @@ def offline(tmp_path_factory: pytest.TempPathFactory) -> Offline:
     offline = Offline(workdir, env)
     migrated = offline.cli("db", "upgrade")
     assert migrated.returncode == 0, migrated.stderr
+    # A new database says it was migrated (it used to say "up to date", as if nothing had been done).
+    assert migrated.stdout.startswith("database migrated: "), migrated.stdout
+    again = offline.cli("db", "upgrade")
+    assert again.stdout.strip() == "database is up to date", again.stdout
     return offline
 
 

@@ -17,8 +17,13 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
-def upgrade(database_url: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(database_url), revision)
+def upgrade(database_url: str, revision: str = "head") -> list[str]:
+    """Apply the migrations up to ``revision``; returns the revisions applied now, oldest first."""
+    config = alembic_config(database_url)
+    applied: list[str] = []
+    config.attributes["applied"] = applied
+    command.upgrade(config, revision)
+    return applied
 
 
 def current_heads(database_url: str) -> None:

@@ -14,11 +14,15 @@ config = context.config
 
 
 def _run(connection: SyncConnection) -> None:
+    applied: list[str] | None = config.attributes.get("applied")  # migrate.upgrade's, to report
     context.configure(
         connection=connection,
         target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        on_version_apply=(lambda *, step, **_: applied.append(step.up_revision_id))
+        if applied is not None
+        else None,
     )
     with context.begin_transaction():
         context.run_migrations()
