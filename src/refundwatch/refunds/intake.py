@@ -34,7 +34,6 @@ from refundwatch.gateways.registry import get_gateway, supported_processors
 from refundwatch.lib.cards import refuse_card_numbers
 from refundwatch.lib.crypto import sha256_hex
 from refundwatch.lib.exceptions import Conflict, ValidationFailed
-from refundwatch.lib.identifiers import refuse_control_characters
 from refundwatch.lib.money import format_money, is_known_currency
 from refundwatch.outgoing import outbox
 from refundwatch.outgoing.events import CREATED, PENDING_APPROVAL
@@ -107,13 +106,6 @@ def _check_shape(body: RefundCreate) -> None:
             f"metadata: at most {MAX_METADATA_KEYS} keys, keys 1-{MAX_METADATA_KEY_LENGTH} characters, "
             f"values up to {MAX_METADATA_VALUE_LENGTH}"
         )
-    refuse_control_characters(
-        {
-            "payment_reference": body.payment_reference,
-            "order_id": body.order_id,
-            "invoice_id": body.invoice_id,
-        }
-    )
     # Free text never carries a card number (payment_reference is the processor's id: not free text).
     refuse_card_numbers({"order_id": body.order_id, "invoice_id": body.invoice_id})
     for key, value in metadata.items():
