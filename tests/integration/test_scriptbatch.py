@@ -17,6 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from _services import free_port, start_private_redis
 from refundwatch.jobs import enqueue
 from refundwatch.lib.scriptbatch import ScriptBatcher, batched
+from refundwatch.lib.scripts import run_script
 from refundwatch.runtime import redis_settings
 
 COUNTER = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
@@ -65,6 +66,15 @@ async def test_a_forgotten_script_is_loaded_again(client: Redis) -> None:
     assert await batcher([key], [1]) == 1
     await client.script_flush()
     assert sorted(await asyncio.gather(*(batcher([key], [1]) for _ in range(50)))) == list(range(2, 52))
+    await client.delete(key)
+
+
+async def test_a_single_script_call_survives_a_forgotten_script(client: Redis) -> None:
+    """``run_script`` (the unbatched calls: pacing, rate limits, rejections, anchors) after SCRIPT FLUSH."""
+    key = f"test:scripts:{uuid.uuid4().hex}"
+    assert await run_script(client, COUNTER, [key], [2]) == 2
+    await client.script_flush()
+    assert await run_script(client, COUNTER, [key], [3]) == 5
     await client.delete(key)
 
 

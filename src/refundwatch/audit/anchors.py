@@ -36,6 +36,7 @@ from refundwatch.config import Settings
 from refundwatch.db.engine import Database
 from refundwatch.db.models import AuditEntry
 from refundwatch.lib.exceptions import RefundwatchError
+from refundwatch.lib.scripts import run_script
 
 log = logging.getLogger("refundwatch.audit")
 _HASH = re.compile(r"[0-9a-f]{64}")
@@ -228,7 +229,7 @@ async def anchor_periodically(db: Database, settings: Settings, redis: Redis) ->
     # anchor (an older head appended after a newer one would read as going back).
     # Each process judges the last try by its own interval (a lowered setting applies at once).
     interval = float(settings.audit_anchor_interval_seconds)
-    if not await redis.eval(_TRY, 1, TRIED_KEY, repr(time.time()), repr(interval)):  # type: ignore[misc]
+    if not await run_script(redis, _TRY, [TRIED_KEY], [repr(time.time()), repr(interval)]):
         return None
     previous = _remembered(await redis.get(LAST_KEY))
     try:

@@ -21,15 +21,15 @@ health checks (one call per interval) and settlement downloads (a few a day).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
 from uuid import UUID
 
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from refundwatch.connections.services import ConnectionInfo
+from refundwatch.lib.scripts import run_script
 from refundwatch.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,6 @@ if first - now > inline then
 end
 return {1, first - now}
 """
-_SHA = hashlib.sha1(_SCRIPT.encode(), usedforsecurity=False).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +114,5 @@ async def reserve(
 
 
 async def _run(rt: Runtime, keys: tuple[str, str], args: tuple[str, ...]) -> tuple[int, int]:
-    redis = rt.require_redis()
-    try:
-        answer = await redis.evalsha(_SHA, len(keys), *keys, *args)  # type: ignore[misc]
-    except NoScriptError:
-        answer = await redis.eval(_SCRIPT, len(keys), *keys, *args)  # type: ignore[misc]
+    answer = await run_script(rt.require_redis(), _SCRIPT, list(keys), list(args))
     return int(answer[0]), int(answer[1])

@@ -33,9 +33,10 @@ from typing import TYPE_CHECKING
 
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from refundwatch.config import Settings
+from refundwatch.lib.scripts import run_script
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -65,7 +66,6 @@ if #KEYS > 1 then
 end
 return {n, ttl, f, fttl}
 """
-HIT_SHA = hashlib.sha1(HIT_SCRIPT.encode(), usedforsecurity=False).hexdigest()
 
 
 def rate_limit_setting(settings: Settings, name: str) -> int:
@@ -125,10 +125,7 @@ def _redis(scope: Scope) -> Redis | None:
 
 
 async def _run(redis: Redis, keys: list[str], window_ms: int) -> list[int]:
-    try:
-        result = await redis.evalsha(HIT_SHA, len(keys), *keys, str(window_ms))  # type: ignore[misc]
-    except NoScriptError:  # first use on this Redis (or after SCRIPT FLUSH): EVAL also caches it
-        result = await redis.eval(HIT_SCRIPT, len(keys), *keys, str(window_ms))  # type: ignore[misc]
+    result = await run_script(redis, HIT_SCRIPT, keys, [str(window_ms)])
     return [int(x) for x in result]
 
 

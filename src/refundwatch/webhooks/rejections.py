@@ -32,7 +32,6 @@ limit is not applied.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import math
@@ -42,13 +41,14 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 from sqlalchemy import select
 
 from refundwatch.audit import actions
 from refundwatch.audit.actions import Actor
 from refundwatch.audit.services import record
 from refundwatch.db.models import AuditEntry
+from refundwatch.lib.scripts import run_script
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -161,15 +161,7 @@ class RateLimited(Exception):
 
 
 async def _script(redis: Redis, script: str, keys: list[str], *args: str | int) -> Any:
-    values = [*keys, *(str(a) for a in args)]
-    try:
-        return await redis.evalsha(_sha(script), len(keys), *values)  # type: ignore[misc]
-    except NoScriptError:  # first use on this Redis: EVAL caches it for the next EVALSHA
-        return await redis.eval(script, len(keys), *values)  # type: ignore[misc]
-
-
-def _sha(script: str) -> str:
-    return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
+    return await run_script(redis, script, keys, [str(a) for a in args])
 
 
 _quiet_until = 0.0  # throttles the "Redis is down" warning: a flood must not flood the log too
