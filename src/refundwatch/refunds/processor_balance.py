@@ -14,6 +14,7 @@ be read stops nothing: the processor enforces its own balance when the refund ar
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from refundwatch.connections.services import ConnectionInfo
 from refundwatch.gateways.base import ErrorCode, GatewayError, RefundRequest
@@ -24,17 +25,21 @@ from refundwatch.runtime import Runtime
 log = logging.getLogger(__name__)
 
 
+def _balance_query(conn: ConnectionInfo) -> Any | None:
+    """The gateway's balance read, where it declares one (``Capabilities.refundable_queryable``)."""
+    gateway = get_gateway(conn.processor)
+    return getattr(gateway, "refundable", None) if gateway.capabilities.refundable_queryable else None
+
+
 def reads_balance(conn: ConnectionInfo) -> bool:
     """Whether a first send through ``conn`` reads the processor's balance first (one more call)."""
-    gateway = get_gateway(conn.processor)
-    return gateway.capabilities.refundable_queryable and getattr(gateway, "refundable", None) is not None
+    return _balance_query(conn) is not None
 
 
 async def refusal(rt: Runtime, conn: ConnectionInfo, request: RefundRequest) -> GatewayError | None:
     """Why the processor's reported balance refuses ``request`` (never sent), or None to send it."""
-    gateway = get_gateway(conn.processor)
-    query = getattr(gateway, "refundable", None)
-    if not reads_balance(conn) or query is None:
+    query = _balance_query(conn)
+    if query is None:
         return None
     try:
         reported = await query(rt.require_http(), conn.credentials, request.payment_reference)
