@@ -209,6 +209,18 @@ def all_sent(stack: Stack, alert_id: int) -> bool:
     return all(status == "sent" for _, _, status, _ in messages(stack, alert_id))
 
 
+def earlier_messages_sent(stack: Stack) -> None:
+    """Wait until every message queued so far went out, so a test counts only the messages it caused."""
+    wait_until(
+        lambda: (
+            db_rows(stack, "SELECT COUNT(*) FROM alert_deliveries WHERE status IN ('queued', 'sending')")
+            == [(0,)]
+        ),
+        timeout=60,
+        what="earlier messages sent",
+    )
+
+
 # --- the tests -------------------------------------------------------------------------------------
 def test_stuck_refunds_alert_once_by_email_and_json_and_recover(
     alerting: Stack, receivers: Receivers
@@ -507,14 +519,7 @@ def test_a_recovery_names_what_was_announced_not_what_the_condition_became(
     again recovers as "down" (what people were told), saying what it last looked like."""
     stack = alerting
     slow = {"dashboard_slow_check_ms": 20}
-    wait_until(  # an earlier test's degraded alert and recovery: sent before this test counts
-        lambda: (
-            db_rows(stack, "SELECT COUNT(*) FROM alert_deliveries WHERE status IN ('queued', 'sending')")
-            == [(0,)]
-        ),
-        timeout=60,
-        what="earlier messages sent",
-    )
+    earlier_messages_sent(stack)  # an earlier test's degraded alert and recovery
     with receivers.lock:
         posts_before = len(receivers.posts.get("/alerts", []))
     mails_before = {word: len(receivers.subjects(f"stripe-test is {word}")) for word in ("down", "degraded")}
@@ -571,14 +576,7 @@ def test_a_degraded_gateway_that_goes_down_is_told_again_as_an_escalation(
     condition sent nothing: a gateway that was degraded and then went down paged nobody. A rise in
     severity is now told (ESCALATED), and the recovery names the escalated condition."""
     stack = alerting
-    wait_until(  # an earlier test's messages: sent before this test counts
-        lambda: (
-            db_rows(stack, "SELECT COUNT(*) FROM alert_deliveries WHERE status IN ('queued', 'sending')")
-            == [(0,)]
-        ),
-        timeout=60,
-        what="earlier messages sent",
-    )
+    earlier_messages_sent(stack)
     with receivers.lock:
         posts_before = len(receivers.posts.get("/alerts", []))
     fast = {"dashboard_slow_check_ms": 2000}
