@@ -284,6 +284,46 @@ def test_refund_failed_reverses_a_succeeded_refund(stack: Stack) -> None:
     assert stack.get(refund["id"])["status"] == "reversed"
 
 
+# What the processor writes beside a reversal that the database cannot hold as it came: text longer
+# than its column (PostgreSQL refuses it) or with a NUL character (PostgreSQL cannot store one).
+UNSTORABLE_TEXT = {
+    "overlong_failure_reason": {"failure_reason": "x" * 300},
+    "nul_in_failure_reason": {"failure_reason": "expired_or_canceled_card\u0000"},
+    "overlong_status": {"status": "failed" + "x" * 100},
+    "nul_in_status": {"status": "fail\u0000ed"},
+    "lone_surrogate_in_failure_reason": {"failure_reason": "lost\ud800"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNSTORABLE_TEXT))
+def test_a_reversal_whose_text_the_database_cannot_hold_is_still_applied(stack: Stack, case: str) -> None:
+    """The report was acknowledged (200) and stored, and then every run of its job failed on
+    PostgreSQL (value too long, NUL): the refund stayed succeeded although the money came back."""
+    stack.faults()
+    refund = succeeded_refund(stack)
+    event_id, body = refund_event(refund, event_type="refund.failed", status="failed")
+    event = json.loads(body)
+    for name, value in UNSTORABLE_TEXT[case].items():
+        event["data"]["object"][name] = value
+    body = json.dumps(event).encode()  # ASCII: NUL and the surrogate travel as JSON escapes
+    response = deliver(stack, body, sign(body))
+    assert response.status_code == 200, response.text
+    assert "reversed" in processed(stack, event_id)
+    after = stack.get(refund["id"])
+    assert after["status"] == "reversed", after
+    assert after["error_code"] == "declined"
+
+
+def test_an_event_id_with_a_nul_character_is_malformed_on_every_database(stack: Stack) -> None:
+    """SQLite stored it (200) and PostgreSQL refused it as a generic validation_error, uncounted."""
+    body = b'{"id": "evt_\\u0000x", "object": "event", "type": "charge.succeeded", "data": {"object": {}}}'
+    before = rejected_metric(stack)
+    response = deliver(stack, body, sign(body))
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "malformed_webhook"
+    wait_until(lambda: rejected_metric(stack) == before + 1, timeout=10, what="the rejection counted")
+
+
 def test_a_report_to_another_connection_of_the_same_account_is_applied(stack: Stack) -> None:
     """CONTRACT §6 ``account``: connections with the same processor and account reach the same account
     and may carry each other's refunds. A Stripe account sends its webhooks to one endpoint, which may

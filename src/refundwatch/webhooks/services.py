@@ -10,11 +10,12 @@ its pull (``reconciliation.pulling``) after the commit.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 from uuid import UUID
 
 from sqlalchemy import select
@@ -82,15 +83,46 @@ async def _audit_refusal(rt: Runtime, action: str, connection: str, reason: str,
         log.warning("could not record a refused webhook for %s", connection, exc_info=True)
 
 
-def _check_storable(event: WebhookEvent) -> None:
-    """A signed event is still outside input: its ids must fit our columns and be valid text."""
+# The refund columns a report writes its words into, and their sizes.
+_TEXT_LIMITS = {"raw_status": 64, "processor_code": 128, "failure_message": 500, "currency": 16}
+_IDS = ("gateway_refund_id", "refund_id", "idempotency_key", "settlement_ref")
+
+
+def _readable(value: str) -> bool:
+    """Text every database can store: valid UTF-8 (no lone surrogates) without NUL characters."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in value
+
+
+def _clean(value: str, limit: int) -> str:
+    """A processor's words made storable: NUL and lone surrogates replaced, cut to the column."""
+    text = value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+    return text[:limit]
+
+
+def storable(event: WebhookEvent) -> WebhookEvent:
+    """A signed event is still outside input. Its ids must fit our columns and be text the database
+    can store (ValueError otherwise: the event is malformed); its descriptive words (status, failure
+    reason, processor code) are made storable rather than refused, so a report that money moved is
+    never lost to the way it is worded. Both paths, the web process's and the worker's, apply this."""
     for name, value, limit in (("id", event.event_id, 255), ("type", event.event_type, 128)):
         if not value or len(value) > limit:
             raise ValueError(f"event {name} must be 1 to {limit} characters")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError(f"event {name} is not valid text") from None
+        if not _readable(value):
+            raise ValueError(f"event {name} is not valid text")
+    for name in _IDS:
+        value = getattr(event, name)
+        if value is not None and (len(value) > 255 or not _readable(value)):
+            raise ValueError(f"{name} is not an id of at most 255 characters of valid text")
+    changes: dict[str, Any] = {}
+    for name, limit in _TEXT_LIMITS.items():
+        value = getattr(event, name)
+        if isinstance(value, str) and (cleaned := _clean(value, limit)) != value:
+            changes[name] = cleaned
+    return dataclasses.replace(event, **changes) if changes else event
 
 
 async def _verify(
@@ -157,9 +189,7 @@ async def receive(
         if item.error is not None:
             continue
         try:  # one item that cannot be read is refused alone, like one with a bad signature
-            parsed = gateway.parse_webhook(item.payload)
-            for event in parsed:
-                _check_storable(event)
+            parsed = [storable(event) for event in gateway.parse_webhook(item.payload)]
         except ValueError as exc:
             malformed.append(str(exc))
             await _reject(rt, connection_name, f"malformed: {exc}", actor)
@@ -230,7 +260,12 @@ async def process_event(rt: Runtime, stored_id: UUID) -> str:
         reviews: list[Refund] = []
         pulls: list[str] = []
         connections = await rt.connections.siblings(conn.id)
-        for event in get_gateway(conn.processor).parse_webhook(row.payload.encode()):
+        for parsed in get_gateway(conn.processor).parse_webhook(row.payload.encode()):
+            try:  # stored before its words were made storable on receipt: the same here
+                event = storable(parsed)
+            except ValueError as exc:
+                outcomes.append(f"{parsed.event_type[:64]}: unreadable: {exc}")
+                continue
             if event.settlement_ref:  # settlement data is ready: the worker pulls it, after commit
                 pulls.append(event.settlement_ref)
                 outcomes.append(f"{event.event_type}: settlement pull queued")
