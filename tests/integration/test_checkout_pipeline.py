@@ -134,3 +134,36 @@ def test_webhooks_signed_as_checkout_does_are_applied_and_tampered_ones_refused(
     assert stack.wait_status(refund_id, "succeeded")["status"] == "succeeded"
     assert deliver(stack, body, signed(body)).status_code < 300  # at least once: applied once
     assert db_rows(stack, "SELECT count(*) FROM webhook_events WHERE event_id = ?", event["id"]) == [(1,)]
+
+
+def test_a_signed_success_whose_amount_cannot_be_read_is_refused_not_applied_unchecked(stack: Stack) -> None:
+    """``"amount": "4999"`` for a refund of 2000: the amount was taken as not reported, so the event
+    was applied as a success without the amount check (an integer 4999 sends it to manual review)."""
+    faults(stack, settle_ms=600_000)  # Checkout.com stays silent: the test speaks for it
+    try:
+        payment = stack.payment(5_000, processor="checkout")
+        refund_id = refund(stack, payment, 2_000)
+        accepted = stack.wait_status(refund_id, "processing")
+    finally:
+        faults(stack)
+    (sent,) = ledger(stack, payment)
+    event = {
+        "id": f"evt_{uuid.uuid4().hex[:26]}",
+        "type": "payment_refunded",
+        "created_on": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
+        "data": {
+            "id": payment,
+            "action_id": accepted["gateway_refund_id"],
+            "reference": refund_id,
+            "amount": "4999",
+            "currency": "EUR",
+            "response_code": "10000",
+            "metadata": {"refund_id": refund_id, "idempotency_key": sent["idempotency_key"]},
+        },
+    }
+    body = json.dumps(event).encode()
+    response = deliver(stack, body, signed(body))
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "malformed_webhook"
+    assert db_rows(stack, "SELECT count(*) FROM webhook_events WHERE event_id = ?", event["id"]) == [(0,)]
+    assert stack.get(refund_id)["status"] == "processing"

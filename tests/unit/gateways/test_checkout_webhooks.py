@@ -188,8 +188,18 @@ def test_the_reference_names_the_refund_when_metadata_is_missing() -> None:
 def test_amount_and_currency_are_reported_for_the_core_to_check() -> None:
     (event,) = GATEWAY.parse_webhook(event_body(amount=999, currency="usd"))
     assert (event.amount, event.currency) == (999, "USD")
-    (event,) = GATEWAY.parse_webhook(event_body(amount="10.50", currency=None))
+    (event,) = GATEWAY.parse_webhook(event_body(amount=None, currency=None))
     assert (event.amount, event.currency) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"amount": "10.50"}, {"amount": "2000"}, {"amount": 20.5}, {"amount": True}, {"currency": 978}],
+)
+def test_an_amount_or_currency_that_cannot_be_read_is_malformed(changes: dict[str, Any]) -> None:
+    """Not "not reported": the core would apply a success without checking its amount."""
+    with pytest.raises(ValueError, match=r"data\.(amount|currency)"):
+        GATEWAY.parse_webhook(event_body(**changes))
 
 
 @pytest.mark.parametrize(

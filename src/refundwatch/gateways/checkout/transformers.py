@@ -290,7 +290,14 @@ def parse_event(body: bytes) -> WebhookEvent:
     refund_id = metadata.get(META_REFUND_ID)
     refund_id = refund_id if isinstance(refund_id, str) and refund_id else _text(payload, "reference")
     key = metadata.get(META_KEY)
-    currency = _text(payload, "currency")
+    # What the core checks against the refund: absent is "not reported", anything but an integer
+    # amount and a text currency cannot be read, and a report whose amount cannot be checked is not
+    # applied as if it had none.
+    amount, currency = payload.get("amount"), payload.get("currency")
+    if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int)):
+        raise MalformedError("refund event data.amount is not an integer in minor units")
+    if currency is not None and not isinstance(currency, str):
+        raise MalformedError("refund event data.currency is not a currency code")
     status = EVENT_STATUS[event_type]
     summary = _text(payload, "response_summary")
     failure_code, failure_message = failure_details(status, summary)
@@ -302,7 +309,7 @@ def parse_event(body: bytes) -> WebhookEvent:
         refund_id=refund_id,
         status=status,
         raw_status=f"{event_type}" + (f" {code}" if code else ""),
-        amount=_int(payload, "amount"),
+        amount=amount,
         currency=currency.upper() if currency else None,
         failure_code=failure_code,
         failure_message=failure_message,
