@@ -538,6 +538,18 @@ def test_list_naive_datetime_filter_is_not_a_500(stack: Stack) -> None:
     assert response.status_code in (200, 422), response.text
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("created_after", "0001-01-01T00:00:00+01:00"), ("created_before", "9999-12-31T23:59:59-01:00")],
+)
+def test_list_time_filter_past_the_calendar_in_utc_is_a_422(stack: Stack, name: str, value: str) -> None:
+    """A valid RFC 3339 time whose offset takes it before year 1 or past 9999 in UTC answered 500
+    (OverflowError while the database layer converted it to UTC)."""
+    with stack.api() as client:
+        body = error(client.get("/api/v1/refunds", params={name: value}), 422, "validation_error")
+    assert name in body["message"], body
+
+
 def test_cursor_pagination_walks_every_refund_once(stack: Stack) -> None:
     reference = stack.payment(10_000)
     created = [post_refund(stack, refund_body(reference, 100)).json()["id"] for _ in range(7)]

@@ -47,8 +47,10 @@ def _moment(name: str, value: str | None) -> dt.datetime | None:
     if value is None:
         return None
     try:
-        return msgspec.convert(value, dt.datetime)
-    except msgspec.ValidationError:
+        moment = msgspec.convert(value, dt.datetime)
+        # Compared in UTC: an offset that takes it before year 1 or past 9999 there cannot be.
+        return moment.astimezone(dt.UTC) if moment.tzinfo is not None else moment
+    except (msgspec.ValidationError, OverflowError):
         raise ValidationFailed(f"{name} must be an RFC 3339 time such as 2026-12-01T00:00:00Z") from None
 
 
