@@ -550,6 +550,21 @@ def test_list_time_filter_past_the_calendar_in_utc_is_a_422(stack: Stack, name: 
     assert name in body["message"], body
 
 
+def test_an_amount_stripe_cannot_take_is_refused_at_intake_and_never_sent(stack: Stack) -> None:
+    """Stripe takes its three-decimal currencies only in amounts ending in 0: 1.234 KWD was accepted
+    (201, its amount reserved) and then failed in the worker as "not sent to Stripe"; it is refused at
+    intake as PayPal's whole-unit amounts are, and nothing is reserved."""
+    reference = stack.payment(100_000, "KWD")
+    body = error(stack.refund(reference, 1_234, currency="KWD"), 422, "amount_not_supported")
+    assert "KWD" in body["message"], body
+    with stack.api() as client:
+        ledger = client.get(f"/api/v1/payments/{reference}").json()
+    assert (ledger["in_flight"], ledger["refundable"], ledger["refunds"]) == (0, 100_000, [])
+    response = stack.refund(reference, 1_230, currency="KWD")
+    assert response.status_code == 201, response.text
+    assert stack.wait_status(response.json()["id"], "succeeded")["amount"] == 1_230
+
+
 def test_cursor_pagination_walks_every_refund_once(stack: Stack) -> None:
     reference = stack.payment(10_000)
     created = [post_refund(stack, refund_body(reference, 100)).json()["id"] for _ in range(7)]

@@ -340,7 +340,7 @@ async def read_refund(
 
 def amount_refusal(gateway: object, amount: int, currency: str) -> str | None:
     """Why ``gateway``'s processor cannot take ``amount`` minor units of ``currency`` as they are, or None
-    (also for a gateway without ``check_amount``, e.g. Stripe and Adyen, which take every amount)."""
+    (also for a gateway without ``check_amount``, e.g. Adyen, which takes every amount)."""
     check = getattr(gateway, "check_amount", None)
     if check is None:
         return None

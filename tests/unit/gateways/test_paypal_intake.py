@@ -67,12 +67,25 @@ async def test_paypal_refuses_amounts_it_cannot_take(amount: int, currency: str)
         ("paypal", 1501, "JPY"),
         ("paypal", 1051, "KWD"),
         ("paypal", 1051, "EUR"),
-        ("stripe", 150050, "HUF"),  # Stripe and Adyen take these: no check_amount, nothing refused
+        ("stripe", 150050, "HUF"),  # Stripe and Adyen take these: nothing refused
+        ("stripe", 1_230, "KWD"),
+        ("stripe", 1_500, "ISK"),
         ("adyen", 150050, "HUF"),
+        ("adyen", 1_234, "KWD"),
     ],
 )
 async def test_other_amounts_pass(processor: str, amount: int, currency: str) -> None:
     await intake._check_against_payment(runtime(processor), body(amount, currency), payment(currency))
+
+
+@pytest.mark.parametrize(("amount", "currency"), [(1_234, "KWD"), (5, "BHD"), (150, "MGA")])
+async def test_stripe_refuses_amounts_it_cannot_take(amount: int, currency: str) -> None:
+    """Stripe's three-decimal amounts must end in 0, and MGA is zero-decimal there."""
+    with pytest.raises(ValidationFailed) as caught:
+        await intake._check_against_payment(runtime("stripe"), body(amount, currency), payment(currency))
+    assert caught.value.code == "amount_not_supported"
+    assert currency in caught.value.message
+    assert "\n" not in caught.value.message
 
 
 async def test_a_currency_mismatch_is_reported_first() -> None:

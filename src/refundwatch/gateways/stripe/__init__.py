@@ -38,6 +38,7 @@ from refundwatch.gateways.stripe import lookup
 from refundwatch.gateways.stripe import transformers as tx
 from refundwatch.gateways.stripe.transformers import STRIPE_API_VERSION
 from refundwatch.lib.crypto import constant_time_equals
+from refundwatch.lib.money import format_money
 
 __all__ = ["STRIPE_API_VERSION", "WEBHOOK_TOLERANCE_SECONDS", "StripeGateway"]
 
@@ -77,6 +78,15 @@ class StripeGateway:
         """Refuse malformed connection fields (ValueError with a one-line reason, never the secret)."""
         if not _HEADER_TOKEN.fullmatch(values.get("api_key", "")):
             raise ValueError("api_key must be printable ASCII characters without spaces")
+
+    def check_amount(self, amount: int, currency: str) -> str | None:
+        """Why Stripe cannot take this amount (a three-decimal currency's must end in 0; MGA is
+        zero-decimal there), or None: intake refuses it before anything is reserved or sent."""
+        try:
+            tx.to_stripe_amount(amount, currency)
+        except ValueError as exc:
+            return f"Stripe cannot take {format_money(amount, currency.upper())}: {exc}"
+        return None
 
     # --- refunds --------------------------------------------------------------------------------------
 
