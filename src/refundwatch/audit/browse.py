@@ -27,6 +27,7 @@ from refundwatch.refunds.people import staff_named
 
 PAGE = 100
 BATCH = 1000  # entries per query while exporting
+MAX_ID = 2**63 - 1  # audit_log.id is a BIGINT: a cursor past it is not one of ours
 ACTOR_TYPES = ("user", "api_key", "system", "processor")
 FIELDS = ("actor", "actor_type", "action", "target", "since", "until", "q")
 
@@ -62,12 +63,13 @@ def _time(name: str, raw: str, errors: list[str]) -> dt.datetime | None:
     (static/js/localtime.js); a time without a zone (the form without its script) is UTC."""
     try:
         moment = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
+        # A zone can carry a moment past year 1 or 9999 once in UTC (OverflowError): not a time.
+        return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
+    except (ValueError, OverflowError):
         errors.append(
             f"{name}: {raw!r} is not a date and time (YYYY-MM-DDTHH:MM, in UTC unless it has a zone)"
         )
         return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
 
 
 def parse(items: Iterable[tuple[str, str]]) -> AuditFilter:
@@ -90,7 +92,9 @@ def parse(items: Iterable[tuple[str, str]]) -> AuditFilter:
     if f.since and f.until and f.since >= f.until:
         f.errors.append("the time range ends before it starts")
     if (before := values.get("before")) is not None:
-        if before.isdigit():
+        # ASCII digits within the id column's range: int() refuses a superscript "²" that
+        # isdigit() takes, and a larger number overflowed the database's 64-bit integer (500s).
+        if before.isascii() and before.isdigit() and int(before) <= MAX_ID:
             f.before = int(before)
         else:
             f.errors.append("the page cursor is not valid; start from the newest entries")
