@@ -227,3 +227,21 @@ def test_settings_change_at_once_and_a_new_secret_waits_for_a_second_admin(stack
             ).status_code
             == 303
         )
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "\u00b9\u2070", "99999999999999999999999"])
+def test_a_setting_that_is_not_a_plain_number_is_refused_not_a_500(stack: Stack, value: str) -> None:
+    """isdigit() takes superscript digits ("²") that int() refuses: that was a 500."""
+    page = "/admin/connections/stripe-test"
+    with admin(stack) as ada:
+        token = csrf(ada.get(page).text)
+        refused = ada.post(f"{page}/settings", data={"_csrf_token": token, "timeout_seconds": value})
+    assert refused.status_code == 422, refused.text[:300]
+    assert "must be a whole number" in refused.text
+
+
+@pytest.mark.parametrize("before", ["\u00b2", "99999999999999999999999"])
+def test_an_alerts_cursor_that_is_not_an_alert_number_is_refused_not_a_500(stack: Stack, before: str) -> None:
+    with admin(stack) as ada:
+        page = ada.get("/admin/alerts", params={"before": before})
+    assert page.status_code == 422, page.text[:300]

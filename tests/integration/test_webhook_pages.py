@@ -277,6 +277,15 @@ def test_only_admins_manage_webhooks(hooks: Hooks) -> None:
     assert [bool(r[0]) for r in enabled] == [True]
 
 
+def test_a_page_cursor_that_is_not_a_number_shows_the_newest_deliveries(hooks: Hooks) -> None:
+    """``?before=²``: isdigit() takes a superscript digit that int() refuses (it was a 500)."""
+    with signed_in(hooks.stack) as ada:
+        endpoint_id, _ = registered(ada, hooks.receiver.url("/cursor"), "refund.created")
+        for before in ("\u00b2", "99999999999999999999999", "-1", "abc"):
+            page = ada.get(f"{LIST}/{endpoint_id}", params={"before": before})
+            assert page.status_code == 200, (before, page.text[:300])
+
+
 def test_the_demo_registers_its_receiver_once(hooks: Hooks) -> None:
     """A database kept from an earlier demo has the receiver's endpoint: it is pointed at this run's
     receiver with a new secret, not registered twice."""

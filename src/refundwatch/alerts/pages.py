@@ -36,7 +36,8 @@ async def alerts_page(request: Request[Any, Any, Any], session: Session) -> Temp
     before = request.query_params.get("before") or None
     if state is not None and state not in STATES:
         raise ValidationFailed("state must be pending, open or resolved", code="invalid_state")
-    if before is not None and not before.isdigit():
+    # ASCII digits that fit the id column: isdigit() also takes "²", which int() refuses (a 500).
+    if before is not None and not (before.isascii() and before.isdigit() and len(before) < 19):
         raise ValidationFailed("before must be an alert number", code="invalid_cursor")
     query = select(ALERTS).order_by(ALERTS.c.id.desc()).limit(PAGE + 1)
     if state is not None:

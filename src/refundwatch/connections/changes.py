@@ -85,7 +85,8 @@ def _whole(field: str, raw: str, maximum: int, *, blank_ok: bool = False) -> int
     raw = raw.strip()
     if not raw and blank_ok:
         return None
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    # ASCII digits only: isdigit() also takes "²", which int() refuses (that was a 500).
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= maximum:
         raise ValidationFailed(f"{field} must be a whole number from 1 to {maximum}", code="invalid_setting")
     return int(raw)
 

@@ -192,7 +192,8 @@ async def _endpoint_page(request: Req, session: Session, endpoint_id: UUID, outc
 
 
 def _int(raw: str | None) -> int | None:
-    return int(raw) if raw and raw.isdigit() and len(raw) < 19 else None
+    # ASCII digits only: isdigit() also takes "²", which int() refuses (that was a 500).
+    return int(raw) if raw and raw.isascii() and raw.isdigit() and len(raw) < 19 else None
 
 
 @get(f"{LIST}/{{endpoint_id:uuid}}", opt=ADMIN)
