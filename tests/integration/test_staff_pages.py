@@ -146,6 +146,29 @@ def test_reject_needs_a_reason_and_releases_the_amount(stack: Stack) -> None:
     assert "not a return" in refund["events"][-1]["detail"]
 
 
+def test_a_nul_character_in_a_form_is_refused_on_the_page(stack: Stack) -> None:
+    """PostgreSQL cannot store NUL: the form said so as a bare JSON answer (the database's safety net),
+    SQLite stored it. Both now refuse it on the page, with the form, before anything is written."""
+    reference = stack.payment(THRESHOLD)
+    with signed_in(stack, "amy-approver") as amy, signed_in(stack, "bob-approver") as bob:
+        for field in ("note", "payment_reference", "form_key"):
+            refused = create_via_form(amy, reference, 1_000, **{field: "a\x00b"})
+            assert refused.status_code == 422, (field, refused.text[:300])
+            assert refused.headers["content-type"].startswith("text/html"), field
+            assert "NUL" in refused.text, field
+        refund_id = refund_id_from(create_via_form(amy, reference, THRESHOLD))
+        for action in ("reject", "approve"):
+            refused = post_form(bob, f"/refunds/{refund_id}/{action}", {"reason": "no\x00pe"})
+            assert refused.status_code == 422, (action, refused.text[:300])
+            assert refused.headers["content-type"].startswith("text/html"), action
+            assert "NUL" in refused.text, action
+        search = amy.get("/refunds/new", params={"q": "a\x00b"})
+        assert search.status_code == 200, search.text[:300]
+    assert stack.get(refund_id)["status"] == "pending_approval"
+    rows = db_rows(stack, "SELECT count(*) FROM refunds WHERE payment_reference = ?", reference)
+    assert rows == [(1,)]
+
+
 def test_api_refund_over_the_threshold_waits_for_a_person(stack: Stack) -> None:
     reference = stack.payment(THRESHOLD)
     created = stack.refund(reference, THRESHOLD).json()

@@ -202,6 +202,7 @@ async def _command(
 ) -> Response[Any]:
     rt = runtime_of(request)
     try:
+        _refuse_nul({"reason": reason or ""})
         if trigger is Trigger.CLOSE:
             await close_unexecuted(
                 rt, refund_id, actor=user_actor(session.user, request), by=session.user.key, reason=reason
@@ -294,7 +295,7 @@ async def approvals_page(
 
 async def _find_payments(rt: Runtime, q: str) -> list[Payment]:
     q = q.strip()
-    if not q or len(q) > 255:
+    if not q or len(q) > 255 or "\x00" in q:  # PostgreSQL cannot even compare with a NUL
         return []
     async with rt.db.read_session() as db:
         rows = await db.scalars(
@@ -357,6 +358,7 @@ async def create_refund_page(
     rt = runtime_of(request)
     form = {k: (v or "").strip() for k, v in data.items() if k != "_csrf_token"}
     try:
+        _refuse_nul(form)
         body = _body_from(form)
         intake = await create_refund(
             rt,
@@ -394,6 +396,14 @@ def _go_to(request: Request[Any, Any, Any], path: str) -> Response[Any]:
     if request.headers.get("hx-request"):
         return Response(None, status_code=204, headers={"HX-Redirect": path})
     return Redirect(path, status_code=303)
+
+
+def _refuse_nul(fields: dict[str, str]) -> None:
+    """PostgreSQL cannot store a NUL character: said on the page, with the form, on both databases
+    (the database's safety net answered a bare JSON 422 instead, and SQLite stored it)."""
+    for name, value in fields.items():
+        if "\x00" in value:
+            raise ValidationFailed(f"{name}: remove the NUL character (it cannot be stored)")
 
 
 def _body_from(form: dict[str, str]) -> RefundCreate:
