@@ -245,3 +245,29 @@ def test_an_alerts_cursor_that_is_not_an_alert_number_is_refused_not_a_500(stack
     with admin(stack) as ada:
         page = ada.get("/admin/alerts", params={"before": before})
     assert page.status_code == 422, page.text[:300]
+
+
+def test_a_new_secret_the_connections_file_would_refuse_is_refused_when_asked(stack: Stack) -> None:
+    """A credential asked for on the screen is checked as `connections import` checks the file: a key
+    that cannot go into a request header, or an Adyen hmac_key that is not hex, is refused at once,
+    naming the field and never the value, and no change waits for a second admin to apply it (applied,
+    every refund on the connection would fail or wait in manual review)."""
+    stack.connect("adyen")
+    page = "/admin/connections/adyen-test"
+    before = db_rows(stack, "SELECT COUNT(*) FROM connection_changes")
+    with admin(stack) as ada:
+        token = csrf(ada.get(page).text)
+        for field, value in (
+            ("api_key", "AQEkey with-a-space"),
+            ("api_key", "AQEkey\x00nul"),
+            ("hmac_key", "not-hex-at-all"),
+        ):
+            asked = ada.post(f"{page}/credentials", data={"_csrf_token": token, f"secret:{field}": value})
+            assert asked.status_code == 422, (field, asked.status_code, asked.text[:300])
+            assert f"{field} must be" in asked.text
+            assert value not in asked.text
+        # A good value still goes to a second admin.
+        fine = ada.post(f"{page}/credentials", data={"_csrf_token": token, "secret:hmac_key": "00ff" * 16})
+        assert fine.status_code == 200, fine.text[:300]
+    ((count_before,),), ((count_after,),) = before, db_rows(stack, "SELECT COUNT(*) FROM connection_changes")
+    assert count_after == count_before + 1
