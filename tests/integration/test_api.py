@@ -232,6 +232,29 @@ def test_payment_overlong_order_or_invoice_id_is_422(stack: Stack, field: str) -
     error(response, 422, "validation_error")
 
 
+@pytest.mark.parametrize("field", ["order_id", "invoice_id"])
+def test_an_empty_order_or_invoice_id_is_no_id(stack: Stack, field: str) -> None:
+    """An empty id is no id, as in `payments import` (an empty column) and as a refund keeps it. A
+    payment registered with "" kept it: the same payment from the CSV file, or again without the
+    field, was a 409 payment_conflict, and every refund naming its real order or invoice a 422
+    reference_mismatch "does not match the payment's ''". A refund sending "" for a payment with
+    an id was refused the same way."""
+    reference = stack.payment(10_000, **{field: ""})
+    with stack.api() as client:
+        shown = client.get(f"/api/v1/payments/{reference}").json()
+        assert shown[field] is None, shown
+        again = client.post("/api/v1/payments", json=payment_body(payment_reference=reference))
+        assert again.status_code == 200, again.text
+    named = post_refund(stack, refund_body(reference, 100, **{field: "A-1"}))
+    assert named.status_code == 201, named.text
+    assert named.json()[field] == "A-1"
+
+    with_id = stack.payment(10_000, **{field: "B-1"})
+    blank = post_refund(stack, refund_body(with_id, 100, **{field: ""}))
+    assert blank.status_code == 201, blank.text
+    assert blank.json()[field] == "B-1"  # the payment's, as when the field is left out
+
+
 # --------------------------------------------------------------------------------------------- refund intake
 
 

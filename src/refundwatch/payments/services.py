@@ -8,7 +8,7 @@ import datetime as dt
 import io
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from uuid import UUID
 
@@ -129,6 +129,8 @@ async def _upsert(session: AsyncSession, connection_id: UUID, data: PaymentInput
 async def create_payment(
     db: Database, connections: ConnectionCache, data: PaymentInput, actor: Actor
 ) -> tuple[Payment, bool]:
+    # An empty order or invoice id is no id, as an empty column of `payments import` and a refund's.
+    data = replace(data, order_id=data.order_id or None, invoice_id=data.invoice_id or None)
     check_payment(data)
     conn = await connections.by_name(data.connection)
     if conn is None:

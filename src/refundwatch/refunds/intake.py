@@ -214,7 +214,7 @@ async def _check_against_payment(rt: Runtime, body: RefundCreate, payment: Row[A
         raise ValidationFailed(refusal, code="amount_not_supported")
     for name in ("order_id", "invoice_id"):
         given, known = getattr(body, name), getattr(payment, name)
-        if given is not None and known is not None and given != known:
+        if given and known and given != known:  # an empty id is no id: the payment's is kept
             raise ValidationFailed(
                 f"{name} {given!r} does not match the payment's {known!r}", code="reference_mismatch"
             )
