@@ -34,6 +34,8 @@ def test_payments_are_idempotent_and_conflicts_are_409(sim: Simulator) -> None:
         {"processor": "stripe", "payment_reference": "x", "amount": 0, "currency": "usd"},
         {"processor": "stripe", "payment_reference": "x", "amount": 1.5, "currency": "usd"},
         {"processor": "stripe", "payment_reference": "x", "amount": True, "currency": "usd"},
+        # Beyond refundwatch's 10^15: its report line could never be imported, so no later report could.
+        {"processor": "stripe", "payment_reference": "x", "amount": 10**15 + 1, "currency": "usd"},
         {"processor": "stripe", "payment_reference": "x", "amount": 1, "currency": "dollars"},
         {"processor": "stripe", "payment_reference": "x", "amount": 1, "currency": "usd", "extra": 1},
         {"processor": "checkout", "payment_reference": "pi_not_a_pay_id", "amount": 1, "currency": "usd"},

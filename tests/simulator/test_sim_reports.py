@@ -201,6 +201,8 @@ def test_bad_discrepancies_are_refused_with_a_code(fast: Simulator) -> None:
         (ask("drop_line"), 400, "missing_gateway_refund_id"),
         (ask("change_amount", gateway_refund_id=refund_id), 400, "missing_amount"),
         (ask("change_amount", gateway_refund_id=refund_id, amount=-5), 400, "invalid_amount"),
+        (ask("change_amount", gateway_refund_id=refund_id, amount=10**15 + 1), 400, "invalid_amount"),
+        (ask("foreign_refund", payment_reference=payment, amount=10**21), 400, "invalid_amount"),
         (ask("drop_line", gateway_refund_id=refund_id, amount=5), 400, "unexpected_field"),
         (ask("drop_line", gateway_refund_id="re_nope"), 404, "unknown_refund"),
         (ask("drop_line", gateway_refund_id=pending), 409, "refund_not_settled"),

@@ -24,6 +24,9 @@ __all__ = ["build_control_router"]
 
 
 _CHECKOUT_PAYMENT_ID = re.compile(r"^pay_[A-Za-z0-9_]{26}$")
+# refundwatch's own bound (its API and its settlement import): a bigger payment's report line could
+# never be imported, and with it no later report of that processor.
+MAX_AMOUNT = 10**15
 
 
 class _BadRequestError(ValueError):
@@ -67,8 +70,8 @@ def _payment_fields(data: dict[str, Any]) -> tuple[str, str, int, str, float]:
     if processor == "checkout" and not _CHECKOUT_PAYMENT_ID.match(reference):
         # Checkout.com's refund path takes only ``pay_`` ids (paths-payments-id-refunds.yaml).
         raise _BadRequestError("a checkout payment_reference is a payment id: pay_ and 26 letters or digits")
-    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
-        raise _BadRequestError("amount must be a positive integer in minor units")
+    if isinstance(amount, bool) or not isinstance(amount, int) or not 0 < amount <= MAX_AMOUNT:
+        raise _BadRequestError(f"amount must be a positive integer in minor units, at most {MAX_AMOUNT}")
     if (
         not isinstance(currency, str)
         or len(currency) != 3

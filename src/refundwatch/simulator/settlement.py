@@ -53,6 +53,8 @@ DISCREPANCY_KINDS: Final = (
 )
 _REFUND_KINDS: Final = frozenset(DISCREPANCY_KINDS) - {"foreign_refund"}
 _FIELDS: Final = frozenset({"processor", "kind", "gateway_refund_id", "amount", "payment_reference"})
+# refundwatch's bound on a settlement line (its import refuses a bigger one, and the whole file with it).
+MAX_AMOUNT: Final = 10**15
 
 # ISO 4217 exponents (the simulator keeps its own table: STYLE rule 12). Anything else has two.
 _ZERO_DECIMAL: Final = frozenset(
@@ -218,8 +220,11 @@ class Reports:
             data.get("amount"),
             data.get("payment_reference"),
         )
-        if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0):
-            raise DiscrepancyError(400, "invalid_amount", "amount must be a positive integer in minor units")
+        if amount is not None and (
+            isinstance(amount, bool) or not isinstance(amount, int) or not 0 < amount <= MAX_AMOUNT
+        ):
+            message = f"amount must be a positive integer in minor units, at most {MAX_AMOUNT}"
+            raise DiscrepancyError(400, "invalid_amount", message)
         if kind == "foreign_refund":
             return self._foreign(processor, amount, reference, data)
         if not isinstance(refund_id, str) or not refund_id:
