@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -188,3 +190,34 @@ def test_bad_arguments_do_not_stop_logging_or_leak() -> None:
     ScrubbingFilter().filter(record)
     assert SECRETS["sk_live"] not in record.getMessage()
     assert record.getMessage().startswith("%d items")
+
+
+def test_a_database_error_never_carries_the_statements_values(tmp_path: Path) -> None:
+    """SQLAlchemy puts a failed statement's parameters into its exception text, which a plain-text log
+    (REFUNDWATCH_LOG_JSON=false, the demo's) prints with the traceback: a webhook's raw body, a
+    refund's metadata. Reproduced with a signed Adyen notification whose value PostgreSQL cannot
+    store: the web log held the whole notification. The engines hide them; the SQL stays."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    from refundwatch.db.engine import Database
+
+    row = {"body": "raw-webhook-body"}
+
+    async def scenario() -> str:
+        db = Database(f"sqlite+aiosqlite:///{tmp_path / 'errors.db'}")
+        try:
+            async with db.engine.begin() as conn:
+                await conn.execute(text("CREATE TABLE bodies (body TEXT UNIQUE)"))
+                await conn.execute(text("INSERT INTO bodies VALUES (:body)"), row)
+            with pytest.raises(IntegrityError) as failed:
+                async with db.engine.begin() as conn:
+                    await conn.execute(text("INSERT INTO bodies VALUES (:body)"), row)
+            return str(failed.value)
+        finally:
+            await db.engine.dispose()
+            await db.read_engine.dispose()
+
+    message = asyncio.run(scenario())
+    assert "INSERT INTO bodies" in message
+    assert "raw-webhook-body" not in message

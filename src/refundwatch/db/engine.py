@@ -69,7 +69,9 @@ def make_engine(
         path = _sqlite_file(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=60)
+        engine = create_async_engine(
+            url, pool_size=pool_size, max_overflow=0, pool_timeout=60, hide_parameters=True
+        )
         _configure_sqlite(engine.sync_engine, immediate=immediate)
         return engine
     # Round trips are the cost that matters here, so: no pool_pre_ping (one per transaction; a dropped
@@ -85,6 +87,9 @@ def make_engine(
         max_overflow=0,
         pool_recycle=900,
         pool_reset_on_return=None,
+        # A failed statement's values (webhook bodies, metadata) never go into its exception text,
+        # which a plain-text log prints with the traceback.
+        hide_parameters=True,
         **options,
     )
 
@@ -148,7 +153,7 @@ class Database:
         if engine is None:
             size = 2 if write else self._read_pool_size
             url = make_url(self.url).set(drivername="sqlite")
-            engine = create_engine(url, pool_size=size, max_overflow=0)
+            engine = create_engine(url, pool_size=size, max_overflow=0, hide_parameters=True)
             _configure_sqlite(engine, immediate=write)
             if write:
                 self._sqlite_writer = engine
