@@ -105,6 +105,41 @@ def test_form_errors_come_back_inline_from_the_same_rules_as_the_api(stack: Stac
         assert "reason: choose one of requested_by_customer" in no_reason.text  # not "Invalid enum value"
 
 
+def test_a_form_sent_again_with_other_values_says_so_in_the_forms_terms(stack: Stack) -> None:
+    """The form's key makes a double submit one refund. The same form sent again with another amount
+    (back to a form already sent, changed, sent) was refused in the API's words, "this
+    Idempotency-Key was already used with a different request body", and the form came back with the
+    same key, so every further try was refused the same way."""
+    reference = stack.payment(10_000)
+    with signed_in(stack, "ivan-initiator") as ivan:
+        page = ivan.get("/refunds/new", params={"q": reference})
+        fields = {
+            "payment_reference": reference,
+            "amount": "25.00",
+            "currency": "EUR",
+            "reason": "return",
+            "form_key": re.search(r'name="form_key" value="([^"]+)"', page.text).group(1),  # type: ignore[union-attr]
+            "_csrf_token": csrf(page.text),
+        }
+        first = refund_id_from(ivan.post("/refunds/new", data=fields))
+        assert refund_id_from(ivan.post("/refunds/new", data=fields)) == first  # a double submit
+        changed = ivan.post("/refunds/new", data={**fields, "amount": "30.00"})
+        assert changed.status_code == 422, changed.text[:300]
+        assert 'data-code="idempotency_key_reused"' in changed.text
+        assert "Idempotency-Key" not in changed.text
+        assert "already sent" in changed.text
+        assert f"/refunds/{first}" in changed.text  # where the first one is
+        fresh = re.search(r'name="form_key" value="([^"]+)"', changed.text)
+        assert fresh
+        assert fresh.group(1) != fields["form_key"]
+        # Sent again as it now stands, it is a new refund: the person saw the first one and chose.
+        second = refund_id_from(
+            ivan.post("/refunds/new", data={**fields, "amount": "30.00", "form_key": fresh.group(1)})
+        )
+        assert second != first
+        assert stack.get(second)["amount"] == 3_000
+
+
 def test_four_eyes_over_the_threshold(stack: Stack) -> None:
     reference = stack.payment(THRESHOLD * 2)
     with signed_in(stack, "amy-approver") as amy, signed_in(stack, "bob-approver") as bob:

@@ -357,6 +357,8 @@ async def create_refund_page(
 ) -> Response[Any]:
     rt = runtime_of(request)
     form = {k: (v or "").strip() for k, v in data.items() if k != "_csrf_token"}
+    # The form carries a key made when it was rendered: a double submit creates one refund.
+    key = f"form:{form.get('form_key') or secrets.token_urlsafe(16)}"[:255]
     try:
         _refuse_nul(form)
         body = _body_from(form)
@@ -364,13 +366,27 @@ async def create_refund_page(
             rt,
             body,
             scope=session.user.key,
-            # The form carries a key made when it was rendered: a double submit creates one refund.
-            idempotency_key=f"form:{form.get('form_key') or secrets.token_urlsafe(16)}"[:255],
+            idempotency_key=key,
             actor=user_actor(session.user, request),
             source=Source.USER,
             amount_limit=_limit_for(session.user.role, rt),
         )
     except RefundwatchError as exc:
+        message, form_key = exc.message, form.get("form_key") or secrets.token_urlsafe(16)
+        if exc.code == "idempotency_key_reused":
+            # This form was sent before with other values (back to it, changed, sent): say so in the
+            # form's terms, and give it a new key, so sending it again is a deliberate new refund.
+            async with rt.db.read_session() as db:
+                earlier = await db.scalar(
+                    select(Refund.id).where(
+                        Refund.client_scope == session.user.key, Refund.idempotency_key == key
+                    )
+                )
+            message = (
+                f"this form was already sent with other values and made refund /refunds/{earlier}; "
+                "check that one, then send the form again to make another"
+            )
+            form_key = secrets.token_urlsafe(16)
         return _page(
             "pages/refund_new.html",
             session,
@@ -380,9 +396,9 @@ async def create_refund_page(
             names=await _names(rt),
             reasons=REASONS,
             form=form,
-            error=exc.message,
+            error=message,
             error_code=exc.code,
-            form_key=form.get("form_key") or secrets.token_urlsafe(16),
+            form_key=form_key,
             limit=_limit_for(session.user.role, rt),
             limit_examples=_limit_examples(_limit_for(session.user.role, rt), rt),
             threshold_for=rt.settings.approval_threshold_for,
