@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 from typing import Literal
@@ -325,12 +326,7 @@ class Settings(BaseSettings):
             parse_role_limits(self.role_limits)
         except BadInput as exc:
             raise ConfigError(str(exc)) from None
-        try:
-            self.reconcile_expected_for("stripe")
-        except ValueError:
-            raise ConfigError(
-                "REFUNDWATCH_RECONCILE_EXPECTED_HOURS must be a number of hours or processor:hours,..."
-            ) from None
+        self._check_reconcile_expected_hours()
         from refundwatch.alerts.targets import invalid_targets
 
         bad = invalid_targets(self.alert_url_list)
@@ -340,6 +336,35 @@ class Settings(BaseSettings):
             )
         self._check_paypal_certs()
         self._check_approval_threshold()
+
+    def _check_reconcile_expected_hours(self) -> None:
+        """Every entry: a finite number of hours, 0 or more, for a processor refundwatch knows. NaN and
+        infinity stopped every consistency check with a traceback, a negative figure made each succeeded
+        refund a missing_settlement break at once, and a misspelt processor was silently ignored."""
+        from refundwatch.connections.spec import PROCESSOR_FIELDS
+
+        rule = "REFUNDWATCH_RECONCILE_EXPECTED_HOURS must be a number of hours or processor:hours,..."
+        value = self.reconcile_expected_hours.strip()
+        if not value:
+            return
+        entries = (
+            [("", value)]
+            if ":" not in value
+            else [
+                (name.strip().lower(), hours.strip())
+                for name, _, hours in (part.partition(":") for part in value.split(","))
+                if name.strip() or hours.strip()  # not a trailing comma
+            ]
+        )
+        for name, hours in entries:
+            try:
+                figure = float(hours)
+            except ValueError:
+                raise ConfigError(f"{rule} ({name or 'all'}: {hours!r} is not a number)") from None
+            if not math.isfinite(figure) or figure < 0:
+                raise ConfigError(f"{rule} ({name or 'all'}: {hours!r} is not 0 or more hours)")
+            if ":" in value and name not in PROCESSOR_FIELDS:
+                raise ConfigError(f"{rule} ({name!r} is not a processor: {', '.join(PROCESSOR_FIELDS)})")
 
     def _check_approval_threshold(self) -> None:
         """Every entry, not only the currencies tried at start-up: a bad one failed each refund in its

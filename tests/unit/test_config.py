@@ -115,6 +115,44 @@ def test_a_short_audit_key_is_refused(mode: str) -> None:
         settings.check_required()
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # NaN and infinity parsed, then every consistency check (worker and `reconcile check`) died on
+        # timedelta(hours=nan) with a traceback; a negative figure made every succeeded refund a
+        # missing_settlement break at once; a misspelt processor was silently ignored.
+        "nan",
+        "inf",
+        "stripe:1e400",
+        "-5",
+        "stripe:72,adyen:-1",
+        "stripe:72,paypall:48",
+        ":5",
+        "abc",
+        "stripe:",
+    ],
+)
+def test_bad_reconcile_expected_hours_are_refused_at_start(raw: str) -> None:
+    settings = Settings(mode="test", reconcile_expected_hours=raw)
+    with pytest.raises(ConfigError, match="REFUNDWATCH_RECONCILE_EXPECTED_HOURS"):
+        settings.check_required()
+
+
+@pytest.mark.parametrize(
+    ("raw", "processor", "hours"),
+    [
+        ("", "adyen", 96.0),
+        ("0", "stripe", 0.0),
+        ("12.5", "paypal", 12.5),
+        (" Stripe:72 , adyen:0.5 ", "adyen", 0.5),
+    ],
+)
+def test_reconcile_expected_hours(raw: str, processor: str, hours: float) -> None:
+    settings = Settings(mode="test", reconcile_expected_hours=raw)
+    settings.check_required()
+    assert settings.reconcile_expected_for(processor) == hours
+
+
 def test_audit_keys_are_a_list_newest_first() -> None:
     settings = Settings(mode="production", audit_key=" new-key-0123456789 , old-key-0123456789 ,")
     assert settings.audit_key_list == ["new-key-0123456789", "old-key-0123456789"]
