@@ -327,6 +327,7 @@ class Settings(BaseSettings):
         except BadInput as exc:
             raise ConfigError(str(exc)) from None
         self._check_reconcile_expected_hours()
+        self._check_trusted_proxies()
         from refundwatch.alerts.targets import invalid_targets
 
         bad = invalid_targets(self.alert_url_list)
@@ -365,6 +366,25 @@ class Settings(BaseSettings):
                 raise ConfigError(f"{rule} ({name or 'all'}: {hours!r} is not 0 or more hours)")
             if ":" in value and name not in PROCESSOR_FIELDS:
                 raise ConfigError(f"{rule} ({name!r} is not a processor: {', '.join(PROCESSOR_FIELDS)})")
+
+    def _check_trusted_proxies(self) -> None:
+        """Addresses or networks only: the proxy-headers wrapper keeps anything else (a network with
+        host bits set, a host name) as a literal no client address equals, so nothing was believed."""
+        import ipaddress
+
+        for entry in (p.strip() for p in self.trusted_proxies.split(",")):
+            if not entry:
+                continue
+            try:
+                if "/" in entry:
+                    ipaddress.ip_network(entry)
+                else:
+                    ipaddress.ip_address(entry)
+            except ValueError:
+                raise ConfigError(
+                    f"REFUNDWATCH_TRUSTED_PROXIES: {entry!r} is not an IP address or network "
+                    "(a network is written with its first address, e.g. 10.0.0.0/8)"
+                ) from None
 
     def _check_approval_threshold(self) -> None:
         """Every entry, not only the currencies tried at start-up: a bad one failed each refund in its

@@ -153,6 +153,30 @@ def test_reconcile_expected_hours(raw: str, processor: str, hours: float) -> Non
     assert settings.reconcile_expected_for(processor) == hours
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # The proxy-headers wrapper keeps what is not an address or a strict network as a literal that
+        # no client address ever equals: behind the proxy nobody's X-Forwarded-For was believed, and
+        # every client shared the proxy's address in rate limits and the audit log, without a word.
+        "10.0.0.1/8",  # host bits set
+        "10.0.0.0/33",
+        "lb.internal",
+        "127.0.0.1,nope",
+        # Everyone's X-Forwarded-For believed: any client chooses its address for limits and audit.
+        "*",
+    ],
+)
+def test_bad_trusted_proxies_are_refused_at_start(raw: str) -> None:
+    settings = Settings(mode="test", trusted_proxies=raw)
+    with pytest.raises(ConfigError, match="REFUNDWATCH_TRUSTED_PROXIES"):
+        settings.check_required()
+
+
+def test_trusted_proxies_take_addresses_and_networks() -> None:
+    Settings(mode="test", trusted_proxies=" 127.0.0.20 , 10.0.0.0/8,fd00::/8, ::1 ,").check_required()
+
+
 def test_audit_keys_are_a_list_newest_first() -> None:
     settings = Settings(mode="production", audit_key=" new-key-0123456789 , old-key-0123456789 ,")
     assert settings.audit_key_list == ["new-key-0123456789", "old-key-0123456789"]
