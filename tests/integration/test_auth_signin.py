@@ -404,6 +404,28 @@ def test_a_callback_started_in_another_browser_is_refused(stack: Stack) -> None:
         assert who(stack, victim_session) == "amy-approver@example.test"
 
 
+def test_two_sign_ins_started_in_one_browser_both_complete(stack: Stack) -> None:
+    """Two tabs whose session ended both go to /auth/login, then the person signs in in the first:
+    the second start had replaced the browser's sign-in cookie, so the first was refused as
+    "started in another browser". Both are this browser's, in either order, each returning to its
+    own page; the login-CSRF test above still holds (another browser's start is refused)."""
+    assert stack.idp is not None
+    with browser(stack) as client:
+        first = client.get("/auth/login", params={"next": "/refunds"})
+        second = client.get("/auth/login", params={"next": "/approvals"})
+        assert first.status_code == second.status_code == 302
+        done = client.get(stack.idp.sign_in(client, first.headers["location"], "amy-approver", "password"))
+        assert done.status_code == 303, done.text[:500]
+        assert done.headers["location"] == "/refunds"
+        session_id = set_cookies(done)["rw_session"]["value"]
+        assert who(stack, session_id) == "amy-approver@example.test"
+        forget_provider_session(client)  # the provider asks again: its form, then the callback
+        again = client.get(stack.idp.sign_in(client, second.headers["location"], "amy-approver", "password"))
+        assert again.status_code == 303, again.text[:500]
+        assert again.headers["location"] == "/approvals"
+        assert audit(stack, client, SIGN_IN_FAILED) == []
+
+
 def test_a_person_without_groups_claim_is_not_signed_in(stack: Stack) -> None:
     with browser(stack) as client:
         response = client.get(authorize(stack, client, "nina-nogroups"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -24,6 +25,7 @@ SIGN_IN_FAILED = "user:auth:sign_in_failed"
 SIGN_OUT = "user:auth:sign_out"
 NO_STORE = {"Cache-Control": "no-store"}
 SIGN_IN_COOKIE = "rw_signin"
+_BROWSER_VALUE = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 
 
 def safe_return_path(raw: str | None) -> str:
@@ -62,11 +64,13 @@ def _cookie(request: Request[Any, Any, Any], value: str, *, max_age: int | None)
 
 
 def _binding_cookie(request: Request[Any, Any, Any], value: str, *, max_age: int) -> Cookie:
-    """Ties a sign-in to the browser that started it (sent back on the provider's redirect: Lax)."""
+    """Ties a sign-in to the browser that started it (sent back on the provider's redirect: Lax).
+    Sent to /auth/login too, which keeps the browser's value: a second tab's start must not
+    orphan the first's."""
     return Cookie(
         key=SIGN_IN_COOKIE,
         value=value,
-        path="/auth/callback",
+        path="/auth",
         httponly=True,
         samesite="lax",
         secure=runtime_of(request).settings.is_https,
@@ -96,7 +100,11 @@ class AuthController(Controller):
         oidc = provider(request)
         if not oidc.configured:
             return _sign_in_error(request, "Sign-in is not configured (REFUNDWATCH_OIDC_ISSUER).", 503)
-        browser = secrets.token_urlsafe(32)
+        # One value per browser, kept while sign-ins are pending: each start binds its own state to
+        # it, so two tabs' sign-ins both complete (a new value refused the other tab's as "another
+        # browser"). Only our own shape is kept; anything else gets a fresh value.
+        kept = request.cookies.get(SIGN_IN_COOKIE, "")
+        browser = kept if _BROWSER_VALUE.fullmatch(kept) else secrets.token_urlsafe(32)
         try:
             url = await oidc.begin(safe_return_path(next_path), browser)
         except SignInError as exc:
@@ -146,7 +154,7 @@ class AuthController(Controller):
         )
         response = Redirect(done.return_to, status_code=303, headers=NO_STORE)
         response.set_cookie(_cookie(request, session.id, max_age=store.absolute_seconds))
-        response.set_cookie(_binding_cookie(request, "", max_age=0))
+        # The binding cookie stays until it expires: another tab's sign-in may still be pending.
         return response
 
     @get("/logout")
