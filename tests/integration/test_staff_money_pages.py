@@ -221,3 +221,41 @@ def test_the_role_limit_reads_in_major_units_before_and_after_a_payment_is_chose
         assert "at most 100,000 JPY; ask an approver" in html.unescape(over.text)
     with signed_in(stack, "ada-admin") as ada:  # an admin has no limit: nothing to say
         assert 'id="role-limit"' not in ada.get("/refunds/new").text
+
+
+def test_approvals_beyond_the_first_page_are_found_by_filter_sort_and_totals(stack: Stack) -> None:
+    """More refunds waiting than the page shows (200): the page took the oldest 200 and filtered and
+    sorted only those, so a later USD refund was in no view ("Nothing is waiting" for USD, absent from
+    "newest first") and the totals counted 200. The filters, the sort and the totals are the
+    database's, and the page says that it shows only the first 200."""
+    many = 201
+    reference = stack.payment(THRESHOLD * many)
+    eur = [stack.refund(reference, THRESHOLD).json() for _ in range(many)]
+    assert {r["status"] for r in eur} == {"pending_approval"}
+    dollars = stack.payment(THRESHOLD, "USD")
+    usd = stack.refund(dollars, THRESHOLD, currency="USD").json()
+    assert usd["status"] == "pending_approval"
+    try:
+        with signed_in(stack, "bob-approver") as bob:
+            only_usd = bob.get("/approvals", params={"currency": "USD"})
+            assert only_usd.status_code == 200
+            assert f'data-refund="{usd["id"]}"' in only_usd.text
+            assert '<option value="USD"' in bob.get("/approvals").text
+            newest = bob.get("/approvals", params={"sort": "newest"}).text
+            assert f'data-refund="{usd["id"]}"' in newest
+            page = bob.get("/approvals").text
+            assert page.count('class="waiting"') == 200
+            assert 'id="waiting-truncated"' in page
+            totals = page[page.index('id="waiting-totals"') :][:2000]
+            counts = {
+                cur: int(n)
+                for cur, n in re.findall(
+                    r'data-currency="(\w+)">[^<]+</strong> <small>in (\d+) refund', totals
+                )
+            }
+            assert counts["USD"] == 1
+            assert counts["EUR"] >= many
+    finally:  # the module's other tests see an approvals queue of their own size
+        with stack.api() as client:
+            for refund in [*eur, usd]:
+                client.post(f"/api/v1/refunds/{refund['id']}/cancel")

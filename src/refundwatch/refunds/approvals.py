@@ -7,9 +7,10 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from refundwatch.db.models import Payment, Refund
 from refundwatch.refunds.people import requesters
@@ -52,29 +53,38 @@ class Queue:
     currency: str
     connection: str
     currencies: list[str]
+    waiting: int = 0  # every refund the filters match; ``items`` holds at most MAX_WAITING of them
 
 
 async def waiting_queue(
     rt: Runtime, *, sort: str = "oldest", currency: str = "", connection: str = ""
 ) -> Queue:
+    """The filters, the sort and the totals apply to every waiting refund in the database, and the
+    page shows the first MAX_WAITING of that order. (Taking the oldest 200 first and filtering and
+    sorting those hid every later one: a currency or "newest first" showed nothing of them, and the
+    totals counted 200.)"""
     sort = sort if sort in SORTS else "oldest"
     names = {c.id: c.name for c in await rt.connections.all()}
+    waiting = Refund.status == Status.PENDING_APPROVAL.value
+    terms = [waiting]
+    if currency:
+        terms.append(Refund.currency == currency)
+    if connection:
+        terms.append(Refund.connection_id.in_([i for i, name in names.items() if name == connection]))
     async with rt.db.read_session() as db:
-        rows = list(
-            await db.scalars(
-                select(Refund)
-                .where(Refund.status == Status.PENDING_APPROVAL.value)
-                .order_by(Refund.id)
-                .limit(MAX_WAITING)
+        rows = list(await db.scalars(select(Refund).where(*terms).order_by(*_order(sort)).limit(MAX_WAITING)))
+        totals = [
+            (str(cur), int(total or 0), int(count))
+            for cur, total, count in await db.execute(
+                select(Refund.currency, func.sum(Refund.amount), func.count())
+                .where(*terms)
+                .group_by(Refund.currency)
+                .order_by(Refund.currency)
             )
-        )
-        currencies = sorted({r.currency for r in rows})
-        rows = [
-            r
-            for r in rows
-            if (not currency or r.currency == currency)
-            and (not connection or names.get(r.connection_id) == connection)
         ]
+        currencies = sorted(
+            str(c) for c in await db.scalars(select(Refund.currency).where(waiting).distinct())
+        )
         payment_ids = {r.payment_id for r in rows}
         payments: dict[UUID, Payment] = {}
         earlier: dict[UUID, list[Refund]] = defaultdict(list)
@@ -95,22 +105,14 @@ async def waiting_queue(
         )
         for r in rows
     ]
-    _sort(items, sort)
-    return Queue(items, _totals(items), sort, currency, connection, currencies)
+    return Queue(
+        items, totals, sort, currency, connection, currencies, waiting=sum(count for _, _, count in totals)
+    )
 
 
-def _sort(items: list[Waiting], sort: str) -> None:
+def _order(sort: str) -> list[Any]:
     if sort == "newest":
-        items.sort(key=lambda w: w.refund.id, reverse=True)
-    elif sort == "amount":  # per currency, largest first: amounts in different currencies do not compare
-        items.sort(key=lambda w: (w.refund.currency, -w.refund.amount))
-    else:
-        items.sort(key=lambda w: w.refund.id)
-
-
-def _totals(items: list[Waiting]) -> list[tuple[str, int, int]]:
-    sums: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for w in items:
-        sums[w.refund.currency][0] += w.refund.amount
-        sums[w.refund.currency][1] += 1
-    return [(cur, total, count) for cur, (total, count) in sorted(sums.items())]
+        return [Refund.id.desc()]
+    if sort == "amount":  # per currency, largest first: amounts in different currencies do not compare
+        return [Refund.currency, Refund.amount.desc(), Refund.id]
+    return [Refund.id]
