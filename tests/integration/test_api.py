@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
+import re
 import socket
 import string
 import subprocess
@@ -980,6 +981,40 @@ def test_a_web_server_started_before_its_redis_runs_and_says_not_ready(stack: St
         if redis is not None:
             redis.terminate()
             redis.wait(timeout=10)
+
+
+@pytest.mark.parametrize("stack", ["postgresql"], indirect=True)
+def test_the_api_says_unavailable_while_its_database_does_not_answer(stack: Stack, tmp_path: Path) -> None:
+    """A web process whose PostgreSQL refuses connections (restarting, failing over) answered every API
+    call 500 internal_error ("a bug") and logged each as an unhandled error with a traceback. /readyz
+    already said 503; the API now says the same: 503 unavailable with Retry-After."""
+    db_port, web_port = free_port(), free_port()
+    held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # bound, not listening: refused
+    held.bind(("127.0.0.1", db_port))
+    url = re.sub(r"@[^/]+/", f"@127.0.0.1:{db_port}/", stack.database_url)
+    env = {**stack.env, "REFUNDWATCH_DATABASE_URL": url}
+    web = Proc("web-no-db", ["refundwatch", "serve", "--port", str(web_port)], env, tmp_path / "web.log")
+    base = f"http://127.0.0.1:{web_port}"
+    try:
+        web.start()
+        wait_http(f"{base}/healthz", web)
+        assert httpx2.get(f"{base}/readyz").status_code == 503
+        headers = {"Authorization": f"Bearer {stack.api_key}", "Idempotency-Key": uuid.uuid4().hex}
+        token = stack.env.get("REFUNDWATCH_METRICS_TOKEN", "")
+        for method, path, body, extra in (
+            ("GET", "/api/v1/refunds", None, {}),
+            ("POST", "/api/v1/refunds", refund_body("pi_x", 100), {}),
+            ("POST", "/api/v1/payments", payment_body(), {}),
+            ("GET", "/metrics", None, {"Authorization": f"Bearer {token}"}),
+        ):
+            answer = httpx2.request(method, f"{base}{path}", json=body, headers={**headers, **extra})
+            assert answer.status_code == 503, (path, answer.status_code, answer.text)
+            assert answer.json()["code"] == "unavailable", answer.text
+            assert int(answer.headers["retry-after"]) > 0
+        assert "unhandled error" not in (tmp_path / "web.log").read_text()
+    finally:
+        held.close()
+        web.stop()
 
 
 def test_health_readiness_metrics_and_schema(stack: Stack) -> None:

@@ -13,6 +13,7 @@ from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundE
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from refundwatch.lib.exceptions import RefundwatchError
 from refundwatch.refunds.schemas import field_error
@@ -85,15 +86,39 @@ def too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[d
     return Response(_body("validation_error", "the request body is nested too deeply"), status_code=422)
 
 
+def _database_down(exc: DBAPIError) -> bool:
+    """The database did not answer (connection lost, refused, shutting down, out of connections, or
+    SQLite busy), as opposed to refusing a statement."""
+    state = str(getattr(exc.orig, "sqlstate", "") or "")
+    # SQLSTATE 08 connection exception, 53 insufficient resources, 57P operator intervention.
+    if exc.connection_invalidated or state[:2] in ("08", "53") or state.startswith("57P"):
+        return True
+    return "database is locked" in str(exc.orig)
+
+
 def database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[Any]:
     """PostgreSQL refuses some text (NUL characters, invalid encodings): that is bad input, not a 500."""
     # SQLSTATE class 22 is "data exception": NUL in text, bad encoding, value too long, ...
     if isinstance(exc, DataError) or str(getattr(exc.orig, "sqlstate", "") or "").startswith("22"):
         return unstorable_input(request, exc)
+    if _database_down(exc):
+        return database_unavailable(request, exc)
     return internal_error(request, exc)
 
 
 REDIS_RETRY_SECONDS = 30
+DATABASE_RETRY_SECONDS = 5
+
+
+def _unavailable(request: Request[Any, Any, Any], what: str | None, seconds: int) -> Response[Any]:
+    headers = {"Retry-After": str(seconds)}
+    if wants_page(request, HTTP_503_SERVICE_UNAVAILABLE):
+        page = error_page(request, HTTP_503_SERVICE_UNAVAILABLE)
+        page.headers.update(headers)
+        return page
+    named = f" ({what})" if what else ""
+    message = f"a service refundwatch needs{named} does not answer; try again shortly"
+    return Response(_body("unavailable", message), status_code=HTTP_503_SERVICE_UNAVAILABLE, headers=headers)
 
 
 def redis_unavailable(request: Request[Any, Any, Any], exc: RedisError) -> Response[Any]:
@@ -102,13 +127,29 @@ def redis_unavailable(request: Request[Any, Any, Any], exc: RedisError) -> Respo
     log.warning(
         "Redis did not answer on %s %s: %s", request.method, request.scope.get("path"), exc.__class__.__name__
     )
-    headers = {"Retry-After": str(REDIS_RETRY_SECONDS)}
-    if wants_page(request, HTTP_503_SERVICE_UNAVAILABLE):
-        page = error_page(request, HTTP_503_SERVICE_UNAVAILABLE)
-        page.headers.update(headers)
-        return page
-    message = "a service refundwatch needs (Redis) does not answer; try again shortly"
-    return Response(_body("unavailable", message), status_code=HTTP_503_SERVICE_UNAVAILABLE, headers=headers)
+    return _unavailable(request, "Redis", REDIS_RETRY_SECONDS)
+
+
+def database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """The database does not answer (refused, restarting, failing over, no connection free in time):
+    503 and a time to come back, as /readyz says, not a 500 that reads as a bug. A request retried
+    with the same Idempotency-Key creates its refund once, whatever this one got to write."""
+    log.warning(
+        "the database did not answer on %s %s: %s",
+        request.method,
+        request.scope.get("path"),
+        exc.__class__.__name__,
+    )
+    return _unavailable(request, "the database", DATABASE_RETRY_SECONDS)
+
+
+def connection_unavailable(request: Request[Any, Any, Any], exc: OSError) -> Response[Any]:
+    """A connection refused or timed out below the database layer (asyncpg raises these itself while
+    connecting): a service that does not answer, not a bug."""
+    log.warning(
+        "a connection failed on %s %s: %s", request.method, request.scope.get("path"), exc.__class__.__name__
+    )
+    return _unavailable(request, None, DATABASE_RETRY_SECONDS)
 
 
 def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -134,6 +175,11 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     DBAPIError: database_error,
     RecursionError: too_deep,
     RedisError: redis_unavailable,
+    # asyncpg raises these itself while connecting (refused, unreachable, timed out); the pool's own
+    # timeout is SQLAlchemy's when no connection came free in time.
+    ConnectionError: connection_unavailable,
+    TimeoutError: connection_unavailable,
+    PoolTimeout: database_unavailable,
     UnicodeEncodeError: unstorable_input,
     Exception: internal_error,
 }

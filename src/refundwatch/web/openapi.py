@@ -84,7 +84,7 @@ _API = {
     403: ("insufficient_scope",),
     422: ("validation_error",),
     429: ("rate_limited",),
-    503: ("unavailable",),  # Redis does not answer (web.errors.redis_unavailable)
+    503: ("unavailable",),  # Redis or the database does not answer (web.errors)
 }
 _BODY = {413: ("request_too_large",)}
 _ONE_REFUND = {404: ("refund_not_found", "not_found")}
