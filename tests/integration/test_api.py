@@ -160,6 +160,20 @@ def test_payment_created_then_replayed_then_conflict(stack: Stack) -> None:
             error(client.post("/api/v1/payments", json={**body, **change}), 409, "payment_conflict")
 
 
+def test_a_payment_registered_with_an_offset_reads_back_the_same_in_every_answer(stack: Stack) -> None:
+    """The 201 answer echoed captured_at with the offset it was sent with (+14:00), while the replay,
+    GET /api/v1/payments/{reference} and every later read gave the stored UTC time: one payment, two
+    texts for its capture time, depending on which answer a client kept."""
+    body = payment_body(captured_at="2026-11-01T10:00:00+14:00")
+    with stack.api() as client:
+        first = client.post("/api/v1/payments", json=body)
+        assert first.status_code == 201, first.text
+        again = client.post("/api/v1/payments", json=body)
+        read = client.get(f"/api/v1/payments/{body['payment_reference']}")
+    assert first.json()["captured_at"] == "2026-10-31T20:00:00Z", first.json()
+    assert again.json()["captured_at"] == read.json()["captured_at"] == "2026-10-31T20:00:00Z"
+
+
 @pytest.mark.parametrize(
     ("change", "code"),
     [

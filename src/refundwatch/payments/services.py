@@ -116,7 +116,8 @@ async def _upsert(session: AsyncSession, connection_id: UUID, data: PaymentInput
         payment_reference=data.payment_reference,
         amount=data.amount,
         currency=data.currency,
-        captured_at=data.captured_at,
+        # Stored and read back in UTC on both databases: the answer to this request says the same.
+        captured_at=data.captured_at.astimezone(dt.UTC),
         order_id=data.order_id,
         invoice_id=data.invoice_id,
         reserved_amount=0,
