@@ -82,6 +82,38 @@ def test_malformed_json_is_400(sim: Simulator, path: str, body: bytes) -> None:
     assert response.json()["code"] == "invalid_body"
 
 
+DEEP_BODIES = [b"[" * 100_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000]
+# Every other endpoint that reads a JSON body, with the credentials it checks first.
+JSON_ENDPOINTS = {
+    "adyen refund": ("/adyen/v72/payments/ABCDEF0123456789/refunds", {"X-API-Key": "AQEany"}),
+    "adyen paymentMethods": ("/adyen/v72/paymentMethods", {"X-API-Key": "AQEany"}),
+    "checkout refund": (f"/checkout/payments/pay_{'a' * 26}/refunds", {"Authorization": "Bearer sk_any"}),
+    "paypal refund": ("/paypal/v2/payments/captures/3C679366HH908993F/refund", {"PayPal-Request-Id": "r1"}),
+    "paypal verify": ("/paypal/v1/notifications/verify-webhook-signature", {}),
+    "paypal issue": ("/_control/paypal/captures/3C679366HH908993F/issue", {}),
+    "stripe payouts": ("/_control/payouts/pay", {}),
+    "adyen publish": ("/_control/reports/adyen/publish", {}),
+}
+
+
+@pytest.mark.parametrize("body", DEEP_BODIES, ids=["array", "object"])
+@pytest.mark.parametrize("endpoint", sorted(JSON_ENDPOINTS))
+def test_nesting_too_deep_is_a_4xx_on_every_endpoint(sim: Simulator, endpoint: str, body: bytes) -> None:
+    """Each processor's and control endpoint's own decoder met msgspec's RecursionError with a 500."""
+    path, headers = JSON_ENDPOINTS[endpoint]
+    if path.startswith("/paypal/"):
+        token = sim.http.post(
+            f"{sim.url}/paypal/v1/oauth2/token",
+            data={"grant_type": "client_credentials"},
+            auth=("any-client", "any-secret"),
+        )
+        headers = {**headers, "Authorization": f"Bearer {token.json()['access_token']}"}
+    response = sim.http.post(
+        f"{sim.url}{path}", content=body, headers={"Content-Type": "application/json", **headers}
+    )
+    assert 400 <= response.status_code < 500, (response.status_code, response.text[:200])
+
+
 def test_ledger_filter_by_processor(sim: Simulator) -> None:
     sim.payment("pi_filter", amount=100)
     sim.client().v1.refunds.create(params={"payment_intent": "pi_filter"})

@@ -23,6 +23,7 @@ __all__ = [
     "BodyTooLargeError",
     "Reply",
     "back_faults",
+    "decode_json",
     "front_faults",
     "json_reply",
     "mangled",
@@ -45,6 +46,15 @@ def random_id(prefix: str, length: int = 24) -> str:
 
 class BodyTooLargeError(ValueError):
     pass
+
+
+def decode_json(raw: bytes) -> Any:
+    """``msgspec.json.decode``, with nesting deeper than it follows (it raises RecursionError there)
+    turned into the ``msgspec.DecodeError`` every handler already answers as an unreadable body."""
+    try:
+        return msgspec.json.decode(raw)
+    except RecursionError:
+        raise msgspec.DecodeError("JSON is nested too deeply") from None
 
 
 async def read_body(receive: Receive, limit: int = 1 << 20) -> bytes:

@@ -16,7 +16,16 @@ import msgspec
 from litestar import Request, Router, post
 from litestar.types import ASGIApp
 
-from ..asgi import BodyTooLargeError, Reply, back_faults, front_faults, json_reply, maybe_mangled, read_body
+from ..asgi import (
+    BodyTooLargeError,
+    Reply,
+    back_faults,
+    decode_json,
+    front_faults,
+    json_reply,
+    maybe_mangled,
+    read_body,
+)
 from ..connections import Connection, Connections
 from ..faults import Faults, plan_refund
 from ..state import Refund, SavedResponse, Store
@@ -177,7 +186,7 @@ class AdyenSimulator:
             return early
         try:
             _, connection = self._authenticate(incoming)
-            data = msgspec.json.decode(await read_body(request.receive) or b"{}")
+            data = decode_json(await read_body(request.receive) or b"{}")
             merchant = data.get("merchantAccount") if isinstance(data, dict) else None
             self._check_merchant(connection, merchant if isinstance(merchant, str) else None)
             answer: ASGIApp = json_reply(200, {"paymentMethods": []}, incoming.headers(psp_reference()))

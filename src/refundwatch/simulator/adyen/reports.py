@@ -41,6 +41,7 @@ import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.status_codes import HTTP_201_CREATED
 
+from ..asgi import decode_json
 from ..connections import Connection, Connections
 from ..faults import Faults
 from ..settlement import Reports, sleep_until
@@ -230,7 +231,7 @@ class Publications:
         async def publish(request: Request[Any, Any, Any]) -> Response[Any]:
             try:
                 raw = await request.body()
-                data = msgspec.json.decode(raw) if raw.strip() else {}
+                data = decode_json(raw) if raw.strip() else {}
                 base = f"{request.url.scheme}://{request.url.netloc}"
                 done = await publications.publish(data, base)
             except msgspec.DecodeError as exc:

@@ -38,6 +38,8 @@ from typing import Any
 
 import msgspec
 
+from ..asgi import decode_json
+
 __all__ = [
     "AMOUNT_INVALID",
     "AMOUNT_MISSING",
@@ -149,7 +151,7 @@ def _unreadable(message: str) -> AdyenError:
 def parse_refund_request(body: bytes) -> RefundRequest:
     """The refund request in ``body``, or the :class:`AdyenError` Adyen answers for it."""
     try:
-        data = msgspec.json.decode(body)
+        data = decode_json(body)
     except msgspec.DecodeError as exc:
         raise _unreadable(f"Unexpected input: {exc}") from exc
     if not isinstance(data, dict):

@@ -41,7 +41,16 @@ import msgspec
 from litestar import Request, Router, get, post
 from litestar.types import ASGIApp
 
-from ..asgi import BodyTooLargeError, Reply, back_faults, front_faults, json_reply, maybe_mangled, read_body
+from ..asgi import (
+    BodyTooLargeError,
+    Reply,
+    back_faults,
+    decode_json,
+    front_faults,
+    json_reply,
+    maybe_mangled,
+    read_body,
+)
 from ..connections import Connections
 from ..faults import Faults, Outcome, plan_refund
 from ..state import Payment, Refund, SavedResponse, Store
@@ -234,7 +243,7 @@ class CheckoutSimulator:
             return incoming.error(UNAUTHORIZED)
         try:
             raw = await read_body(request.receive, _BODY_LIMIT)
-            ask = parse_refund_request(msgspec.json.decode(raw) if raw.strip() else None)
+            ask = parse_refund_request(decode_json(raw) if raw.strip() else None)
         except (msgspec.DecodeError, BodyTooLargeError):
             return incoming.error(invalid("request_body_malformed"))
         except CheckoutError as exc:

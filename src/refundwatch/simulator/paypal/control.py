@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, Router, get, post
 
+from ..asgi import decode_json
 from .handlers import PayPalSimulator
 from .wire import ISSUES
 
@@ -37,7 +38,7 @@ def build_paypal_control_router(sim: PayPalSimulator) -> Router:
     @post("/captures/{capture_id:str}/issue", status_code=200)
     async def issue(request: Request[Any, Any, Any], capture_id: str) -> Response[Any]:
         try:
-            data = msgspec.json.decode(await request.body() or b"{}")
+            data = decode_json(await request.body() or b"{}")
         except msgspec.DecodeError:
             return Response({"error": "body is not valid JSON", "code": "invalid_body"}, status_code=400)
         if not isinstance(data, dict) or set(data) != {"issue"}:

@@ -39,7 +39,16 @@ import msgspec
 from litestar import Request, Router, get, post
 from litestar.types import ASGIApp
 
-from ..asgi import BodyTooLargeError, Reply, back_faults, front_faults, json_reply, maybe_mangled, read_body
+from ..asgi import (
+    BodyTooLargeError,
+    Reply,
+    back_faults,
+    decode_json,
+    front_faults,
+    json_reply,
+    maybe_mangled,
+    read_body,
+)
 from ..connections import Connections
 from ..faults import Faults, plan_refund
 from ..state import Payment, Refund, SavedResponse, Store
@@ -299,7 +308,7 @@ class PayPalSimulator:
     ) -> Reply:
         try:
             raw = await read_body(request.receive, _BODY_LIMIT)
-            data = msgspec.json.decode(raw) if raw.strip() else None
+            data = decode_json(raw) if raw.strip() else None
             ask = parse_refund_request(data)
         except (msgspec.DecodeError, BodyTooLargeError):
             return incoming.error(

@@ -27,6 +27,8 @@ from typing import Any
 
 import msgspec
 
+from ..asgi import decode_json
+
 __all__ = [
     "ISSUES",
     "PAYPAL_CURRENCIES",
@@ -386,7 +388,7 @@ def _validation(field: str, issue: str) -> PayPalError:
 def parse_verify_request(body: bytes) -> dict[str, Any]:
     """A ``verify_webhook_signature`` body with every required field, or the 400 PayPal answers."""
     try:
-        data = msgspec.json.decode(body or b"null")
+        data = decode_json(body or b"null")
     except msgspec.DecodeError as exc:
         raise invalid_request("MALFORMED_REQUEST_JSON", "The request JSON is not well formed.") from exc
     if not isinstance(data, dict):

@@ -25,7 +25,7 @@ import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.types import ASGIApp
 
-from ..asgi import random_id
+from ..asgi import decode_json, random_id
 from ..settlement import Reports, sleep_until
 from .handlers import PROCESSOR, StripeSimulator
 from .payouts import Payout, payout_object, payout_transactions, payouts_of
@@ -294,7 +294,7 @@ class StripePayouts:
         async def pay(request: Request[Any, Any, Any]) -> Response[Any]:
             body = await request.body()
             try:
-                data = msgspec.json.decode(body) if body.strip() else {}
+                data = decode_json(body) if body.strip() else {}
             except msgspec.DecodeError:
                 data = None
             if not isinstance(data, dict):
