@@ -9,6 +9,7 @@ import re
 import socket
 import string
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -997,14 +998,52 @@ def test_a_web_server_started_before_its_redis_runs_and_says_not_ready(stack: St
             redis.wait(timeout=10)
 
 
+def _too_many_clients(listener: socket.socket) -> None:
+    """A PostgreSQL server that is out of connections: each connection is told so at start-up
+    (ErrorResponse FATAL 53300, as the real server says it once max_connections are taken)."""
+    fields = b"".join(
+        tag + text.encode() + b"\0"
+        for tag, text in (
+            (b"S", "FATAL"),
+            (b"V", "FATAL"),
+            (b"C", "53300"),
+            (b"M", "sorry, too many clients already"),
+        )
+    )
+    refusal = b"E" + (len(fields) + 5).to_bytes(4, "big") + fields + b"\0"
+    while True:
+        try:
+            client, _ = listener.accept()
+        except OSError:
+            return  # the test closed the listener
+        with client:
+            try:
+                first = client.recv(8)
+                if first[4:8] == (80877103).to_bytes(4, "big"):  # SSLRequest: no SSL here
+                    client.sendall(b"N")
+                    client.recv(4096)  # the start-up message
+                else:
+                    client.recv(4096)
+                client.sendall(refusal)
+            except OSError:
+                continue
+
+
 @pytest.mark.parametrize("stack", ["postgresql"], indirect=True)
-def test_the_api_says_unavailable_while_its_database_does_not_answer(stack: Stack, tmp_path: Path) -> None:
-    """A web process whose PostgreSQL refuses connections (restarting, failing over) answered every API
-    call 500 internal_error ("a bug") and logged each as an unhandled error with a traceback. /readyz
-    already said 503; the API now says the same: 503 unavailable with Retry-After."""
+@pytest.mark.parametrize("database", ["refused", "too_many_clients"])
+def test_the_api_says_unavailable_while_its_database_does_not_answer(
+    stack: Stack, tmp_path: Path, database: str
+) -> None:
+    """A web process whose PostgreSQL refuses connections (restarting, failing over) or has none left
+    (max_connections taken by other processes) answered every API call 500 internal_error ("a bug") and
+    logged each as an unhandled error with a traceback. /readyz already said 503; the API now says the
+    same: 503 unavailable with Retry-After."""
     db_port, web_port = free_port(), free_port()
     held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # bound, not listening: refused
     held.bind(("127.0.0.1", db_port))
+    if database == "too_many_clients":
+        held.listen(16)
+        threading.Thread(target=_too_many_clients, args=(held,), daemon=True).start()
     url = re.sub(r"@[^/]+/", f"@127.0.0.1:{db_port}/", stack.database_url)
     env = {**stack.env, "REFUNDWATCH_DATABASE_URL": url}
     web = Proc("web-no-db", ["refundwatch", "serve", "--port", str(web_port)], env, tmp_path / "web.log")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from asyncpg.exceptions import PostgresError
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
@@ -86,12 +87,17 @@ def too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[d
     return Response(_body("validation_error", "the request body is nested too deeply"), status_code=422)
 
 
+def _down_state(error: object) -> bool:
+    """A PostgreSQL error whose SQLSTATE says the server cannot serve now: class 08 connection
+    exception, 53 insufficient resources (too many connections), 57P operator intervention."""
+    state = str(getattr(error, "sqlstate", "") or "")
+    return state[:2] in ("08", "53") or state.startswith("57P")
+
+
 def _database_down(exc: DBAPIError) -> bool:
     """The database did not answer (connection lost, refused, shutting down, out of connections, or
     SQLite busy), as opposed to refusing a statement."""
-    state = str(getattr(exc.orig, "sqlstate", "") or "")
-    # SQLSTATE 08 connection exception, 53 insufficient resources, 57P operator intervention.
-    if exc.connection_invalidated or state[:2] in ("08", "53") or state.startswith("57P"):
+    if exc.connection_invalidated or _down_state(exc.orig):
         return True
     return "database is locked" in str(exc.orig)
 
@@ -143,6 +149,13 @@ def database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Res
     return _unavailable(request, "the database", DATABASE_RETRY_SECONDS)
 
 
+def postgres_error(request: Request[Any, Any, Any], exc: PostgresError) -> Response[Any]:
+    """An error asyncpg raises itself, unwrapped by SQLAlchemy: the server's refusal while connecting
+    ("sorry, too many clients already", "the database system is starting up") is a database that
+    does not answer now, not a bug."""
+    return database_unavailable(request, exc) if _down_state(exc) else internal_error(request, exc)
+
+
 def connection_unavailable(request: Request[Any, Any, Any], exc: OSError) -> Response[Any]:
     """A connection refused or timed out below the database layer (asyncpg raises these itself while
     connecting): a service that does not answer, not a bug."""
@@ -180,6 +193,7 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     ConnectionError: connection_unavailable,
     TimeoutError: connection_unavailable,
     PoolTimeout: database_unavailable,
+    PostgresError: postgres_error,
     UnicodeEncodeError: unstorable_input,
     Exception: internal_error,
 }
