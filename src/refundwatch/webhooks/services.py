@@ -85,7 +85,8 @@ async def _audit_refusal(rt: Runtime, action: str, connection: str, reason: str,
 
 # The refund columns a report writes its words into, and their sizes.
 _TEXT_LIMITS = {"raw_status": 64, "processor_code": 128, "failure_message": 500, "currency": 16}
-_IDS = ("gateway_refund_id", "refund_id", "idempotency_key", "settlement_ref")
+# The ids a report is looked up by (refund_id only ever as a UUID, so any text will do).
+_IDS = ("gateway_refund_id", "idempotency_key")
 
 
 def _readable(value: str) -> bool:
@@ -117,6 +118,8 @@ def storable(event: WebhookEvent) -> WebhookEvent:
         value = getattr(event, name)
         if value is not None and (len(value) > 255 or not _readable(value)):
             raise ValueError(f"{name} is not an id of at most 255 characters of valid text")
+    if event.settlement_ref is not None and not _readable(event.settlement_ref):  # a URL: no column
+        raise ValueError("settlement_ref is not valid text")
     changes: dict[str, Any] = {}
     for name, limit in _TEXT_LIMITS.items():
         value = getattr(event, name)
