@@ -486,6 +486,38 @@ def test_unknown_connection_is_404(stack: Stack) -> None:
     assert response.json()["code"] == "unknown_connection"
 
 
+def test_a_connection_of_a_processor_not_supported_yet_refuses_its_webhooks(stack: Stack) -> None:
+    """CONTRACT §6 lets a connections file name square and braintree, and ``connections import``
+    takes them; a delivery to such a connection was a 500 (no adapter to verify it with). It is
+    refused as unverifiable: 401, nothing stored, counted like every rejection."""
+    path = stack.workdir / "connections-square.toml"
+    path.write_text(
+        "[[connection]]\n"
+        'name = "square-later"\n'
+        'processor = "square"\n'
+        'access_token = "EAAAEexample"\n'
+        'webhook_signature_key = "square-signature-key"\n'
+        'notification_url = "https://refundwatch.example/webhooks/square-later"\n'
+    )
+    stack.cli("connections", "import", str(path))
+    body = json.dumps({"event_id": "6a8f5f28-54a1-4eb0-a98a-3111513fd4fc", "type": "refund.updated"}).encode()
+    for _ in range(2):  # the connection cache looks a new name up again within a second
+        response = httpx2.post(
+            f"{stack.web_url}/webhooks/square-later",
+            content=body,
+            headers={"Content-Type": "application/json", "x-square-hmacsha256-signature": "c2ln"},
+            timeout=30,
+        )
+        if response.status_code != 404:
+            break
+        time.sleep(1.1)
+    assert response.status_code == 401, response.text
+    assert response.json()["code"] == "invalid_signature"
+    assert "square" in response.json()["message"]
+    connection = db_rows(stack, "SELECT id FROM connections WHERE name = ?", "square-later")[0][0]
+    assert db_rows(stack, "SELECT count(*) FROM webhook_events WHERE connection_id = ?", connection) == [(0,)]
+
+
 GARBAGE = {
     "not_json": b"this is not json",
     "invalid_utf8": b"\xff\xfe\x00{",

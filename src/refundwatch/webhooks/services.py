@@ -161,7 +161,13 @@ async def receive(
     if conn is None:
         await rejections.note_unknown(rt, ip)
         raise NotFound(f"no connection {connection_name!r}", code="unknown_connection")
-    gateway = get_gateway(conn.processor)
+    try:
+        gateway = get_gateway(conn.processor)
+    except LookupError:  # a connection the file may name (square, braintree) before its adapter exists
+        unsupported = f"{conn.processor} webhooks cannot be verified: the processor is not supported yet"
+        await _reject(rt, connection_name, unsupported, actor)
+        message = f"webhook signature rejected: {unsupported}"
+        raise AuthenticationFailed(message, code="invalid_signature") from None
     try:
         items = await _verify(rt, gateway, conn.credentials, headers, body)
     except WebhookVerificationUnavailable as exc:
