@@ -295,6 +295,65 @@ async def test_a_rotated_key_is_fetched_once(
     await recorder.aclose()
 
 
+class LaterJwks(Recorder):
+    """The provider's real JWKS at the first download; each later one answers ``later`` (a key set,
+    or None: the provider does not answer)."""
+
+    def __init__(self, jwks_path: str, later: dict[str, Any] | None) -> None:
+        super().__init__(jwks_path)
+        self.later = later
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if request.url.path == self.jwks_path and self.jwks_fetches >= 1:
+            self.jwks_fetches += 1
+            if self.later is None:
+                raise httpx2.ConnectError("the provider is down", request=request)
+            return httpx2.Response(200, json=self.later, request=request)
+        return await super().handle_async_request(request)
+
+
+async def test_a_key_the_provider_withdrew_stops_verifying(
+    idp: IdentityProvider, rp: tuple[str, OidcClient], redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The provider took a (compromised) key out of its JWKS: tokens signed with it must stop
+    verifying once the cached set is old, not only after a restart. The JWKS was cached for the
+    process's life: only an unknown kid made refundwatch download it again."""
+    other = RSAKey.generate_key(2048, parameters={"kid": "the-new-key", "use": "sig", "alg": "RS256"})
+    recorder = LaterJwks(
+        urlsplit(str(idp.discovery()["jwks_uri"])).path, {"keys": [other.as_dict(private=False)]}
+    )
+    token = idp.sign(idp.access_token_claims(), header={"typ": "at+jwt"})
+    async with httpx2.AsyncClient(transport=recorder) as http:
+        provider = OidcProvider(_settings(idp, rp), redis, http)
+        assert await provider.verify_access_token(token)
+        assert recorder.jwks_fetches == 1
+        monkeypatch.setattr(oidc_module, "_JWKS_TTL", 0.0, raising=False)  # the cached set is old
+        monkeypatch.setattr(oidc_module, "_JWKS_MIN_REFRESH", 0.0)
+        with pytest.raises(TokenInvalid):
+            await provider.verify_access_token(token)
+        assert recorder.jwks_fetches >= 2
+    await recorder.aclose()
+
+
+async def test_the_cached_keys_keep_verifying_while_the_provider_does_not_answer(
+    idp: IdentityProvider, rp: tuple[str, OidcClient], redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The periodic re-read of the JWKS fails (provider down): the keys already known still verify,
+    and the provider is not asked again at every request."""
+    recorder = LaterJwks(urlsplit(str(idp.discovery()["jwks_uri"])).path, None)
+    token = idp.sign(idp.access_token_claims(), header={"typ": "at+jwt"})
+    async with httpx2.AsyncClient(transport=recorder) as http:
+        provider = OidcProvider(_settings(idp, rp), redis, http)
+        assert await provider.verify_access_token(token)
+        monkeypatch.setattr(oidc_module, "_JWKS_TTL", 0.5, raising=False)
+        monkeypatch.setattr(oidc_module, "_JWKS_MIN_REFRESH", 0.0)
+        time.sleep(0.6)
+        for _ in range(5):
+            assert await provider.verify_access_token(token)
+        assert recorder.jwks_fetches == 2  # one failed re-read, then the cached set until the retry
+    await recorder.aclose()
+
+
 # ------------------------------------------------------------------------- begin → login → complete
 
 

@@ -5,7 +5,8 @@
 - The ``iss`` authorization-response parameter (RFC 9207) must match when present, and must be
   present when the provider says it sends it.
 - Tokens are verified with joserfc against the provider's JWKS; an unknown ``kid`` refetches the
-  JWKS once (key rotation), at most every few seconds, so forged kids cannot hammer the provider.
+  JWKS once (key rotation), at most every few seconds, so forged kids cannot hammer the provider;
+  and it is read again every ten minutes, so a key the provider withdrew stops verifying.
 - ID tokens: iss, aud (our client id), exp, iat, nonce, with a small leeway.
 - Machine access tokens (RFC 9068): typ at+jwt, iss, aud = REFUNDWATCH_API_AUDIENCE, exp, scope.
 - Role re-reads (``auth/rolecheck.py``): the refresh-token grant, then the userinfo endpoint.
@@ -38,6 +39,8 @@ _STATE_TTL = 600
 _LEEWAY = 60
 _METADATA_TTL = 3600.0
 _JWKS_MIN_REFRESH = 5.0
+_JWKS_TTL = 600.0  # the keys are read again this often: one the provider withdrew stops verifying
+_JWKS_RETRY = 30.0  # after a failed periodic re-read, the keys we have serve this long before the next
 _ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]
 
 
@@ -112,16 +115,23 @@ class OidcProvider:
         return document
 
     async def _key_set(self, *, refresh: bool = False) -> KeySet:
-        if self._jwks is not None and not refresh:
-            return self._jwks[1]
-        if self._jwks is not None and time.monotonic() - self._jwks[0] < _JWKS_MIN_REFRESH:
-            return self._jwks[1]
-        uri = (await self.metadata())["jwks_uri"]
+        """The provider's keys: downloaded again when ``refresh`` (a kid we do not know) and every
+        ``_JWKS_TTL``, so a key the provider withdrew stops verifying (it was cached for the
+        process's life). A periodic re-read that fails keeps the keys we have for ``_JWKS_RETRY``."""
+        cached = self._jwks
+        if cached is not None:
+            age = time.monotonic() - cached[0]
+            if age < _JWKS_MIN_REFRESH or (not refresh and age < _JWKS_TTL):
+                return cached[1]
         try:
+            uri = (await self.metadata())["jwks_uri"]
             response = await self._http.get(uri, timeout=10.0)
             response.raise_for_status()
             key_set = KeySet.import_key_set(response.json())
-        except (httpx2.HTTPError, ValueError, JoseError) as exc:
+        except (SignInError, KeyError, httpx2.HTTPError, ValueError, JoseError) as exc:
+            if cached is not None and not refresh:  # the provider is down: no reason to distrust
+                self._jwks = (time.monotonic() - _JWKS_TTL + _JWKS_RETRY, cached[1])
+                return cached[1]
             raise TokenInvalid(f"could not load the provider's signing keys: {type(exc).__name__}") from None
         self._jwks = (time.monotonic(), key_set)
         return key_set
