@@ -14,6 +14,7 @@ import httpx2
 import pytest
 
 from processors import PROCESSORS, kit
+from refundwatch.dashboard.controllers import SESSION_RECHECK_SECONDS
 from refundwatch.web.templating import digest
 from stack import Stack, db_rows, second_web, wait_until
 
@@ -196,6 +197,36 @@ class SseReader:
 
     def stop(self) -> None:
         self._stop = True
+
+
+def test_a_stream_ends_after_sign_out_even_while_events_keep_coming(stack: Stack) -> None:
+    """The stream re-checked its session only when nothing had come for a keep-alive interval (15 s):
+    with refunds changing more often than that, a browser signed out (or whose session ended) kept
+    receiving the live dashboard for as long as the traffic lasted. The check is due every
+    SESSION_RECHECK_SECONDS (60) whatever the stream carries. Backend-independent: one run is enough."""
+    if stack.backend != "sqlite":
+        pytest.skip("the stream's session check does not depend on the database (it takes a minute)")
+    recheck = SESSION_RECHECK_SECONDS
+    reference = stack.payment(1_000_000)
+    with signed_in(stack) as client:
+        reader = SseReader(client, f"{stack.web_url}/dashboard/stream?range=15m")
+        session_id = client.cookies.get("rw_session", domain="127.0.0.1")
+        with httpx2.Client(base_url=stack.web_url, cookies={"rw_session": session_id}) as same_browser:
+            page = same_browser.get("/auth/logout")
+            token = re.search(r'name="_csrf_token" value="([^"]+)"', page.text)
+            assert token, page.text[:300]
+            out = same_browser.post("/auth/logout", data={"_csrf_token": token.group(1)})
+            assert out.status_code == 303
+        signed_out = time.monotonic()
+        try:
+            while time.monotonic() - signed_out < recheck + 20 and reader._thread.is_alive():
+                stack.refund(reference, 100)  # an event at least every couple of seconds
+                time.sleep(1.5)
+            assert not reader._thread.is_alive(), "the stream still runs after the session ended"
+            late = [at for _, _, at in reader.events if at - signed_out > recheck + 10]
+            assert late == []
+        finally:
+            reader.stop()
 
 
 @pytest.mark.parametrize("where", ["same process", "another web process"])

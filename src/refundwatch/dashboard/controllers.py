@@ -162,9 +162,11 @@ async def _events(
             message = await subscriber.next_event(KEEPALIVE_SECONDS)
             if message is not None:
                 yield message
-                continue
-            yield f": keep-alive {dt.datetime.now(dt.UTC):%H:%M:%S}\n\n".encode()
-            await watch(rt, key, member)
+            else:
+                yield f": keep-alive {dt.datetime.now(dt.UTC):%H:%M:%S}\n\n".encode()
+                await watch(rt, key, member)
+            # Due whatever the stream carries: checked only on keep-alives, a stream whose events
+            # kept coming outlived its session for as long as the traffic lasted.
             if asyncio.get_running_loop().time() - checked > SESSION_RECHECK_SECONDS:
                 checked = asyncio.get_running_loop().time()
                 # Signed out elsewhere or expired: end the stream; the reconnect meets the sign-in guard.
