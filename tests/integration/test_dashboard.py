@@ -4,6 +4,7 @@ rollups exact, filters in the URL, and live updates over SSE — including from 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import re
 import threading
 import time
@@ -227,6 +228,28 @@ def test_a_stream_ends_after_sign_out_even_while_events_keep_coming(stack: Stack
             assert late == []
         finally:
             reader.stop()
+
+
+def test_a_busy_stream_keeps_its_view_watched(stack: Stack) -> None:
+    """The stream renewed its view's watch (45 s) only on keep-alives, i.e. after 15 s without an
+    event: with refunds changing every second the watch lapsed after 45 s, the broadcaster stopped
+    drawing that view, and the live feed froze for 15 s, every minute. Backend-independent."""
+    if stack.backend != "sqlite":
+        pytest.skip("the stream's watch does not depend on the database (it takes over a minute)")
+    reference = stack.payment(1_000_000)
+    with signed_in(stack) as client:
+        reader = SseReader(client, f"{stack.web_url}/dashboard/stream?range=15m")
+        started = time.monotonic()
+        try:
+            while time.monotonic() - started < 70:
+                stack.refund(reference, 100)
+                time.sleep(1.0)
+        finally:
+            reader.stop()
+    feed = [at for name, _, at in reader.events if name == "feed"]
+    assert len(feed) > 10
+    gaps = [round(b - a, 1) for a, b in itertools.pairwise(feed) if b - a > 10]
+    assert gaps == [], f"the live feed stood still for {gaps} s while refunds kept changing"
 
 
 @pytest.mark.parametrize("where", ["same process", "another web process"])

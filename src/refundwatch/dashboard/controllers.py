@@ -154,7 +154,7 @@ async def _events(
     first: bytes,
 ) -> AsyncIterator[bytes]:
     assert isinstance(subscriber, LiveSubscriber)
-    checked = asyncio.get_running_loop().time()
+    checked = watched = asyncio.get_running_loop().time()
     try:
         # Reconnect after 3 s if the connection drops; the comment flushes the headers at once.
         yield b"retry: 3000\n: connected\n\n" + first
@@ -164,6 +164,10 @@ async def _events(
                 yield message
             else:
                 yield f": keep-alive {dt.datetime.now(dt.UTC):%H:%M:%S}\n\n".encode()
+            # The watch (45 s) is renewed on time, not only on keep-alives: a stream whose events
+            # kept coming let it lapse, and the broadcaster stopped drawing its view for 15 s.
+            if asyncio.get_running_loop().time() - watched >= KEEPALIVE_SECONDS:
+                watched = asyncio.get_running_loop().time()
                 await watch(rt, key, member)
             # Due whatever the stream carries: checked only on keep-alives, a stream whose events
             # kept coming outlived its session for as long as the traffic lasted.
