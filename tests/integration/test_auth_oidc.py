@@ -354,6 +354,54 @@ async def test_the_cached_keys_keep_verifying_while_the_provider_does_not_answer
     await recorder.aclose()
 
 
+async def test_an_issuer_with_a_trailing_slash_is_matched_exactly(redis: Redis) -> None:
+    """Some providers' issuer ends with a slash (Auth0: ``https://<tenant>.auth0.com/``), and their
+    tokens' ``iss`` is exactly that. The issuer was compared without its slash, so every ID token and
+    access token of such a provider was refused (nobody could sign in)."""
+    port = free_port()
+    issuer = f"http://127.0.0.1:{port}/"
+    with IdentityProvider(port=port, config={"issuer": issuer}) as slashed:
+        assert slashed.issuer == issuer
+        client = slashed.register_web_client(f"http://127.0.0.1:{free_port()}")
+        settings = Settings(
+            mode="test",
+            oidc_issuer=issuer,
+            oidc_client_id=client.client_id,
+            oidc_client_secret=client.client_secret,
+            base_url="http://127.0.0.1:9",
+            role_map=ROLE_MAP,
+        )
+        async with httpx2.AsyncClient() as http:
+            provider = OidcProvider(settings, redis, http)
+            claims = await provider.verify_access_token(slashed.machine_token())
+            assert claims["iss"] == issuer
+            now = int(time.time())
+            id_token = slashed.sign(
+                {
+                    "iss": issuer,
+                    "sub": "u-1",
+                    "aud": client.client_id,
+                    "iat": now,
+                    "exp": now + 300,
+                    "nonce": "n",
+                }
+            )
+            assert (await provider.verify_id_token(id_token, "n"))["iss"] == issuer
+            # Exactly the provider's issuer: without its slash, a token is another issuer's.
+            other = slashed.sign(
+                {
+                    "iss": issuer[:-1],
+                    "sub": "u-1",
+                    "aud": client.client_id,
+                    "iat": now,
+                    "exp": now + 300,
+                    "nonce": "n",
+                }
+            )
+            with pytest.raises(TokenInvalid):
+                await provider.verify_id_token(other, "n")
+
+
 # ------------------------------------------------------------------------- begin → login → complete
 
 

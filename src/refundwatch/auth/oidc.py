@@ -114,6 +114,14 @@ class OidcProvider:
         self._metadata = (time.monotonic(), document)
         return document
 
+    async def _exact_issuer(self) -> str:
+        """The issuer to the character, as the provider names itself in discovery (which must match
+        the setting, trailing slash aside): tokens carry exactly that, a trailing slash included
+        (Auth0's ``https://<tenant>.auth0.com/``), so it is compared as it is. A document read once
+        will do: an issuer does not change, and verifying must not wait on the provider's discovery."""
+        document = self._metadata[1] if self._metadata is not None else await self.metadata()
+        return str(document["issuer"])
+
     async def _key_set(self, *, refresh: bool = False) -> KeySet:
         """The provider's keys: downloaded again when ``refresh`` (a kid we do not know) and every
         ``_JWKS_TTL``, so a key the provider withdrew stops verifying (it was cached for the
@@ -232,7 +240,7 @@ class OidcProvider:
         decoded = await self._decode(token)
         registry = jwt.JWTClaimsRegistry(
             leeway=_LEEWAY,
-            iss={"essential": True, "value": self.issuer},
+            iss={"essential": True, "value": await self._exact_issuer()},
             aud={"essential": True, "value": self.client_id},
             sub={"essential": True},
             exp={"essential": True},
@@ -326,7 +334,7 @@ class OidcProvider:
             raise TokenInvalid("not an access token (typ must be at+jwt)")
         registry = jwt.JWTClaimsRegistry(
             leeway=_LEEWAY,
-            iss={"essential": True, "value": self.issuer},
+            iss={"essential": True, "value": await self._exact_issuer()},
             aud={"essential": True, "value": self.audience},
             exp={"essential": True},
             sub={"essential": True},
