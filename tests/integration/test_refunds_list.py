@@ -283,6 +283,16 @@ BAD = [
     ({"to": "9999-12-31"}, "to must be a UTC date"),
     ({"from": "2026-11-02", "to": "2026-11-01"}, "from is after to"),
     ({"cursor": "not-a-cursor"}, "cursor is not valid"),
+    # An amount cursor beyond any amount overflowed the database's integer (SQLite: a 500).
+    (
+        {"sort": "amount_desc", "cursor": "99999999999999999999999.01a2517c-5543-701f-ae59-a8a8327f88c0"},
+        "cursor is not valid",
+    ),
+    ({"sort": "amount_asc", "cursor": "-1.01a2517c-5543-701f-ae59-a8a8327f88c0"}, "cursor is not valid"),
+    (
+        {"sort": "amount_asc", "cursor": "9" * 5000 + ".01a2517c-5543-701f-ae59-a8a8327f88c0"},
+        "cursor is not valid",
+    ),
     ({"q": "pi_\x00"}, "not allowed"),
     ({"q": "x" * 256}, "q is too long"),
     ({"error": "e" * 129}, "error is too long"),

@@ -114,15 +114,23 @@ def _staff_conditions(f: RefundFilter) -> list[ColumnElement[bool]]:
     return terms
 
 
+MAX_CURSOR_AMOUNT = 10**15  # refunds.schemas.MAX_AMOUNT: no refund is for more
+
+
 def parse_cursor(cursor: str, sort: str) -> tuple[int | None, UUID]:
     """A cursor is the last row's id, with its amount first (``<amount>.<id>``) for an amount sort."""
+    invalid = ValidationFailed("cursor is not valid", code="invalid_cursor")
+    amount, _, ident = cursor.partition(".") if sort.startswith("amount") else ("", "", cursor)
+    # Only an amount a refund can have: a larger one overflowed the database's integer (SQLite: a
+    # 500; PostgreSQL: a bare JSON error instead of the page's).
+    if sort.startswith("amount") and (
+        not (amount.isascii() and amount.isdigit() and len(amount) <= 16) or int(amount) > MAX_CURSOR_AMOUNT
+    ):
+        raise invalid
     try:
-        if sort.startswith("amount"):
-            amount, _, ident = cursor.partition(".")
-            return int(amount), UUID(ident)
-        return None, UUID(cursor)
+        return (int(amount) if amount else None), UUID(ident)
     except ValueError:
-        raise ValidationFailed("cursor is not valid", code="invalid_cursor") from None
+        raise invalid from None
 
 
 def _ordered(f: RefundFilter) -> tuple[list[ColumnElement[bool]], list[Any]]:
