@@ -328,6 +328,11 @@ class Settings(BaseSettings):
             raise ConfigError(str(exc)) from None
         self._check_reconcile_expected_hours()
         self._check_trusted_proxies()
+        if self.dashboard_success_warn < self.dashboard_success_bad:
+            raise ConfigError(
+                "REFUNDWATCH_DASHBOARD_SUCCESS_WARN must not be below REFUNDWATCH_DASHBOARD_SUCCESS_BAD "
+                f"({self.dashboard_success_warn:g} < {self.dashboard_success_bad:g}): amber could never show"
+            )
         from refundwatch.alerts.targets import invalid_targets
 
         bad = invalid_targets(self.alert_url_list)

@@ -177,6 +177,13 @@ def test_trusted_proxies_take_addresses_and_networks() -> None:
     Settings(mode="test", trusted_proxies=" 127.0.0.20 , 10.0.0.0/8,fd00::/8, ::1 ,").check_required()
 
 
+def test_the_success_warning_line_is_not_below_the_bad_line() -> None:
+    """WARN 0.90 with BAD 0.95 started: amber could never show, a falling rate went from green to red."""
+    with pytest.raises(ConfigError, match="REFUNDWATCH_DASHBOARD_SUCCESS_WARN"):
+        Settings(mode="test", dashboard_success_warn=0.9, dashboard_success_bad=0.95).check_required()
+    Settings(mode="test", dashboard_success_warn=0.95, dashboard_success_bad=0.95).check_required()
+
+
 def test_audit_keys_are_a_list_newest_first() -> None:
     settings = Settings(mode="production", audit_key=" new-key-0123456789 , old-key-0123456789 ,")
     assert settings.audit_key_list == ["new-key-0123456789", "old-key-0123456789"]
