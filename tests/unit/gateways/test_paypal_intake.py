@@ -72,6 +72,8 @@ async def test_paypal_refuses_amounts_it_cannot_take(amount: int, currency: str)
         ("stripe", 1_500, "ISK"),
         ("adyen", 150050, "HUF"),
         ("adyen", 1_234, "KWD"),
+        ("checkout", 5_120, "KWD"),
+        ("checkout", 1_051, "EUR"),
     ],
 )
 async def test_other_amounts_pass(processor: str, amount: int, currency: str) -> None:
@@ -85,6 +87,17 @@ async def test_stripe_refuses_amounts_it_cannot_take(amount: int, currency: str)
         await intake._check_against_payment(runtime("stripe"), body(amount, currency), payment(currency))
     assert caught.value.code == "amount_not_supported"
     assert currency in caught.value.message
+    assert "\n" not in caught.value.message
+
+
+@pytest.mark.parametrize(("amount", "currency"), [(5124, "KWD"), (1001, "BHD"), (1313, "OMR")])
+async def test_checkout_refuses_three_decimal_amounts_not_ending_in_0(amount: int, currency: str) -> None:
+    """Checkout.com ("Format the amount value"): for three-decimal currencies "the last digit must
+    always be a 0"; such a refund was accepted, reserved, and then refused by the processor."""
+    with pytest.raises(ValidationFailed) as caught:
+        await intake._check_against_payment(runtime("checkout"), body(amount, currency), payment(currency))
+    assert caught.value.code == "amount_not_supported"
+    assert "end in 0" in caught.value.message
     assert "\n" not in caught.value.message
 
 

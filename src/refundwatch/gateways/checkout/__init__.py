@@ -56,6 +56,7 @@ from refundwatch.gateways.checkout import errors
 from refundwatch.gateways.checkout import transformers as tx
 from refundwatch.gateways.retry_after import parse_retry_after
 from refundwatch.lib.crypto import constant_time_equals
+from refundwatch.lib.money import exponent, to_decimal_string
 
 __all__ = ["LIVE_BASE_URL", "SANDBOX_BASE_URL", "CheckoutGateway"]
 
@@ -124,6 +125,16 @@ class CheckoutGateway:
 
     def __repr__(self) -> str:
         return "CheckoutGateway()"
+
+    def check_amount(self, amount: int, currency: str) -> str | None:
+        """Why Checkout.com cannot take this amount, or None: for three-decimal currencies "the last digit
+        must always be a 0" (Format the amount value). Intake refuses it before anything is reserved."""
+        if exponent(currency) == 3 and amount % 10:
+            return (
+                f"{currency.upper()} amounts must end in 0 at Checkout.com: "
+                f"{to_decimal_string(amount, currency)} {currency.upper()} cannot be refunded there"
+            )
+        return None
 
     # --- connection fields ----------------------------------------------------------------------------
 
