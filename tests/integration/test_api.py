@@ -1077,6 +1077,11 @@ def test_health_readiness_metrics_and_schema(stack: Stack) -> None:
     assert readyz.status_code == 200, readyz.text
     assert readyz.json()["database"] == "ok"
     assert readyz.json()["redis"] == "ok"
+    # HEAD as well as GET (RFC 9110 9.1): a monitor probing with HEAD got 405 and saw the service down.
+    for path in ("/healthz", "/readyz"):
+        probed = httpx2.head(f"{stack.web_url}{path}")
+        assert probed.status_code == 200, (path, probed.status_code, probed.text)
+        assert probed.content == b""
 
     reference = stack.payment(1_000)
     stack.wait_status(post_refund(stack, refund_body(reference, 100)).json()["id"], "succeeded")

@@ -8,7 +8,7 @@ import hmac
 import logging
 from typing import Any
 
-from litestar import MediaType, Request, Response, get
+from litestar import HttpMethod, MediaType, Request, Response, get, route
 from sqlalchemy import text
 
 from refundwatch.config import Settings, get_settings
@@ -18,12 +18,19 @@ from refundwatch.web.state import runtime_of
 log = logging.getLogger("refundwatch.web")
 
 
-@get("/healthz", media_type=MediaType.TEXT, include_in_schema=False)
+# GET and HEAD (RFC 9110 9.1: every general-purpose server supports both): monitors that probe with
+# HEAD (UptimeRobot's default, for one) got 405 and reported a healthy service down.
+@route(
+    "/healthz",
+    http_method=[HttpMethod.GET, HttpMethod.HEAD],
+    media_type=MediaType.TEXT,
+    include_in_schema=False,
+)
 async def healthz() -> str:
     return "ok"
 
 
-@get("/readyz", include_in_schema=False)
+@route("/readyz", http_method=[HttpMethod.GET, HttpMethod.HEAD], include_in_schema=False)
 async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
     rt = runtime_of(request)
     checks: dict[str, str] = {}
