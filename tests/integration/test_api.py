@@ -147,6 +147,9 @@ def test_payment_created_then_replayed_then_conflict(stack: Stack) -> None:
         again = client.post("/api/v1/payments", json=body)
         assert again.status_code == 200, again.text
         assert again.json()["id"] == created["id"]
+        # As a replayed refund says, and as the OpenAPI document's 200 for this operation promises.
+        assert again.headers.get("idempotent-replayed") == "true", dict(again.headers)
+        assert "idempotent-replayed" not in first.headers
         # The currency is case-insensitive on the way in: still the same payment.
         lower = client.post("/api/v1/payments", json={**body, "currency": "eur"})
         assert lower.status_code == 200, lower.text

@@ -219,7 +219,10 @@ class PaymentController(Controller):
             ),
             api_actor(request, who),
         )
-        return Response(payment_out(payment, data.connection), status_code=201 if created else 200)
+        headers = {} if created else {"Idempotent-Replayed": "true"}
+        return Response(
+            payment_out(payment, data.connection), status_code=201 if created else 200, headers=headers
+        )
 
     @get("/payments/{payment_reference:str}", opt=READ)
     async def read(
