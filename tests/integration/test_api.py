@@ -237,6 +237,17 @@ def test_an_empty_body_says_it_is_empty(stack: Stack) -> None:
             assert body["errors"][0]["message"] == "a JSON object is required as the request body", body
 
 
+@pytest.mark.parametrize("value", [20261101, 1.5, "1700000000", "0"])
+def test_payment_captured_at_as_a_number_is_422_not_a_unix_time(stack: Stack, value: Any) -> None:
+    """The body was decoded leniently: captured_at 20261101 (a date typed as a number) was taken as
+    Unix seconds and stored as 1970-08-24, "0" as 1970-01-01; only an RFC 3339 text is a time."""
+    with stack.api() as client:
+        body = error(
+            client.post("/api/v1/payments", json=payment_body(captured_at=value)), 422, "validation_error"
+        )
+    assert "captured_at" in body["message"], body
+
+
 def test_payment_missing_field_is_422(stack: Stack) -> None:
     body = payment_body()
     del body["captured_at"]

@@ -37,7 +37,7 @@ from refundwatch.refunds.views import refund_out
 from refundwatch.runtime import Runtime
 from refundwatch.web.auth import api_actor, principal, require_idempotency_key, require_scopes
 from refundwatch.web.state import runtime_of
-from refundwatch.web.strict import require_integer_amount
+from refundwatch.web.strict import require_integer_amount, require_rfc3339_captured_at
 
 # An RFC 3339 time. Taken as text and parsed strictly: lenient decoding would read "0.5" as a Unix time.
 Moment = Annotated[str | None, Parameter(schema_extra={"format": "date-time"})]
@@ -199,7 +199,7 @@ class PaymentController(Controller):
     guards = [require_scopes]
     tags = ["payments"]
 
-    @post("/payments", opt=PAY, status_code=201, guards=[require_integer_amount])
+    @post("/payments", opt=PAY, status_code=201, guards=[require_integer_amount, require_rfc3339_captured_at])
     async def create(
         self, request: Request[Any, Any, Any], who: Principal, data: PaymentCreate
     ) -> Response[PaymentOut]:
