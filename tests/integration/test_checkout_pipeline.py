@@ -70,6 +70,23 @@ def test_a_refund_that_executed_behind_a_5xx_is_found_in_the_actions_not_sent_ag
     assert any("before any re-send" in d for d in details(done)), details(done)
 
 
+def test_a_refund_a_webhook_settles_after_a_failed_attempt_carries_no_error(stack: Stack) -> None:
+    """The attempt's 5xx left error_code gateway_unavailable on the refund; Checkout.com's signed
+    payment_refunded then made it succeeded, and GET /api/v1/refunds/{id} showed a succeeded refund
+    with that error (and the staff filter by error code listed it), where the worker's own answer
+    clears it: an earlier attempt's error is history, on the timeline."""
+    faults(stack, error_rate=1.0, executed_error_share=1.0)  # every call 5xx: only the webhook settles
+    try:
+        payment = stack.payment(10_000, processor="checkout")
+        refund_id = refund(stack, payment, 3_000)
+        done = stack.wait_status(refund_id, *FINAL, timeout=30)
+    finally:
+        faults(stack)
+    assert done["status"] == "succeeded", done
+    assert any("attempt 1 failed" in d for d in details(done)), details(done)
+    assert (done["error_code"], done["error_message"]) == (None, None), done
+
+
 def test_the_processors_own_balance_is_checked_before_a_refund_is_sent(stack: Stack) -> None:
     """refundwatch believes 10,000 were captured; Checkout.com has only 1,000 left to refund (say,
     refunded from its dashboard): the refund fails as over-refund without being sent, amount released."""

@@ -72,6 +72,10 @@ def report_fields(event: WebhookEvent, trigger: Trigger) -> dict[str, Any]:
             error_message=(event.failure_message or "")[:500],
             processor_code=event.processor_code,
         )
+    elif trigger in (Trigger.SUCCEEDED, Trigger.ACCEPTED):
+        # An earlier attempt's error is history (on the timeline), not this refund's state: cleared as
+        # the worker's own answer clears it (refunds.outcomes.record_result).
+        fields.update(error_code=None, error_message=None, processor_code=None)
     return fields
 
 
