@@ -688,6 +688,24 @@ def test_retry_or_cancel_of_a_refund_that_is_not_failed_is_409(stack: Stack) -> 
     assert stack.get(refund_id)["status"] == "succeeded"
 
 
+def test_retry_of_a_failed_refund_past_the_refundable_balance_says_how_much_is_left(stack: Stack) -> None:
+    """A failed refund released its amount; another then took most of it. Retrying the failed one
+    answered 422 amount_exceeds_refundable without ``refundable_amount`` (which the README promises
+    with that code), and the OpenAPI document listed only validation_error for the retry's 422."""
+    reference = stack.payment(10_000, simulator_amount=5_000)  # the processor refuses over 5000
+    failed = post_refund(stack, refund_body(reference, 6_000)).json()["id"]
+    assert stack.wait_status(failed, "failed", "succeeded", "manual_review")["status"] == "failed"
+    other = post_refund(stack, refund_body(reference, 5_000)).json()["id"]
+    assert stack.wait_status(other, "failed", "succeeded", "manual_review")["status"] == "succeeded"
+    with stack.api() as client:
+        body = error(client.post(f"/api/v1/refunds/{failed}/retry"), 422, "amount_exceeds_refundable")
+        document = client.get("/schema/openapi.json").json()
+    assert body["refundable_amount"] == 5_000, body
+    assert stack.get(failed)["status"] == "failed"
+    answers = document["paths"]["/api/v1/refunds/{refund_id}/retry"]["post"]["responses"]["422"]
+    assert "amount_exceeds_refundable" in json.dumps(answers)
+
+
 def test_refund_at_the_approval_threshold_waits_for_a_second_person(stack: Stack) -> None:
     reference = stack.payment(100_000)
     response = post_refund(stack, refund_body(reference, 50_000))

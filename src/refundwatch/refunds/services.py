@@ -20,7 +20,7 @@ from refundwatch.audit import actions
 from refundwatch.audit.actions import Actor
 from refundwatch.audit.services import record
 from refundwatch.dashboard.rollups import counted
-from refundwatch.db.models import Connection, Refund, RefundAttempt, RefundEvent, RollupOutbox
+from refundwatch.db.models import Connection, Payment, Refund, RefundAttempt, RefundEvent, RollupOutbox
 from refundwatch.gateways.base import Exchange, exchange_json
 from refundwatch.jobs import enqueue
 from refundwatch.lib.exceptions import InvalidTransition, NotFound, PermissionDenied, ValidationFailed
@@ -172,9 +172,13 @@ async def _move_money(session: AsyncSession, refund: Refund, move: Transition) -
         await release(session, refund.payment_id, refund.amount)
     if move.reserves_amount and not await reserve(session, refund.payment_id, refund.amount):
         if not move.contradiction:
+            left = await session.scalar(
+                select(Payment.amount - Payment.reserved_amount).where(Payment.id == refund.payment_id)
+            )
             raise ValidationFailed(
                 "the payment no longer has enough refundable balance for this refund",
                 code="amount_exceeds_refundable",
+                extra={"refundable_amount": int(left or 0)},
             )
         # The processor says the money moved: the books follow it, whatever the balance says.
         await reserve(session, refund.payment_id, refund.amount, force=True)

@@ -123,7 +123,13 @@ OPERATIONS: dict[tuple[str, str], dict[int, tuple[str, ...]]] = {
     },
     ("get", "/api/v1/refunds/{refund_id}"): {**_API, **_ONE_REFUND},
     ("post", "/api/v1/refunds/{refund_id}/cancel"): {**_API, **_ONE_REFUND, 409: ("invalid_transition",)},
-    ("post", "/api/v1/refunds/{refund_id}/retry"): {**_API, **_ONE_REFUND, 409: ("invalid_transition",)},
+    ("post", "/api/v1/refunds/{refund_id}/retry"): {
+        **_API,
+        **_ONE_REFUND,
+        409: ("invalid_transition",),
+        # A failed refund released its amount; what is left may no longer cover it.
+        422: ("validation_error", "amount_exceeds_refundable"),
+    },
     ("post", "/api/v1/refunds/{refund_id}/sync"): {
         **_API,
         **_ONE_REFUND,
