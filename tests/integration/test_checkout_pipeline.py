@@ -111,7 +111,9 @@ def deliver(stack: Stack, body: bytes, headers: dict[str, str]) -> httpx2.Respon
     )
 
 
-def test_webhooks_signed_as_checkout_does_are_applied_and_tampered_ones_refused(stack: Stack) -> None:
+def processing_refund_and_its_event(stack: Stack, amount: object) -> tuple[str, dict[str, Any]]:
+    """A Checkout.com refund of 2000 accepted and waiting, and the ``payment_refunded`` event that would
+    settle it, reporting ``amount``."""
     faults(stack, settle_ms=600_000)  # Checkout.com stays silent: the test speaks for it
     try:
         payment = stack.payment(5_000, processor="checkout")
@@ -120,7 +122,7 @@ def test_webhooks_signed_as_checkout_does_are_applied_and_tampered_ones_refused(
     finally:
         faults(stack)
     (sent,) = ledger(stack, payment)
-    event = {
+    return refund_id, {
         "id": f"evt_{uuid.uuid4().hex[:26]}",
         "type": "payment_refunded",
         "created_on": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
@@ -128,13 +130,17 @@ def test_webhooks_signed_as_checkout_does_are_applied_and_tampered_ones_refused(
             "id": payment,
             "action_id": accepted["gateway_refund_id"],
             "reference": refund_id,
-            "amount": 2_000,
+            "amount": amount,
             "currency": "EUR",
             "response_code": "10000",
             "response_summary": "Approved",
             "metadata": {"refund_id": refund_id, "idempotency_key": sent["idempotency_key"]},
         },
     }
+
+
+def test_webhooks_signed_as_checkout_does_are_applied_and_tampered_ones_refused(stack: Stack) -> None:
+    refund_id, event = processing_refund_and_its_event(stack, 2_000)
     body = json.dumps(event).encode()
     refused = {
         "one byte changed": (body.replace(b'"amount": 2000', b'"amount": 9000'), signed(body)),
@@ -156,28 +162,7 @@ def test_webhooks_signed_as_checkout_does_are_applied_and_tampered_ones_refused(
 def test_a_signed_success_whose_amount_cannot_be_read_is_refused_not_applied_unchecked(stack: Stack) -> None:
     """``"amount": "4999"`` for a refund of 2000: the amount was taken as not reported, so the event
     was applied as a success without the amount check (an integer 4999 sends it to manual review)."""
-    faults(stack, settle_ms=600_000)  # Checkout.com stays silent: the test speaks for it
-    try:
-        payment = stack.payment(5_000, processor="checkout")
-        refund_id = refund(stack, payment, 2_000)
-        accepted = stack.wait_status(refund_id, "processing")
-    finally:
-        faults(stack)
-    (sent,) = ledger(stack, payment)
-    event = {
-        "id": f"evt_{uuid.uuid4().hex[:26]}",
-        "type": "payment_refunded",
-        "created_on": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
-        "data": {
-            "id": payment,
-            "action_id": accepted["gateway_refund_id"],
-            "reference": refund_id,
-            "amount": "4999",
-            "currency": "EUR",
-            "response_code": "10000",
-            "metadata": {"refund_id": refund_id, "idempotency_key": sent["idempotency_key"]},
-        },
-    }
+    refund_id, event = processing_refund_and_its_event(stack, "4999")
     body = json.dumps(event).encode()
     response = deliver(stack, body, signed(body))
     assert response.status_code == 422, response.text
