@@ -20,6 +20,7 @@ from refundwatch.dashboard.signals import ALERTS as ALERTS_CHANGED
 from refundwatch.dashboard.signals import signals
 from refundwatch.db.tables import ALERT_DELIVERIES, ALERTS
 from refundwatch.lib.exceptions import InvalidTransition, NotFound, ValidationFailed
+from refundwatch.lib.identifiers import whole_number
 from refundwatch.web.state import runtime_of
 
 ADMIN = {"action": Action.ADMINISTER}
@@ -36,8 +37,7 @@ async def alerts_page(request: Request[Any, Any, Any], session: Session) -> Temp
     before = request.query_params.get("before") or None
     if state is not None and state not in STATES:
         raise ValidationFailed("state must be pending, open or resolved", code="invalid_state")
-    # ASCII digits that fit the id column: isdigit() also takes "²", which int() refuses (a 500).
-    if before is not None and not (before.isascii() and before.isdigit() and len(before) < 19):
+    if before is not None and whole_number(before, 10**18 - 1) is None:  # fits the id column
         raise ValidationFailed("before must be an alert number", code="invalid_cursor")
     query = select(ALERTS).order_by(ALERTS.c.id.desc()).limit(PAGE + 1)
     if state is not None:

@@ -23,6 +23,7 @@ from sqlalchemy import ColumnElement, or_, select
 from refundwatch.db.engine import Database
 from refundwatch.db.models import AuditEntry
 from refundwatch.lib import csvcells
+from refundwatch.lib.identifiers import whole_number
 from refundwatch.refunds.people import staff_named
 
 PAGE = 100
@@ -92,10 +93,8 @@ def parse(items: Iterable[tuple[str, str]]) -> AuditFilter:
     if f.since and f.until and f.since >= f.until:
         f.errors.append("the time range ends before it starts")
     if (before := values.get("before")) is not None:
-        # ASCII digits within the id column's range: int() refuses a superscript "²" that
-        # isdigit() takes, and a larger number overflowed the database's 64-bit integer (500s).
-        if before.isascii() and before.isdigit() and int(before) <= MAX_ID:
-            f.before = int(before)
+        if (cursor := whole_number(before, MAX_ID)) is not None:
+            f.before = cursor
         else:
             f.errors.append("the page cursor is not valid; start from the newest entries")
     return f

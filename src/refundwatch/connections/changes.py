@@ -29,6 +29,7 @@ from refundwatch.db.engine import Database
 from refundwatch.db.models import Connection, ConnectionChange
 from refundwatch.lib.crypto import FieldCipher
 from refundwatch.lib.exceptions import BadInput, Conflict, NotFound, PermissionDenied, ValidationFailed
+from refundwatch.lib.identifiers import whole_number
 
 PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
 MAX_SECRET = 4096
@@ -85,10 +86,10 @@ def _whole(field: str, raw: str, maximum: int, *, blank_ok: bool = False) -> int
     raw = raw.strip()
     if not raw and blank_ok:
         return None
-    # ASCII digits only: isdigit() also takes "²", which int() refuses (that was a 500).
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= maximum:
+    value = whole_number(raw, maximum)
+    if value is None or value < 1:
         raise ValidationFailed(f"{field} must be a whole number from 1 to {maximum}", code="invalid_setting")
-    return int(raw)
+    return value
 
 
 async def update_settings(

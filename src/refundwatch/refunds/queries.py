@@ -17,6 +17,7 @@ from sqlalchemy import ColumnElement, Row, and_, func, or_, select
 
 from refundwatch.db.models import Refund, RefundEvent
 from refundwatch.lib.exceptions import ValidationFailed
+from refundwatch.lib.identifiers import whole_number
 from refundwatch.refunds.states import Status
 from refundwatch.runtime import Runtime
 
@@ -123,12 +124,11 @@ def parse_cursor(cursor: str, sort: str) -> tuple[int | None, UUID]:
     amount, _, ident = cursor.partition(".") if sort.startswith("amount") else ("", "", cursor)
     # Only an amount a refund can have: a larger one overflowed the database's integer (SQLite: a
     # 500; PostgreSQL: a bare JSON error instead of the page's).
-    if sort.startswith("amount") and (
-        not (amount.isascii() and amount.isdigit() and len(amount) <= 16) or int(amount) > MAX_CURSOR_AMOUNT
-    ):
+    value = whole_number(amount, MAX_CURSOR_AMOUNT) if sort.startswith("amount") else None
+    if sort.startswith("amount") and value is None:
         raise invalid
     try:
-        return (int(amount) if amount else None), UUID(ident)
+        return value, UUID(ident)
     except ValueError:
         raise invalid from None
 

@@ -28,6 +28,7 @@ from refundwatch.auth.roles import Action
 from refundwatch.auth.sessions import Session
 from refundwatch.db.models._outgoing import FAILED, PENDING, SUCCEEDED
 from refundwatch.lib.exceptions import NotFound, RefundwatchError, ValidationFailed
+from refundwatch.lib.identifiers import whole_number
 from refundwatch.outgoing import endpoints, history
 from refundwatch.outgoing.endpoints import EndpointCreate, EndpointOut, EndpointUpdate, SecretRotation
 from refundwatch.outgoing.events import EVENT_TYPES
@@ -192,8 +193,7 @@ async def _endpoint_page(request: Req, session: Session, endpoint_id: UUID, outc
 
 
 def _int(raw: str | None) -> int | None:
-    # ASCII digits only: isdigit() also takes "²", which int() refuses (that was a 500).
-    return int(raw) if raw and raw.isascii() and raw.isdigit() and len(raw) < 19 else None
+    return whole_number(raw, 10**18 - 1) if raw else None
 
 
 @get(f"{LIST}/{{endpoint_id:uuid}}", opt=ADMIN)
