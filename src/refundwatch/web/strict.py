@@ -18,16 +18,23 @@ from refundwatch.lib.exceptions import ValidationFailed
 from refundwatch.refunds.schemas import amount_type_problem
 
 
-async def require_integer_amount(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Guard: 422 ``invalid_amount`` unless the body's ``amount`` (when there is one) is a JSON integer.
-    A missing amount and a body that is not an object are left to the schema (``validation_error``)."""
+async def _json_object(connection: ASGIConnection[Any, Any, Any, Any]) -> dict[str, Any] | None:
+    """The request's JSON body when it is an object; None otherwise (not a request, not JSON, not an
+    object): the body's own decoding answers those (422 validation_error)."""
     if not isinstance(connection, Request):
-        return
+        return None
     try:
         body = await connection.json()
     except SerializationException:
-        return  # not JSON: the body's own decoding answers that (422 validation_error)
-    if isinstance(body, dict) and "amount" in body and (problem := amount_type_problem(body["amount"])):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+async def require_integer_amount(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard: 422 ``invalid_amount`` unless the body's ``amount`` (when there is one) is a JSON integer.
+    A missing amount and a body that is not an object are left to the schema (``validation_error``)."""
+    body = await _json_object(connection)
+    if body is not None and "amount" in body and (problem := amount_type_problem(body["amount"])):
         raise ValidationFailed(problem, code="invalid_amount")
 
 
@@ -37,13 +44,8 @@ async def require_rfc3339_captured_at(
     """Guard: 422 ``validation_error`` unless the body's ``captured_at`` (when there is one) is an RFC 3339
     text: lax decoding took 20261101 or "0" as Unix seconds (1970). A missing or null one is left to
     the schema."""
-    if not isinstance(connection, Request):
-        return
-    try:
-        body = await connection.json()
-    except SerializationException:
-        return
-    if not isinstance(body, dict) or body.get("captured_at") is None:
+    body = await _json_object(connection)
+    if body is None or body.get("captured_at") is None:
         return
     try:
         msgspec.convert(body["captured_at"], dt.datetime)  # strict: text only, never a number
