@@ -83,8 +83,14 @@ async def _audit_refusal(rt: Runtime, action: str, connection: str, reason: str,
         log.warning("could not record a refused webhook for %s", connection, exc_info=True)
 
 
-# The refund columns a report writes its words into, and their sizes.
-_TEXT_LIMITS = {"raw_status": 64, "processor_code": 128, "failure_message": 500, "currency": 16}
+# The refund columns a report writes its words into, sized as the columns are (a currency is compared,
+# never stored from the report: 16 is ample for any code and for the message naming a wrong one).
+_TEXT_LIMITS = {
+    "raw_status": Refund.gateway_status.type.length,
+    "processor_code": Refund.processor_code.type.length,
+    "failure_message": Refund.error_message.type.length,
+    "currency": 16,
+}
 # The ids a report is looked up by (refund_id only ever as a UUID, so any text will do).
 _IDS = ("gateway_refund_id", "idempotency_key")
 
