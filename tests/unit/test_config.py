@@ -293,3 +293,13 @@ def test_defaults_match_the_contract() -> None:
     assert settings.base_url == "http://127.0.0.1:8000"
     assert settings.oidc_roles_claim == "groups"
     assert settings.api_audience == "urn:refundwatch:api"
+
+
+@pytest.mark.parametrize(
+    "raw", ["approver=\u00b2", "approver=1\u2070", "approver=", "approver=-5", "nobody=5"]
+)
+def test_bad_role_limits_are_refused_at_start_in_one_line(raw: str) -> None:
+    """isdigit() takes "²", which int() refuses: `serve` died with a ValueError traceback."""
+    with pytest.raises(ConfigError, match="REFUNDWATCH_ROLE_LIMITS"):
+        Settings(mode="test", role_limits=raw).check_required()
+    Settings(mode="test", role_limits="initiator=100000, approver=1000000").check_required()

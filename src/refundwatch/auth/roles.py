@@ -70,7 +70,8 @@ def parse_role_limits(raw: str) -> dict[Role, int]:
         if not item:
             continue
         role, sep, amount = (s.strip() for s in item.partition("="))
-        if not sep or role.upper() not in Role.__members__ or not amount.isdigit():
+        # ASCII digits: isdigit() also takes "²", which int() refuses (a traceback at start-up).
+        if not sep or role.upper() not in Role.__members__ or not (amount.isascii() and amount.isdigit()):
             raise BadInput(f"REFUNDWATCH_ROLE_LIMITS: {item!r} is not role=amount (minor units)")
         limits[Role[role.upper()]] = int(amount)
     return limits
