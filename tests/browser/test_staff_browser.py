@@ -144,6 +144,9 @@ def test_a_click_on_the_actions_wins_over_their_live_redraw(browser: object, sta
     try:
         tab.sign_in("ivan-initiator", f"/refunds/{refund_id}")
         page = tab.page
+        # The stream's opening re-read (or one for a late webhook) still in flight would make the
+        # redraw below a dropped request (hx-sync this:abort), and nothing would be held.
+        wait_live_and_settled(page)
         page.route(f"**/refunds/{refund_id}/actions", lambda route: held["actions"].append(route))  # noqa: PLW0108 - Playwright wants a Python function
         page.route("**/refunds/new?*", lambda route: held["new"].append(route))  # noqa: PLW0108
         page.evaluate(REDRAW)
